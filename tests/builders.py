@@ -1,0 +1,49 @@
+"""Small builders for tests: synthetic activation shards and a tiny TopK encoder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from safetensors.torch import save_file
+
+
+def make_shards(path: Path, n_seq: int = 24, seq_len: int = 17, d: int = 8, per_shard: int = 10,
+                seed: int = 0, vocab: int = 50) -> Path:
+    """A collect artifact of random activations in the documented shard format."""
+    path.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    acts = torch.randn(n_seq, seq_len, d, generator=gen)
+    tokens = torch.randint(2, vocab, (n_seq, seq_len), generator=gen).int()
+    tokens[:, 0] = 1
+    shards = []
+    for i, first in enumerate(range(0, n_seq, per_shard)):
+        name = f"shard-{i:05d}.safetensors"
+        save_file({"acts": acts[first:first + per_shard].contiguous(),
+                   "tokens": tokens[first:first + per_shard].contiguous()}, str(path / name))
+        shards.append({"file": name, "first_seq": first, "n_seq": min(per_shard, n_seq - first)})
+    pq.write_table(pa.table({
+        "seq_id": list(range(n_seq)), "tokens": tokens.tolist(),
+        "token_str": [[f"t{t}" for t in row] for row in tokens.tolist()]}), path / "sequences.parquet")
+    (path / "manifest.json").write_text(json.dumps({
+        "stage": "collect", "key": "test", "d_model": d, "seq_len": seq_len, "n_sequences": n_seq,
+        "hookpoint": "blocks.0.hook_resid_post", "shards": shards}))
+    return path
+
+
+class TinyTopK:
+    """Deterministic TopK encoder: relu(x @ W) keeping the k largest (a stand-in with SAE's encode)."""
+
+    def __init__(self, d: int, m: int, k: int, seed: int = 0):
+        self.W = torch.randn(d, m, generator=torch.Generator().manual_seed(seed))
+        self.num_latents, self.k = m, k
+
+    def encode_dense(self, x: torch.Tensor) -> torch.Tensor:
+        vals, idx = self.encode(x)
+        return torch.zeros(len(x), self.num_latents).scatter_(1, idx, vals)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pre = torch.relu(x @ self.W)
+        return pre.topk(self.k, dim=-1)
