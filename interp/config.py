@@ -29,6 +29,8 @@ class ModelConfig(_Strict):
     hookpoint: str = Field("blocks.15.hook_resid_post", description="TransformerLens hook name "
                            "whose activations are read.")
     device: str = Field("cpu", description="torch device, e.g. 'cpu' or 'cuda'.")
+    cache_dir: Path | None = Field(None, description="Where the embedded GGUF is cached as "
+                                   "safetensors; None = <home>/models.")
     dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="Model dtype; "
                                                              "float32 on CPU (bf16 is 5x slower).")
 
@@ -51,8 +53,8 @@ class CorpusConfig(_Strict):
     source: str = Field(EMBEDDED, description="'embedded' (gensim's Wikipedia sample), a path to a "
                         ".txt/.jsonl/.parquet file or directory, or 'hf:<dataset>[:<split>]'.")
     text_field: str = Field("text", description="Column / JSON key holding the text (jsonl, parquet, hf).")
-    n_tokens: int = Field(49_152, gt=0, description="Tokens of activations to collect.")
-    seq_len: int = Field(64, ge=8, description="Tokens per sequence fed to the model (incl. BOS).")
+    n_tokens: int = Field(32_768, gt=0, description="Tokens of activations to collect.")
+    seq_len: int = Field(65, ge=8, description="Tokens per sequence fed to the model (BOS + 64).")
     seed: int = Field(0, description="Seed for shuffling documents.")
 
 
@@ -104,6 +106,9 @@ class LLMConfig(_Strict):
     max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/timeouts/dropped connections.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
     backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles each retry, jittered.")
+    assistant_prefill: Literal["native", "vllm", "off"] = Field("native", description="How a "
+        "prompt's trailing assistant turn is continued: 'native' (llama.cpp does it), 'vllm' (sends "
+        "continue_final_message), 'off' (the turn is dropped; the answer must carry the marker).")
     n_ctx: int = Field(8192, ge=512, description="Embedded server context, shared by its slots.")
     n_threads: int | None = Field(None, gt=0, description="Embedded server threads; None = all cores.")
 
@@ -124,17 +129,18 @@ class LLMConfig(_Strict):
 
     def identity(self) -> dict[str, Any]:
         """What determines the LLM's answers (for cache keys): not concurrency, not secrets."""
-        return {"backend": self.backend, "base_url": self.base_url, "model": self.model}
+        return {"backend": self.backend, "base_url": self.base_url, "model": self.model,
+                "assistant_prefill": self.assistant_prefill}
 
 
 class ExplainConfig(_Strict):
     """Explanation generation."""
 
     prompt: str = Field("explain_default", description="Template name in prompts/ (without .md).")
-    n_examples: int = Field(10, gt=0, description="Top windows shown to the explainer.")
-    max_tokens: int = Field(60, gt=0, description="Completion token budget.")
+    n_examples: int = Field(8, gt=0, description="Top windows shown to the explainer.")
+    max_tokens: int = Field(40, gt=0, description="Completion token budget.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
-    n_latents: int | None = Field(24, gt=0, description="Explain the N most frequent live latents; None = all.")
+    n_latents: int | None = Field(24, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")
     min_examples: int = Field(3, gt=0, description="Skip latents with fewer activating windows.")
     chunk_latents: int = Field(8, gt=0, description="Latents per resumable part file.")
 
@@ -144,9 +150,9 @@ class ScoreConfig(_Strict):
 
     scorers: tuple[Literal["detection", "fuzzing"], ...] = Field(("detection", "fuzzing"),
                                                                  description="Scorers to run.")
-    n_positive: int = Field(6, gt=0, description="Held-out activating windows per latent.")
-    n_negative: int = Field(6, gt=0, description="Non-activating windows per latent.")
-    batch_size: int = Field(6, gt=0, description="Windows judged per LLM request.")
+    n_positive: int = Field(5, gt=0, description="Held-out activating windows per latent.")
+    n_negative: int = Field(5, gt=0, description="Non-activating windows per latent.")
+    batch_size: int = Field(10, gt=0, description="Windows judged per LLM request.")
     max_tokens: int = Field(40, gt=0, description="Completion token budget per request.")
     prompt_detection: str = Field("score_detection", description="Template for detection.")
     prompt_fuzzing: str = Field("score_fuzzing", description="Template for fuzzing.")

@@ -64,7 +64,7 @@ def resolve_hf_source(cfg: ModelConfig, home: Path) -> str:
     """Directory or hub id to load with transformers (converting the embedded GGUF once)."""
     if cfg.name != EMBEDDED:
         return cfg.name
-    cache_dir = Path(home) / "models" / EMBEDDED_CACHE_NAME
+    cache_dir = Path(cfg.cache_dir or Path(home) / "models") / EMBEDDED_CACHE_NAME
     if not (cache_dir / "config.json").is_file():
         cache_dir.parent.mkdir(parents=True, exist_ok=True)
         _cache_embedded(cache_dir)
@@ -111,7 +111,8 @@ class SubjectModel:
 
 def load_model(cfg: ModelConfig, home: Path) -> SubjectModel:
     """Load the subject model through transformers and wrap it in a TransformerBridge."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1") if cfg.name == EMBEDDED else None
+    if cfg.name == EMBEDDED:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub for the default
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

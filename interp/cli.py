@@ -1,0 +1,177 @@
+"""`interp` command line: run, query, show, publish, config."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from interp.config import ConfigError, RunConfig, dump_config, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Automated interpretability: explained, scored SAE latents in a DuckDB catalogue.")
+log = logging.getLogger("interp")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "httpx2", "openai", "urllib3", "filelock", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _prefect_env(home: Path) -> None:
+    """Keep Prefect offline and local unless the user configured it otherwise."""
+    defaults = {"PREFECT_HOME": str(home.resolve() / "prefect"), "DO_NOT_TRACK": "1",
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false",
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}
+    for k, v in defaults.items():
+        os.environ.setdefault(k, v)
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _config(config: Optional[Path], overrides: dict[str, Any]) -> RunConfig:
+    try:
+        return load_config(config, overrides)
+    except ConfigError as err:
+        _fail(str(err))
+        raise  # unreachable
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
+    home: Optional[Path] = typer.Option(None, help="Artifact root and catalogue ($INTERP_HOME)."),
+    model: Optional[str] = typer.Option(None, help="Subject model ('embedded' or HF id/path)."),
+    hookpoint: Optional[str] = typer.Option(None, help="Hook to read, e.g. blocks.15.hook_resid_post."),
+    corpus: Optional[str] = typer.Option(None, help="'embedded', a file/dir, or hf:<dataset>."),
+    n_tokens: Optional[int] = typer.Option(None, help="Tokens of activations to collect."),
+    expansion_factor: Optional[int] = typer.Option(None, help="SAE width / d_model."),
+    k: Optional[int] = typer.Option(None, help="TopK active latents per token."),
+    n_latents: Optional[int] = typer.Option(None, help="Latents to explain and score."),
+    llm_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (sets backend=openai)."),
+    llm_model: Optional[str] = typer.Option(None, help="Model name sent to the LLM server."),
+    llm_api_key_env: Optional[str] = typer.Option(None, help="Env var holding the LLM API key."),
+    device: Optional[str] = typer.Option(None, help="torch device for the subject model and SAE."),
+    prefect: bool = typer.Option(True, help="Run as a Prefect flow (--no-prefect: plain library)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the labelling pipeline (collect, train, mine, explain, score) and publish the catalogue."""
+    _setup_logging(verbose)
+    overrides = {"home": home, "model.name": model, "model.hookpoint": hookpoint,
+                 "corpus.source": corpus, "corpus.n_tokens": n_tokens,
+                 "sae.expansion_factor": expansion_factor, "sae.k": k,
+                 "explain.n_latents": n_latents, "llm.base_url": llm_base_url,
+                 "llm.backend": "openai" if llm_base_url else None, "llm.model": llm_model,
+                 "llm.api_key_env": llm_api_key_env, "model.device": device}
+    cfg = _config(config, overrides)
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    try:
+        if prefect:
+            _prefect_env(cfg.home)
+            from flows.label import label
+
+            result = label(cfg.model_dump(mode="json"))
+        else:
+            from interp.pipeline import RunRecord, run_pipeline
+            from storage.catalog import load_run, publish
+
+            rec: RunRecord = run_pipeline(cfg, progress=True)
+            publish(cfg.home, rec.artifacts, [load_run(cfg.home / "runs" / rec.run_id)])
+            result = {"run_id": rec.run_id, "artifacts": rec.artifacts, "seconds": rec.seconds,
+                      "cached": rec.cached}
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        _fail(str(err))
+    _summary(cfg, result, time.time() - t0)
+
+
+def _summary(cfg: RunConfig, result: dict[str, Any], wall: float) -> None:
+    typer.echo(f"\nrun {result['run_id']} finished in {wall:.1f}s (home: {cfg.home})")
+    for stage, key in result["artifacts"].items():
+        cached = " (cached)" if result["cached"].get(stage) else ""
+        typer.echo(f"  {stage:8s} {key}  {result['seconds'][stage]:7.1f}s{cached}")
+    from storage.catalog import connect_readonly
+
+    with connect_readonly(cfg.home) as con:
+        row = con.execute(
+            "SELECT count(*) FILTER (WHERE status = 'ok'), count(*) FROM explanations WHERE explain_key = ?",
+            [result["artifacts"]["explain"]]).fetchone()
+        typer.echo(f"explanations: {row[0]} ok of {row[1]}; "
+                   f"try: interp query \"select latent, text, detection, fuzzing from latest\"")
+
+
+@app.command()
+def query(sql: str = typer.Argument(..., help="A read-only SQL statement."),
+          home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
+          fmt: str = typer.Option("table", "--format", help="table | csv | json"),
+          limit: int = typer.Option(200, help="Rows to print at most (table format).")) -> None:
+    """Run read-only SQL against the catalogue and print the result."""
+    from interp.query import ReadOnlyViolation, run_query
+
+    cfg_home = home or RunConfig().home
+    try:
+        cols, rows = run_query(cfg_home, sql)
+    except (ReadOnlyViolation, FileNotFoundError) as err:
+        _fail(str(err))
+    except Exception as err:  # noqa: BLE001 - SQL errors from DuckDB, shown as they are
+        _fail(f"query failed: {err}")
+    from interp.query import render
+
+    typer.echo(render(cols, rows, fmt, limit))
+
+
+@app.command()
+def show(sae: str = typer.Argument(..., help="SAE key (a unique prefix is enough)."),
+         latent: int = typer.Argument(...),
+         home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
+         n: int = typer.Option(5, help="Examples per kind.")) -> None:
+    """Print a latent's explanations, scores and examples with activating tokens marked."""
+    from interp.query import show_latent
+
+    try:
+        typer.echo(show_latent(home or RunConfig().home, sae, latent, n))
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+
+
+@app.command()
+def publish(home: Optional[Path] = typer.Option(None, help="Artifact home ($INTERP_HOME)."),
+            rebuild: bool = typer.Option(False, help="Recreate the catalogue from all artifacts.")) -> None:
+    """Publish finished runs into the catalogue (or rebuild it from the Parquet artifacts)."""
+    from storage.catalog import load_run
+    from storage.catalog import publish as do_publish
+    from storage.catalog import rebuild as do_rebuild
+
+    h = home or RunConfig().home
+    if rebuild:
+        typer.echo(f"rebuilt from {do_rebuild(h)} artifacts")
+        return
+    n = 0
+    for run_json in sorted((Path(h) / "runs").glob("*/run.json")):
+        run = load_run(run_json.parent)
+        n += len(do_publish(h, run["artifacts"], [run]))
+    typer.echo(f"published {n} new artifacts")
+
+
+@app.command("config")
+def show_config(config: Optional[Path] = typer.Option(None, "--config", "-c"),
+                as_json: bool = typer.Option(False, "--json", help="JSON schema of every field.")) -> None:
+    """Print the resolved config (defaults, or a file's) as YAML, or the JSON schema."""
+    if as_json:
+        typer.echo(json.dumps(RunConfig.model_json_schema(), indent=2))
+        return
+    typer.echo(dump_config(_config(config, {})))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,103 @@
+"""Example records (mined windows with their text) and how they are shown to LLMs."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+# Join mined example rows with the token strings of their sequences, for a set of latents.
+_EXAMPLES_SQL = """
+SELECT e.latent, e.kind, e.split, e.rank, e.quantile, e.seq_id, e.start, e.max_act, e.acts,
+       list_slice(s.token_str, e.start + 1, e.start + len(e.acts)) AS tokens
+FROM read_parquet($examples) e JOIN read_parquet($sequences) s USING (seq_id)
+WHERE e.latent IN (SELECT unnest($latents))
+ORDER BY e.latent, e.kind, e.quantile, e.rank
+"""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One window of one latent: its tokens and per-token activations."""
+
+    latent: int
+    kind: str          # top | quantile | random
+    split: str         # train (may be shown to explainers) | test (held out for scoring)
+    rank: int
+    quantile: int
+    seq_id: int
+    start: int
+    max_act: float
+    tokens: tuple[str, ...]
+    acts: tuple[float, ...]
+
+    @property
+    def active(self) -> bool:
+        return self.max_act > 0
+
+
+def load_examples(mine_dir: Path, latents: list[int]) -> dict[int, list[Example]]:
+    """Examples of the given latents, grouped by latent, with token text attached."""
+    manifest = json.loads((Path(mine_dir) / "manifest.json").read_text())
+    collect_dir = Path(mine_dir).parents[1] / "collect" / manifest["collect"]
+    con = duckdb.connect(config={"autoinstall_known_extensions": False})
+    rows = con.execute(_EXAMPLES_SQL, {
+        "examples": str(Path(mine_dir) / "examples.parquet"),
+        "sequences": str(collect_dir / "sequences.parquet"), "latents": latents}).fetchall()
+    con.close()
+    out: dict[int, list[Example]] = {l: [] for l in latents}
+    for r in rows:
+        out[r[0]].append(Example(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7],
+                                 tuple(r[9]), tuple(r[8])))
+    return out
+
+
+def _visible(tok: str) -> str:
+    return tok.replace("\n", "\\n")
+
+
+def mark_tokens(tokens: tuple[str, ...], marked: list[bool]) -> str:
+    """Text with runs of marked tokens wrapped as <<...>> (leading spaces kept outside)."""
+    out, run = [], []
+    for tok, m in zip(tokens, marked):
+        if m:
+            run.append(_visible(tok))
+            continue
+        if run:
+            out.append(_wrap("".join(run)))
+            run = []
+        out.append(_visible(tok))
+    if run:
+        out.append(_wrap("".join(run)))
+    return "".join(out).strip()
+
+
+def _wrap(text: str) -> str:
+    stripped = text.lstrip()
+    return text[: len(text) - len(stripped)] + f"<<{stripped}>>"
+
+
+def strength(act: float, scale: float) -> int:
+    """Activation on the 0-10 scale relative to the latent's max (OpenAI's convention)."""
+    return 0 if scale <= 0 else max(0, min(10, round(10 * act / scale)))
+
+
+def format_for_explainer(examples: list[Example], scale: float) -> str:
+    """Numbered examples with activating tokens marked and their strengths listed."""
+    blocks = []
+    for i, ex in enumerate(examples, 1):
+        marked = [a > 0 for a in ex.acts]
+        pairs = [f"{_visible(t).strip() or repr(t)} ({strength(a, scale)})"
+                 for t, a in zip(ex.tokens, ex.acts) if a > 0]
+        blocks.append(f"Example {i}: {mark_tokens(ex.tokens, marked)}\n"
+                      f"Strengths: {', '.join(pairs)}")
+    return "\n\n".join(blocks)
+
+
+def top_tokens(examples: list[Example], n: int = 8) -> str:
+    """The most frequent activating tokens, which helps small explainers most."""
+    counts = Counter(t.strip() or repr(t) for ex in examples
+                     for t, a in zip(ex.tokens, ex.acts) if a > 0)
+    return ", ".join(f'"{t}"' for t, _ in counts.most_common(n)) or "(none)"

@@ -1,0 +1,139 @@
+"""Explain stage: one LLM explanation per latent from its top (training-split) examples.
+
+The answer must carry an explicit `[EXPLANATION]:` marker; anything else is stored with status
+`parse_error` (or `llm_error` when the request failed for good) and is never scored.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, stable_hash
+from interp.config import RunConfig
+from interp.examples import Example, format_for_explainer, load_examples, top_tokens
+from interp.llm import Ledger, LLMError, OpenAICompatibleLLM, llm_endpoint
+from interp.prompts import load_prompt
+from interp.resumable import merge_parts, pending, run_resumable
+
+log = logging.getLogger(__name__)
+
+STAGE = "explain"
+VERSION = "1"
+ECHO = re.compile(r"^(example|strengths)\s*\d*\s*:", re.IGNORECASE)
+MARKER = re.compile(r"\[?\s*EXPLANATION\s*\]?\s*:", re.IGNORECASE)
+
+SCHEMA = pa.schema([
+    ("explanation_id", pa.string()), ("latent", pa.int32()), ("text", pa.string()),
+    ("status", pa.string()), ("error", pa.string()), ("raw", pa.string()),
+    ("explainer_model", pa.string()), ("prompt_name", pa.string()), ("prompt_hash", pa.string()),
+    ("settings_hash", pa.string()), ("n_examples", pa.int32()), ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()), ("latency_s", pa.float64()), ("attempts", pa.int32()),
+    ("created_at", pa.float64())])
+
+
+def parse_explanation(raw: str) -> str | None:
+    """The explanation after the last marker (its first non-empty line), or None if unusable.
+
+    A line ending in ':' is a lead-in to something else (a list, an example), not an explanation.
+    """
+    matches = list(MARKER.finditer(raw))
+    if not matches:
+        return None
+    lines = [ln.strip() for ln in raw[matches[-1].end():].splitlines() if ln.strip()]
+    if not lines:
+        return None
+    text = re.sub(r"^([-*•]|\d+[.)])\s+", "", lines[0]).strip().strip('"\'`*').strip()
+    if not text or text.endswith(":") or len(text) > 400 or text.lower() in {"none", "n/a", "<explanation>"}:
+        return None
+    if ECHO.match(text):
+        return None  # the model copied an input example instead of explaining
+    return text
+
+
+def explain_key(cfg: RunConfig, mine_key: str) -> str:
+    prompt = load_prompt(cfg.explain.prompt)
+    settings = cfg.explain.model_dump(mode="json", exclude={"chunk_latents"})
+    return artifact_key(STAGE, VERSION, {"explain": settings, "llm": cfg.llm.identity()},
+                        {"mine": mine_key}, {"prompt": prompt.sha})
+
+
+def select_latents(mine_dir: Path, cfg: RunConfig) -> list[int]:
+    """Latents with enough top examples and at least one held-out one; a seeded sample of them."""
+    import random
+
+    lat = pq.read_table(Path(mine_dir) / "latents.parquet", columns=["latent", "n_active_windows"])
+    need = cfg.explain.min_examples + 1
+    eligible = [l for l, n in zip(lat["latent"].to_pylist(), lat["n_active_windows"].to_pylist())
+                if n >= need]
+    if cfg.explain.n_latents is None or cfg.explain.n_latents >= len(eligible):
+        return eligible
+    return sorted(random.Random(cfg.mine.seed).sample(eligible, cfg.explain.n_latents))
+
+
+def _row(eid: str, latent: int, cfg: RunConfig, prompt, settings_hash: str, n: int, **kw) -> dict:
+    base = {"explanation_id": eid, "latent": latent, "text": None, "error": None, "raw": None,
+            "explainer_model": cfg.llm.model, "prompt_name": prompt.name, "prompt_hash": prompt.sha,
+            "settings_hash": settings_hash, "n_examples": n, "prompt_tokens": 0,
+            "completion_tokens": 0, "latency_s": 0.0, "attempts": 0, "created_at": time.time()}
+    return {**base, **kw}
+
+
+def make_work(cfg: RunConfig, key: str, examples: dict[int, list[Example]], llm):
+    prompt = load_prompt(cfg.explain.prompt)
+    settings_hash = stable_hash(cfg.explain.model_dump(mode="json", exclude={"chunk_latents"}))
+
+    async def work(latent: int) -> list[dict]:
+        eid = stable_hash({"explain": key, "latent": latent})
+        train = [e for e in examples[latent] if e.kind == "top" and e.split == "train"]
+        train = train[: cfg.explain.n_examples]
+        if len(train) < cfg.explain.min_examples:
+            return [_row(eid, latent, cfg, prompt, settings_hash, len(train), status="skipped",
+                         error=f"only {len(train)} activating examples")]
+        scale = max(e.max_act for e in train)
+        messages = prompt.messages(examples=format_for_explainer(train, scale),
+                                   top_tokens=top_tokens(train))
+        try:
+            r = await llm.generate(messages, max_tokens=cfg.explain.max_tokens,
+                                   temperature=cfg.explain.temperature, stage=STAGE, latent=latent)
+        except LLMError as err:
+            return [_row(eid, latent, cfg, prompt, settings_hash, len(train), status="llm_error",
+                         error=err.reason, attempts=err.attempts)]
+        text = parse_explanation(r.text)
+        return [_row(eid, latent, cfg, prompt, settings_hash, len(train), text=text, raw=r.text,
+                     status="ok" if text else "parse_error",
+                     error=None if text else "no [EXPLANATION]: line in the answer",
+                     prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+                     latency_s=r.latency_s, attempts=r.attempts)]
+    return work
+
+
+def explain(cfg: RunConfig, mine_ref: ArtifactRef, *, progress: bool = False) -> ArtifactRef:
+    """Explain stage, resumable per chunk of latents."""
+    store = ArtifactStore(cfg.home)
+    key = explain_key(cfg, mine_ref.key)
+    with store.lock(STAGE, key):
+        if (ref := store.get(STAGE, key)) is not None:
+            return ref
+        latents = select_latents(mine_ref.path, cfg)
+        manifest = {"mine": mine_ref.key, "sae": mine_ref.manifest()["sae"],
+                    "config": cfg.explain.model_dump(mode="json"), "llm": cfg.llm.identity(),
+                    "prompt_hash": load_prompt(cfg.explain.prompt).sha, "latents": latents}
+        with store.build(STAGE, key, manifest, resumable=True) as tmp:
+            if pending(latents, cfg.explain.chunk_latents, tmp):
+                examples = load_examples(mine_ref.path, latents)
+                ledger = Ledger()
+                with llm_endpoint(cfg.llm) as url:
+                    llm = OpenAICompatibleLLM(cfg.llm, url, ledger)
+                    work = make_work(cfg, key, examples, llm)
+                    manifest["progress"] = run_resumable(latents, cfg.explain.chunk_latents, tmp, work,
+                                                         SCHEMA, ledger, desc="explain", progress=progress,
+                                                         close=llm.aclose)
+            table = merge_parts(tmp, SCHEMA, "explanations.parquet", ("latent",))
+            statuses = table.column("status").to_pylist()
+            manifest["status_counts"] = {s: statuses.count(s) for s in sorted(set(statuses))}
+        return store.require(STAGE, key)

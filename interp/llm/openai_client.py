@@ -1,0 +1,153 @@
+"""Async client for any OpenAI-compatible server (vLLM `vllm serve`, llama.cpp, hosted APIs).
+
+Bounded concurrency (a semaphore), an optional requests-per-second cap, a per-request timeout, and
+retries with exponential backoff and full jitter on 429, 5xx, timeouts, dropped connections,
+malformed and empty responses; 4xx errors other than 429 fail at once. Every attempt goes into
+the ledger.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+import openai
+
+from interp.config import LLMConfig
+from interp.llm.base import Ledger, LLMError, LLMResponse, new_call_id
+
+log = logging.getLogger(__name__)
+
+
+class Transient(Exception):
+    """A failure worth retrying."""
+
+
+class RateLimiter:
+    """Spaces request starts at least 1/rps apart (shared by all tasks of one event loop)."""
+
+    def __init__(self, rps: float | None):
+        self.interval = 1.0 / rps if rps else 0.0
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            delay = self._next - now
+            self._next = max(now, self._next) + self.interval
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+def _classify(err: Exception) -> tuple[bool, str]:
+    """(retryable, short reason) of an exception raised by the openai client."""
+    if isinstance(err, Transient):
+        return True, str(err)
+    if isinstance(err, openai.APITimeoutError):
+        return True, "timeout"
+    if isinstance(err, openai.APIConnectionError):
+        return True, f"connection: {err.__cause__ or err}"[:200]
+    if isinstance(err, openai.RateLimitError):
+        return True, "429 rate limited"
+    if isinstance(err, openai.APIStatusError):
+        return err.status_code >= 500, f"{err.status_code}: {str(err)[:200]}"
+    if isinstance(err, (openai.APIResponseValidationError, ValueError, KeyError, TypeError)):
+        return True, f"malformed response: {str(err)[:200]}"
+    return False, f"{type(err).__name__}: {str(err)[:200]}"
+
+
+class OpenAICompatibleLLM:
+    """The LLM protocol over an OpenAI-compatible HTTP endpoint."""
+
+    def __init__(self, cfg: LLMConfig, base_url: str, ledger: Ledger | None = None):
+        self.cfg = cfg
+        self.model = cfg.model
+        self.ledger = ledger if ledger is not None else Ledger()
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=cfg.api_key(),
+                                          max_retries=0, timeout=cfg.timeout_s)
+        self._sem: asyncio.Semaphore | None = None
+        self._limiter: RateLimiter | None = None
+
+    def _ensure_loop_state(self) -> None:
+        # Created lazily: asyncio primitives bind to the running loop.
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.cfg.concurrency)
+            self._limiter = RateLimiter(self.cfg.requests_per_second)
+
+    def _prefill(self, messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str, dict]:
+        """Split off a trailing assistant turn that the answer should continue."""
+        if not messages or messages[-1]["role"] != "assistant":
+            return messages, "", {}
+        prefill = messages[-1]["content"]
+        mode = self.cfg.assistant_prefill
+        if mode == "off":
+            return messages[:-1], "", {}
+        if mode == "vllm":
+            return messages, prefill, {"extra_body": {"continue_final_message": True,
+                                                      "add_generation_prompt": False}}
+        return messages, prefill, {}
+
+    async def _once(self, messages, max_tokens, temperature, logprobs) -> LLMResponse:
+        messages, prefill, kwargs = self._prefill(messages)
+        if logprobs:
+            kwargs.update(logprobs=True, top_logprobs=logprobs)
+        r = await self._client.chat.completions.create(
+            model=self.model, messages=messages, max_tokens=max_tokens,
+            temperature=temperature, **kwargs)
+        if not r.choices or r.choices[0].message is None:
+            raise Transient("empty response: no choices")
+        text = r.choices[0].message.content
+        if not text or not text.strip():
+            raise Transient("empty response: no content")
+        if prefill and not text.lstrip().startswith(prefill.strip()):
+            text = prefill + text  # some servers return only the continuation
+        top = None
+        lp = getattr(r.choices[0], "logprobs", None)
+        if logprobs and lp is not None and lp.content:
+            top = [[(t.token, t.logprob) for t in (c.top_logprobs or [])] or [(c.token, c.logprob)]
+                   for c in lp.content]
+        usage = r.usage
+        return LLMResponse(text=text, prompt_tokens=usage.prompt_tokens if usage else 0,
+                           completion_tokens=usage.completion_tokens if usage else 0,
+                           latency_s=0.0, attempts=0, top_logprobs=top)
+
+    async def generate(self, messages, *, max_tokens, temperature=0.0, logprobs=None,
+                       stage="", latent=None) -> LLMResponse:
+        self._ensure_loop_state()
+        call_id = new_call_id()
+        attempts = self.cfg.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            async with self._sem:
+                await self._limiter.wait()
+                t0 = time.monotonic()
+                try:
+                    r = await self._once(messages, max_tokens, temperature, logprobs)
+                except Exception as err:  # noqa: BLE001 - classified below, never swallowed
+                    retry, reason = _classify(err)
+                    latency = time.monotonic() - t0
+                    final = not retry or attempt == attempts
+                    self.ledger.record(call_id=call_id, stage=stage, latent=latent, model=self.model,
+                                       attempt=attempt, status="error" if final else "retry",
+                                       error=reason, prompt_tokens=0, completion_tokens=0,
+                                       latency_s=latency)
+                    if final:
+                        raise LLMError(reason, attempt) from err
+                    log.debug("retrying %s (attempt %d): %s", call_id, attempt, reason)
+                else:
+                    latency = time.monotonic() - t0
+                    self.ledger.record(call_id=call_id, stage=stage, latent=latent, model=self.model,
+                                       attempt=attempt, status="ok", error=None,
+                                       prompt_tokens=r.prompt_tokens,
+                                       completion_tokens=r.completion_tokens, latency_s=latency)
+                    return LLMResponse(r.text, r.prompt_tokens, r.completion_tokens, latency,
+                                       attempt, r.top_logprobs)
+            # Backoff outside the semaphore so waiting does not hold a slot.
+            await asyncio.sleep(random.uniform(0, self.cfg.backoff_s * 2 ** (attempt - 1)))
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self._client.close()

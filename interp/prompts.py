@@ -1,0 +1,54 @@
+"""Prompt templates: files in prompts/, loaded by name, hashed into cache keys and explanation rows.
+
+A template is a sequence of `### SYSTEM`, `### USER` and `### ASSISTANT` sections (few-shot
+demonstrations are USER/ASSISTANT pairs before the final USER turn). `$name` placeholders are
+filled with string.Template, so braces in corpus text are harmless.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+_SECTION = re.compile(r"^### (SYSTEM|USER|ASSISTANT)\s*$", re.MULTILINE)
+
+
+def prompt_dirs() -> list[Path]:
+    """Where templates are looked up: the source checkout, then the installed data files."""
+    return [Path(__file__).resolve().parents[1] / "prompts",
+            Path(sys.prefix) / "share" / "interp" / "prompts"]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    turns: tuple[tuple[str, str], ...]   # (role, template text)
+    sha: str
+
+    def messages(self, **values: object) -> list[dict[str, str]]:
+        fill = {k: str(v) for k, v in values.items()}
+        return [{"role": role, "content": Template(text).substitute(fill)} for role, text in self.turns]
+
+
+def parse_prompt(name: str, text: str) -> Prompt:
+    parts = _SECTION.split(text)
+    turns = tuple((role.lower(), body.strip()) for role, body in zip(parts[1::2], parts[2::2]))
+    last_user = max((i for i, (role, _) in enumerate(turns) if role == "user"), default=-1)
+    if last_user < len(turns) - 2 or last_user == -1:
+        raise ValueError(f"prompt {name!r} must end with a '### USER' section, optionally followed "
+                         "by one '### ASSISTANT' section that the answer continues (prefill)")
+    if any(role == "system" for role, _ in turns[1:]):
+        raise ValueError(f"prompt {name!r}: '### SYSTEM' may only come first")
+    return Prompt(name, turns, hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+def load_prompt(name: str) -> Prompt:
+    for d in prompt_dirs():
+        path = d / f"{name}.md"
+        if path.is_file():
+            return parse_prompt(name, path.read_text())
+    raise ValueError(f"prompt {name!r} not found (looked for {name}.md in "
+                     f"{', '.join(str(d) for d in prompt_dirs())})")

@@ -1,0 +1,96 @@
+"""Detection and fuzzing scorers (delphi's definitions).
+
+detection: the scorer LLM sees held-out windows (activating ones from every quantile, and
+           non-activating ones) and says which ones the explanation describes.
+fuzzing:   the scorer sees activating windows whose marked tokens are either the truly activating
+           ones or the same number of random other tokens, and says which are marked correctly.
+Windows are judged in batches; an answer that does not give one 0/1 per window fails the whole
+batch (predictions None), which is counted, never scored as 0.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from interp.examples import Example, mark_tokens
+
+_RESULT = re.compile(r"\[?\s*RESULT\s*\]?\s*:(.*)", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One window to judge: its text as shown, its true label, and where it came from."""
+
+    text: str
+    label: int
+    seq_id: int
+    start: int
+    quantile: int
+
+
+def parse_labels(raw: str, n: int) -> list[int] | None:
+    """The n 0/1 answers after the [RESULT]: marker, or None if they are not exactly there."""
+    m = _RESULT.search(raw)
+    if not m:
+        return None
+    body = m.group(1).split("\n\n")[0]
+    digits = re.findall(r"(?<![\d.])[01](?![\d.])", body)
+    if len(digits) < n:
+        return None
+    return [int(d) for d in digits[:n]]
+
+
+def _spread(examples: list[Example], n: int) -> list[Example]:
+    """Up to n examples taken round-robin across quantiles, so every activation level is tested."""
+    by_q: dict[int, list[Example]] = {}
+    for e in examples:
+        by_q.setdefault(e.quantile, []).append(e)
+    out, qs = [], sorted(by_q)
+    while len(out) < n and any(by_q[q] for q in qs):
+        for q in qs:
+            if by_q[q] and len(out) < n:
+                out.append(by_q[q].pop(0))
+    return out
+
+
+def _plain(e: Example) -> str:
+    return mark_tokens(e.tokens, [False] * len(e.tokens))
+
+
+def detection_items(examples: list[Example], n_pos: int, n_neg: int, rng: random.Random) -> list[Item]:
+    pos = _spread([e for e in examples if e.kind == "quantile" and e.split == "test"], n_pos)
+    neg = [e for e in examples if e.kind == "random" and e.split == "test"][:n_neg]
+    items = [Item(_plain(e), 1, e.seq_id, e.start, e.quantile) for e in pos] + \
+            [Item(_plain(e), 0, e.seq_id, e.start, -1) for e in neg]
+    rng.shuffle(items)
+    return items
+
+
+def _fuzzed_marks(e: Example, rng: random.Random) -> list[bool]:
+    """As many marks as the window has activating tokens, placed on non-activating tokens."""
+    active = [a > 0 for a in e.acts]
+    n = max(1, sum(active))
+    others = [i for i, a in enumerate(active) if not a] or list(range(len(active)))
+    chosen = set(rng.sample(others, min(n, len(others))))
+    return [i in chosen for i in range(len(active))]
+
+
+def fuzzing_items(examples: list[Example], n_pos: int, n_neg: int, rng: random.Random) -> list[Item]:
+    acts = _spread([e for e in examples if e.kind == "quantile" and e.split == "test"], n_pos + n_neg)
+    if not acts:
+        return []
+    correct, wrong = acts[:n_pos], acts[n_pos:] or acts  # reuse windows when too few are held out
+    items = [Item(mark_tokens(e.tokens, [a > 0 for a in e.acts]), 1, e.seq_id, e.start, e.quantile)
+             for e in correct]
+    items += [Item(mark_tokens(e.tokens, _fuzzed_marks(e, rng)), 0, e.seq_id, e.start, e.quantile)
+              for e in wrong[:n_neg]]
+    rng.shuffle(items)
+    return items
+
+
+def format_items(items: list[Item]) -> str:
+    return "\n".join(f"Example {i}: {it.text}" for i, it in enumerate(items, 1))
+
+
+BUILDERS = {"detection": detection_items, "fuzzing": fuzzing_items}

@@ -1,0 +1,41 @@
+"""Classification metrics for scorers: pure functions over (label, prediction) lists."""
+from __future__ import annotations
+
+from typing import Any
+
+from sklearn.metrics import roc_auc_score
+
+
+def classification_metrics(labels: list[int], preds: list[int | None],
+                           probs: list[float | None] | None = None) -> dict[str, Any]:
+    """Balanced accuracy, precision, recall, F1 (and AUC when probabilities exist).
+
+    Examples whose prediction is None (unparseable or failed answers) are counted in n_failed and
+    left out of the metrics; they are never treated as a 0.
+    """
+    pairs = [(l, p) for l, p in zip(labels, preds) if p is not None]
+    out: dict[str, Any] = {"n_examples": len(labels), "n_failed": len(labels) - len(pairs),
+                           "balanced_accuracy": None, "precision": None, "recall": None,
+                           "f1": None, "auc": None, "accuracy": None}
+    if not pairs:
+        return out
+    tp = sum(1 for l, p in pairs if l and p)
+    fp = sum(1 for l, p in pairs if not l and p)
+    fn = sum(1 for l, p in pairs if l and not p)
+    tn = sum(1 for l, p in pairs if not l and not p)
+    pos, neg = tp + fn, tn + fp
+    tpr = tp / pos if pos else None
+    tnr = tn / neg if neg else None
+    out["accuracy"] = (tp + tn) / len(pairs)
+    if tpr is not None and tnr is not None:
+        out["balanced_accuracy"] = (tpr + tnr) / 2
+    out["recall"] = tpr
+    out["precision"] = tp / (tp + fp) if tp + fp else 0.0
+    if out["recall"] is not None:
+        pr, rc = out["precision"], out["recall"]
+        out["f1"] = 2 * pr * rc / (pr + rc) if pr + rc else 0.0
+    if probs is not None:
+        scored = [(l, q) for l, q in zip(labels, probs) if q is not None]
+        if len({l for l, _ in scored}) == 2:
+            out["auc"] = float(roc_auc_score([l for l, _ in scored], [q for _, q in scored]))
+    return out

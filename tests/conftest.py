@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny synthetic runs through the real stage functions."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from interp.artifacts import ArtifactRef
+from interp.config import build_config
+from tests.builders import make_shards
+from tests.fakeserver import FakeLLMServer
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def scripted_answer(messages: list[dict]) -> str:
+    """Explainer: names the most frequent marked token. Scorer: 1 for odd examples, 0 otherwise."""
+    user = messages[-2]["content"] if messages[-1]["role"] == "assistant" else messages[-1]["content"]
+    if "EXPLANATION" in messages[-1]["content"]:
+        first = re.search(r'"([^"]+)"', user)
+        return f"[EXPLANATION]: the token {first.group(1) if first else 'unknown'}"
+    n = len(re.findall(r"^Example \d+:", user, re.MULTILINE))
+    return "[RESULT]: " + ", ".join(str(i % 2) for i in range(n))
+
+
+def tiny_config(home, url: str, **over):
+    data = {
+        "home": str(home),
+        "corpus": {"seq_len": 17},
+        "sae": {"expansion_factor": 2, "k": 2, "batch_size": 64, "epochs": 2},
+        "mine": {"window": 4, "n_top": 5, "n_quantiles": 2, "per_quantile": 2, "n_random": 4},
+        "llm": {"backend": "openai", "base_url": url, "max_retries": 2, "backoff_s": 0.01,
+                "timeout_s": 5},
+        "explain": {"n_examples": 3, "min_examples": 2, "n_latents": None, "chunk_latents": 4},
+        "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4, "chunk_latents": 4},
+    }
+    for k, v in over.items():
+        data.setdefault(k, {}).update(v)
+    return build_config(data)
+
+
+@pytest.fixture
+def fake_llm():
+    with FakeLLMServer(scripted_answer) as srv:
+        yield srv
+
+
+@pytest.fixture
+def collected(tmp_path) -> ArtifactRef:
+    """A collect artifact of random activations (d=8, 40 sequences of BOS + 16 tokens)."""
+    path = make_shards(tmp_path / "artifacts" / "collect" / "c0ffee", n_seq=40, seq_len=17, d=8)
+    return ArtifactRef("collect", "c0ffee", path)

@@ -1,0 +1,85 @@
+"""A real local HTTP server speaking the OpenAI chat-completions protocol, with scripted answers
+and injectable faults (429, 500, timeouts, malformed JSON, empty answers). For unit tests of the
+LLM layer and stages; the end-to-end test uses the real embedded llama.cpp server instead."""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+Answer = Callable[[list[dict]], str]
+FAULTS = ("429", "500", "timeout", "malformed", "empty")
+
+
+class FakeLLMServer:
+    """Serves on 127.0.0.1:<free port>; `answer(messages)` produces the text of ok responses."""
+
+    def __init__(self, answer: Answer, fault_rate: float = 0.0, faults=FAULTS, seed: int = 0,
+                 hang_s: float = 2.0, script: list[str] | None = None):
+        self.answer, self.fault_rate, self.faults = answer, fault_rate, faults
+        self.rng = random.Random(seed)
+        self.hang_s = hang_s
+        self.script = list(script or [])  # forced outcomes for the first requests
+        self.requests: list[str] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    outcome = server.script.pop(0) if server.script else (
+                        server.rng.choice(server.faults) if server.rng.random() < server.fault_rate else "ok")
+                    server.requests.append(outcome)
+                server._respond(self, outcome, body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def _respond(self, h: BaseHTTPRequestHandler, outcome: str, body: dict) -> None:
+        if outcome == "timeout":
+            time.sleep(self.hang_s)
+            outcome = "500"
+        if outcome in ("429", "500", "400"):
+            payload = json.dumps({"error": {"message": f"injected {outcome}"}}).encode()
+            return self._send(h, int(outcome), payload)
+        if outcome == "malformed":
+            return self._send(h, 200, b'{"id": "x", "choices": [{"mess')
+        text = "" if outcome == "empty" else self.answer(body["messages"])
+        payload = {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                   "choices": [{"index": 0, "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": text}}],
+                   "usage": {"prompt_tokens": sum(len(m["content"].split()) for m in body["messages"]),
+                             "completion_tokens": len(text.split()),
+                             "total_tokens": 0}}
+        self._send(h, 200, json.dumps(payload).encode())
+
+    @staticmethod
+    def _send(h, code: int, payload: bytes) -> None:
+        try:
+            h.send_response(code)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(payload)))
+            h.end_headers()
+            h.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout): fine
+
+    def __enter__(self) -> FakeLLMServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,127 @@
+"""The train, mine, explain and score stages on tiny dimensions, with a scripted local LLM server;
+per-latent resume after a crash; and publishing into a real DuckDB catalogue."""
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from interp import explain as explain_mod
+from interp.explain import explain
+from interp.mining import mine
+from interp.pipeline import train_stage
+from interp.scoring import score
+from storage.catalog import publish
+from tests.conftest import tiny_config
+
+
+def _run_all(cfg, collected):
+    sae = train_stage(cfg, collected)
+    mined = mine(cfg, collected, sae)
+    exp = explain(cfg, mined)
+    sc = score(cfg, exp, mined)
+    return sae, mined, exp, sc
+
+
+def test_stages_produce_consistent_artifacts(tmp_path, collected, fake_llm):
+    cfg = tiny_config(tmp_path, fake_llm.base_url)
+    sae, mined, exp, sc = _run_all(cfg, collected)
+    metrics = sae.manifest()["metrics"]
+    assert 0 <= metrics["fvu"] < 1.5 and metrics["num_latents"] == 16
+    latents = pq.read_table(mined.path / "latents.parquet")
+    assert latents.num_rows == 16
+    exps = pq.read_table(exp.path / "explanations.parquet").to_pylist()
+    assert exps and all(e["status"] == "ok" and e["text"].startswith("the token") for e in exps)
+    assert len({e["latent"] for e in exps}) == len(exps)
+    scores = pq.read_table(sc.path / "scores.parquet").to_pylist()
+    assert {(s["latent"], s["scorer"]) for s in scores} == \
+        {(e["latent"], sc_) for e in exps for sc_ in ("detection", "fuzzing")}
+    for s in scores:
+        assert s["status"] == "ok" and s["n_failed"] == 0 and 0 <= s["balanced_accuracy"] <= 1
+        assert len(s["predictions"]) == s["n_examples"] == 4
+    calls = pq.read_table(exp.path / "llm_calls.parquet")
+    assert calls.num_rows == len(exps) and sum(calls.column("completion_tokens").to_pylist()) > 0
+    # Running again is a pure cache hit: same keys, no new LLM requests.
+    n_requests = len(fake_llm.requests)
+    assert [r.key for r in _run_all(cfg, collected)] == [sae.key, mined.key, exp.key, sc.key]
+    assert len(fake_llm.requests) == n_requests
+
+
+def test_changing_scorer_settings_reuses_explanations(tmp_path, collected, fake_llm):
+    cfg = tiny_config(tmp_path, fake_llm.base_url)
+    sae, mined, exp, sc = _run_all(cfg, collected)
+    cfg2 = tiny_config(tmp_path, fake_llm.base_url, score={"seed": 7})
+    sae2, mined2, exp2, sc2 = _run_all(cfg2, collected)
+    assert (sae2.key, mined2.key, exp2.key) == (sae.key, mined.key, exp.key) and sc2.key != sc.key
+
+
+def test_parse_failures_are_recorded_not_scored(tmp_path, collected):
+    from tests.fakeserver import FakeLLMServer
+
+    def answer(messages):
+        if "EXPLANATION" in messages[-1]["content"]:
+            return "[EXPLANATION]:\nThe highlighted words are:\n* a\n* b"
+        raise AssertionError("a parse failure must never be scored")
+
+    with FakeLLMServer(answer) as srv:
+        cfg = tiny_config(tmp_path, srv.base_url)
+        sae = train_stage(cfg, collected)
+        mined = mine(cfg, collected, sae)
+        exp = explain(cfg, mined)
+        sc = score(cfg, exp, mined)
+    exps = pq.read_table(exp.path / "explanations.parquet").to_pylist()
+    assert exps and {e["status"] for e in exps} == {"parse_error"}
+    assert all(e["text"] is None and e["raw"] for e in exps)
+    assert pq.read_table(sc.path / "scores.parquet").num_rows == 0
+
+
+def test_explain_resumes_after_a_crash_without_redoing_latents(tmp_path, collected, fake_llm,
+                                                               monkeypatch):
+    cfg = tiny_config(tmp_path, fake_llm.base_url)
+    sae = train_stage(cfg, collected)
+    mined = mine(cfg, collected, sae)
+    real = explain_mod.make_work
+    calls = {"n": 0}
+
+    def crashing(*a, **kw):
+        work = real(*a, **kw)
+
+        async def w(latent):
+            calls["n"] += 1
+            if calls["n"] > cfg.explain.chunk_latents:  # the second chunk dies
+                raise KeyboardInterrupt("simulated crash")
+            return await work(latent)
+        return w
+
+    monkeypatch.setattr(explain_mod, "make_work", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        explain(cfg, mined)
+    first_requests = len(fake_llm.requests)
+    assert first_requests == cfg.explain.chunk_latents
+    monkeypatch.setattr(explain_mod, "make_work", real)
+    exp = explain(cfg, mined)
+    rows = pq.read_table(exp.path / "explanations.parquet").to_pylist()
+    assert len(rows) == len({r["latent"] for r in rows}) == exp.manifest()["progress"]["latents"]
+    assert exp.manifest()["progress"]["resumed"] == cfg.explain.chunk_latents
+    assert len(fake_llm.requests) - first_requests == len(rows) - cfg.explain.chunk_latents
+
+
+def test_publish_is_idempotent_and_queryable(tmp_path, collected, fake_llm):
+    import duckdb
+
+    cfg = tiny_config(tmp_path, fake_llm.base_url)
+    sae, mined, exp, sc = _run_all(cfg, collected)
+    arts = {"collect": collected.key, "train": sae.key, "mine": mined.key,
+            "explain": exp.key, "score": sc.key}
+    run = {"run_id": "r1", "started_at": 0.0, "finished_at": 1.0, "artifacts": arts}
+    assert len(publish(tmp_path, arts, [run])) == 5
+    assert publish(tmp_path, arts, [run]) == []  # nothing twice
+    con = duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True)
+    n_exp = con.execute("select count(*) from explanations").fetchone()[0]
+    assert n_exp == pq.read_table(exp.path / "explanations.parquet").num_rows
+    assert con.execute("select count(*) from scores").fetchone()[0] == 2 * n_exp
+    assert con.execute("select count(*) from runs").fetchone()[0] == 1
+    text, tokens = con.execute("select text, tokens from examples limit 1").fetchone()
+    assert text == "".join(tokens) and len(tokens) == 4
+    assert con.execute("select count(*) from latest").fetchone()[0] == n_exp
+    assert con.execute("select count(*) from predictions").fetchone()[0] == 2 * n_exp * 4
+    con.close()
