@@ -137,10 +137,10 @@ class ExplainConfig(_Strict):
     """Explanation generation."""
 
     prompt: str = Field("explain_default", description="Template name in prompts/ (without .md).")
-    n_examples: int = Field(8, gt=0, description="Top windows shown to the explainer.")
+    n_examples: int = Field(6, gt=0, description="Top windows shown to the explainer.")
     max_tokens: int = Field(40, gt=0, description="Completion token budget.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
-    n_latents: int | None = Field(24, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")
+    n_latents: int | None = Field(32, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")
     min_examples: int = Field(3, gt=0, description="Skip latents with fewer activating windows.")
     chunk_latents: int = Field(8, gt=0, description="Latents per resumable part file.")
 
@@ -152,8 +152,12 @@ class ScoreConfig(_Strict):
                                                                  description="Scorers to run.")
     n_positive: int = Field(5, gt=0, description="Held-out activating windows per latent.")
     n_negative: int = Field(5, gt=0, description="Non-activating windows per latent.")
-    batch_size: int = Field(10, gt=0, description="Windows judged per LLM request.")
-    max_tokens: int = Field(40, gt=0, description="Completion token budget per request.")
+    batch_size: int = Field(1, gt=0, description="Windows judged per LLM request. 1 asks for "
+        "log-probabilities of the 0/1 answer (gives AUC; best for small judges and prefix caching); "
+        "more uses the '<prompt>_batch' template and parses a list of answers.")
+    max_tokens: int = Field(3, gt=0, description="Completion token budget per request (per window "
+                            "judged when batch_size > 1).")
+    logprobs: int = Field(5, ge=0, description="Top log-probabilities requested per token (0 = none).")
     prompt_detection: str = Field("score_detection", description="Template for detection.")
     prompt_fuzzing: str = Field("score_fuzzing", description="Template for fuzzing.")
     seed: int = Field(0, description="Shuffling and fuzzing-mark seed.")

@@ -62,10 +62,10 @@ def render(cols: list[str], rows: list[tuple], fmt: str = "table", limit: int = 
         return json.dumps([dict(zip(cols, r)) for r in rows], default=str, indent=1)
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = csv.writer(buf, lineterminator="\n")
         w.writerow(cols)
         w.writerows(rows)
-        return buf.getvalue()
+        return buf.getvalue().rstrip("\n")
     shown = [[_cell(v) for v in r] for r in rows[:limit]]
     widths = [max([len(c)] + [len(r[i]) for r in shown]) for i, c in enumerate(cols)]
     line = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731

@@ -202,6 +202,7 @@ def rebuild(home: Path) -> int:
 
 def load_run(run_dir: Path) -> dict[str, Any]:
     """A run record (run.json) with its resolved config text, as `publish` takes it."""
+    run_dir = Path(run_dir)
     run = json.loads((run_dir / "run.json").read_text())
     cfg_file = run_dir / "config.yaml"
     run["config_yaml"] = cfg_file.read_text() if cfg_file.is_file() else None

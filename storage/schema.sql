@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS scores (
 
 CREATE TABLE IF NOT EXISTS predictions (
     score_id VARCHAR, explanation_id VARCHAR, latent INTEGER, scorer VARCHAR, seq_id INTEGER,
-    start INTEGER, quantile INTEGER, label TINYINT, prediction TINYINT);
+    start INTEGER, quantile INTEGER, label TINYINT, prediction TINYINT, prob DOUBLE);
 
 CREATE TABLE IF NOT EXISTS llm_calls (
     artifact_stage VARCHAR, artifact_key VARCHAR, sae_key VARCHAR, call_id VARCHAR,

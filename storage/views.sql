@@ -12,7 +12,9 @@ CREATE OR REPLACE VIEW explanation_scores AS
 SELECT x.explanation_id, x.sae_key, x.latent, x.text, x.status, x.explainer_model, x.prompt_hash,
        x.created_at,
        max(s.balanced_accuracy) FILTER (WHERE s.scorer = 'detection') AS detection,
+       max(s.auc) FILTER (WHERE s.scorer = 'detection') AS detection_auc,
        max(s.balanced_accuracy) FILTER (WHERE s.scorer = 'fuzzing') AS fuzzing,
+       max(s.auc) FILTER (WHERE s.scorer = 'fuzzing') AS fuzzing_auc,
        max(s.auc) FILTER (WHERE s.scorer = 'embedding') AS embedding,
        max(s.corr) FILTER (WHERE s.scorer = 'simulation') AS simulation
 FROM explanations x LEFT JOIN scores s USING (explanation_id)

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny synthetic runs through the real stage functions."""
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -15,14 +16,18 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
-def scripted_answer(messages: list[dict]) -> str:
-    """Explainer: names the most frequent marked token. Scorer: 1 for odd examples, 0 otherwise."""
+def scripted_answer(messages: list[dict]):
+    """Explainer: names the most frequent marked token. Batch scorer: alternating 1/0. Per-example
+    scorer: ' 1' with log-probs, P(1) growing with the example's length (a deterministic signal)."""
     user = messages[-2]["content"] if messages[-1]["role"] == "assistant" else messages[-1]["content"]
     if "EXPLANATION" in messages[-1]["content"]:
         first = re.search(r'"([^"]+)"', user)
         return f"[EXPLANATION]: the token {first.group(1) if first else 'unknown'}"
     n = len(re.findall(r"^Example \d+:", user, re.MULTILINE))
-    return "[RESULT]: " + ", ".join(str(i % 2) for i in range(n))
+    if n:
+        return "[RESULT]: " + ", ".join(str(i % 2) for i in range(n))
+    p1 = min(0.95, 0.05 + len(user) % 97 / 100)
+    return " 1" if p1 >= 0.5 else " 0", [[(" ", -0.1)], [("1", math.log(p1)), ("0", math.log(1 - p1))]]
 
 
 def tiny_config(home, url: str, **over):

@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-Answer = Callable[[list[dict]], str]
+# An answer is the completion text, or (text, top log-probs per token as [(token, logprob), ...]).
+Answer = Callable[[list[dict]], "str | tuple[str, list[list[tuple[str, float]]]]"]
 FAULTS = ("429", "500", "timeout", "malformed", "empty")
 
 
@@ -56,10 +57,16 @@ class FakeLLMServer:
             return self._send(h, int(outcome), payload)
         if outcome == "malformed":
             return self._send(h, 200, b'{"id": "x", "choices": [{"mess')
-        text = "" if outcome == "empty" else self.answer(body["messages"])
+        answer = "" if outcome == "empty" else self.answer(body["messages"])
+        text, top = answer if isinstance(answer, tuple) else (answer, None)
+        choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+        if top is not None and body.get("logprobs"):
+            choice["logprobs"] = {"content": [
+                {"token": alts[0][0], "logprob": alts[0][1], "bytes": None,
+                 "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in alts]}
+                for alts in top]}
         payload = {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
-                   "choices": [{"index": 0, "finish_reason": "stop",
-                                "message": {"role": "assistant", "content": text}}],
+                   "choices": [choice],
                    "usage": {"prompt_tokens": sum(len(m["content"].split()) for m in body["messages"]),
                              "completion_tokens": len(text.split()),
                              "total_tokens": 0}}

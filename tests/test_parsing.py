@@ -63,3 +63,24 @@ def test_prompt_errors():
         load_prompt("nope")
     with pytest.raises(ValueError, match="must end with"):
         parse_prompt("x", "### SYSTEM\nhi\n### ASSISTANT\na\n### ASSISTANT\nb")
+
+
+def test_label_from_logprobs():
+    import math
+
+    from interp.scoring.classify import label_from_logprobs
+
+    top = [[(" ", -0.5), (" Yes", -2.0)], [("1", math.log(0.6)), ("0", math.log(0.2)), ("2", -3.0)]]
+    pred, p1 = label_from_logprobs(top)
+    assert pred == 1 and p1 == pytest.approx(0.75)
+    assert label_from_logprobs([[(" No", math.log(0.7)), (" yes", math.log(0.1))]])[0] == 0
+    assert label_from_logprobs([[("The", -0.1), ("1", -2.0)]]) is None  # not an answer
+    assert label_from_logprobs([[(" ", -0.1)]]) is None
+
+
+def test_explainer_format_inlines_strengths():
+    from interp.examples import Example, format_for_explainer
+
+    e = Example(0, "top", "train", 0, -1, 0, 1, 5.0, (" The", " big", " cat", "\n", " sat"),
+                (0, 2.0, 5.0, 0, 1.0))
+    assert format_for_explainer([e], 5.0) == "Example 1: The <<big cat>>(10)\\n <<sat>>(2)"

@@ -46,6 +46,18 @@ def test_stages_produce_consistent_artifacts(tmp_path, collected, fake_llm):
     assert len(fake_llm.requests) == n_requests
 
 
+def test_per_example_scoring_uses_logprobs(tmp_path, collected, fake_llm):
+    cfg = tiny_config(tmp_path, fake_llm.base_url, score={"batch_size": 1})
+    _sae, _mined, _exp, sc = _run_all(cfg, collected)
+    scores = pq.read_table(sc.path / "scores.parquet").to_pylist()
+    assert scores and all(s["status"] == "ok" and s["n_failed"] == 0 for s in scores)
+    probs = [p["prob"] for s in scores for p in s["predictions"]]
+    assert all(p is not None and 0 < p < 1 for p in probs)
+    assert any(s["auc"] is not None for s in scores)
+    for s in scores:
+        assert all(p["prediction"] == int(p["prob"] >= 0.5) for p in s["predictions"])
+
+
 def test_changing_scorer_settings_reuses_explanations(tmp_path, collected, fake_llm):
     cfg = tiny_config(tmp_path, fake_llm.base_url)
     sae, mined, exp, sc = _run_all(cfg, collected)

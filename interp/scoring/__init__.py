@@ -13,7 +13,7 @@ from interp.examples import load_examples
 from interp.llm import Ledger, LLMError, OpenAICompatibleLLM, llm_endpoint
 from interp.prompts import load_prompt
 from interp.resumable import merge_parts, pending, run_resumable
-from interp.scoring.classify import BUILDERS, format_items, parse_labels
+from interp.scoring.classify import BUILDERS, format_items, label_from_logprobs, parse_labels
 from interp.scoring.metrics import classification_metrics
 
 STAGE = "score"
@@ -27,12 +27,13 @@ SCHEMA = pa.schema([
     ("n_failed", pa.int32()), *[(m, pa.float64()) for m in _METRICS], ("corr", pa.float64()),
     ("predictions", pa.list_(pa.struct([("seq_id", pa.int32()), ("start", pa.int32()),
                                         ("quantile", pa.int32()), ("label", pa.int8()),
-                                        ("prediction", pa.int8())]))),
+                                        ("prediction", pa.int8()), ("prob", pa.float64())]))),
     ("created_at", pa.float64())])
 
 
 def _prompt_names(cfg: RunConfig) -> dict[str, str]:
-    return {"detection": cfg.score.prompt_detection, "fuzzing": cfg.score.prompt_fuzzing}
+    suffix = "" if cfg.score.batch_size == 1 else "_batch"
+    return {"detection": cfg.score.prompt_detection + suffix, "fuzzing": cfg.score.prompt_fuzzing + suffix}
 
 
 def _settings(cfg: RunConfig) -> dict:
@@ -46,19 +47,30 @@ def score_key(cfg: RunConfig, explain_key: str, mine_key: str) -> str:
 
 
 async def _judge(llm, prompt, explanation: str, items, cfg: RunConfig, latent: int):
-    """Predictions (None where the answer was unusable) for items, batch by batch."""
+    """(predictions, P(1) or None) per item; a prediction is None where the answer was unusable."""
     preds: list[int | None] = []
-    for b in range(0, len(items), cfg.score.batch_size):
-        batch = items[b:b + cfg.score.batch_size]
+    probs: list[float | None] = []
+    size = cfg.score.batch_size
+    for b in range(0, len(items), size):
+        batch = items[b:b + size]
         messages = prompt.messages(explanation=explanation, examples=format_items(batch), n=len(batch))
         try:
-            r = await llm.generate(messages, max_tokens=cfg.score.max_tokens, temperature=0.0,
+            r = await llm.generate(messages, max_tokens=cfg.score.max_tokens * len(batch),
+                                   temperature=0.0, logprobs=cfg.score.logprobs or None,
                                    stage=STAGE, latent=latent)
-            labels = parse_labels(r.text, len(batch))
         except LLMError:
-            labels = None
+            preds.extend([None] * len(batch))
+            probs.extend([None] * len(batch))
+            continue
+        judged = label_from_logprobs(r.top_logprobs) if size == 1 and r.top_logprobs else None
+        if judged is not None:
+            preds.append(judged[0])
+            probs.append(judged[1])
+            continue
+        labels = parse_labels(r.text, len(batch))
         preds.extend(labels if labels is not None else [None] * len(batch))
-    return preds
+        probs.extend([None] * len(batch))
+    return preds, probs
 
 
 def make_work(cfg: RunConfig, explanations: dict[int, dict], examples, llm):
@@ -71,8 +83,8 @@ def make_work(cfg: RunConfig, explanations: dict[int, dict], examples, llm):
         for scorer in cfg.score.scorers:
             rng = random.Random(f"{cfg.score.seed}:{latent}:{scorer}")
             items = BUILDERS[scorer](examples[latent], cfg.score.n_positive, cfg.score.n_negative, rng)
-            preds = await _judge(llm, prompts[scorer], exp["text"], items, cfg, latent)
-            m = classification_metrics([it.label for it in items], preds)
+            preds, probs = await _judge(llm, prompts[scorer], exp["text"], items, cfg, latent)
+            m = classification_metrics([it.label for it in items], preds, probs)
             status = "ok" if items and m["n_failed"] < len(items) else \
                 ("no_examples" if not items else "failed")
             rows.append({
@@ -82,7 +94,8 @@ def make_work(cfg: RunConfig, explanations: dict[int, dict], examples, llm):
                 "settings_hash": settings_hash, "status": status, "corr": None,
                 **{k: m[k] for k in ("n_examples", "n_failed", *_METRICS)},
                 "predictions": [{"seq_id": it.seq_id, "start": it.start, "quantile": it.quantile,
-                                 "label": it.label, "prediction": p} for it, p in zip(items, preds)],
+                                 "label": it.label, "prediction": p, "prob": q}
+                                for it, p, q in zip(items, preds, probs)],
                 "created_at": time.time()})
         return rows
     return work

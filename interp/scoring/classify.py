@@ -41,6 +41,33 @@ def parse_labels(raw: str, n: int) -> list[int] | None:
     return [int(d) for d in digits[:n]]
 
 
+_LABEL_WORDS = {"1": 1, "yes": 1, "0": 0, "no": 0}
+
+
+def label_from_logprobs(top: list[list[tuple[str, float]]]) -> tuple[int, float] | None:
+    """(prediction, P(1)) from the first generated position that answers 0/1 (or yes/no).
+
+    P(1) is the probability mass of the "1" answers over that of all answers at that position;
+    it gives an AUC even when a small judge always answers 1.
+    """
+    import math
+
+    for alternatives in top:
+        best = alternatives[0][0].strip().lower() if alternatives else ""
+        if not best:
+            continue  # a whitespace token: the answer comes next
+        if best not in _LABEL_WORDS:
+            return None
+        mass = {0: 0.0, 1: 0.0}
+        for tok, lp in alternatives:
+            label = _LABEL_WORDS.get(tok.strip().lower())
+            if label is not None:
+                mass[label] += math.exp(lp)
+        p1 = mass[1] / (mass[0] + mass[1])
+        return int(p1 >= 0.5), p1
+    return None
+
+
 def _spread(examples: list[Example], n: int) -> list[Example]:
     """Up to n examples taken round-robin across quantiles, so every activation level is tested."""
     by_q: dict[int, list[Example]] = {}
@@ -90,6 +117,9 @@ def fuzzing_items(examples: list[Example], n_pos: int, n_neg: int, rng: random.R
 
 
 def format_items(items: list[Item]) -> str:
+    """One item is shown bare (per-example prompts); several are numbered."""
+    if len(items) == 1:
+        return items[0].text
     return "\n".join(f"Example {i}: {it.text}" for i, it in enumerate(items, 1))
 
 
