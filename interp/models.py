@@ -109,6 +109,20 @@ class SubjectModel:
         return cache[hookpoint].float()
 
 
+    def run_model(self, hookpoint: str):
+        """`run_model(tokens, hook_fn | None) -> logits` replacing activations at `hookpoint` with
+        hook_fn(acts) (the callable interp.sae.eval_downstream takes)."""
+
+        @torch.inference_mode()
+        def run(tokens: torch.Tensor, hook_fn=None) -> torch.Tensor:
+            tokens = tokens.to(self.device)
+            if hook_fn is None:
+                return self.bridge(tokens, return_type="logits").float()
+            hooks = [(hookpoint, lambda acts, hook: hook_fn(acts))]
+            return self.bridge.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits").float()
+        return run
+
+
 def load_model(cfg: ModelConfig, home: Path) -> SubjectModel:
     """Load the subject model through transformers and wrap it in a TransformerBridge."""
     if cfg.name == EMBEDDED:

@@ -34,7 +34,7 @@ def tiny_config(home, url: str, **over):
     data = {
         "home": str(home),
         "corpus": {"seq_len": 17},
-        "sae": {"expansion_factor": 2, "k": 2, "batch_size": 64, "epochs": 2},
+        "sae": {"expansion_factor": 2, "k": 2, "batch_size": 64, "epochs": 2, "eval_sequences": 0},
         "mine": {"window": 4, "n_top": 5, "n_quantiles": 2, "per_quantile": 2, "n_random": 4},
         "llm": {"backend": "openai", "base_url": url, "max_retries": 2, "backoff_s": 0.01,
                 "timeout_s": 5},

@@ -21,7 +21,7 @@ def _config(home: Path, models: Path, score_seed: int = 0) -> dict:
         "home": str(home),
         "model": {"cache_dir": str(models)},
         "corpus": {"n_tokens": 2048},
-        "sae": {"expansion_factor": 1, "k": 8, "batch_size": 256, "epochs": 2},
+        "sae": {"expansion_factor": 1, "k": 8, "batch_size": 256, "epochs": 2, "eval_sequences": 4},
         "mine": {"n_top": 6, "n_quantiles": 2, "per_quantile": 2, "n_random": 4},
         "llm": {"concurrency": 2, "n_ctx": 4096},
         "explain": {"n_latents": 3, "n_examples": 3, "min_examples": 2, "max_tokens": 24},
@@ -87,6 +87,9 @@ def test_cli_end_to_end(tmp_path, env):
                             "--format", "csv"], env)
     assert explanations.stdout.splitlines()[1] == "3"  # re-runs added no duplicates
 
+    metrics = _interp(["query", "select fvu, l0, dead_frac, ce_loss_recovered from saes", "--home",
+                       str(home), "--format", "csv"], env).stdout.splitlines()[1].split(",")
+    assert all(v != "" for v in metrics), metrics  # FVU, L0, dead %, CE loss recovered all present
     sae_key = _interp(["query", "select sae_key from saes", "--home", str(home), "--format", "csv"],
                       env).stdout.splitlines()[1]
     latent = _interp(["query", "select latent from explanations limit 1", "--home", str(home),

@@ -100,12 +100,12 @@ def test_explain_resumes_after_a_crash_without_redoing_latents(tmp_path, collect
         async def w(latent):
             calls["n"] += 1
             if calls["n"] > cfg.explain.chunk_latents:  # the second chunk dies
-                raise KeyboardInterrupt("simulated crash")
+                raise RuntimeError("simulated crash")
             return await work(latent)
         return w
 
     monkeypatch.setattr(explain_mod, "make_work", crashing)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RuntimeError, match="simulated crash"):
         explain(cfg, mined)
     first_requests = len(fake_llm.requests)
     assert first_requests == cfg.explain.chunk_latents
@@ -137,3 +137,27 @@ def test_publish_is_idempotent_and_queryable(tmp_path, collected, fake_llm):
     assert con.execute("select count(*) from latest").fetchone()[0] == n_exp
     assert con.execute("select count(*) from predictions").fetchone()[0] == 2 * n_exp * 4
     con.close()
+
+
+def test_external_sae_is_imported_and_checked(tmp_path, collected, fake_llm):
+    from interp.sae import SAE, load_sae, save_saelens
+
+    ext = tmp_path / "saelens_sae"
+    sae = SAE(8, 24, 3, cfg={"hookpoint": "blocks.0.hook_resid_post"})
+    save_saelens(sae, ext)
+    cfg = tiny_config(tmp_path, fake_llm.base_url, sae={"path": str(ext)})
+    ref = train_stage(cfg, collected)
+    m = ref.manifest()["metrics"]
+    assert m["num_latents"] == 24 and m["imported_from"] == str(ext) and "fvu" in m
+    assert load_sae(ref.path).num_latents == 24
+    mined = mine(cfg, collected, ref)
+    assert pq.read_table(mined.path / "latents.parquet").num_rows == 24
+
+    wrong = tmp_path / "wrong_width"
+    save_saelens(SAE(16, 24, 3, cfg={"hookpoint": "blocks.0.hook_resid_post"}), wrong)
+    with pytest.raises(ValueError, match="width"):
+        train_stage(tiny_config(tmp_path, fake_llm.base_url, sae={"path": str(wrong)}), collected)
+    elsewhere = tmp_path / "other_hook"
+    save_saelens(SAE(8, 24, 3, cfg={"hookpoint": "blocks.9.hook_resid_post"}), elsewhere)
+    with pytest.raises(ValueError, match="hookpoint"):
+        train_stage(tiny_config(tmp_path, fake_llm.base_url, sae={"path": str(elsewhere)}), collected)

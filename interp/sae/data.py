@@ -1,0 +1,98 @@
+"""Token batches for SAE training, with a held-out split of whole sequences for evaluation.
+
+Same bounded shuffle buffer as `ActivationShards.iter_token_batches`, but every `holdout_every`-th
+sequence (seq_id % holdout_every == 0) is kept out of training, so the reported FVU is measured on
+tokens the SAE never saw. Holding out whole sequences (not random tokens) keeps neighbouring,
+correlated tokens on the same side of the split.
+
+Transcoders read a second tensor per shard, `acts.<target hookpoint>` [n_seq, seq_len, d_out],
+written by collect beside `acts`; batches are then (x [B, d_in], y [B, d_out]) pairs.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from safetensors import safe_open
+from torch import Tensor
+
+from interp.shards import ActivationShards
+
+
+def target_tensor_name(hookpoint: str) -> str:
+    """Name of a shard tensor holding a second hookpoint's activations."""
+    return f"acts.{hookpoint}"
+
+
+def _load(shards: ActivationShards, i: int, target: str | None) -> Tensor:
+    """Shard i as [n_seq, seq_len, d_in (+ d_out)]: input and target side by side."""
+    if target is None:
+        return shards.load_shard(i)[0]
+    with safe_open(str(shards.path / shards.shards[i].file), framework="pt") as f:
+        name = target_tensor_name(target)
+        if name not in f.keys():
+            raise ValueError(f"shard {shards.shards[i].file} has no tensor {name!r}: collect the "
+                             f"transcoder target hookpoint {target!r} first")
+        return torch.cat([f.get_tensor("acts").float(), f.get_tensor(name).float()], dim=2)
+
+
+def _shard_tokens(shards: ActivationShards, i: int, holdout_every: int, heldout: bool,
+                  target: str | None) -> Tensor:
+    """Tokens [n, width] of shard i (BOS dropped) from the training or the held-out sequences."""
+    acts = _load(shards, i, target)[:, 1:]
+    info = shards.shards[i]
+    seq_ids = torch.arange(info.first_seq, info.first_seq + info.n_seq)
+    if holdout_every > 0:
+        acts = acts[(seq_ids % holdout_every == 0) == heldout]
+    elif heldout:
+        acts = acts[:0]
+    return acts.reshape(-1, acts.shape[-1])
+
+
+def split(tokens: Tensor, d_in: int, paired: bool) -> tuple[Tensor, Tensor | None]:
+    """[n, d_in (+ d_out)] -> (x [n, d_in], y [n, d_out] or None)."""
+    return (tokens[:, :d_in], tokens[:, d_in:]) if paired else (tokens, None)
+
+
+def train_batches(shards: ActivationShards, batch_size: int, *, seed: int, holdout_every: int,
+                  target: str | None = None, buffer_shards: int = 2
+                  ) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Yield shuffled (x [B, d_in], y [B, d_out] or None) batches; the last one may be smaller."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(shards.shards), generator=gen).tolist()
+    leftover: Tensor | None = None
+    for start in range(0, len(order), buffer_shards):
+        parts = [_shard_tokens(shards, i, holdout_every, False, target)
+                 for i in order[start:start + buffer_shards]]
+        buf = torch.cat(parts if leftover is None else [leftover, *parts])
+        buf = buf[torch.randperm(len(buf), generator=gen)]
+        n_full = len(buf) // batch_size * batch_size
+        for b in range(0, n_full, batch_size):
+            yield split(buf[b:b + batch_size], shards.d_model, target is not None)
+        leftover = buf[n_full:]
+    if leftover is not None and len(leftover):
+        yield split(leftover, shards.d_model, target is not None)
+
+
+def heldout_tokens(shards: ActivationShards, holdout_every: int, max_tokens: int,
+                   target: str | None = None) -> tuple[Tensor, Tensor | None]:
+    """Up to max_tokens held-out (x, y-or-None) tokens, in shard order (empty if holdout is off)."""
+    parts, total = [], 0
+    for i in range(len(shards.shards)):
+        if total >= max_tokens or holdout_every <= 0:
+            break
+        parts.append(_shard_tokens(shards, i, holdout_every, True, target))
+        total += len(parts[-1])
+    if not parts:
+        return torch.empty(0, shards.d_model), None
+    return split(torch.cat(parts)[:max_tokens], shards.d_model, target is not None)
+
+
+def count_train_tokens(shards: ActivationShards, holdout_every: int) -> int:
+    """Training tokens per epoch (sequences not held out, BOS excluded)."""
+    n_held = 0
+    if holdout_every > 0:
+        for s in shards.shards:
+            ids = torch.arange(s.first_seq, s.first_seq + s.n_seq)
+            n_held += int((ids % holdout_every == 0).sum())
+    return (shards.n_sequences - n_held) * (shards.seq_len - 1)

@@ -1,0 +1,77 @@
+"""SAE evaluation: reconstruction (FVU, L0) on activations, and downstream loss when the SAE's
+reconstruction is spliced into the subject model through a model-agnostic callable.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from interp.sae.model import SAE
+
+HookFn = Callable[[Tensor], Tensor]
+"""Maps the activations at the SAE's hookpoint [B, T, d] to replacements of the same shape."""
+RunModel = Callable[[Tensor, Optional[HookFn]], Tensor]
+"""run_model(tokens [B, T], hook_fn or None) -> logits [B, T, vocab]."""
+
+
+@torch.no_grad()
+def evaluate(sae: SAE, x: Tensor, y: Tensor | None = None, batch_size: int = 4096) -> dict[str, float]:
+    """FVU of y (default x) pooled over all N tokens, and mean L0, of the SAE on x [N, d_in]."""
+    y = x if y is None else y
+    sse, l0 = 0.0, 0.0
+    for b in range(0, len(x), batch_size):
+        xb, yb = x[b:b + batch_size].to(sae.device), y[b:b + batch_size].to(sae.device)
+        acts, idx = sae.encode(xb)
+        sse += float((sae.decode(acts, idx) - yb).pow(2).sum())
+        l0 += float((acts > 0).sum())
+    total_var = float((y - y.mean(0)).pow(2).sum())
+    return {"fvu": sse / max(total_var, 1e-12), "l0": l0 / max(len(x), 1)}
+
+
+def _next_token_ce(logits: Tensor, tokens: Tensor) -> Tensor:
+    """Mean next-token cross-entropy of logits [B, T, V] on tokens [B, T]."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
+
+
+@torch.no_grad()
+def eval_downstream(run_model: RunModel, sae: SAE, tokens: Tensor, *,
+                    skip_first: bool = True) -> dict[str, float]:
+    """Next-token loss with the hookpoint's activations replaced by the SAE's reconstruction.
+
+    tokens [B, T]. Position 0 (BOS, an outlier the SAE never trained on) keeps its activation
+    when skip_first. Returns ce_clean, ce_spliced, ce_zero (activations zeroed), ce_loss_recovered
+    = (ce_zero - ce_spliced) / (ce_zero - ce_clean), and kl = mean KL(clean || spliced) per token.
+    Transcoders need the replacement at their output hookpoint and are not handled here.
+    """
+    if sae.transcode:
+        raise ValueError("eval_downstream splices autoencoders; a transcoder's output hookpoint "
+                         "differs from its input, which this interface cannot express")
+    start = 1 if skip_first else 0
+
+    def splice(acts: Tensor) -> Tensor:
+        flat = acts[:, start:].reshape(-1, acts.shape[-1])
+        codes, idx = sae.encode(flat.to(sae.device, sae.W_dec.dtype))
+        out = acts.clone()
+        out[:, start:] = sae.decode(codes, idx).reshape(out[:, start:].shape).to(acts.dtype)
+        return out
+
+    def zero(acts: Tensor) -> Tensor:
+        out = acts.clone()
+        out[:, start:] = 0
+        return out
+
+    clean = run_model(tokens, None)
+    spliced = run_model(tokens, splice)
+    zeroed = run_model(tokens, zero)
+    ce_clean, ce_spliced, ce_zero = (float(_next_token_ce(lg, tokens))
+                                     for lg in (clean, spliced, zeroed))
+    logp_clean = clean.float().log_softmax(-1)
+    kl = (logp_clean.exp() * (logp_clean - spliced.float().log_softmax(-1))).sum(-1)
+    gap = ce_zero - ce_clean
+    return {"ce_clean": ce_clean, "ce_spliced": ce_spliced, "ce_zero": ce_zero,
+            "ce_loss_recovered": (ce_zero - ce_spliced) / gap if abs(gap) > 1e-12 else float("nan"),
+            "kl": float(kl[:, start:].mean())}
