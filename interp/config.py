@@ -177,7 +177,7 @@ class ExplainConfig(_Strict):
     n_examples: int = Field(6, gt=0, description="Top windows shown to the explainer.")
     max_tokens: int = Field(40, gt=0, description="Completion token budget.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
-    n_latents: int | None = Field(32, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")
+    n_latents: int | None = Field(24, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")
     min_examples: int = Field(3, gt=0, description="Skip latents with fewer activating windows.")
     chunk_latents: int = Field(8, gt=0, description="Latents per resumable part file.")
 

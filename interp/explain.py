@@ -36,10 +36,19 @@ SCHEMA = pa.schema([
     ("created_at", pa.float64())])
 
 
+_BULLET = re.compile(r"^([-*•]|\d+[.)])\s+")
+
+
+def _clean(line: str) -> str:
+    return _BULLET.sub("", line).strip().strip('"\'`*').strip()
+
+
 def parse_explanation(raw: str) -> str | None:
     """The explanation after the last marker (its first non-empty line), or None if unusable.
 
-    A line ending in ':' is a lead-in to something else (a list, an example), not an explanation.
+    A first line ending in ':' that introduces a bulleted list ("The marked words are:\n* a\n* b")
+    is read as that list, joined on one line (up to 6 distinct items): a list of the activating
+    words is a legitimate, if shallow, explanation. A copied input example is not.
     """
     matches = list(MARKER.finditer(raw))
     if not matches:
@@ -47,8 +56,12 @@ def parse_explanation(raw: str) -> str | None:
     lines = [ln.strip() for ln in raw[matches[-1].end():].splitlines() if ln.strip()]
     if not lines:
         return None
-    text = re.sub(r"^([-*•]|\d+[.)])\s+", "", lines[0]).strip().strip('"\'`*').strip()
-    if not text or text.endswith(":") or len(text) > 400 or text.lower() in {"none", "n/a", "<explanation>"}:
+    text = _clean(lines[0])
+    if text.endswith(":"):
+        items = list(dict.fromkeys(_clean(ln) for ln in lines[1:] if _BULLET.match(ln)))
+        items = [i for i in items if i and not ECHO.match(i)]
+        text = f"{text} {', '.join(items[:6])}" if items else ""
+    if not text or len(text) > 400 or text.lower() in {"none", "n/a", "<explanation>"}:
         return None
     if ECHO.match(text):
         return None  # the model copied an input example instead of explaining

@@ -16,6 +16,8 @@ from interp.scoring.classify import parse_labels
     ("[EXPLANATION]:\n\n- The first words are verbs\n- other", "The first words are verbs"),
     ("EXPLANATION: numbers", "numbers"),
     ("[EXPLANATION]: a\n[EXPLANATION]: b", "b"),
+    ("[EXPLANATION]: The marked words are:\n\n* \"winter\"\n* \"summer\"\n* \"winter\"\n",
+     "The marked words are: winter, summer"),
 ])
 def test_parse_explanation_ok(raw, expected):
     assert parse_explanation(raw) == expected
@@ -23,7 +25,8 @@ def test_parse_explanation_ok(raw, expected):
 
 @pytest.mark.parametrize("raw", [
     "", "no marker here", "[EXPLANATION]:", "[EXPLANATION]:   \n  ", "[EXPLANATION]: N/A",
-    "[EXPLANATION]: The words highlighted are:\n* a", "[EXPLANATION]: " + "x" * 500,
+    "[EXPLANATION]: The words highlighted are:", "[EXPLANATION]: " + "x" * 500,
+    "[EXPLANATION]: The words are:\nExample 1: a <<b>>",
     "[EXPLANATION]:\nExample 1: upon the <<elevated>> land",
 ])
 def test_parse_explanation_rejects(raw):
