@@ -71,7 +71,7 @@ def test_parse_failures_are_recorded_not_scored(tmp_path, collected):
 
     def answer(messages):
         if "EXPLANATION" in messages[-1]["content"]:
-            return "[EXPLANATION]:\nThe highlighted words are:\n* a\n* b"
+            return "[EXPLANATION]:\nExample 1: the <<t5>> t6"
         raise AssertionError("a parse failure must never be scored")
 
     with FakeLLMServer(answer) as srv:
