@@ -25,10 +25,18 @@ STAGE = "collect"
 VERSION = "1"
 
 
+def extra_hookpoints(cfg: RunConfig) -> list[str]:
+    """Hookpoints collected beside model.hookpoint: a transcoder's target."""
+    target = cfg.sae.transcode_target
+    return [target] if target and cfg.sae.path is None else []
+
+
 def collect_key(cfg: RunConfig) -> str:
-    return artifact_key(STAGE, VERSION, {
-        "model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
-        "corpus": corpus_identity(cfg.corpus), "shard_sequences": cfg.collect.shard_sequences})
+    config = {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
+              "corpus": corpus_identity(cfg.corpus), "shard_sequences": cfg.collect.shard_sequences}
+    if extra := extra_hookpoints(cfg):
+        config["extra_hookpoints"] = extra  # absent when empty, so plain-SAE keys are unchanged
+    return artifact_key(STAGE, VERSION, config)
 
 
 def _write_sequences(tokens: torch.Tensor, tokenizer, out: Path) -> None:
@@ -46,17 +54,20 @@ def _write_sequences(tokens: torch.Tensor, tokenizer, out: Path) -> None:
 
 def _collect_into(cfg: RunConfig, model: SubjectModel, tokens: torch.Tensor, out: Path,
                   progress: bool) -> list[dict]:
-    hook = cfg.model.hookpoint
+    hook, extra = cfg.model.hookpoint, extra_hookpoints(cfg)
     shards = []
     per_shard = cfg.collect.shard_sequences
     bar = tqdm(total=tokens.numel(), unit="tok", desc="collect", disable=not progress)
     for first in range(0, len(tokens), per_shard):
         chunk = tokens[first:first + per_shard]
-        acts = torch.cat([model.run_to_hook(chunk[b:b + cfg.collect.batch_size], hook).cpu()
-                          for b in range(0, len(chunk), cfg.collect.batch_size)])
+        runs = [model.run_to_hooks(chunk[b:b + cfg.collect.batch_size], [hook, *extra])
+                for b in range(0, len(chunk), cfg.collect.batch_size)]
+        tensors = {"acts": torch.cat([r[hook].cpu() for r in runs]).contiguous(),
+                   "tokens": chunk.to(torch.int32).contiguous()}
+        for h in extra:  # transcoder targets, read by interp.sae.data as acts.<hookpoint>
+            tensors[f"acts.{h}"] = torch.cat([r[h].cpu() for r in runs]).contiguous()
         name = f"shard-{len(shards):05d}.safetensors"
-        save_file({"acts": acts.contiguous(), "tokens": chunk.to(torch.int32).contiguous()},
-                  str(out / name))
+        save_file(tensors, str(out / name))
         shards.append({"file": name, "first_seq": first, "n_seq": len(chunk)})
         bar.update(chunk.numel())
     bar.close()
@@ -72,11 +83,13 @@ def collect(cfg: RunConfig, *, model: SubjectModel | None = None, progress: bool
             return ref
         started = time.time()
         model = model or load_model(cfg.model, cfg.home)
-        model.check_hookpoint(cfg.model.hookpoint)
+        for h in [cfg.model.hookpoint, *extra_hookpoints(cfg)]:
+            model.check_hookpoint(h)
         tokens = token_sequences(cfg.corpus, model.tokenizer)
         log.info("collecting %d sequences x %d tokens at %s", len(tokens), tokens.shape[1],
                  cfg.model.hookpoint)
         manifest = {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
+                    "extra_hookpoints": extra_hookpoints(cfg),
                     "d_model": model.d_model, "seq_len": int(tokens.shape[1]),
                     "n_sequences": int(len(tokens)), "corpus": corpus_identity(cfg.corpus)}
         with store.build(STAGE, key, manifest) as tmp:

@@ -100,14 +100,17 @@ class SubjectModel:
                              f"hooks of block {layer}: {', '.join(known[:12])}")
 
     @torch.inference_mode()
+    def run_to_hooks(self, tokens: torch.Tensor, hookpoints: list[str]) -> dict[str, torch.Tensor]:
+        """Activations [batch, seq, d] at each hookpoint, stopping after the deepest one's layer."""
+        layer = max(int(h.split(".")[1]) for h in hookpoints)
+        stop = layer + 1 if layer + 1 < self.n_layers else None
+        _, cache = self.bridge.run_with_cache(tokens.to(self.device), names_filter=list(hookpoints),
+                                              stop_at_layer=stop)
+        return {h: cache[h].float() for h in hookpoints}
+
     def run_to_hook(self, tokens: torch.Tensor, hookpoint: str) -> torch.Tensor:
         """Activations [batch, seq, d_model] at `hookpoint`, stopping after its layer."""
-        layer = int(hookpoint.split(".")[1])
-        stop = layer + 1 if layer + 1 < self.n_layers else None
-        _, cache = self.bridge.run_with_cache(tokens.to(self.device), names_filter=[hookpoint],
-                                              stop_at_layer=stop)
-        return cache[hookpoint].float()
-
+        return self.run_to_hooks(tokens, [hookpoint])[hookpoint]
 
     def run_model(self, hookpoint: str):
         """`run_model(tokens, hook_fn | None) -> logits` replacing activations at `hookpoint` with

@@ -57,3 +57,10 @@ def collected(tmp_path) -> ArtifactRef:
     """A collect artifact of random activations (d=8, 40 sequences of BOS + 16 tokens)."""
     path = make_shards(tmp_path / "artifacts" / "collect" / "c0ffee", n_seq=40, seq_len=17, d=8)
     return ArtifactRef("collect", "c0ffee", path)
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """One safetensors conversion of the embedded GGUF per test session (~30 s), shared by the
+    tests that load the real subject model."""
+    return tmp_path_factory.mktemp("models")

@@ -51,8 +51,8 @@ def _stages(stdout: str) -> dict[str, bool]:
                         stdout, re.MULTILINE)}
 
 
-def test_cli_end_to_end(tmp_path, env):
-    home, models = tmp_path / "home", tmp_path / "models"
+def test_cli_end_to_end(tmp_path, env, model_cache):
+    home, models = tmp_path / "home", model_cache
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text(yaml.safe_dump(_config(home, models)))
 
