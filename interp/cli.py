@@ -166,6 +166,64 @@ def publish(home: Optional[Path] = typer.Option(None, help="Artifact home ($INTE
     typer.echo(f"published {n} new artifacts")
 
 
+@app.command()
+def rescore(
+    home: Optional[Path] = typer.Option(None, help="Artifact home ($INTERP_HOME)."),
+    from_run: Optional[str] = typer.Option(None, help="Run whose activations are reused "
+                                           "(default: the newest run)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML of config changes, "
+                                          "merged onto the base run's config."),
+    sae: Optional[Path] = typer.Option(None, help="Label this SAE (sparsify or SAELens directory)."),
+    set_: list[str] = typer.Option([], "--set", help="Dotted override, e.g. --set sae.k=16 "
+                                   "(value parsed as YAML); repeatable."),
+    latent_shards: int = typer.Option(1, help="Shards of explain/score (Prefect tasks)."),
+    task_runner: str = typer.Option("threads", help="threads | dask"),
+    dask_address: Optional[str] = typer.Option(None, help="Dask scheduler, e.g. tcp://host:8786."),
+    llm_url: list[str] = typer.Option([], help="One of several servers of llm.model; repeatable."),
+    prefect: bool = typer.Option(True, help="Run as a Prefect flow (--no-prefect: plain library)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Re-label on a previous run's activations after a new SAE or a changed explainer/scorer
+    config; only stages whose inputs changed run, and results sit beside the old ones."""
+    import yaml
+
+    from interp.rescore import find_run, rescore_config, run_after_collect
+
+    _setup_logging(verbose)
+    h = Path(home or RunConfig().home)
+    overrides = {}
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--set {item!r}: expected key=value, e.g. --set score.seed=7")
+        overrides[key.strip()] = yaml.safe_load(value)
+    try:
+        changes = yaml.safe_load(config.read_text()) if config else {}
+        run_dir = find_run(h, from_run)
+        cfg, collect_key = rescore_config(h, run_dir, changes, overrides, sae)  # fail fast
+        t0 = time.time()
+        if prefect:
+            _prefect_env(h)
+            from flows.label import ScaleOut
+            from flows.rescore import rescore as rescore_flow
+
+            scale = ScaleOut(latent_shards=latent_shards, task_runner=task_runner,
+                             dask_address=dask_address, llm_base_urls=llm_url)
+            result = rescore_flow(home=str(h), from_run=run_dir.name, changes=changes,
+                                  overrides=overrides, sae_path=str(sae) if sae else None, scale=scale)
+        else:
+            from storage.catalog import load_run
+            from storage.catalog import publish as do_publish
+
+            rec = run_after_collect(cfg, collect_key, progress=True)
+            do_publish(h, rec.artifacts, [load_run(h / "runs" / rec.run_id)])
+            result = {"run_id": rec.run_id, "artifacts": rec.artifacts, "seconds": rec.seconds,
+                      "cached": rec.cached}
+    except (ValueError, FileNotFoundError, RuntimeError, OSError, yaml.YAMLError) as err:
+        _fail(str(err))
+    _summary(cfg, result, time.time() - t0)
+
+
 @app.command("config")
 def show_config(config: Optional[Path] = typer.Option(None, "--config", "-c"),
                 as_json: bool = typer.Option(False, "--json", help="JSON schema of every field.")) -> None:
@@ -175,6 +233,40 @@ def show_config(config: Optional[Path] = typer.Option(None, "--config", "-c"),
         return
     typer.echo(dump_config(_config(config, {})))
 
+
+@app.command()
+def ui(home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
+       host: str = typer.Option("127.0.0.1", help="Interface to bind; the default keeps it local."),
+       port: int = typer.Option(8765, help="TCP port to serve on."),
+       verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Browse latents in a local, read-only web app (runs, SAEs, latent table, latent pages)."""
+    _setup_logging(verbose)
+    import uvicorn
+
+    from interp.ui.app import create_app
+
+    h = home or RunConfig().home
+    try:
+        web = create_app(h, torch_threads=1)  # this process only serves; 1 thread is fastest
+        typer.echo(f"serving {h} on http://{host}:{port}/ (Ctrl-C to stop)")
+        uvicorn.run(web, host=host, port=port, log_level="warning")
+    except (FileNotFoundError, OSError) as err:
+        _fail(str(err))
+
+
+@app.command()
+def report(home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
+           run_id: Optional[str] = typer.Option(None, "--run", help="Run id (or a unique prefix); "
+                                                "default: the newest run."),
+           out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write "
+                                              "(default: <home>/reports/<run id>.html).")) -> None:
+    """Write a self-contained HTML report of a run that opens offline from disk."""
+    from interp.report import write_report
+
+    try:
+        typer.echo(f"wrote {write_report(home or RunConfig().home, out, run_id)}")
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
 
 if __name__ == "__main__":
     app()

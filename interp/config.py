@@ -125,6 +125,19 @@ class MineConfig(_Strict):
     n_quantiles: int = Field(5, gt=0, description="Activation quantile bins for stratified samples.")
     per_quantile: int = Field(4, gt=0, description="Windows sampled per quantile bin.")
     n_random: int = Field(20, ge=0, description="Random non-activating windows per latent.")
+    train_per_quantile: int = Field(0, ge=0, description="Extra windows per quantile bin put in "
+        "the train split (for explain.train_set quantile/mixed); drawn after the held-out ones, "
+        "so the test set does not depend on this value.")
+    negatives: Literal["random", "similar", "neighbours"] = Field("random", description="Hard "
+        "negatives mined besides the random ones (kind 'hard', alternating train/test): 'similar' = "
+        "non-activating windows nearest to the latent's top windows by MiniLM embedding, "
+        "'neighbours' = top windows of the latents with the most similar decoder directions that "
+        "do not activate this one; 'random' = none.")
+    n_hard: int = Field(20, gt=0, description="Hard negatives per latent (when negatives != random).")
+    n_neighbours: int = Field(8, gt=0, description="Decoder-cosine neighbours whose top windows "
+                              "are candidates (negatives = neighbours).")
+    embed_pool: int = Field(20_000, gt=0, description="At most this many windows (a seeded "
+        "sample) are embedded as candidates for 'similar' negatives; embedded once per mine run.")
     hist_bins: int = Field(32, ge=4, description="Bins of the per-latent activation histogram.")
     batch_size: int = Field(64, gt=0, description="Sequences encoded at once.")
     seed: int = Field(0, description="Seed for quantile and negative sampling.")
@@ -133,8 +146,11 @@ class MineConfig(_Strict):
 class LLMConfig(_Strict):
     """The explainer / scorer LLM: the embedded llama.cpp server or any OpenAI-compatible server."""
 
-    backend: Literal["embedded", "openai"] = Field(EMBEDDED, description="'embedded' starts a local "
-                                                   "xllamacpp server; 'openai' uses base_url.")
+    backend: Literal["embedded", "openai", "vllm"] = Field(EMBEDDED, description="'embedded' starts "
+        "a local xllamacpp server; 'openai' uses base_url; 'vllm' loads `model` in-process with "
+        "vllm.LLM (GPU machines, `pip install interp[vllm]`).")
+    vllm_options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword "
+        "arguments for vllm.LLM (backend vllm), e.g. {tensor_parallel_size: 2, max_model_len: 8192}.")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1.")
     model: str = Field("smollm2-135m-instruct", description="Model name sent with each request.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
@@ -166,15 +182,27 @@ class LLMConfig(_Strict):
 
     def identity(self) -> dict[str, Any]:
         """What determines the LLM's answers (for cache keys): not concurrency, not secrets."""
-        return {"backend": self.backend, "base_url": self.base_url, "model": self.model,
-                "assistant_prefill": self.assistant_prefill}
+        ident = {"backend": self.backend, "base_url": self.base_url, "model": self.model,
+                 "assistant_prefill": self.assistant_prefill}
+        if self.backend == "vllm":
+            ident["vllm_options"] = self.vllm_options  # e.g. dtype or quantization change answers
+        return ident
 
 
 class ExplainConfig(_Strict):
     """Explanation generation."""
 
-    prompt: str = Field("explain_default", description="Template name in prompts/ (without .md).")
-    n_examples: int = Field(6, gt=0, description="Top windows shown to the explainer.")
+    prompt: str = Field("explain_default", description="Template name in prompts/ (without .md): "
+        "explain_default, explain_contrastive (also shows non-activating windows, $negatives), "
+        "explain_cot (reasons first; the answer after the last [EXPLANATION]: marker), ...")
+    n_examples: int = Field(6, gt=0, description="Activating (train-split) windows shown to the explainer.")
+    train_set: Literal["top", "quantile", "mixed"] = Field("top", description="Which activating "
+        "windows are shown: the top ones, ones stratified over activation quantiles (needs "
+        "mine.train_per_quantile), or half of each. Held-out (test) windows are never shown.")
+    n_negatives: int = Field(4, ge=0, description="Non-activating train windows shown by prompts "
+        "that use $negatives (hard negatives first when mined).")
+    top_tokens: bool = Field(True, description="Show the most frequent activating tokens "
+        "($top_tokens; helps small explainers); False drops the template line holding it.")
     max_tokens: int = Field(40, gt=0, description="Completion token budget.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
     n_latents: int | None = Field(24, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")
@@ -185,8 +213,11 @@ class ExplainConfig(_Strict):
 class ScoreConfig(_Strict):
     """Explanation scoring."""
 
-    scorers: tuple[Literal["detection", "fuzzing"], ...] = Field(("detection", "fuzzing"),
-                                                                 description="Scorers to run.")
+    scorers: tuple[Literal["detection", "fuzzing", "embedding", "surprisal", "simulation",
+                           "intervention"], ...] = Field(("detection", "fuzzing"), description=
+        "Scorers to run (README 'Scorers' gives each one's cost): detection, fuzzing, embedding "
+        "(MiniLM, no LLM), surprisal (subject model, no LLM), simulation, intervention (steers "
+        "the subject model).")
     n_positive: int = Field(5, gt=0, description="Held-out activating windows per latent.")
     n_negative: int = Field(5, gt=0, description="Non-activating windows per latent.")
     batch_size: int = Field(1, gt=0, description="Windows judged per LLM request. 1 asks for "
@@ -197,6 +228,25 @@ class ScoreConfig(_Strict):
     logprobs: int = Field(5, ge=0, description="Top log-probabilities requested per token (0 = none).")
     prompt_detection: str = Field("score_detection", description="Template for detection.")
     prompt_fuzzing: str = Field("score_fuzzing", description="Template for fuzzing.")
+    embedding_device: str | None = Field(None, description="Device of the MiniLM embedder "
+                                         "(embedding scorer); None = model.device.")
+    prompt_surprisal: str = Field("score_surprisal", description="Prefix template for surprisal "
+                                  "($explanation); its USER text precedes each window.")
+    surprisal_neutral: str = Field("some text", description="What fills the surprisal prefix "
+                                   "instead of the explanation for the baseline loss.")
+    prompt_simulation: str = Field("score_simulation", description="Template for simulation.")
+    simulation_max_tokens: int = Field(48, gt=0, description="Completion budget of a simulation "
+                                       "answer (the listed words with strengths).")
+    prompt_intervention: str = Field("score_intervention", description="Template for judging "
+                                     "clean and steered continuations (intervention).")
+    intervention_n_prompts: int = Field(4, gt=0, description="Held-out non-activating windows "
+        "whose first tokens prompt clean and steered generation (2 judge calls each).")
+    intervention_prompt_tokens: int = Field(8, gt=0, description="Window tokens per prompt (after BOS).")
+    intervention_new_tokens: int = Field(16, gt=0, description="Greedy tokens generated per prompt.")
+    intervention_target_kl: float = Field(0.5, gt=0, description="Steering strength is bisected "
+        "until the mean next-token KL(clean || steered) over the prompts is this many nats.")
+    intervention_bisection_steps: int = Field(8, ge=0, description="Bisection steps of the "
+                                              "steering-strength calibration.")
     seed: int = Field(0, description="Shuffling and fuzzing-mark seed.")
     chunk_latents: int = Field(8, gt=0, description="Latents per resumable part file.")
 
@@ -229,6 +279,9 @@ class RunConfig(_Strict):
         if (self.corpus.seq_len - 1) % self.mine.window:
             raise ValueError(f"mine.window ({self.mine.window}) must divide corpus.seq_len - 1 "
                              f"({self.corpus.seq_len - 1}): windows tile each sequence after BOS")
+        if self.explain.train_set != "top" and not self.mine.train_per_quantile:
+            raise ValueError(f"explain.train_set {self.explain.train_set!r} needs quantile windows "
+                             "in the train split: set mine.train_per_quantile > 0")
         if self.explain.n_examples > self.mine.n_top:
             raise ValueError(f"explain.n_examples ({self.explain.n_examples}) exceeds mine.n_top "
                              f"({self.mine.n_top})")

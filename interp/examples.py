@@ -23,7 +23,7 @@ class Example:
     """One window of one latent: its tokens and per-token activations."""
 
     latent: int
-    kind: str          # top | quantile | random
+    kind: str          # top | quantile | random | hard
     split: str         # train (may be shown to explainers) | test (held out for scoring)
     rank: int
     quantile: int
@@ -111,3 +111,51 @@ def top_tokens(examples: list[Example], n: int = 8) -> str:
     counts = Counter(t.strip() or repr(t) for ex in examples
                      for t, a in zip(ex.tokens, ex.acts) if a > 0)
     return ", ".join(f'"{t}"' for t, _ in counts.most_common(n)) or "(none)"
+
+
+def _by_quantile(examples: list[Example]) -> list[Example]:
+    """Round-robin over quantiles, highest first, so any prefix spans the activation range."""
+    by_q: dict[int, list[Example]] = {}
+    for e in sorted(examples, key=lambda e: -e.max_act):
+        by_q.setdefault(e.quantile, []).append(e)
+    order = sorted(by_q, reverse=True)
+    out: list[Example] = []
+    while any(by_q[q] for q in order):
+        out.extend(by_q[q].pop(0) for q in order if by_q[q])
+    return out
+
+
+def training_examples(examples: list[Example], train_set: str, n: int) -> list[Example]:
+    """The activating windows an explainer may see: split 'train' only, never a held-out window.
+
+    top: the n strongest; quantile: n spread over activation quantiles; mixed: half of each (the
+    other fills in when one is short). Returned strongest first.
+    """
+    top = [e for e in examples if e.kind == "top" and e.split == "train" and e.active]
+    quant = _by_quantile([e for e in examples
+                          if e.kind == "quantile" and e.split == "train" and e.active])
+    if train_set == "top":
+        chosen = top[:n]
+    elif train_set == "quantile":
+        chosen = quant[:n]
+    elif train_set == "mixed":
+        n_top = max(n - len(quant), (n + 1) // 2)
+        chosen = top[:n_top]
+        chosen += quant[: n - len(chosen)]
+    else:
+        raise ValueError(f"explain.train_set {train_set!r} is not one of top, quantile, mixed")
+    return sorted(chosen, key=lambda e: -e.max_act)
+
+
+def training_negatives(examples: list[Example], n: int) -> list[Example]:
+    """Non-activating train-split windows for contrastive prompts: hard negatives first."""
+    neg = [e for e in examples if e.split == "train" and not e.active and e.kind in ("hard", "random")]
+    return sorted(neg, key=lambda e: (e.kind != "hard", e.rank))[:n]
+
+
+def format_negatives(examples: list[Example]) -> str:
+    """Numbered windows without marks (the latent is zero on every token)."""
+    if not examples:
+        return "(none)"
+    return "\n".join(f"Counter-example {i}: {mark_tokens(e.tokens, [False] * len(e.tokens))}"
+                     for i, e in enumerate(examples, 1))

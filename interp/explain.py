@@ -1,4 +1,8 @@
-"""Explain stage: one LLM explanation per latent from its top (training-split) examples.
+"""Explain stage: one LLM explanation per latent from its training-split examples.
+
+What the explainer sees is set by explain.train_set (top / quantile / mixed activating windows),
+the prompt file (which may also show non-activating train windows as $negatives, or ask for
+reasoning before the answer) and explain.top_tokens ($summary). Held-out windows are never shown.
 
 The answer must carry an explicit `[EXPLANATION]:` marker; anything else is stored with status
 `parse_error` (or `llm_error` when the request failed for good) and is never scored.
@@ -15,15 +19,16 @@ import pyarrow.parquet as pq
 
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, stable_hash
 from interp.config import RunConfig
-from interp.examples import Example, format_for_explainer, load_examples, top_tokens
-from interp.llm import Ledger, LLMError, OpenAICompatibleLLM, llm_endpoint
-from interp.prompts import load_prompt
+from interp.examples import (Example, format_for_explainer, format_negatives, load_examples,
+                             top_tokens, training_examples, training_negatives)
+from interp.llm import Ledger, LLMError, open_llm
+from interp.prompts import Prompt, load_prompt
 from interp.resumable import merge_parts, pending, run_resumable
 
 log = logging.getLogger(__name__)
 
 STAGE = "explain"
-VERSION = "1"
+VERSION = "2"  # 2: $summary / $negatives placeholders, train_set
 ECHO = re.compile(r"^(example|strengths)\s*\d*\s*:", re.IGNORECASE)
 MARKER = re.compile(r"\[?\s*EXPLANATION\s*\]?\s*:", re.IGNORECASE)
 
@@ -68,9 +73,19 @@ def parse_explanation(raw: str) -> str | None:
     return text
 
 
+def _settings(cfg: RunConfig, prompt: Prompt) -> dict:
+    """Explain settings that can change an answer: what the template does not use stays out."""
+    from string import Template
+
+    used = {name for _, text in prompt.turns for name in Template(text).get_identifiers()}
+    drop = {"chunk_latents"} | ({"n_negatives"} if "negatives" not in used else set()) | \
+        ({"top_tokens"} if "top_tokens" not in used else set())
+    return cfg.explain.model_dump(mode="json", exclude=drop)
+
+
 def explain_key(cfg: RunConfig, mine_key: str) -> str:
     prompt = load_prompt(cfg.explain.prompt)
-    settings = cfg.explain.model_dump(mode="json", exclude={"chunk_latents"})
+    settings = _settings(cfg, prompt)
     return artifact_key(STAGE, VERSION, {"explain": settings, "llm": cfg.llm.identity()},
                         {"mine": mine_key}, {"prompt": prompt.sha})
 
@@ -96,20 +111,43 @@ def _row(eid: str, latent: int, cfg: RunConfig, prompt, settings_hash: str, n: i
     return {**base, **kw}
 
 
+_DROP = "\x00drop-line\x00"
+
+
+def build_messages(prompt: Prompt, cfg: RunConfig, train: list[Example],
+                   negatives: list[Example]) -> list[dict[str, str]]:
+    """Fill the template: $examples, $top_tokens, $negatives, $n_examples.
+
+    With explain.top_tokens off, every template line holding $top_tokens (the summary line) is
+    dropped, with the blank line after it, so one template serves both settings.
+    """
+    tokens = top_tokens(train) if cfg.explain.top_tokens else _DROP
+    try:
+        messages = prompt.messages(
+            examples=format_for_explainer(train, max(e.max_act for e in train)), top_tokens=tokens,
+            negatives=format_negatives(negatives), n_examples=len(train))
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"prompt {prompt.name!r} (explain.prompt) uses an unknown placeholder "
+                         f"{err}; explainer prompts may use $examples, $top_tokens, $negatives "
+                         "and $n_examples") from None
+    for m in messages:
+        if _DROP in m["content"]:
+            m["content"] = re.sub(rf"[^\n]*{_DROP}[^\n]*\n?\n?", "", m["content"])
+    return messages
+
+
 def make_work(cfg: RunConfig, key: str, examples: dict[int, list[Example]], llm):
     prompt = load_prompt(cfg.explain.prompt)
-    settings_hash = stable_hash(cfg.explain.model_dump(mode="json", exclude={"chunk_latents"}))
+    settings_hash = stable_hash(_settings(cfg, prompt))
 
     async def work(latent: int) -> list[dict]:
         eid = stable_hash({"explain": key, "latent": latent})
-        train = [e for e in examples[latent] if e.kind == "top" and e.split == "train"]
-        train = train[: cfg.explain.n_examples]
+        train = training_examples(examples[latent], cfg.explain.train_set, cfg.explain.n_examples)
         if len(train) < cfg.explain.min_examples:
             return [_row(eid, latent, cfg, prompt, settings_hash, len(train), status="skipped",
                          error=f"only {len(train)} activating examples")]
-        scale = max(e.max_act for e in train)
-        messages = prompt.messages(examples=format_for_explainer(train, scale),
-                                   top_tokens=top_tokens(train))
+        negatives = training_negatives(examples[latent], cfg.explain.n_negatives)
+        messages = build_messages(prompt, cfg, train, negatives)
         try:
             r = await llm.generate(messages, max_tokens=cfg.explain.max_tokens,
                                    temperature=cfg.explain.temperature, stage=STAGE, latent=latent)
@@ -140,8 +178,7 @@ def explain(cfg: RunConfig, mine_ref: ArtifactRef, *, progress: bool = False) ->
             if pending(latents, cfg.explain.chunk_latents, tmp):
                 examples = load_examples(mine_ref.path, latents)
                 ledger = Ledger()
-                with llm_endpoint(cfg.llm) as url:
-                    llm = OpenAICompatibleLLM(cfg.llm, url, ledger)
+                with open_llm(cfg.llm, ledger) as llm:
                     work = make_work(cfg, key, examples, llm)
                     manifest["progress"] = run_resumable(latents, cfg.explain.chunk_latents, tmp, work,
                                                          SCHEMA, ledger, desc="explain", progress=progress,

@@ -4,8 +4,10 @@ Windows are fixed, non-overlapping spans of `window` tokens after each sequence'
 activation for a latent is the max over its tokens. For every latent we keep
   top       the n_top highest windows                              (split "train": shown to explainers)
   quantile  per_quantile random windows from each of n_quantiles   (split "test": held out for scoring)
-            equal-count bins of the latent's activating windows, excluding top windows
+            equal-count bins of the latent's activating windows, excluding top windows;
+            plus train_per_quantile more per bin in split "train" (for quantile training sets)
   random    n_random windows where the latent is zero              (half "train", half "test")
+  hard      n_hard hard negatives (interp.negatives), zero as well  (half "train", half "test")
 Memory is bounded by latents x kept examples, never by tokens: candidates are merged batch by batch
 with `keep_lowest`, a sort-based per-group bounded selection (top-k = lowest -activation, uniform
 sampling = lowest random priority).
@@ -22,6 +24,7 @@ import pyarrow as pa
 import torch
 
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
+from interp.negatives import hard_candidates
 from interp.shards import ActivationShards
 
 log = logging.getLogger(__name__)
@@ -171,6 +174,7 @@ def _histograms(sae, shards, cfg, device, max_act):
 def _quantile_samples(sae, shards, cfg, device, max_act, lookup, top, n_windows):
     gen = torch.Generator().manual_seed(cfg.seed)
     top_keys = top.latent * n_windows + top.window
+    cap = cfg.per_quantile + cfg.train_per_quantile
     kept, kept_q, kept_prio = Events.empty(), torch.empty(0, dtype=torch.long), torch.empty(0)
     for batch in iter_encoded(sae, shards, cfg.window, cfg.batch_size, device):
         ev = batch.windows
@@ -179,26 +183,41 @@ def _quantile_samples(sae, shards, cfg, device, max_act, lookup, top, n_windows)
         q = lookup[ev.latent, fine_bin(ev.value, max_act[ev.latent], FINE_BINS)]
         prio = torch.rand(len(q), generator=gen)
         kept, kept_q, kept_prio = kept.cat(ev), torch.cat([kept_q, q]), torch.cat([kept_prio, prio])
-        keep = keep_lowest(kept.latent * cfg.n_quantiles + kept_q, kept_prio, cfg.per_quantile)
+        keep = keep_lowest(kept.latent * cfg.n_quantiles + kept_q, kept_prio, cap)
         kept, kept_q, kept_prio = kept.take(keep), kept_q[keep], kept_prio[keep]
-    return kept, kept_q
+    # The per_quantile lowest priorities are the held-out set whatever train_per_quantile is
+    # (they are the same windows a smaller cap keeps), so training sets never move the test set.
+    test = _rank_within(kept.latent * cfg.n_quantiles + kept_q, kept_prio) < cfg.per_quantile
+    return kept, kept_q, test
 
 
-def _plan_rows(m: int, top: Events, quant: Events, quant_q: torch.Tensor, n_windows: int,
-               cfg, n_random_candidates: int) -> dict[str, torch.Tensor]:
+def _plan_rows(m: int, top: Events, quant: Events, quant_q: torch.Tensor, quant_test: torch.Tensor,
+               n_windows: int, cfg, n_random_candidates: int) -> dict[str, torch.Tensor]:
     """All candidate example rows (negatives not yet validated), before activations are read."""
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     neg_lat = torch.arange(m).repeat_interleave(n_random_candidates)
     neg_win = torch.randint(0, n_windows, (len(neg_lat),), generator=gen)
     rank_top = _rank_within(top.latent, -top.value)
-    rank_q = _rank_within(quant.latent * cfg.n_quantiles + quant_q, -quant.value)
+    rank_q = _rank_within((quant.latent * cfg.n_quantiles + quant_q) * 2 + quant_test.long(),
+                          -quant.value)
     kind = torch.cat([torch.zeros(len(top.latent)), torch.ones(len(quant.latent)),
                       torch.full((len(neg_lat),), 2.0)]).long()
     return {"latent": torch.cat([top.latent, quant.latent, neg_lat]),
             "window": torch.cat([top.window, quant.window, neg_win]),
             "kind": kind,
             "rank": torch.cat([rank_top, rank_q, torch.arange(len(neg_lat)) % n_random_candidates]),
-            "quantile": torch.cat([torch.full_like(top.latent, -1), quant_q, torch.full_like(neg_lat, -1)])}
+            "quantile": torch.cat([torch.full_like(top.latent, -1), quant_q, torch.full_like(neg_lat, -1)]),
+            # 0 train, 1 test; negatives (-1) are assigned after validation.
+            "split": torch.cat([torch.zeros_like(top.latent), quant_test.long(),
+                                torch.full_like(neg_lat, -1)])}
+
+
+def _append_hard(rows: dict[str, torch.Tensor], latent: torch.Tensor, window: torch.Tensor,
+                 rank: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Hard-negative candidates as rows of kind 3, ranked best first within their latent."""
+    new = {"latent": latent, "window": window, "kind": torch.full_like(latent, 3), "rank": rank,
+           "quantile": torch.full_like(latent, -1), "split": torch.full_like(latent, -1)}
+    return {k: torch.cat([rows[k], new[k]]) for k in rows}
 
 
 def _rank_within(group: torch.Tensor, priority: torch.Tensor) -> torch.Tensor:
@@ -230,18 +249,19 @@ def _read_acts(sae, shards, cfg, device, rows: dict[str, torch.Tensor]) -> torch
 
 
 def _select_negatives(rows: dict[str, torch.Tensor], acts: torch.Tensor, n_windows: int,
-                      n_random: int) -> torch.Tensor:
-    """Boolean mask of the rows to keep: all positives, and per latent the first n_random distinct
-    candidate windows where the latent is truly zero."""
-    neg = rows["kind"] == 2
-    valid = neg & (acts.amax(1) == 0)
-    key = rows["latent"] * n_windows + rows["window"]
-    idx = valid.nonzero().squeeze(1)
-    _, first = _first_occurrence(key[idx])
-    idx = idx[first]
-    keep_neg = idx[keep_lowest(rows["latent"][idx], rows["rank"][idx].float(), n_random)]
-    mask = ~neg
-    mask[keep_neg] = True
+                      caps: dict[int, int]) -> torch.Tensor:
+    """Boolean mask of the rows to keep: all positives, and per latent and negative kind the
+    first caps[kind] distinct candidate windows (by rank) where the latent is truly zero."""
+    mask = rows["kind"] < 2
+    for kind, cap in caps.items():
+        neg = rows["kind"] == kind
+        valid = neg & (acts.amax(1) == 0)
+        key = rows["latent"] * n_windows + rows["window"]
+        idx = valid.nonzero().squeeze(1)
+        idx = idx[torch.argsort(rows["rank"][idx], stable=True)]  # the best-ranked duplicate wins
+        _, first = _first_occurrence(key[idx])
+        idx = idx[first]
+        mask[idx[keep_lowest(rows["latent"][idx], rows["rank"][idx].float(), cap)]] = True
     return mask
 
 
@@ -252,16 +272,16 @@ def _first_occurrence(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return uniq, first
 
 
-KINDS = ("top", "quantile", "random")
+KINDS = ("top", "quantile", "random", "hard")
 
 
 def _examples_table(rows, acts, mask, per_seq: int, window: int):
     r = {k: v[mask] for k, v in rows.items()}
     a = acts[mask]
     # Re-rank negatives densely after validation; alternate them between train and test.
-    neg = r["kind"] == 2
-    r["rank"][neg] = _rank_within(r["latent"][neg], r["rank"][neg].float())
-    split = torch.where(r["kind"] == 0, 0, torch.where(r["kind"] == 1, 1, r["rank"] % 2))
+    neg = r["kind"] >= 2
+    r["rank"][neg] = _rank_within(r["latent"][neg] * 4 + r["kind"][neg], r["rank"][neg].float())
+    split = torch.where(neg, r["rank"] % 2, r["split"])
     order = torch.from_numpy(np.lexsort((r["rank"].numpy(), r["quantile"].numpy(),
                                          r["kind"].numpy(), r["latent"].numpy())))
     r = {k: v[order] for k, v in r.items()}
@@ -292,8 +312,12 @@ def _latents_table(count_tok, sum_act, n_win, max_act, tok_hist, n_tokens: int):
     })
 
 
-def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu") -> dict:
-    """Run all mining passes and write examples.parquet and latents.parquet into `out`."""
+def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu",
+              embed=None) -> dict:
+    """Run all mining passes and write examples.parquet and latents.parquet into `out`.
+
+    `embed` (texts -> embeddings) replaces MiniLM for mine.negatives 'similar' (tests).
+    """
     if (shards.seq_len - 1) % cfg.window:
         raise ValueError(f"mine.window {cfg.window} must divide seq_len-1 = {shards.seq_len - 1}")
     m, per_seq = sae.num_latents, (shards.seq_len - 1) // cfg.window
@@ -301,15 +325,23 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
     count_tok, sum_act, n_win, max_act, top = _stats_and_top(sae, shards, cfg, device)
     fine, tok_hist = _histograms(sae, shards, cfg, device, max_act)
     lookup = quantile_lookup(fine, cfg.n_quantiles)
-    quant, quant_q = _quantile_samples(sae, shards, cfg, device, max_act, lookup, top, n_windows)
-    rows = _plan_rows(m, top, quant, quant_q, n_windows, cfg, n_random_candidates=3 * cfg.n_random)
+    quant, quant_q, quant_test = _quantile_samples(sae, shards, cfg, device, max_act, lookup, top,
+                                                   n_windows)
+    rows = _plan_rows(m, top, quant, quant_q, quant_test, n_windows, cfg,
+                      n_random_candidates=3 * cfg.n_random)
+    caps = {2: cfg.n_random}
+    if cfg.negatives != "random":
+        rows = _append_hard(rows, *hard_candidates(sae, shards, cfg, top, quant, n_windows, embed))
+        caps[3] = cfg.n_hard
     acts = _read_acts(sae, shards, cfg, device, rows)
-    mask = _select_negatives(rows, acts, n_windows, cfg.n_random)
+    mask = _select_negatives(rows, acts, n_windows, caps)
     write_parquet_atomic(_examples_table(rows, acts, mask, per_seq, cfg.window), out / "examples.parquet")
     write_parquet_atomic(_latents_table(count_tok, sum_act, n_win, max_act, tok_hist, shards.n_tokens),
                          out / "latents.parquet")
+    kept = rows["kind"][mask]
     return {"n_latents": m, "n_examples": int(mask.sum()), "dead": int((count_tok == 0).sum()),
-            "n_windows": n_windows, "window": cfg.window}
+            "n_windows": n_windows, "window": cfg.window,
+            "n_by_kind": {KINDS[k]: int((kept == k).sum()) for k in range(len(KINDS))}}
 
 
 STAGE = "mine"
@@ -317,8 +349,16 @@ VERSION = "1"
 
 
 def mine_key(cfg, collect_key: str, sae_key: str) -> str:
-    return artifact_key(STAGE, VERSION, cfg.mine.model_dump(mode="json"),
-                        {"collect": collect_key, "sae": sae_key})
+    settings = cfg.mine.model_dump(mode="json")
+    # Fields that cannot change the output stay out of the key (so adding them kept old keys).
+    if cfg.mine.negatives == "random":
+        for f in ("negatives", "n_hard", "n_neighbours", "embed_pool"):
+            settings.pop(f)
+    elif cfg.mine.negatives == "neighbours":
+        settings.pop("embed_pool")
+    if not cfg.mine.train_per_quantile:
+        settings.pop("train_per_quantile")
+    return artifact_key(STAGE, VERSION, settings, {"collect": collect_key, "sae": sae_key})
 
 
 def mine(cfg, collect_ref: ArtifactRef, sae_ref: ArtifactRef) -> ArtifactRef:

@@ -112,7 +112,7 @@ def show_latent(home: Path, sae: str, latent: int, n: int = 5) -> str:
                            f"F1={_cell(sc[4])} AUC={_cell(sc[5])} failed={sc[6]}/{sc[7]}")
         if not exps:
             out.append("  (none)")
-        for kind in ("top", "quantile", "random"):
+        for kind in ("top", "quantile", "random", "hard"):
             rows = con.execute("SELECT tokens, acts, max_act FROM examples WHERE sae_key = ? AND latent = ? "
                                "AND kind = ? ORDER BY quantile, rank LIMIT ?", [key, latent, kind, n]).fetchall()
             out.append(f"\n{kind} examples:")

@@ -65,14 +65,18 @@ async def _chunks_loop(todo, work, schema, ledger, partial, bar) -> None:
 
 def run_resumable(latents: list[int], chunk_size: int, partial: Path, work: Work,
                   schema: pa.Schema, ledger: Ledger, *, desc: str,
-                  progress: bool = False, close: Callable[[], Awaitable[None]] | None = None
-                  ) -> dict[str, int]:
+                  progress: bool = False, close: Callable[[], Awaitable[None]] | None = None,
+                  shard: tuple[int, int] | None = None) -> dict[str, int]:
     """Run `work` for every latent not yet in a part file of `partial`; returns counts.
 
     `close` (e.g. the LLM client's aclose) runs inside the event loop when the work is done.
+    `shard=(i, n)` runs only chunks whose index is i mod n: n workers sharing `partial` (a shared
+    filesystem) then write disjoint part files, and a final unsharded call merges them.
     """
     all_chunks = chunks(latents, chunk_size)
     finished = done_chunks(partial)
+    if shard is not None:
+        finished |= {i for i in range(len(all_chunks)) if i % shard[1] != shard[0]}
     todo = [(i, c) for i, c in enumerate(all_chunks) if i not in finished]
     skipped = sum(len(c) for i, c in enumerate(all_chunks) if i in finished)
     if skipped:

@@ -103,6 +103,25 @@ def _publish_train(con, home, key):
         cfg.get("architecture", "topk"), cfg.get("d_in"), cfg.get("num_latents"), cfg.get("k"),
         m.get("tokens_seen"), m.get("fvu"), m.get("l0"), m.get("dead_frac"),
         m.get("ce_loss_recovered"), m.get("kl_div"), json.dumps(m), man.get("created_at")])
+    _publish_matches(con, home, key, man)
+
+
+def _publish_matches(con, home, key, man):
+    """Best decoder-cosine match of every latent against each SAE already published for the same
+    model and hookpoint (both directions), so explanations of two SAEs can be compared."""
+    from interp.rescore import decoder_matches
+
+    others = con.execute("SELECT sae_key FROM saes WHERE sae_key <> ? AND hookpoint = ? AND "
+                         "model = ? AND d_in = (SELECT d_in FROM saes WHERE sae_key = ?)",
+                         [key, man.get("hookpoint"), json.dumps(man.get("model")), key]).fetchall()
+    for (other,) in others:
+        if not (_artifact(home, "train", other) / "manifest.json").is_file():
+            continue  # published from an artifact since deleted: nothing to compare against
+        table = decoder_matches(_artifact(home, "train", key), _artifact(home, "train", other),
+                                key, other)
+        con.register("_matches", table)
+        con.execute("INSERT INTO latent_matches BY NAME SELECT * FROM _matches")
+        con.unregister("_matches")
 
 
 def _publish_mine(con, home, key):
@@ -179,6 +198,9 @@ def publish(home: Path, artifacts: dict[str, str] | list[tuple[str, str]],
             con.execute("BEGIN")
             items = list(artifacts.items()) if isinstance(artifacts, dict) else list(artifacts)
             done = _apply(con, home, items, list(runs))
+            from interp.ui.embeddings import embed_new_explanations  # lazy: loads MiniLM if needed
+
+            embed_new_explanations(con)  # semantic search in `interp ui`; backfills older catalogues
             con.execute((SQL_DIR / "views.sql").read_text())
             con.execute("COMMIT")
             con.execute("CHECKPOINT")

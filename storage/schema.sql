@@ -39,12 +39,20 @@ CREATE TABLE IF NOT EXISTS scores (
     prompt_hash VARCHAR, settings_hash VARCHAR, status VARCHAR, n_examples INTEGER,
     n_failed INTEGER, balanced_accuracy DOUBLE, precision DOUBLE, recall DOUBLE, f1 DOUBLE,
     auc DOUBLE, accuracy DOUBLE, corr DOUBLE, created_at DOUBLE);
+-- Why a score failed or had failed examples (LLM errors, unparseable answers); NULL if none.
+ALTER TABLE scores ADD COLUMN IF NOT EXISTS error VARCHAR;
 
 CREATE TABLE IF NOT EXISTS predictions (
     score_id VARCHAR, explanation_id VARCHAR, latent INTEGER, scorer VARCHAR, seq_id INTEGER,
-    start INTEGER, quantile INTEGER, label TINYINT, prediction TINYINT, prob DOUBLE);
+    start INTEGER, quantile INTEGER, label TINYINT, prediction TINYINT,
+    prob DOUBLE);  -- the scorer's continuous score: P(1), cosine similarity, loss reduction, ...
 
 CREATE TABLE IF NOT EXISTS llm_calls (
     artifact_stage VARCHAR, artifact_key VARCHAR, sae_key VARCHAR, call_id VARCHAR,
     stage VARCHAR, latent BIGINT, model VARCHAR, attempt INTEGER, status VARCHAR, error VARCHAR,
     prompt_tokens BIGINT, completion_tokens BIGINT, latency_s DOUBLE, created_at DOUBLE);
+
+-- Best decoder-cosine match of each latent of sae_a among the latents of sae_b (same model and
+-- hookpoint), computed at publish time from the two SAEs' W_dec; one row per direction.
+CREATE TABLE IF NOT EXISTS latent_matches (
+    sae_a VARCHAR, latent_a INTEGER, sae_b VARCHAR, latent_b INTEGER, cosine FLOAT);

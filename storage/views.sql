@@ -16,7 +16,9 @@ SELECT x.explanation_id, x.sae_key, x.latent, x.text, x.status, x.explainer_mode
        max(s.balanced_accuracy) FILTER (WHERE s.scorer = 'fuzzing') AS fuzzing,
        max(s.auc) FILTER (WHERE s.scorer = 'fuzzing') AS fuzzing_auc,
        max(s.auc) FILTER (WHERE s.scorer = 'embedding') AS embedding,
-       max(s.corr) FILTER (WHERE s.scorer = 'simulation') AS simulation
+       max(s.auc) FILTER (WHERE s.scorer = 'surprisal') AS surprisal,
+       max(s.corr) FILTER (WHERE s.scorer = 'simulation') AS simulation,
+       max(s.auc) FILTER (WHERE s.scorer = 'intervention') AS intervention
 FROM explanations x LEFT JOIN scores s USING (explanation_id)
 GROUP BY ALL;
 
@@ -27,3 +29,15 @@ FROM explanation_scores es
 JOIN latents l ON l.sae_key = es.sae_key AND l.latent = es.latent
 WHERE es.status = 'ok'
 QUALIFY row_number() OVER (PARTITION BY es.sae_key, es.latent ORDER BY es.created_at DESC) = 1;
+
+-- Matched latents of two SAEs of one hookpoint (by decoder cosine) with each side's newest ok
+-- explanation and scores; NULL explanation columns where that side was not explained.
+CREATE OR REPLACE VIEW latent_match_compare AS
+SELECT m.sae_a, m.latent_a, m.sae_b, m.latent_b, m.cosine,
+       a.text AS text_a, a.explainer_model AS explainer_a, a.detection AS detection_a,
+       a.detection_auc AS detection_auc_a, a.fuzzing AS fuzzing_a,
+       b.text AS text_b, b.explainer_model AS explainer_b, b.detection AS detection_b,
+       b.detection_auc AS detection_auc_b, b.fuzzing AS fuzzing_b
+FROM latent_matches m
+LEFT JOIN latest a ON a.sae_key = m.sae_a AND a.latent = m.latent_a
+LEFT JOIN latest b ON b.sae_key = m.sae_b AND b.latent = m.latent_b;

@@ -8,12 +8,16 @@ from interp.config import LLMConfig
 from interp.llm.base import LLM, Ledger, LLMError, LLMResponse
 from interp.llm.openai_client import OpenAICompatibleLLM
 
-__all__ = ["LLM", "LLMError", "LLMResponse", "Ledger", "OpenAICompatibleLLM", "llm_endpoint"]
+__all__ = ["LLM", "LLMError", "LLMResponse", "Ledger", "OpenAICompatibleLLM", "llm_endpoint",
+           "open_llm"]
 
 
 @contextlib.contextmanager
 def llm_endpoint(cfg: LLMConfig) -> Iterator[str]:
     """Base URL of the configured LLM, starting (and later stopping) the embedded server if needed."""
+    if cfg.backend == "vllm":
+        raise ValueError("llm.backend 'vllm' runs in-process and has no URL: use "
+                         "interp.llm.open_llm(cfg, ledger), or `vllm serve` with llm.backend 'openai'")
     if cfg.backend == "embedded":
         from interp.llm.embedded import embedded_server
 
@@ -22,3 +26,19 @@ def llm_endpoint(cfg: LLMConfig) -> Iterator[str]:
     else:
         assert cfg.base_url is not None
         yield cfg.base_url
+
+
+@contextlib.contextmanager
+def open_llm(cfg: LLMConfig, ledger: Ledger | None = None) -> Iterator[LLM]:
+    """The configured backend as an LLM (with `aclose`), recording every call in `ledger`.
+
+    embedded / openai: the async OpenAI-compatible client (the embedded server runs meanwhile);
+    vllm: vllm.LLM in the same process (optional extra, import-guarded in interp.llm.vllm_offline).
+    """
+    if cfg.backend == "vllm":
+        from interp.llm.vllm_offline import VLLMOfflineLLM
+
+        yield VLLMOfflineLLM(cfg, ledger)
+        return
+    with llm_endpoint(cfg) as url:
+        yield OpenAICompatibleLLM(cfg, url, ledger)

@@ -11,6 +11,8 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import openai
 
@@ -18,6 +20,21 @@ from interp.config import LLMConfig
 from interp.llm.base import Ledger, LLMError, LLMResponse, new_call_id
 
 log = logging.getLogger(__name__)
+
+
+# Optional process-wide gate, e.g. slots of a Prefect global concurrency limit shared by
+# concurrent flows; the library stays free of Prefect (the flow installs it). A client enters
+# gate(llm.concurrency) once, before its first request, and gets back how many requests it may
+# have in flight (<= what it asked); it leaves the gate in aclose. One reservation per client,
+# not per request: a per-request acquire cost two API round trips (measured ~0.25 s under load).
+RequestGate = Callable[[int], AbstractAsyncContextManager[int]]
+_request_gate: RequestGate | None = None
+
+
+def set_request_gate(gate: RequestGate | None) -> None:
+    """Install (or remove, with None) the gate that clients created from now on enter."""
+    global _request_gate
+    _request_gate = gate
 
 
 class Transient(Exception):
@@ -71,12 +88,43 @@ class OpenAICompatibleLLM:
                                           max_retries=0, timeout=cfg.timeout_s)
         self._sem: asyncio.Semaphore | None = None
         self._limiter: RateLimiter | None = None
+        self._ready: asyncio.Future | None = None
+        self._gate = _request_gate
+        self._holder: asyncio.Task | None = None
+        self._release: asyncio.Event | None = None
 
-    def _ensure_loop_state(self) -> None:
-        # Created lazily: asyncio primitives bind to the running loop.
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.cfg.concurrency)
-            self._limiter = RateLimiter(self.cfg.requests_per_second)
+    async def _ensure_loop_state(self) -> None:
+        # Created lazily: asyncio primitives bind to the running loop. One shared future, so
+        # concurrent first requests reserve the gate once.
+        if self._ready is None:
+            self._ready = asyncio.ensure_future(self._setup())
+        await self._ready
+
+    async def _setup(self) -> None:
+        width = self.cfg.concurrency
+        if self._gate is not None:
+            width = max(1, min(width, await self._reserve(self._gate, width)))
+        self._sem = asyncio.Semaphore(width)
+        self._limiter = RateLimiter(self.cfg.requests_per_second)
+
+    async def _reserve(self, gate: RequestGate, width: int) -> int:
+        """Enter the gate in a holder task that leaves it on aclose (anyio-based context
+        managers must be exited by the task that entered them)."""
+        granted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._release = asyncio.Event()
+
+        async def hold() -> None:
+            try:
+                async with gate(width) as n:
+                    granted.set_result(n)
+                    await self._release.wait()
+            except BaseException as err:
+                if not granted.done():
+                    granted.set_exception(err)
+                raise
+
+        self._holder = asyncio.create_task(hold())
+        return await granted
 
     def _prefill(self, messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str, dict]:
         """Split off a trailing assistant turn that the answer should continue."""
@@ -117,7 +165,7 @@ class OpenAICompatibleLLM:
 
     async def generate(self, messages, *, max_tokens, temperature=0.0, logprobs=None,
                        stage="", latent=None) -> LLMResponse:
-        self._ensure_loop_state()
+        await self._ensure_loop_state()
         call_id = new_call_id()
         attempts = self.cfg.max_retries + 1
         for attempt in range(1, attempts + 1):
@@ -150,4 +198,8 @@ class OpenAICompatibleLLM:
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
+        if self._holder is not None:
+            holder, self._holder = self._holder, None
+            self._release.set()
+            await holder
         await self._client.close()

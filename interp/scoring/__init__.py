@@ -1,7 +1,7 @@
 """Score stage: each ok explanation judged by every configured scorer on held-out windows."""
 from __future__ import annotations
 
-import random
+import logging
 import time
 
 import pyarrow as pa
@@ -10,20 +10,25 @@ import pyarrow.parquet as pq
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, stable_hash
 from interp.config import RunConfig
 from interp.examples import load_examples
-from interp.llm import Ledger, LLMError, OpenAICompatibleLLM, llm_endpoint
+from interp.llm import Ledger, open_llm
+from interp.models import model_identity
 from interp.prompts import load_prompt
 from interp.resumable import merge_parts, pending, run_resumable
-from interp.scoring.classify import BUILDERS, format_items, label_from_logprobs, parse_labels
+from interp.scoring.base import Outcome, Resources, ScoreContext
 from interp.scoring.metrics import classification_metrics
+from interp.scoring.registry import SCORERS
+
+log = logging.getLogger(__name__)
 
 STAGE = "score"
-VERSION = "1"
+VERSION = "2"  # 2: scorer registry, error column
 _METRICS = ("balanced_accuracy", "precision", "recall", "f1", "auc", "accuracy")
 
 SCHEMA = pa.schema([
     ("score_id", pa.string()), ("explanation_id", pa.string()), ("latent", pa.int32()),
     ("scorer", pa.string()), ("scorer_model", pa.string()), ("prompt_hash", pa.string()),
-    ("settings_hash", pa.string()), ("status", pa.string()), ("n_examples", pa.int32()),
+    ("settings_hash", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("n_examples", pa.int32()),
     ("n_failed", pa.int32()), *[(m, pa.float64()) for m in _METRICS], ("corr", pa.float64()),
     ("predictions", pa.list_(pa.struct([("seq_id", pa.int32()), ("start", pa.int32()),
                                         ("quantile", pa.int32()), ("label", pa.int8()),
@@ -31,72 +36,59 @@ SCHEMA = pa.schema([
     ("created_at", pa.float64())])
 
 
-def _prompt_names(cfg: RunConfig) -> dict[str, str]:
-    suffix = "" if cfg.score.batch_size == 1 else "_batch"
-    return {"detection": cfg.score.prompt_detection + suffix, "fuzzing": cfg.score.prompt_fuzzing + suffix}
-
-
 def _settings(cfg: RunConfig) -> dict:
-    return cfg.score.model_dump(mode="json", exclude={"chunk_latents"})
+    """Score settings that can change results: a disabled scorer's fields (`<name>_*`,
+    `prompt_<name>`) are left out, so tuning one scorer never invalidates the others' runs."""
+    settings = cfg.score.model_dump(mode="json", exclude={"chunk_latents", "embedding_device"})
+    off = [s for s in SCORERS if s not in cfg.score.scorers]
+    return {k: v for k, v in settings.items()
+            if not any(k.startswith(f"{s}_") or k == f"prompt_{s}" for s in off)}
 
 
 def score_key(cfg: RunConfig, explain_key: str, mine_key: str) -> str:
-    prompts = {s: load_prompt(_prompt_names(cfg)[s]).sha for s in cfg.score.scorers}
-    return artifact_key(STAGE, VERSION, {"score": _settings(cfg), "llm": cfg.llm.identity()},
-                        {"explain": explain_key, "mine": mine_key}, {"prompts": prompts})
+    prompts = {s: [load_prompt(p).sha for p in SCORERS[s].prompts(cfg)] for s in cfg.score.scorers}
+    config = {"score": _settings(cfg), "llm": cfg.llm.identity()}
+    if any(SCORERS[s].uses_subject_model for s in cfg.score.scorers):
+        config["model"] = model_identity(cfg.model)  # surprisal / intervention run the model
+    return artifact_key(STAGE, VERSION, config, {"explain": explain_key, "mine": mine_key},
+                        {"prompts": prompts})
 
 
-async def _judge(llm, prompt, explanation: str, items, cfg: RunConfig, latent: int):
-    """(predictions, P(1) or None) per item; a prediction is None where the answer was unusable."""
-    preds: list[int | None] = []
-    probs: list[float | None] = []
-    size = cfg.score.batch_size
-    for b in range(0, len(items), size):
-        batch = items[b:b + size]
-        messages = prompt.messages(explanation=explanation, examples=format_items(batch), n=len(batch))
-        try:
-            r = await llm.generate(messages, max_tokens=cfg.score.max_tokens * len(batch),
-                                   temperature=0.0, logprobs=cfg.score.logprobs or None,
-                                   stage=STAGE, latent=latent)
-        except LLMError:
-            preds.extend([None] * len(batch))
-            probs.extend([None] * len(batch))
-            continue
-        judged = label_from_logprobs(r.top_logprobs) if size == 1 and r.top_logprobs else None
-        if judged is not None:
-            preds.append(judged[0])
-            probs.append(judged[1])
-            continue
-        labels = parse_labels(r.text, len(batch))
-        preds.extend(labels if labels is not None else [None] * len(batch))
-        probs.extend([None] * len(batch))
-    return preds, probs
+def _row(exp: dict, latent: int, scorer: str, out: Outcome, settings_hash: str) -> dict:
+    m = out.metrics
+    n_items = m["n_examples"]
+    status = "no_examples" if not n_items else ("failed" if m["n_failed"] >= n_items else "ok")
+    error = None
+    if m["n_failed"] or status != "ok":
+        error = (f"{m['n_failed']} of {n_items} examples failed: " if n_items else
+                 "no held-out examples for this scorer") + "; ".join(out.errors[:3])
+    return {"score_id": stable_hash({"e": exp["explanation_id"], "s": scorer, "h": settings_hash}),
+            "explanation_id": exp["explanation_id"], "latent": latent, "scorer": scorer,
+            "scorer_model": out.model, "prompt_hash": out.prompt_hash, "settings_hash": settings_hash,
+            "status": status, "error": error, "corr": m.get("corr"),
+            **{k: m[k] for k in ("n_examples", "n_failed", *_METRICS)},
+            "predictions": [p.row() for p in out.predictions], "created_at": time.time()}
 
 
-def make_work(cfg: RunConfig, explanations: dict[int, dict], examples, llm):
-    prompts = {s: load_prompt(_prompt_names(cfg)[s]) for s in cfg.score.scorers}
+def make_work(cfg: RunConfig, explanations: dict[int, dict], examples, llm,
+              resources: Resources | None = None):
+    """work(latent) -> one score row per configured scorer (see interp.scoring.registry)."""
     settings_hash = stable_hash(_settings(cfg))
+    ctx = ScoreContext(cfg, llm, resources or Resources(cfg))
 
     async def work(latent: int) -> list[dict]:
         exp = explanations[latent]
         rows = []
-        for scorer in cfg.score.scorers:
-            rng = random.Random(f"{cfg.score.seed}:{latent}:{scorer}")
-            items = BUILDERS[scorer](examples[latent], cfg.score.n_positive, cfg.score.n_negative, rng)
-            preds, probs = await _judge(llm, prompts[scorer], exp["text"], items, cfg, latent)
-            m = classification_metrics([it.label for it in items], preds, probs)
-            status = "ok" if items and m["n_failed"] < len(items) else \
-                ("no_examples" if not items else "failed")
-            rows.append({
-                "score_id": stable_hash({"e": exp["explanation_id"], "s": scorer, "h": settings_hash}),
-                "explanation_id": exp["explanation_id"], "latent": latent, "scorer": scorer,
-                "scorer_model": cfg.llm.model, "prompt_hash": prompts[scorer].sha,
-                "settings_hash": settings_hash, "status": status, "corr": None,
-                **{k: m[k] for k in ("n_examples", "n_failed", *_METRICS)},
-                "predictions": [{"seq_id": it.seq_id, "start": it.start, "quantile": it.quantile,
-                                 "label": it.label, "prediction": p, "prob": q}
-                                for it, p, q in zip(items, preds, probs)],
-                "created_at": time.time()})
+        for name in cfg.score.scorers:
+            try:
+                out = await SCORERS[name].run(ctx, latent, exp["text"], examples[latent])
+            except Exception as err:  # noqa: BLE001 - one bad latent must not stop the stage
+                log.exception("scorer %s failed on latent %d", name, latent)
+                out = Outcome([], classification_metrics([], []), name)
+                rows.append(_row(exp, latent, name, out, settings_hash) |
+                            {"status": "error", "error": f"{type(err).__name__}: {err}"[:300]})
+                continue
+            rows.append(_row(exp, latent, name, out, settings_hash))
         return rows
     return work
 
@@ -118,11 +110,11 @@ def score(cfg: RunConfig, explain_ref: ArtifactRef, mine_ref: ArtifactRef, *,
             if pending(latents, cfg.score.chunk_latents, tmp):
                 examples = load_examples(mine_ref.path, latents)
                 ledger = Ledger()
-                with llm_endpoint(cfg.llm) as url:
-                    llm = OpenAICompatibleLLM(cfg.llm, url, ledger)
+                with open_llm(cfg.llm, ledger) as llm:
                     manifest["progress"] = run_resumable(
                         latents, cfg.score.chunk_latents, tmp,
-                        make_work(cfg, explanations, examples, llm), SCHEMA, ledger,
+                        make_work(cfg, explanations, examples, llm, Resources(cfg, mine_ref.path)),
+                        SCHEMA, ledger,
                         desc="score", progress=progress, close=llm.aclose)
             scores = merge_parts(tmp, SCHEMA, "scores.parquet", ("latent", "scorer"))
             st = scores.column("status").to_pylist()

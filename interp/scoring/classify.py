@@ -87,7 +87,9 @@ def _plain(e: Example) -> str:
 
 def detection_items(examples: list[Example], n_pos: int, n_neg: int, rng: random.Random) -> list[Item]:
     pos = _spread([e for e in examples if e.kind == "quantile" and e.split == "test"], n_pos)
-    neg = [e for e in examples if e.kind == "random" and e.split == "test"][:n_neg]
+    # Hard negatives (mine.negatives similar/neighbours) first; random ones fill in.
+    neg = sorted((e for e in examples if e.kind in ("hard", "random") and e.split == "test"),
+                 key=lambda e: e.kind != "hard")[:n_neg]
     items = [Item(_plain(e), 1, e.seq_id, e.start, e.quantile) for e in pos] + \
             [Item(_plain(e), 0, e.seq_id, e.start, -1) for e in neg]
     rng.shuffle(items)

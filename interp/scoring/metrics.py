@@ -39,3 +39,31 @@ def classification_metrics(labels: list[int], preds: list[int | None],
         if len({l for l, _ in scored}) == 2:
             out["auc"] = float(roc_auc_score([l for l, _ in scored], [q for _, q in scored]))
     return out
+
+
+def ranking_metrics(labels: list[int], scores: list[float | None]) -> tuple[list[int | None], dict[str, Any]]:
+    """Predictions and metrics for a scorer that only ranks examples (embedding, surprisal).
+
+    AUC uses the raw scores. For balanced accuracy & co. an example is predicted positive when
+    its score is above the median score of this latent's examples: with as many positives as
+    negatives that is the threshold a calibrated judge would pick, and it needs no tuning set.
+    """
+    valid = sorted(s for s in scores if s is not None)
+    if not valid:
+        return [None] * len(scores), classification_metrics(labels, [None] * len(scores))
+    mid = len(valid) // 2
+    median = valid[mid] if len(valid) % 2 else (valid[mid - 1] + valid[mid]) / 2
+    preds = [None if s is None else int(s > median) for s in scores]
+    return preds, classification_metrics(labels, preds, scores)
+
+
+def pearson(x: list[float], y: list[float]) -> float | None:
+    """Pearson correlation; 0.0 when one side is constant (it predicts nothing), None if empty."""
+    import numpy as np
+
+    if len(x) < 2:
+        return None
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / denom) if denom > 0 else 0.0

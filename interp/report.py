@@ -1,0 +1,147 @@
+"""`interp report`: one self-contained HTML file describing a run, readable offline from disk.
+
+Plots are inline SVG drawn in Python (interp.ui.svg), the stylesheet is inlined, and there is no
+script: score distributions per scorer, explanation quality against firing frequency, the SAE's
+metrics, and the LLM ledger's tokens, latency and failures, plus the best and worst explanations
+with their top examples shaded. All corpus and LLM text is escaped by the template.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from interp.ui import svg
+from interp.ui.app import HERE, make_env
+from interp.ui.data import METRIC_SQL, _dicts
+from interp.ui.latent import shade, tokens_html
+
+log = logging.getLogger(__name__)
+
+
+def _run(cur, run_id: str | None) -> dict[str, Any]:
+    rows = _dicts(cur, "SELECT * FROM runs WHERE ($id IS NULL OR run_id = $id OR starts_with(run_id, $id)) "
+                       "ORDER BY started_at DESC", {"id": run_id})
+    if not rows:
+        known = [r[0] for r in cur.execute("SELECT run_id FROM runs ORDER BY started_at DESC").fetchall()]
+        raise ValueError(f"no run {run_id!r} in the catalogue; known runs: {', '.join(known) or 'none'}")
+    exact = [r for r in rows if r["run_id"] == run_id]
+    if run_id and not exact and len(rows) > 1:
+        raise ValueError(f"run {run_id!r} matches {len(rows)} runs: give more of the run id")
+    return (exact or rows)[0]
+
+
+def _scores(cur, run: dict[str, Any]) -> list[dict[str, Any]]:
+    return _dicts(cur, f"""
+        SELECT s.scorer, s.latent, s.explanation_id, {METRIC_SQL} AS value, s.n_failed, s.n_examples,
+               l.frequency
+        FROM scores s
+        LEFT JOIN (SELECT sae_key, latent, any_value(frequency) AS frequency FROM latents
+                   WHERE sae_key = $sae GROUP BY ALL) l ON l.sae_key = s.sae_key AND l.latent = s.latent
+        WHERE s.score_key = $score""", {"sae": run["sae_key"], "score": run["score_key"]})
+
+
+def _score_plots(scores: list[dict[str, Any]]) -> tuple[list[str], str]:
+    by_scorer: dict[str, list[dict]] = {}
+    for s in scores:
+        if s["value"] is not None:
+            by_scorer.setdefault(s["scorer"], []).append(s)
+    hists = []
+    for i, (name, rows) in enumerate(sorted(by_scorer.items())):
+        vals = [r["value"] for r in rows]
+        lo = -1.0 if min(vals) < 0 else 0.0
+        hists.append(svg.histogram(svg.bin_values(vals, lo, 1.0, 20), lo, 1.0, ylabel="explanations",
+                                   title=f"{name}: distribution of scores", xlabel=f"{name} score "
+                                   f"(n={len(vals)}, mean {sum(vals) / len(vals):.3f})",
+                                   color=svg.PALETTE[i % len(svg.PALETTE)]))
+    scatter = svg.scatter({k: [(r["frequency"], r["value"]) for r in v if r["frequency"]]
+                           for k, v in sorted(by_scorer.items())},
+                          title="explanation quality against firing frequency", xlabel="firing frequency",
+                          ylabel="score", log_x=True)
+    return hists, scatter
+
+
+def _ledger(cur, run: dict[str, Any]) -> dict[str, Any]:
+    keys = [k for k in (run["explain_key"], run["score_key"]) if k]
+    calls = _dicts(cur, "SELECT artifact_stage, stage, model, status, error, prompt_tokens, "
+                        "completion_tokens, latency_s FROM llm_calls WHERE artifact_key IN "
+                        "(SELECT unnest($keys))", {"keys": keys})
+    stages = sorted({c["stage"] or c["artifact_stage"] for c in calls})
+    tok = {s: [sum(c["prompt_tokens"] or 0 for c in calls if (c["stage"] or c["artifact_stage"]) == s),
+               sum(c["completion_tokens"] or 0 for c in calls if (c["stage"] or c["artifact_stage"]) == s)]
+           for s in stages}
+    labels = [f"{s} {part}" for s in stages for part in ("prompt", "completion")]
+    status = Counter((c["stage"] or c["artifact_stage"], c["status"]) for c in calls)
+    errors = Counter((c["stage"] or c["artifact_stage"], (c["error"] or "")[:200]) for c in calls
+                     if c["status"] != "ok")
+    lat = [c["latency_s"] for c in calls if c["latency_s"] is not None]
+    hi = max(lat, default=1.0) or 1.0
+    return {"n": len(calls), "models": sorted({c["model"] or "" for c in calls}),
+            "tokens_plot": svg.bars(labels, [v for s in stages for v in tok[s]],
+                                    title="LLM tokens by stage", xlabel="tokens"),
+            "status": sorted(status.items()), "errors": errors.most_common(20),
+            "latency_plot": svg.histogram(svg.bin_values(lat, 0.0, hi, 20), 0.0, hi,
+                                          title="LLM call latency", xlabel="seconds per call",
+                                          ylabel="calls", color=svg.PALETTE[2])}
+
+
+def _showcase(cur, run: dict[str, Any], scores: list[dict[str, Any]], n: int = 5) -> dict[str, list]:
+    """The best and worst explanations by mean headline score, each with its top example shaded."""
+    mean: dict[tuple[int, str], list[float]] = {}
+    for s in scores:
+        if s["value"] is not None:
+            mean.setdefault((s["latent"], s["explanation_id"]), []).append(s["value"])
+    ranked = sorted(((sum(v) / len(v), lat, eid) for (lat, eid), v in mean.items()), reverse=True)
+    out: dict[str, list] = {}
+    for label, picked in (("best", ranked[:n]), ("worst", ranked[n:][::-1][:n])):
+        items = []
+        for value, lat, eid in picked:
+            text = cur.execute("SELECT text FROM explanations WHERE explanation_id = ?", [eid]).fetchone()
+            ex = cur.execute("SELECT tokens, acts FROM examples WHERE mine_key = ? AND latent = ? "
+                             "AND kind = 'top' ORDER BY rank LIMIT 1", [run["mine_key"], lat]).fetchone()
+            items.append({"latent": lat, "score": value, "text": text[0] if text else None,
+                          "html": tokens_html(shade(ex[0], ex[1], max(ex[1]))) if ex else ""})
+        out[label] = items
+    return out
+
+
+def build_report(cur, run_id: str | None = None) -> str:
+    """The report's HTML for one run (the newest if run_id is None)."""
+    run = _run(cur, run_id)
+    sae = _dicts(cur, "SELECT * FROM saes WHERE sae_key = ?", [run["sae_key"]])
+    status = cur.execute("SELECT status, count(*) FROM explanations WHERE explain_key = ? "
+                         "GROUP BY ALL ORDER BY 2 DESC", [run["explain_key"]]).fetchall()
+    scores = _scores(cur, run)
+    hists, scatter = _score_plots(scores)
+    s0 = sae[0] if sae else {}
+    shown = [(name, s0.get(col)) for name, col in (("FVU", "fvu"), ("dead fraction", "dead_frac"),
+                                                    ("CE loss recovered", "ce_loss_recovered"))]
+    shown = [(name, v) for name, v in shown if v is not None]  # unmeasured is not zero
+    sae_plot = svg.bars([n for n, _ in shown], [v for _, v in shown], title="SAE metrics",
+                        color=svg.PALETTE[3])
+    css = (HERE / "static" / "style.css").read_text()
+    return make_env().get_template("report.html").render(
+        css=css, run=run, sae=s0, status=status, n_scores=len(scores), score_hists=hists,
+        scatter=scatter, sae_plot=sae_plot, ledger=_ledger(cur, run),
+        showcase=_showcase(cur, run, scores), generated=time.time())
+
+
+def write_report(home: Path, out: Path | None = None, run_id: str | None = None) -> Path:
+    """Write the report of a run to `out` (default `<home>/reports/<run_id>.html`)."""
+    from storage.catalog import connect_readonly
+
+    con = connect_readonly(home)
+    try:
+        html = build_report(con, run_id)
+        rid = _run(con, run_id)["run_id"]
+    finally:
+        con.close()
+    out = Path(out) if out else Path(home) / "reports" / f"{rid}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)
+    log.info("wrote the report of run %s to %s", rid, out)
+    return out

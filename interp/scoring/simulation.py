@@ -1,0 +1,117 @@
+"""Simulation scorer (OpenAI's "explanations as simulations", cheapened for small judges).
+
+For each held-out window (detection's set: activating windows over all quantiles, non-activating
+ones) the LLM reads the explanation and the plain window and lists the words it expects the latent
+to fire on, each with a strength 1-10 (`prompts/score_simulation.md`); unlisted tokens are 0. One
+request per window and a short answer, instead of one number per token: a 135M judge can copy
+words but cannot emit 32 aligned numbers. The per-latent `corr` is the Pearson correlation of the
+simulated and the true activations (normalised by the latent's max) over every token of the
+windows whose answer parsed; window-level metrics use max simulated activation > 0 as prediction.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+
+from interp.config import RunConfig
+from interp.examples import Example
+from interp.llm import LLMError
+from interp.prompts import load_prompt
+from interp.scoring.base import Outcome, Prediction, ScoreContext
+from interp.scoring.classify import detection_items
+from interp.scoring.metrics import classification_metrics, pearson
+
+_MARKER = re.compile(r"\[?\s*ACTIVATIONS\s*\]?\s*:(.*)", re.IGNORECASE | re.DOTALL)
+_ENTRY = re.compile(r"^(.*?)(?:\s*[:=(]\s*|\s+-\s*|\s+)(\d{1,2})\)?$")
+_PUNCT = " \t\"'`*.,;!?()[]{}<>«»"
+
+
+def _norm(s: str) -> str:
+    return s.strip().strip(_PUNCT).lower()
+
+
+def parse_simulation(raw: str) -> dict[str, int] | None:
+    """{word: strength 0-10} after the [ACTIVATIONS]: marker; {} for 'none'; None if unusable.
+
+    Entries are comma/semicolon/newline separated `word: 7`, `word (7)`, `word=7` or `word 7`; a
+    bare word counts as 10 (the judge named it without a strength).
+    """
+    m = _MARKER.search(raw)
+    body = (m.group(1) if m else raw).split("\n\n")[0].strip()
+    if not body:
+        return None
+    if _norm(body) in {"none", "nothing", "no words", "0"}:
+        return {}
+    out: dict[str, int] = {}
+    for part in re.split(r"[,;\n]", body):
+        part = part.strip().lstrip("-*• ").strip()
+        if not part:
+            continue
+        e = _ENTRY.match(part)
+        word, value = (e.group(1), min(10, int(e.group(2)))) if e else (part, 10)
+        word = _norm(word)
+        if word and word not in {"none"} and len(word) <= 40:
+            out[word] = max(value, out.get(word, 0))
+    return out or None
+
+
+def simulate(tokens: tuple[str, ...], words: dict[str, int]) -> list[float]:
+    """Per-token simulated activation: the strength of a listed word the token matches (exactly,
+    or as a piece of 3+ characters of a longer listed word: sub-word tokens), else 0."""
+    pieces = [(w.split(), v) for w, v in words.items()]
+    sim = []
+    for tok in tokens:
+        t = _norm(tok)
+        best = 0
+        for parts, v in pieces:
+            if t and any(t == p or (len(t) >= 3 and t in p) for p in parts):
+                best = max(best, v)
+        sim.append(float(best))
+    return sim
+
+
+class SimulationScorer:
+    uses_subject_model = False
+
+    def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
+        return (cfg.score.prompt_simulation,)
+
+    async def _one(self, ctx: ScoreContext, prompt, explanation: str, item_text: str, latent: int):
+        try:
+            r = await ctx.llm.generate(prompt.messages(explanation=explanation, text=item_text),
+                                       max_tokens=ctx.cfg.score.simulation_max_tokens,
+                                       temperature=0.0, stage="score", latent=latent)
+        except LLMError as err:
+            return None, f"llm: {err.reason}"
+        words = parse_simulation(r.text)
+        return words, None if words is not None else f"unparseable answer: {r.text[:80]!r}"
+
+    async def run(self, ctx: ScoreContext, latent: int, explanation: str,
+                  examples: list[Example]) -> Outcome:
+        cfg = ctx.cfg.score
+        prompt = load_prompt(self.prompts(ctx.cfg)[0])
+        items = detection_items(examples, cfg.n_positive, cfg.n_negative,
+                                random.Random(f"{cfg.seed}:{latent}:simulation"))
+        by_pos = {(e.seq_id, e.start): e for e in examples}
+        scale = max((e.max_act for e in examples), default=0.0) or 1.0
+        answers = await asyncio.gather(*(self._one(ctx, prompt, explanation, it.text, latent)
+                                         for it in items))  # the client bounds concurrency
+        preds, probs, errors, sim_all, true_all = [], [], [], [], []
+        for it, (words, err) in zip(items, answers):
+            if words is None:
+                preds.append(None)
+                probs.append(None)
+                errors.append(err)
+                continue
+            ex = by_pos[(it.seq_id, it.start)]
+            sim = simulate(ex.tokens, words)
+            sim_all += sim
+            true_all += [a / scale for a in ex.acts]
+            preds.append(int(max(sim, default=0) > 0))
+            probs.append(max(sim, default=0) / 10)
+        metrics = classification_metrics([it.label for it in items], preds, probs)
+        metrics["corr"] = pearson(sim_all, true_all)
+        return Outcome([Prediction(it.seq_id, it.start, it.quantile, it.label, p, q)
+                        for it, p, q in zip(items, preds, probs)], metrics,
+                       ctx.cfg.llm.model, prompt.sha, list(dict.fromkeys(errors)))

@@ -1,0 +1,151 @@
+"""Pure parts of the scorers against naive references: simulation parsing, ranking metrics,
+Pearson, per-window losses, steering calibration and greedy generation on a toy model."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from interp.config import ScoreConfig, build_config
+from interp.scoring import _settings, score_key
+from interp.scoring.intervention import calibrate, greedy, mean_kl, steering_hook
+from interp.scoring.metrics import pearson, ranking_metrics
+from interp.scoring.registry import SCORERS
+from interp.scoring.simulation import parse_simulation, simulate
+from interp.scoring.surprisal import window_losses
+
+
+def test_registry_names_match_config_literal():
+    field = ScoreConfig.model_fields["scorers"]
+    allowed = set(field.annotation.__args__[0].__args__)
+    assert allowed == set(SCORERS)
+    cfg = build_config({"score": {"scorers": list(SCORERS)}})
+    assert cfg.score.scorers == tuple(SCORERS)
+    with pytest.raises(ValueError, match="score.scorers"):
+        build_config({"score": {"scorers": ["telepathy"]}})
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("[ACTIVATIONS]: cat: 8, dog (3), horse=10", {"cat": 8, "dog": 3, "horse": 10}),
+    ("[ACTIVATIONS]: none", {}),
+    ("[ACTIVATIONS]: the railway: 7\n\nExplanation: blah 5", {"the railway": 7}),
+    ("[ACTIVATIONS]: 1887, 1923", {"1887": 10, "1923": 10}),       # bare words count as 10
+    ("[ACTIVATIONS]: cat: 99", {"cat": 10}),                       # clamped to the scale
+    ("[ACTIVATIONS]:", None), ("[ACTIVATIONS]:   \n\n", None), ("", None),
+])
+def test_parse_simulation(raw, expected):
+    assert parse_simulation(raw) == expected
+
+
+def test_simulate_matches_whole_words_and_subword_pieces():
+    tokens = (" The", " Bever", "ly", " cat", " sat", ",", " cats")
+    sim = simulate(tokens, {"cat": 8, "beverly hills": 5})
+    assert sim == [0.0, 5.0, 0.0, 8.0, 0.0, 0.0, 0.0]  # 'ly' is too short a piece to count
+    assert simulate(tokens, {}) == [0.0] * len(tokens)
+
+
+def test_ranking_metrics_threshold_at_median():
+    preds, m = ranking_metrics([1, 1, 0, 0], [0.9, 0.2, 0.1, 0.3])
+    assert preds == [1, 0, 0, 1] and m["auc"] == 0.75 and m["balanced_accuracy"] == 0.5
+    preds, m = ranking_metrics([1, 0, 1], [None, 0.1, 0.5])
+    assert preds == [None, 0, 1] and m["n_failed"] == 1
+    preds, m = ranking_metrics([1, 0], [None, None])
+    assert m["n_failed"] == 2 and m["auc"] is None
+
+
+def test_pearson_against_numpy():
+    import numpy as np
+
+    x, y = [1.0, 2.0, 0.0, 5.0], [0.5, 2.5, 0.0, 4.0]
+    assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert pearson([0.0, 0.0, 0.0], y[:3]) == 0.0 and pearson([], []) is None
+
+
+class ToyLM:
+    """Embedding -> hook -> unembedding: logits depend only on the (steerable) residual."""
+
+    def __init__(self, vocab=11, d=6, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.emb, self.unemb = torch.randn(vocab, d, generator=g), torch.randn(d, vocab, generator=g)
+
+    def __call__(self, tokens, hook=None):
+        acts = self.emb[tokens]
+        acts = acts.cumsum(1) / torch.arange(1, tokens.shape[1] + 1)[None, :, None]  # mixes context
+        if hook is not None:
+            acts = hook(acts)
+        return acts @ self.unemb
+
+
+def test_window_losses_equal_a_per_window_reference():
+    lm = ToyLM()
+    prefix, windows = [1, 2, 3], [[4, 5, 6], [7, 8, 9], [10, 0, 1, 2]]
+    got = window_losses(lambda t: lm(t), prefix, windows)
+    for w, loss in zip(windows, got):
+        seq = torch.tensor([prefix + w])
+        logp = torch.log_softmax(lm(seq)[0], -1)
+        ref = -sum(float(logp[len(prefix) + i - 1, tok]) for i, tok in enumerate(w)) / len(w)
+        assert loss == pytest.approx(ref, rel=1e-5)
+
+
+def test_steering_hook_skips_bos_and_calibration_hits_the_target_kl():
+    acts = torch.zeros(2, 3, 4)
+    d = torch.tensor([1.0, 0, 0, 0])
+    out = steering_hook(d, 2.0)(acts)
+    assert out[:, 0].abs().sum() == 0 and torch.all(out[:, 1:, 0] == 2.0)
+    lm = ToyLM()
+    tokens = torch.tensor([[1, 3, 5, 7], [1, 2, 4, 6]])
+    direction = torch.nn.functional.normalize(torch.randn(6, generator=torch.Generator().manual_seed(1)), dim=0)
+    alpha, kl = calibrate(lm, tokens, direction, target=0.5, steps=12)
+    clean = torch.log_softmax(lm(tokens)[:, -1], -1)
+    assert kl == pytest.approx(mean_kl(lm, tokens, clean, direction, alpha))
+    assert kl == pytest.approx(0.5, abs=0.05) and alpha > 0
+    assert mean_kl(lm, tokens, clean, direction, 0.0) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_greedy_matches_a_step_by_step_reference():
+    lm = ToyLM()
+    tokens = torch.tensor([[1, 3], [2, 4]])
+    hook = steering_hook(torch.ones(6) / math.sqrt(6), 3.0)
+    got = greedy(lm, tokens, 5, hook)
+    for b in range(2):
+        seq = tokens[b].tolist()
+        for _ in range(5):
+            seq.append(int(lm(torch.tensor([seq]), hook)[0, -1].argmax()))
+        assert got[b].tolist() == seq[2:]
+
+
+def test_disabled_scorer_settings_stay_out_of_the_key():
+    base = build_config({})
+    tuned = build_config({"score": {"intervention_target_kl": 2.0, "surprisal_neutral": "x"}})
+    assert _settings(base) == _settings(tuned)
+    assert score_key(base, "e", "m") == score_key(tuned, "e", "m")
+    on = {"scorers": ["detection", "intervention"]}
+    a = build_config({"score": on})
+    b = build_config({"score": {**on, "intervention_target_kl": 2.0}})
+    assert score_key(a, "e", "m") != score_key(b, "e", "m")
+    # Surprisal and intervention run the subject model: its identity is part of their key.
+    c = build_config({"score": on, "model": {"dtype": "bfloat16"}})
+    assert score_key(a, "e", "m") != score_key(c, "e", "m")
+
+
+def test_a_scorer_exception_is_recorded_not_raised(monkeypatch):
+    import asyncio
+
+    from interp.scoring import make_work
+
+    class Boom:
+        uses_subject_model = False
+
+        def prompts(self, cfg):
+            return ()
+
+        async def run(self, ctx, latent, explanation, examples):
+            raise RuntimeError("bad window")
+
+    monkeypatch.setitem(SCORERS, "embedding", Boom())
+    cfg = build_config({"score": {"scorers": ["embedding"]}})
+    work = make_work(cfg, {3: {"explanation_id": "e3", "text": "x"}}, {3: []}, llm=None)
+    [row] = asyncio.run(work(3))
+    assert row["status"] == "error" and "bad window" in row["error"] and row["latent"] == 3
+    assert row["balanced_accuracy"] is None and row["predictions"] == []

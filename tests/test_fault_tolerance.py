@@ -1,0 +1,96 @@
+"""Explain and score 50 latents against a server that fails 30% of requests (429, 500, timeouts,
+malformed JSON, empty answers): no crash, every latent scored or recorded as failed with its
+reason, and every retry and failure visible in the catalogue's llm_calls table."""
+from __future__ import annotations
+
+import math
+import re
+
+import duckdb
+import pyarrow.parquet as pq
+
+from interp.artifacts import ArtifactRef
+from interp.explain import explain
+from interp.mining import mine
+from interp.pipeline import train_stage
+from interp.scoring import score
+from storage.catalog import publish
+from tests.builders import make_shards
+from tests.conftest import tiny_config
+from tests.fakeserver import FakeLLMServer
+
+N_LATENTS = 50
+SCORERS = ("detection", "simulation")  # one log-prob judge, one parsed answer
+
+
+def answer(messages: list[dict]):
+    """Explainer: names a marked token; judges: ' 1' with log-probs; simulation: one word."""
+    prefill, user = messages[-1]["content"], messages[-2]["content"]
+    marked = re.findall(r"<<\s*(t\d+)", user)
+    word = marked[0] if marked else "t7"
+    if "EXPLANATION" in prefill:
+        return f"[EXPLANATION]: the token {word}"
+    if "ACTIVATIONS" in prefill:
+        return f"[ACTIVATIONS]: {word}: 7"
+    p1 = 0.2 + 0.6 * (len(user) % 7) / 6
+    return (" 1" if p1 >= 0.5 else " 0"), [[("1", math.log(p1)), ("0", math.log(1 - p1))]]
+
+
+def test_fifty_latents_survive_a_faulty_server(tmp_path):
+    path = make_shards(tmp_path / "artifacts" / "collect" / "fa017", n_seq=80, seq_len=17, d=8)
+    collected = ArtifactRef("collect", "fa017", path)
+    with FakeLLMServer(answer, fault_rate=0.3, hang_s=1.0, seed=3) as srv:
+        cfg = tiny_config(tmp_path, srv.base_url,
+                          sae={"expansion_factor": 8, "k": 4},
+                          llm={"timeout_s": 0.4, "max_retries": 2, "backoff_s": 0.01,
+                               "concurrency": 8},
+                          explain={"n_latents": N_LATENTS, "chunk_latents": 25},
+                          score={"scorers": list(SCORERS), "batch_size": 1, "chunk_latents": 25,
+                                 "simulation_max_tokens": 8})
+        sae = train_stage(cfg, collected)
+        mined = mine(cfg, collected, sae)
+        exp = explain(cfg, mined)
+        sc = score(cfg, exp, mined)
+        n_requests = len(srv.requests)
+    arts = {"collect": collected.key, "train": sae.key, "mine": mined.key, "explain": exp.key,
+            "score": sc.key}
+    publish(tmp_path, arts, [{"run_id": "faulty", "started_at": 0.0, "finished_at": 1.0,
+                              "artifacts": arts}])
+    con = duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True)
+
+    exps = con.execute("SELECT latent, status, error FROM explanations").fetchall()
+    assert len(exps) == len({l for l, _, _ in exps}) == N_LATENTS
+    assert {s for _, s, _ in exps} <= {"ok", "llm_error"}
+    assert all(err for _, s, err in exps if s != "ok")  # failed explanations say why
+    ok = {l for l, s, _ in exps if s == "ok"}
+    assert len(ok) >= N_LATENTS * 0.8  # 3 attempts at 30% faults: ~2.7% fail for good
+
+    rows = con.execute("SELECT latent, scorer, status, n_examples, n_failed, error FROM scores").fetchall()
+    assert {(l, s) for l, s, *_ in rows} == {(l, s) for l in ok for s in SCORERS}
+    for latent, scorer, status, n, n_failed, error in rows:
+        assert status in ("ok", "failed") and n == 4
+        if n_failed:  # failed examples are counted (never scored as 0) and explained
+            assert error and "failed" in error
+        assert (status == "failed") == (n_failed == n)
+    assert sum(r[4] for r in rows) > 0  # some answers failed for good at this fault rate
+
+    calls = con.execute("SELECT stage, status, error FROM llm_calls").fetchall()
+    # Every attempt the server saw is in the ledger, none twice; under load a client timeout
+    # can fire before the server handled the request, so those may be missing server-side.
+    timeouts = sum(1 for _, _, e in calls if e == "timeout")
+    assert n_requests <= len(calls) <= n_requests + timeouts
+    retried = " ".join(e for _, st, e in calls if st == "retry")
+    for reason in ("429", "500", "timeout", "malformed", "empty"):
+        assert reason in retried, reason
+    assert {st for _, st, _ in calls} == {"ok", "retry", "error"}
+    assert {stg for stg, _, _ in calls} == {"explain", "score"}
+    # A final error in the ledger matches a recorded failure of the same latent.
+    failed_calls = con.execute("""
+        SELECT DISTINCT c.latent, c.stage FROM llm_calls c WHERE c.status = 'error'""").fetchall()
+    for latent, stage in failed_calls:
+        if stage == "explain":
+            assert latent not in ok
+        else:
+            assert any(r[0] == latent and r[4] > 0 for r in rows)
+    con.close()
+    assert pq.read_table(sc.path / "scores.parquet").num_rows == len(rows)
