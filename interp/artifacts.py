@@ -98,9 +98,13 @@ class ArtifactStore:
         """Yield a temp directory to fill; on success it is renamed to the artifact path.
 
         Resumable builds use a fixed `<key>.partial` directory that survives a crash; others use a
-        fresh directory that is removed on failure.
+        fresh directory that is removed on failure. Call it holding `lock(stage, key)`: temp
+        directories left by a killed builder of the same key are deleted here.
         """
         final = self.path(stage, key)
+        if not resumable:
+            for stale in final.parent.glob(f"{key}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = final.with_name(f"{key}.partial" if resumable else f"{key}.tmp-{uuid.uuid4().hex[:8]}")
         tmp.mkdir(parents=True, exist_ok=True)
         started = time.time()

@@ -2,8 +2,7 @@
 with exactly one result per latent, none lost, and explain/score do not redo finished latents
 (counted on the fake LLM server). The pipeline runs in a subprocess on tiny synthetic activations.
 
-Collect is not covered here: it needs the real subject model (a 15-40 s load) in the child; its
-output is written atomically (temp directory + rename), which tests/test_artifacts.py covers.
+Collect needs the real subject model in the child: tests/test_collect_sigkill.py covers it.
 """
 from __future__ import annotations
 
