@@ -130,10 +130,6 @@ def gather_token_acts(batch: EncodedBatch, seq_local: torch.Tensor, start: torch
     return torch.cat(out) if out else torch.empty(0, window)
 
 
-def load_shards(path: Path) -> ActivationShards:
-    return ActivationShards(path)
-
-
 # ----------------------------------------------------------------------------- the stage
 
 

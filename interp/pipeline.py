@@ -118,16 +118,6 @@ def train_stage(cfg: RunConfig, collect_ref: ArtifactRef, *, progress: bool = Fa
         return store.require(TRAIN_STAGE, key)
 
 
-def plan(cfg: RunConfig) -> dict[str, str]:
-    """Artifact key of every stage, computed from the config alone (nothing runs)."""
-    keys = {"collect": collect_key(cfg)}
-    keys["train"] = train_key(cfg, keys["collect"])
-    keys["mine"] = mine_key(cfg, keys["collect"], keys["train"])
-    keys["explain"] = explain_key(cfg, keys["mine"])
-    keys["score"] = score_key(cfg, keys["explain"], keys["mine"])
-    return keys
-
-
 @dataclass
 class RunRecord:
     """What one run did: its id, the artifact of each stage, wall time and whether it was cached."""

@@ -53,26 +53,3 @@ class ActivationShards:
         for i, s in enumerate(self.shards):
             acts, tokens = self.load_shard(i)
             yield torch.arange(s.first_seq, s.first_seq + s.n_seq), acts, tokens
-
-    def iter_token_batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                           buffer_shards: int = 2) -> Iterator[torch.Tensor]:
-        """Yield [batch_size, d] activations (BOS dropped), shuffled within a bounded buffer.
-
-        Memory holds at most `buffer_shards` shards, whatever the number of tokens.
-        """
-        gen = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(self.shards), generator=gen).tolist() if shuffle else \
-            list(range(len(self.shards)))
-        leftover = torch.empty(0, self.d_model)
-        for start in range(0, len(order), buffer_shards):
-            parts = [self.load_shard(i)[0][:, 1:].reshape(-1, self.d_model)
-                     for i in order[start:start + buffer_shards]]
-            buf = torch.cat([leftover, *parts])
-            if shuffle:
-                buf = buf[torch.randperm(len(buf), generator=gen)]
-            n_full = len(buf) // batch_size * batch_size
-            for b in range(0, n_full, batch_size):
-                yield buf[b:b + batch_size]
-            leftover = buf[n_full:]
-        if len(leftover):
-            yield leftover

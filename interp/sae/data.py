@@ -1,6 +1,6 @@
 """Token batches for SAE training, with a held-out split of whole sequences for evaluation.
 
-Same bounded shuffle buffer as `ActivationShards.iter_token_batches`, but every `holdout_every`-th
+A bounded shuffle buffer (a few shards at a time, whatever the token count); every `holdout_every`-th
 sequence (seq_id % holdout_every == 0) is kept out of training, so the reported FVU is measured on
 tokens the SAE never saw. Holding out whole sequences (not random tokens) keeps neighbouring,
 correlated tokens on the same side of the split.

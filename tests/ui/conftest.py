@@ -122,3 +122,14 @@ def artifacts_dir(tmp_path) -> list[Path]:
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
     return dirs
+
+
+def query(home, sql, params=()):
+    """Rows of a read-only query on the test catalogue (the ground truth pages are checked against)."""
+    from storage.catalog import connect_readonly
+
+    con = connect_readonly(home)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()

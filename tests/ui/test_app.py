@@ -7,16 +7,7 @@ from html import unescape
 import duckdb
 import pytest
 
-from storage.catalog import connect_readonly
-from tests.ui.conftest import PLANTED, SCRIPT_TOKEN
-
-
-def _q(home, sql, params=()):
-    con = connect_readonly(home)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
+from tests.ui.conftest import PLANTED, SCRIPT_TOKEN, query
 
 
 def _rows(html: str) -> list[tuple[str, int]]:
@@ -26,7 +17,7 @@ def _rows(html: str) -> list[tuple[str, int]]:
 
 
 def test_overview_lists_saes_with_metrics_and_runs(client, ui_home):
-    key, fvu, l0 = _q(ui_home, "SELECT sae_key, fvu, l0 FROM saes")[0]
+    key, fvu, l0 = query(ui_home, "SELECT sae_key, fvu, l0 FROM saes")[0]
     html = client.get("/").text
     assert key in html and f"{fvu:.3g}" in html and f"{l0:.3g}" in html
     assert "20260101T000000-test" in html and "CE loss recovered" in html
@@ -34,14 +25,14 @@ def test_overview_lists_saes_with_metrics_and_runs(client, ui_home):
 
 def test_latent_table_lists_explained_latents_with_scores(client, ui_home):
     html = client.get("/latents").text
-    expected = {r[0] for r in _q(ui_home, "SELECT DISTINCT latent FROM explanations WHERE status = 'ok'")}
+    expected = {r[0] for r in query(ui_home, "SELECT DISTINCT latent FROM explanations WHERE status = 'ok'")}
     assert {lat for _, lat in _rows(html)} == expected
-    n_all = _q(ui_home, "SELECT count(DISTINCT latent) FROM latents")[0][0]
+    n_all = query(ui_home, "SELECT count(DISTINCT latent) FROM latents")[0][0]
     assert len(_rows(client.get("/latents?all=1").text)) == n_all > len(expected)
 
 
 def test_text_search_finds_the_planted_explanation_and_binds_input(client, ui_home):
-    planted = _q(ui_home, "SELECT latent FROM explanations WHERE text = ?", [PLANTED])
+    planted = query(ui_home, "SELECT latent FROM explanations WHERE text = ?", [PLANTED])
     assert len(planted) == 1
     html = client.get("/latents", params={"q": "ELEPHANTS marching"}).text
     assert [lat for _, lat in _rows(html)] == [planted[0][0]] and PLANTED in html
@@ -50,7 +41,7 @@ def test_text_search_finds_the_planted_explanation_and_binds_input(client, ui_ho
 
 
 def test_semantic_search_ranks_the_planted_explanation_first(client, ui_home):
-    planted = _q(ui_home, "SELECT latent FROM explanations WHERE text = ?", [PLANTED])[0][0]
+    planted = query(ui_home, "SELECT latent FROM explanations WHERE text = ?", [PLANTED])[0][0]
     html = client.get("/latents", params={"s": "animals at the zoo"}).text
     rows = _rows(html)
     assert rows[0][1] == planted and len(rows) > 1
@@ -59,7 +50,7 @@ def test_semantic_search_ranks_the_planted_explanation_first(client, ui_home):
 
 
 def test_score_threshold_and_frequency_filters_match_sql(client, ui_home):
-    want = {r[0] for r in _q(ui_home, """
+    want = {r[0] for r in query(ui_home, """
         SELECT x.latent FROM explanations x JOIN scores s USING (explanation_id)
         JOIN latents l ON l.sae_key = x.sae_key AND l.latent = x.latent
         WHERE x.status = 'ok' AND s.scorer = 'detection' AND s.balanced_accuracy >= 0.5
@@ -71,11 +62,11 @@ def test_score_threshold_and_frequency_filters_match_sql(client, ui_home):
 
 
 def test_latent_page_shades_tokens_and_escapes_corpus_text(client, ui_home):
-    sae, latent = _q(ui_home, "SELECT sae_key, latent FROM examples WHERE kind = 'top' AND "
+    sae, latent = query(ui_home, "SELECT sae_key, latent FROM examples WHERE kind = 'top' AND "
                               "list_contains(tokens, ?) ORDER BY latent LIMIT 1", [SCRIPT_TOKEN])[0]
     html = client.get(f"/sae/{sae}/latent/{latent}").text
     assert "<script>window" not in html and "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html
-    tops = _q(ui_home, "SELECT acts FROM examples WHERE sae_key = ? AND latent = ? AND kind = 'top' "
+    tops = query(ui_home, "SELECT acts FROM examples WHERE sae_key = ? AND latent = ? AND kind = 'top' "
                        "ORDER BY rank", [sae, latent])
     top_html = html.split('id="top"')[1].split('id="quantile"')[0]
     shown = [float(t) for t in re.findall(r'class="tok[^"]*" style="--a:[0-9.]+" title="([^"]+)"', top_html)]
@@ -86,7 +77,7 @@ def test_latent_page_shades_tokens_and_escapes_corpus_text(client, ui_home):
 
 
 def test_latent_urls_are_stable_and_unknown_latents_404(client, ui_home):
-    sae = _q(ui_home, "SELECT sae_key FROM saes")[0][0]
+    sae = query(ui_home, "SELECT sae_key FROM saes")[0][0]
     r = client.get(f"/sae/{sae[:6]}/latent/3", follow_redirects=False)
     assert r.status_code == 307 and r.headers["location"] == f"/sae/{sae}/latent/3"
     assert client.get(f"/sae/{sae}/latent/9999").status_code == 404

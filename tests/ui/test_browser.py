@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.catalog import connect_readonly
-from tests.ui.conftest import PLANTED, SCRIPT_TOKEN
+from tests.ui.conftest import PLANTED, SCRIPT_TOKEN, query
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -58,20 +57,12 @@ def _shoot(driver, dirs: list[Path], name: str) -> None:
     driver.set_window_size(1300, 1800)
 
 
-def _q(home, sql, params=()):
-    con = connect_readonly(home)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
-
-
 def test_latent_table_loads(browser, served, ui_home):
     from selenium.webdriver.common.by import By
 
     browser.get(f"{served}/latents")
     rows = _wait(browser, "#latents tr.latent-row")
-    n_explained = _q(ui_home, "SELECT count(DISTINCT latent) FROM explanations WHERE status = 'ok'")[0][0]
+    n_explained = query(ui_home, "SELECT count(DISTINCT latent) FROM explanations WHERE status = 'ok'")[0][0]
     assert len(rows) == n_explained
     assert browser.find_element(By.ID, "count").text.startswith(f"{n_explained} latents")
 
@@ -98,7 +89,7 @@ def test_latent_page_shades_tokens_and_renders_script_as_text(browser, served, u
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    sae, latent = _q(ui_home, "SELECT sae_key, latent FROM examples WHERE kind = 'top' AND "
+    sae, latent = query(ui_home, "SELECT sae_key, latent FROM examples WHERE kind = 'top' AND "
                               "list_contains(tokens, ?) ORDER BY latent LIMIT 1", [SCRIPT_TOKEN])[0]
     browser.get(f"{served}/sae/{sae}/latent/{latent}")
     on = _wait(browser, "#top .tok.on")
