@@ -76,26 +76,21 @@ def _collect_into(cfg: RunConfig, model: SubjectModel, tokens: torch.Tensor, out
 
 def collect(cfg: RunConfig, *, model: SubjectModel | None = None, progress: bool = False) -> ArtifactRef:
     """Run the subject model over the corpus and store activations at cfg.model.hookpoint."""
-    store = ArtifactStore(cfg.home)
-    key = collect_key(cfg)
-    with store.lock(STAGE, key):
-        if (ref := store.get(STAGE, key)) is not None:
-            return ref
+    def fill(tmp: Path) -> dict:
         started = time.time()
-        model = model or load_model(cfg.model, cfg.home)
+        subject = model or load_model(cfg.model, cfg.home)
         for h in [cfg.model.hookpoint, *extra_hookpoints(cfg)]:
-            model.check_hookpoint(h)
-        tokens = token_sequences(cfg.corpus, model.tokenizer)
+            subject.check_hookpoint(h)
+        tokens = token_sequences(cfg.corpus, subject.tokenizer)
         log.info("collecting %d sequences x %d tokens at %s", len(tokens), tokens.shape[1],
                  cfg.model.hookpoint)
-        manifest = {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
-                    "extra_hookpoints": extra_hookpoints(cfg),
-                    "d_model": model.d_model, "seq_len": int(tokens.shape[1]),
-                    "n_sequences": int(len(tokens)), "corpus": corpus_identity(cfg.corpus)}
-        with store.build(STAGE, key, manifest) as tmp:
-            _write_sequences(tokens, model.tokenizer, tmp)
-            t0 = time.time()
-            manifest["shards"] = _collect_into(cfg, model, tokens, tmp, progress)
-            manifest["tokens_per_s"] = round(tokens.numel() / (time.time() - t0), 1)
-            manifest["seconds"] = round(time.time() - started, 2)
-        return store.require(STAGE, key)
+        _write_sequences(tokens, subject.tokenizer, tmp)
+        t0 = time.time()
+        shards = _collect_into(cfg, subject, tokens, tmp, progress)
+        return {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
+                "extra_hookpoints": extra_hookpoints(cfg), "d_model": subject.d_model,
+                "seq_len": int(tokens.shape[1]), "n_sequences": int(len(tokens)),
+                "corpus": corpus_identity(cfg.corpus), "shards": shards,
+                "tokens_per_s": round(tokens.numel() / (time.time() - t0), 1),
+                "seconds": round(time.time() - started, 2)}
+    return ArtifactStore(cfg.home).build_once(STAGE, collect_key(cfg), fill)

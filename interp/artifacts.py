@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,9 @@ class ArtifactRef:
         return json.loads((self.path / "manifest.json").read_text())
 
 
+_LEGACY_INPUTS = (("collect", "collect"), ("train", "sae"), ("mine", "mine"), ("explain", "explain"))
+
+
 class ArtifactStore:
     """Directory layout and atomic builds under `<home>/artifacts`."""
 
@@ -92,32 +95,78 @@ class ArtifactStore:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    @contextlib.contextmanager
-    def build(self, stage: str, key: str, manifest: dict[str, Any], *,
-              resumable: bool = False) -> Iterator[Path]:
-        """Yield a temp directory to fill; on success it is renamed to the artifact path.
+    def build_once(self, stage: str, key: str, fill: Callable[[Path], dict[str, Any]], *,
+                   inputs: dict[str, str] | None = None, resumable: bool = False) -> ArtifactRef:
+        """The artifact `stage/key`, built by `fill(tmp_dir) -> manifest` unless it exists.
 
-        Resumable builds use a fixed `<key>.partial` directory that survives a crash; others use a
-        fresh directory that is removed on failure. Call it holding `lock(stage, key)`: temp
-        directories left by a killed builder of the same key are deleted here.
+        Owns the whole skeleton every stage shares: the per-key lock, the cache hit, the temp
+        directory (a fixed `<key>.partial` for resumable stages, which survives a crash so a
+        re-run continues from its part files; a fresh one otherwise, removed on failure), the
+        manifest (stage, key, input keys, timing + what `fill` returns) and the rename. Stage code
+        only fills a directory; an exception from `fill` leaves no artifact, so a failed stage is
+        never a cache hit.
         """
-        final = self.path(stage, key)
-        if not resumable:
-            for stale in final.parent.glob(f"{key}.tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-        tmp = final.with_name(f"{key}.partial" if resumable else f"{key}.tmp-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        started = time.time()
-        try:
-            yield tmp
-        except BaseException:
-            if not resumable:
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        body = {"stage": stage, "key": key, "created_at": time.time(),
-                "build_seconds": round(time.time() - started, 3), **manifest}
-        write_text_atomic(tmp / "manifest.json", json.dumps(body, indent=2, default=str))
-        os.replace(tmp, final)
+        with self.lock(stage, key):
+            if (ref := self.get(stage, key)) is not None:
+                return ref
+            final = self.path(stage, key)
+            if resumable:
+                tmp = final.with_name(f"{key}.partial")
+            else:
+                for stale in final.parent.glob(f"{key}.tmp-*"):  # left by a killed builder
+                    shutil.rmtree(stale, ignore_errors=True)
+                tmp = final.with_name(f"{key}.tmp-{uuid.uuid4().hex[:8]}")
+            tmp.mkdir(parents=True, exist_ok=True)
+            started = time.time()
+            try:
+                manifest = dict(fill(tmp))
+            except BaseException:
+                if not resumable:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            body = {**manifest, "stage": stage, "key": key, "inputs": dict(inputs or {}),
+                    "created_at": time.time(), "build_seconds": round(time.time() - started, 3)}
+            write_text_atomic(tmp / "manifest.json", json.dumps(body, indent=2, default=str))
+            os.replace(tmp, final)
+        return ArtifactRef(stage, key, final)
+
+    def partial_dir(self, stage: str, key: str) -> Path:
+        """The resumable build directory of `stage/key` (shards of one stage write into it)."""
+        d = self.path(stage, key).with_name(f"{key}.partial")
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def input_of(self, ref: ArtifactRef, stage: str) -> ArtifactRef:
+        """The `stage` artifact that `ref` was built from, found through its manifest's inputs
+        (transitively: a score artifact finds its collect artifact through mine)."""
+        man = ref.manifest()
+        # Artifacts built before manifests recorded "inputs" name them at the top level.
+        inputs = man.get("inputs") or {s: man[k] for s, k in _LEGACY_INPUTS if isinstance(man.get(k), str)}
+        if stage in inputs:
+            return self.require(stage, inputs[stage])
+        for parent_stage, parent_key in inputs.items():
+            parent = self.get(parent_stage, parent_key)
+            if parent is not None:
+                with contextlib.suppress(KeyError):
+                    return self.input_of(parent, stage)
+        raise KeyError(f"{ref.stage} artifact {ref.key} was not built from a {stage} artifact")
+
+    @classmethod
+    def of(cls, ref: ArtifactRef) -> ArtifactStore:
+        """The store that holds `ref` (`<home>/artifacts/<stage>/<key>`)."""
+        return cls(ref.path.parents[2])
+
+    @staticmethod
+    def ref_at(path: Path) -> ArtifactRef:
+        """The finished artifact in directory `path`."""
+        path = Path(path)
+        return ArtifactRef(path.parent.name, path.name, path)
+
+
+def input_dir(artifact_dir: Path, stage: str) -> Path:
+    """Directory of the `stage` artifact that the artifact in `artifact_dir` was built from."""
+    ref = ArtifactStore.ref_at(artifact_dir)
+    return ArtifactStore.of(ref).input_of(ref, stage).path
 
 
 def write_text_atomic(path: Path, text: str) -> None:

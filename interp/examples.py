@@ -1,12 +1,13 @@
 """Example records (mined windows with their text) and how they are shown to LLMs."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+
+from interp.artifacts import input_dir
 
 # Join mined example rows with the token strings of their sequences, for a set of latents.
 _EXAMPLES_SQL = """
@@ -40,8 +41,7 @@ class Example:
 
 def load_examples(mine_dir: Path, latents: list[int]) -> dict[int, list[Example]]:
     """Examples of the given latents, grouped by latent, with token text attached."""
-    manifest = json.loads((Path(mine_dir) / "manifest.json").read_text())
-    collect_dir = Path(mine_dir).parents[1] / "collect" / manifest["collect"]
+    collect_dir = input_dir(mine_dir, "collect")
     con = duckdb.connect(config={"autoinstall_known_extensions": False})
     rows = con.execute(_EXAMPLES_SQL, {
         "examples": str(Path(mine_dir) / "examples.parquet"),

@@ -361,15 +361,12 @@ def mine(cfg, collect_ref: ArtifactRef, sae_ref: ArtifactRef) -> ArtifactRef:
     """Mine stage: examples.parquet + latents.parquet for every latent of the SAE."""
     from interp.sae import load_sae
 
-    store = ArtifactStore(cfg.home)
-    key = mine_key(cfg, collect_ref.key, sae_ref.key)
-    with store.lock(STAGE, key):
-        if (ref := store.get(STAGE, key)) is not None:
-            return ref
+    def fill(tmp: Path) -> dict:
         shards = ActivationShards(collect_ref.path)
         sae = load_sae(sae_ref.path, device=cfg.model.device)
-        manifest = {"collect": collect_ref.key, "sae": sae_ref.key,
-                    "config": cfg.mine.model_dump(mode="json")}
-        with store.build(STAGE, key, manifest) as tmp:
-            manifest.update(mine_into(sae, shards, cfg.mine, tmp, device=cfg.model.device))
-        return store.require(STAGE, key)
+        return {"collect": collect_ref.key, "sae": sae_ref.key,
+                "config": cfg.mine.model_dump(mode="json"),
+                **mine_into(sae, shards, cfg.mine, tmp, device=cfg.model.device)}
+    return ArtifactStore(cfg.home).build_once(
+        STAGE, mine_key(cfg, collect_ref.key, sae_ref.key), fill,
+        inputs={"collect": collect_ref.key, "train": sae_ref.key})

@@ -19,24 +19,59 @@ def test_key_depends_on_config_inputs_version_only():
 
 def test_failed_build_leaves_nothing(tmp_path):
     store = ArtifactStore(tmp_path)
+
+    def fill(tmp):
+        (tmp / "half.bin").write_text("x")
+        raise RuntimeError("boom")
+
     with pytest.raises(RuntimeError):
-        with store.build("train", "k", {}) as tmp:
-            (tmp / "half.bin").write_text("x")
-            raise RuntimeError("boom")
+        store.build_once("train", "k", fill)
     assert store.get("train", "k") is None
-    assert list((tmp_path / "artifacts" / "train").iterdir()) == []
+    assert [p for p in (tmp_path / "artifacts" / "train").iterdir() if p.is_dir()] == []
 
 
 def test_resumable_build_keeps_partial(tmp_path):
     store = ArtifactStore(tmp_path)
+
+    def crash(tmp):
+        (tmp / "part-00000.parquet").write_text("x")
+        raise RuntimeError("crash")
+
     with pytest.raises(RuntimeError):
-        with store.build("explain", "k", {}, resumable=True) as tmp:
-            (tmp / "part-00000.parquet").write_text("x")
-            raise RuntimeError("crash")
-    with store.build("explain", "k", {"n": 1}, resumable=True) as tmp:
-        assert (tmp / "part-00000.parquet").exists()  # the re-run sees the finished part
-    ref = store.require("explain", "k")
-    assert ref.manifest()["n"] == 1 and (ref.path / "part-00000.parquet").exists()
+        store.build_once("explain", "k", crash, resumable=True)
+    seen = []
+
+    def resume(tmp):
+        seen.append((tmp / "part-00000.parquet").exists())  # the re-run sees the finished part
+        return {"n": 1}
+
+    ref = store.build_once("explain", "k", resume, inputs={"mine": "m"}, resumable=True)
+    assert seen == [True]
+    man = ref.manifest()
+    assert man["n"] == 1 and man["inputs"] == {"mine": "m"} and man["stage"] == "explain"
+    assert (ref.path / "part-00000.parquet").exists()
+    # A second build is a cache hit: fill is not called again.
+    assert store.build_once("explain", "k", lambda tmp: seen.append("again") or {}) == ref
+    assert seen == [True]
+
+
+def test_manifest_returned_not_aliased(tmp_path):
+    store = ArtifactStore(tmp_path)
+    manifest = {"a": 1}
+    ref = store.build_once("mine", "k", lambda tmp: manifest)
+    assert manifest == {"a": 1} and ref.manifest()["a"] == 1
+
+
+def test_input_of_follows_manifests(tmp_path):
+    store = ArtifactStore(tmp_path)
+    c = store.build_once("collect", "c1", lambda tmp: {})
+    t = store.build_once("train", "t1", lambda tmp: {}, inputs={"collect": "c1"})
+    m = store.build_once("mine", "m1", lambda tmp: {}, inputs={"collect": "c1", "train": "t1"})
+    s = store.build_once("score", "s1", lambda tmp: {}, inputs={"mine": "m1"})
+    assert store.input_of(s, "collect") == c and store.input_of(m, "train") == t
+    assert ArtifactStore.of(s).root == store.root
+    with pytest.raises(KeyError):
+        store.input_of(c, "train")
 
 
 def test_lock_serialises_builders(tmp_path):

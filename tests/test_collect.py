@@ -9,7 +9,7 @@ import torch
 from interp.activations import collect
 from interp.config import build_config
 from interp.models import load_model
-from interp.pipeline import train_stage
+from interp.sae.stage import train_stage
 from interp.shards import ActivationShards
 
 

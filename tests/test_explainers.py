@@ -11,7 +11,7 @@ from interp.config import ConfigError
 from interp.examples import Example, training_examples, training_negatives
 from interp.explain import build_messages, explain, parse_explanation
 from interp.mining import mine
-from interp.pipeline import train_stage
+from interp.sae.stage import train_stage
 from interp.prompts import load_prompt, parse_prompt
 from tests.conftest import tiny_config
 from tests.fakeserver import FakeLLMServer

@@ -124,7 +124,7 @@ def test_concurrent_requests_are_batched_and_errors_recorded(fake_vllm):
 def test_explain_stage_runs_on_the_vllm_backend(tmp_path, collected, fake_vllm):
     from interp.explain import explain
     from interp.mining import mine
-    from interp.pipeline import train_stage
+    from interp.sae.stage import train_stage
     from tests.conftest import tiny_config
 
     cfg = tiny_config(tmp_path, "http://unused", llm={"backend": "vllm", "base_url": None,

@@ -8,7 +8,6 @@ MiniLM embedder, the subject model or the SAE, which `Resources` loads lazily, o
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Protocol
 
 import pyarrow.parquet as pq
 
+from interp.artifacts import input_dir
 from interp.config import RunConfig
 from interp.examples import Example
 
@@ -90,25 +90,23 @@ class Resources:
 
         return self._get("model", lambda: load_model(self.cfg.model, self.cfg.home))
 
-    def _manifest(self) -> dict[str, Any]:
+    def _require_mine(self) -> Path:
         if self.mine_dir is None:
             raise RuntimeError("this scorer needs the mine artifact (surprisal, intervention)")
-        return json.loads((self.mine_dir / "manifest.json").read_text())
+        return self.mine_dir
 
     def sae(self):
         """The SAE whose latents were mined (from its train artifact)."""
         from interp.sae import load_sae
 
         def load():
-            key = self._manifest()["sae"]
-            return load_sae(self.mine_dir.parents[1] / "train" / key, device=self.cfg.model.device)
+            return load_sae(input_dir(self._require_mine(), "train"), device=self.cfg.model.device)
         return self._get("sae", load)
 
     def token_ids(self) -> dict[int, list[int]]:
         """seq_id -> token ids of the collected sequences (windows are re-run through the model)."""
         def load():
-            key = self._manifest()["collect"]
-            path = self.mine_dir.parents[1] / "collect" / key / "sequences.parquet"
+            path = input_dir(self._require_mine(), "collect") / "sequences.parquet"
             t = pq.read_table(path, columns=["seq_id", "tokens"])
             return dict(zip(t.column("seq_id").to_pylist(), t.column("tokens").to_pylist()))
         return self._get("token_ids", load)

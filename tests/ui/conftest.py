@@ -50,7 +50,7 @@ def ui_home(tmp_path_factory) -> Path:
     """A home with one run (train, mine, explain, score) published, embeddings included."""
     from interp.explain import explain
     from interp.mining import mine
-    from interp.pipeline import train_stage
+    from interp.sae.stage import train_stage
     from interp.scoring import score
     from storage.catalog import publish
 

@@ -1,0 +1,107 @@
+"""The train stage: an SAE trained on a collect artifact (or an imported one), with its metrics.
+
+The artifact holds `sae.safetensors` + `cfg.json` (the SAE describes itself) and `metrics.json`
+(FVU, L0, dead fraction on held-out tokens; CE loss recovered and KL with the SAE spliced in).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp.artifacts import (ArtifactRef, ArtifactStore, artifact_key, file_hash, stable_hash,
+                              write_text_atomic)
+from interp.config import RunConfig
+from interp.shards import ActivationShards
+
+STAGE = "train"
+VERSION = "1"
+
+
+def _dir_hash(path: Path) -> str:
+    """Content hash of an external SAE directory (its weight and config files)."""
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors"))
+    if not files:
+        raise ValueError(f"sae.path {path} holds no SAE (expected sae.safetensors or "
+                         f"sae_weights.safetensors with cfg.json)")
+    return stable_hash({str(f.relative_to(path)): file_hash(f) for f in files})
+
+
+def train_key(cfg: RunConfig, collect_key: str) -> str:
+    if cfg.sae.path is not None:
+        recipe = {"external": _dir_hash(cfg.sae.path), "eval_sequences": cfg.sae.eval_sequences,
+                  "holdout_every": cfg.sae.holdout_every}
+    else:
+        recipe = cfg.sae.model_dump(mode="json", exclude={"device", "threads", "checkpoint_every"})
+    return artifact_key(STAGE, VERSION, recipe, {"collect": collect_key})
+
+
+def _import_sae(cfg: RunConfig, shards: ActivationShards, out: Path) -> dict[str, Any]:
+    """Copy an SAE trained elsewhere into a train artifact, after checking it fits the model."""
+    from interp.sae.data import heldout_tokens
+    from interp.sae.eval import evaluate
+    from interp.sae.io import check_compatible, load_any_sae, save_sae
+
+    sae = load_any_sae(cfg.sae.path, hookpoint=shards.hookpoint)
+    check_compatible(sae, shards.d_model, shards.hookpoint)
+    save_sae(sae, out)
+    x, _ = heldout_tokens(shards, max(cfg.sae.holdout_every, 1), max_tokens=65_536)
+    metrics: dict[str, Any] = evaluate(sae, x)
+    fired = torch.zeros(sae.num_latents, dtype=torch.bool)
+    with torch.inference_mode():
+        for b in range(0, len(x), 4096):
+            acts, idx = sae.encode(x[b:b + 4096])
+            fired[idx[acts > 0].unique()] = True
+    metrics.update(dead_frac=float(1 - fired.float().mean()), num_latents=sae.num_latents,
+                   k=sae.k, imported_from=str(cfg.sae.path))
+    return metrics
+
+
+def _downstream(cfg: RunConfig, shards: ActivationShards, sae_dir: Path) -> dict[str, float]:
+    """CE loss recovered and KL with the SAE spliced in, on held-out sequences."""
+    from interp.models import load_model
+    from interp.sae.eval import eval_downstream
+    from interp.sae.io import load_sae
+
+    every = max(cfg.sae.holdout_every, 1)
+    seqs = []
+    for seq_ids, _acts, tokens in shards.iter_sequences():
+        seqs.append(tokens[seq_ids % every == 0])
+    tokens = torch.cat(seqs)[: cfg.sae.eval_sequences]
+    model = load_model(cfg.model, cfg.home)
+    sae = load_sae(sae_dir, device=cfg.model.device)
+    run = model.run_model(shards.hookpoint)
+    pooled = {"ce_clean": 0.0, "ce_spliced": 0.0, "ce_zero": 0.0, "kl": 0.0}
+    for b in range(0, len(tokens), 8):  # a few sequences at a time keeps logits memory small
+        part = eval_downstream(run, sae, tokens[b:b + 8])
+        for k in pooled:
+            pooled[k] += part[k] * len(tokens[b:b + 8]) / len(tokens)
+    gap = pooled["ce_zero"] - pooled["ce_clean"]
+    return {"ce_clean": pooled["ce_clean"], "ce_spliced": pooled["ce_spliced"],
+            "ce_zero": pooled["ce_zero"], "kl_div": pooled["kl"], "eval_sequences": len(tokens),
+            "ce_loss_recovered": (pooled["ce_zero"] - pooled["ce_spliced"]) / gap if gap else None}
+
+
+def train_stage(cfg: RunConfig, collect_ref: ArtifactRef, *, progress: bool = False) -> ArtifactRef:
+    """Train stage: an SAE on the collected activations (or an imported one), with its metrics."""
+    from interp.sae.train import train
+
+    def fill(tmp: Path) -> dict[str, Any]:
+        shards = ActivationShards(collect_ref.path)
+        if cfg.sae.path is not None:
+            metrics = _import_sae(cfg, shards, tmp)
+        else:
+            metrics = train(cfg.sae, shards, tmp, device=cfg.sae.device or cfg.model.device,
+                            progress=progress)
+        if cfg.sae.eval_sequences and not cfg.sae.transcode_target:
+            metrics.update(_downstream(cfg, shards, tmp))
+        write_text_atomic(tmp / "metrics.json", json.dumps(metrics, indent=2))
+        return {"collect": collect_ref.key, "hookpoint": shards.hookpoint,
+                "model": shards.meta.get("model"), "config": cfg.sae.model_dump(mode="json"),
+                "metrics": metrics}
+    # Resumable when training: a crashed run continues from its last checkpoint.
+    return ArtifactStore(cfg.home).build_once(
+        STAGE, train_key(cfg, collect_ref.key), fill, inputs={"collect": collect_ref.key},
+        resumable=cfg.sae.path is None)
