@@ -154,7 +154,11 @@ class LLMConfig(_Strict):
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1.")
     model: str = Field("smollm2-135m-instruct", description="Model name sent with each request.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
-    concurrency: int = Field(4, gt=0, description="Requests in flight at once.")
+    concurrency: int = Field(4, gt=0, description="Requests in flight at once (per process).")
+    shared_limit: int | None = Field(None, ge=0, description="Requests in flight to one server "
+        "(backend openai) summed over every interp process using this home, e.g. two nightly "
+        "runs and a rescore: crash-safe file-lock slots under <home>/llm-slots, freed the moment "
+        "a holder dies. None = llm.concurrency; 0 = no shared limit.")
     requests_per_second: float | None = Field(None, gt=0, description="Request rate cap; None = none.")
     max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/timeouts/dropped connections.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
@@ -207,7 +211,6 @@ class ExplainConfig(_Strict):
     temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
     n_latents: int | None = Field(24, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")
     min_examples: int = Field(3, gt=0, description="Skip latents with fewer activating windows.")
-    chunk_latents: int = Field(8, gt=0, description="Latents per resumable part file.")
 
 
 class ScoreConfig(_Strict):
@@ -248,7 +251,6 @@ class ScoreConfig(_Strict):
     intervention_bisection_steps: int = Field(8, ge=0, description="Bisection steps of the "
                                               "steering-strength calibration.")
     seed: int = Field(0, description="Shuffling and fuzzing-mark seed.")
-    chunk_latents: int = Field(8, gt=0, description="Latents per resumable part file.")
 
     @field_validator("scorers")
     @classmethod

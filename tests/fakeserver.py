@@ -24,6 +24,7 @@ class FakeLLMServer:
         self.rng = random.Random(seed)
         self.hang_s = hang_s
         self.script = list(script or [])  # forced outcomes for the first requests
+        self.models: list[str] = []        # listed by GET /v1/models (empty: no check)
         self.requests: list[str] = []
         self.lock = threading.Lock()
         server = self
@@ -31,6 +32,13 @@ class FakeLLMServer:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *a):  # keep test output quiet
                 pass
+
+            def do_GET(self):
+                if self.path.rstrip("/").endswith("/models"):  # the client's start-up probe
+                    payload = json.dumps({"object": "list", "data": [
+                        {"id": m, "object": "model"} for m in server.models]}).encode()
+                    return server._send(self, 200, payload)
+                server._send(self, 404, b'{"error": {"message": "not found"}}')
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -52,7 +60,7 @@ class FakeLLMServer:
         if outcome == "timeout":
             time.sleep(self.hang_s)
             outcome = "500"
-        if outcome in ("429", "500", "400"):
+        if outcome in ("429", "500", "400", "401", "403", "404"):
             payload = json.dumps({"error": {"message": f"injected {outcome}"}}).encode()
             return self._send(h, int(outcome), payload)
         if outcome == "malformed":

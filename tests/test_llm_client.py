@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from interp.config import LLMConfig
-from interp.llm import Ledger, LLMError, OpenAICompatibleLLM
+from interp.llm import Ledger, LLMError, LLMUnavailable, OpenAICompatibleLLM, open_llm
 from tests.fakeserver import FakeLLMServer
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -51,13 +51,61 @@ def test_client_errors_are_not_retried():
     assert [r["status"] for r in ledger.drain()] == ["error"]
 
 
-def test_gives_up_after_max_retries():
+def test_gives_up_after_max_retries_as_unavailable():
+    """No answer after every retry is an outage (never a result), naming the server."""
     with FakeLLMServer(lambda m: "x", script=["500"] * 10) as srv:
+        llm = OpenAICompatibleLLM(_cfg(srv.base_url, max_retries=2), srv.base_url)
+        with pytest.raises(LLMUnavailable) as err:
+            _run(llm, llm.generate(MSG, max_tokens=5))
+        assert len(srv.requests) == 3
+    assert err.value.attempts == 3 and not err.value.fatal and srv.base_url in str(err.value)
+
+
+@pytest.mark.parametrize("code", ["401", "403", "404"])
+def test_configuration_errors_are_fatal_at_once(code):
+    with FakeLLMServer(lambda m: "x", script=[code] * 5) as srv:
+        llm = OpenAICompatibleLLM(_cfg(srv.base_url), srv.base_url)
+        with pytest.raises(LLMUnavailable) as err:
+            _run(llm, llm.generate(MSG, max_tokens=5))
+        assert srv.requests == [code]
+    assert err.value.fatal and code in err.value.reason
+
+
+def test_an_empty_answer_every_time_is_the_models_answer():
+    with FakeLLMServer(lambda m: "x", script=["empty"] * 5) as srv:
         llm = OpenAICompatibleLLM(_cfg(srv.base_url, max_retries=2), srv.base_url)
         with pytest.raises(LLMError) as err:
             _run(llm, llm.generate(MSG, max_tokens=5))
-        assert len(srv.requests) == 3
-    assert err.value.attempts == 3
+    assert not isinstance(err.value, LLMUnavailable) and "empty" in err.value.reason
+
+
+def test_one_client_serves_successive_event_loops():
+    """explain and score each run their own loop with the one client the caller opened."""
+    with FakeLLMServer(lambda m: "hello") as srv:
+        llm = OpenAICompatibleLLM(_cfg(srv.base_url), srv.base_url)
+        for _ in range(2):
+            assert _run(llm, llm.generate(MSG, max_tokens=3)).text == "hello"
+
+
+def test_open_llm_probes_the_server_first(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    t0 = time.monotonic()
+    with pytest.raises(LLMUnavailable, match="cannot connect") as err:
+        with open_llm(_cfg(dead, backoff_s=0.05)):
+            pass
+    assert dead in str(err.value) and time.monotonic() - t0 < 10
+    with FakeLLMServer(lambda m: "x") as srv:
+        srv.models = ["qwen"]
+        with pytest.raises(LLMUnavailable, match="not llm.model"):
+            with open_llm(_cfg(srv.base_url, model="smollm")):
+                pass
+        with open_llm(_cfg(srv.base_url, model="qwen"), home=tmp_path) as llm:
+            assert llm.width == 4 and _run(llm, llm.generate(MSG, max_tokens=3)).text == "x"
 
 
 def test_concurrency_is_bounded():

@@ -1,10 +1,14 @@
 """The one LLM seam: `generate(messages, ...) -> LLMResponse`, plus the call ledger."""
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -30,37 +34,95 @@ class LLMError(RuntimeError):
         self.attempts = attempts
 
 
+class LLMUnavailable(RuntimeError):
+    """The server could not give an answer: unreachable, timing out, overloaded (after every
+    retry), or refusing the configuration (401/403/404). Never a result: the stage fails, keeps
+    what succeeded, and a re-run asks again for exactly what is missing."""
+
+    def __init__(self, reason: str, attempts: int, server: str = "", *, fatal: bool = False):
+        super().__init__(f"LLM server {server or '(unnamed)'}: {reason}")
+        self.reason = reason
+        self.attempts = attempts
+        self.server = server
+        self.fatal = fatal  # a configuration error: no later request can succeed either
+
+
 class LLM(Protocol):
-    """Anything that can answer chat messages."""
+    """Anything that can answer chat messages.
+
+    `generate` raises LLMError for a request the server answered with a final refusal of that
+    request (e.g. 400: the prompt is too long: asking again gives the same), LLMUnavailable when no
+    answer could be had. `aclose` releases what the client holds in the running event loop.
+    """
 
     model: str
+    ledger: Ledger
 
     async def generate(self, messages: list[dict[str, str]], *, max_tokens: int,
                        temperature: float = 0.0, logprobs: int | None = None,
                        stage: str = "", latent: int | None = None) -> LLMResponse: ...
 
+    async def aclose(self) -> None: ...
+
 
 @dataclass
 class Ledger:
-    """One row per request attempt (ok, retried or failed), drained into part files by stages."""
+    """One row per request attempt (ok, retried or failed).
+
+    Inside `writing_to(path)` every row is appended to that JSON-lines file the moment the attempt
+    ends (line-buffered: in the kernel before `record` returns), so a crash loses no finished
+    call; otherwise rows collect in memory for `drain`.
+    """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _sink: Any = None
 
     def record(self, *, call_id: str, stage: str, latent: int | None, model: str, attempt: int,
                status: str, error: str | None, prompt_tokens: int, completion_tokens: int,
                latency_s: float) -> None:
+        row = {"call_id": call_id, "stage": stage, "latent": latent, "model": model,
+               "attempt": attempt, "status": status, "error": error,
+               "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+               "latency_s": round(latency_s, 4), "created_at": time.time()}
         with self._lock:
-            self.rows.append({
-                "call_id": call_id, "stage": stage, "latent": latent, "model": model,
-                "attempt": attempt, "status": status, "error": error,
-                "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "latency_s": round(latency_s, 4), "created_at": time.time()})
+            if self._sink is not None:
+                self._sink.write(json.dumps(row) + "\n")
+            else:
+                self.rows.append(row)
 
     def drain(self) -> list[dict[str, Any]]:
         with self._lock:
             rows, self.rows = self.rows, []
         return rows
+
+    @contextlib.contextmanager
+    def writing_to(self, path: Path) -> Iterator[None]:
+        """Append every row recorded meanwhile to `path` (JSON lines)."""
+        with open(path, "a", buffering=1) as fh, self._lock_sink(fh):
+            yield
+
+    @contextlib.contextmanager
+    def _lock_sink(self, fh) -> Iterator[None]:
+        with self._lock:
+            previous, self._sink = self._sink, fh
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._sink = previous
+
+
+def read_ledger(paths: list[Path]) -> list[dict[str, Any]]:
+    """Rows of ledger files; a line torn by a crash mid-write is skipped."""
+    rows = []
+    for p in paths:
+        for line in Path(p).read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                row = json.loads(line)
+                if isinstance(row, dict) and set(row) == set(LEDGER_SCHEMA_FIELDS):
+                    rows.append(row)
+    return rows
 
 
 def new_call_id() -> str:

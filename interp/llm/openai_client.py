@@ -4,6 +4,15 @@ Bounded concurrency (a semaphore), an optional requests-per-second cap, a per-re
 retries with exponential backoff and full jitter on 429, 5xx, timeouts, dropped connections,
 malformed and empty responses; 4xx errors other than 429 fail at once. Every attempt goes into
 the ledger.
+
+What a final failure means decides whether it may ever be a result: an empty answer after every
+retry, or a 400/413/422 refusing this one request, is the model's (LLMError, recorded per latent);
+a server that is unreachable, times out, is overloaded, or answers 401/403/404 gave no answer
+(LLMUnavailable: the stage fails and a re-run asks again).
+
+The client is not bound to one event loop: its connection pool and semaphore are made in the
+loop that first uses them and again in a later loop (explain and score run one loop each), and
+`aclose` releases the running loop's.
 """
 from __future__ import annotations
 
@@ -11,34 +20,27 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
-
 import openai
 
 from interp.config import LLMConfig
-from interp.llm.base import Ledger, LLMError, LLMResponse, new_call_id
+from interp.llm.base import Ledger, LLMError, LLMResponse, LLMUnavailable, new_call_id
 
 log = logging.getLogger(__name__)
 
 
-# Optional process-wide gate, e.g. slots of a Prefect global concurrency limit shared by
-# concurrent flows; the library stays free of Prefect (the flow installs it). A client enters
-# gate(llm.concurrency) once, before its first request, and gets back how many requests it may
-# have in flight (<= what it asked); it leaves the gate in aclose. One reservation per client,
-# not per request: a per-request acquire cost two API round trips (measured ~0.25 s under load).
-RequestGate = Callable[[int], AbstractAsyncContextManager[int]]
-_request_gate: RequestGate | None = None
-
-
-def set_request_gate(gate: RequestGate | None) -> None:
-    """Install (or remove, with None) the gate that clients created from now on enter."""
-    global _request_gate
-    _request_gate = gate
-
-
 class Transient(Exception):
     """A failure worth retrying."""
+
+
+class EmptyAnswer(Transient):
+    """The server answered with no content: retried, and final if it persists (a model can
+    really answer nothing, and will again at temperature 0)."""
+
+# Status codes that mean the configuration is wrong (key, permissions, URL or model name):
+# no retry helps and no request can succeed, so the stage stops at once.
+CONFIG_ERRORS = {401: "the API key was refused (check llm.api_key_env)",
+                 403: "access denied (check llm.api_key_env and the server's permissions)",
+                 404: "not found (check llm.base_url and llm.model)"}
 
 
 class RateLimiter:
@@ -60,71 +62,55 @@ class RateLimiter:
             await asyncio.sleep(delay)
 
 
-def _classify(err: Exception) -> tuple[bool, str]:
-    """(retryable, short reason) of an exception raised by the openai client."""
+def _classify(err: Exception) -> tuple[str, str]:
+    """(kind, short reason) of an exception raised by a request; kind is 'retry' (worth another
+    attempt), 'config' (no request can succeed) or 'final' (this request cannot)."""
     if isinstance(err, Transient):
-        return True, str(err)
+        return "retry", str(err)
     if isinstance(err, openai.APITimeoutError):
-        return True, "timeout"
+        return "retry", "timeout"
     if isinstance(err, openai.APIConnectionError):
-        return True, f"connection: {err.__cause__ or err}"[:200]
+        return "retry", f"connection: {err.__cause__ or err}"[:200]
     if isinstance(err, openai.RateLimitError):
-        return True, "429 rate limited"
+        return "retry", "429 rate limited"
     if isinstance(err, openai.APIStatusError):
-        return err.status_code >= 500, f"{err.status_code}: {str(err)[:200]}"
+        code = err.status_code
+        if code in CONFIG_ERRORS:
+            return "config", f"{code}: {CONFIG_ERRORS[code]}: {str(err)[:160]}"
+        return ("retry" if code >= 500 else "final"), f"{code}: {str(err)[:200]}"
     if isinstance(err, (openai.APIResponseValidationError, ValueError, KeyError, TypeError)):
-        return True, f"malformed response: {str(err)[:200]}"
-    return False, f"{type(err).__name__}: {str(err)[:200]}"
+        return "retry", f"malformed response: {str(err)[:200]}"
+    return "final", f"{type(err).__name__}: {str(err)[:200]}"
 
 
 class OpenAICompatibleLLM:
-    """The LLM protocol over an OpenAI-compatible HTTP endpoint."""
+    """The LLM protocol over an OpenAI-compatible HTTP endpoint.
 
-    def __init__(self, cfg: LLMConfig, base_url: str, ledger: Ledger | None = None):
+    `width` is how many requests it keeps in flight (llm.concurrency, or the shared slots it got).
+    """
+
+    def __init__(self, cfg: LLMConfig, base_url: str, ledger: Ledger | None = None, *,
+                 width: int | None = None):
         self.cfg = cfg
         self.model = cfg.model
+        self.base_url = base_url
         self.ledger = ledger if ledger is not None else Ledger()
-        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=cfg.api_key(),
-                                          max_retries=0, timeout=cfg.timeout_s)
+        self.width = width or cfg.concurrency
+        self._api_key = cfg.api_key()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: openai.AsyncOpenAI | None = None
         self._sem: asyncio.Semaphore | None = None
         self._limiter: RateLimiter | None = None
-        self._ready: asyncio.Future | None = None
-        self._gate = _request_gate
-        self._holder: asyncio.Task | None = None
-        self._release: asyncio.Event | None = None
 
-    async def _ensure_loop_state(self) -> None:
-        # Created lazily: asyncio primitives bind to the running loop. One shared future, so
-        # concurrent first requests reserve the gate once.
-        if self._ready is None:
-            self._ready = asyncio.ensure_future(self._setup())
-        await self._ready
-
-    async def _setup(self) -> None:
-        width = self.cfg.concurrency
-        if self._gate is not None:
-            width = max(1, min(width, await self._reserve(self._gate, width)))
-        self._sem = asyncio.Semaphore(width)
-        self._limiter = RateLimiter(self.cfg.requests_per_second)
-
-    async def _reserve(self, gate: RequestGate, width: int) -> int:
-        """Enter the gate in a holder task that leaves it on aclose (anyio-based context
-        managers must be exited by the task that entered them)."""
-        granted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._release = asyncio.Event()
-
-        async def hold() -> None:
-            try:
-                async with gate(width) as n:
-                    granted.set_result(n)
-                    await self._release.wait()
-            except BaseException as err:
-                if not granted.done():
-                    granted.set_exception(err)
-                raise
-
-        self._holder = asyncio.create_task(hold())
-        return await granted
+    def _bind(self) -> None:
+        """Loop-bound state for the running loop (made again when the loop changes)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key,
+                                              max_retries=0, timeout=self.cfg.timeout_s)
+            self._sem = asyncio.Semaphore(self.width)
+            self._limiter = RateLimiter(self.cfg.requests_per_second)
 
     def _prefill(self, messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str, dict]:
         """Split off a trailing assistant turn that the answer should continue."""
@@ -147,10 +133,10 @@ class OpenAICompatibleLLM:
             model=self.model, messages=messages, max_tokens=max_tokens,
             temperature=temperature, **kwargs)
         if not r.choices or r.choices[0].message is None:
-            raise Transient("empty response: no choices")
+            raise EmptyAnswer("empty response: no choices")
         text = r.choices[0].message.content
         if not text or not text.strip():
-            raise Transient("empty response: no content")
+            raise EmptyAnswer("empty response: no content")
         if prefill and not text.lstrip().startswith(prefill.strip()):
             text = prefill + text  # some servers return only the continuation
         top = None
@@ -165,7 +151,7 @@ class OpenAICompatibleLLM:
 
     async def generate(self, messages, *, max_tokens, temperature=0.0, logprobs=None,
                        stage="", latent=None) -> LLMResponse:
-        await self._ensure_loop_state()
+        self._bind()
         call_id = new_call_id()
         attempts = self.cfg.max_retries + 1
         for attempt in range(1, attempts + 1):
@@ -175,15 +161,17 @@ class OpenAICompatibleLLM:
                 try:
                     r = await self._once(messages, max_tokens, temperature, logprobs)
                 except Exception as err:  # noqa: BLE001 - classified below, never swallowed
-                    retry, reason = _classify(err)
-                    latency = time.monotonic() - t0
-                    final = not retry or attempt == attempts
+                    kind, reason = _classify(err)
+                    final = kind != "retry" or attempt == attempts
                     self.ledger.record(call_id=call_id, stage=stage, latent=latent, model=self.model,
                                        attempt=attempt, status="error" if final else "retry",
                                        error=reason, prompt_tokens=0, completion_tokens=0,
-                                       latency_s=latency)
+                                       latency_s=time.monotonic() - t0)
                     if final:
-                        raise LLMError(reason, attempt) from err
+                        if kind == "final" or isinstance(err, EmptyAnswer):
+                            raise LLMError(reason, attempt) from err
+                        raise LLMUnavailable(reason, attempt, self.base_url,
+                                             fatal=kind == "config") from err
                     log.debug("retrying %s (attempt %d): %s", call_id, attempt, reason)
                 else:
                     latency = time.monotonic() - t0
@@ -198,8 +186,7 @@ class OpenAICompatibleLLM:
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
-        if self._holder is not None:
-            holder, self._holder = self._holder, None
-            self._release.set()
-            await holder
-        await self._client.close()
+        """Close the connection pool of the running loop (a later loop makes a new one)."""
+        if self._client is not None and self._loop is asyncio.get_running_loop():
+            client, self._client, self._loop = self._client, None, None
+            await client.close()
