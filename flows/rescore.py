@@ -1,7 +1,6 @@
 """Prefect flow `rescore`: label a new SAE, or re-explain / re-score with a changed config, on the
 activations of a previous run. Only stages whose artifact keys changed run; the rest are cache
-hits. Results are published beside the old ones (and latents of SAEs of the same hookpoint are
-matched by decoder cosine at publish time: the `latent_match_compare` view)."""
+hits. Results are published beside the old ones."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,10 +8,11 @@ from typing import Any
 
 from prefect import flow
 
-from flows.label import ScaleOut, finish, run_stages, start
-from interp import pipeline
+from flows.label import ScaleOut, builder, finish
+from interp.artifacts import ArtifactStore
 from interp.config import RunConfig
 from interp.rescore import find_run, rescore_config
+from interp.stages import run
 
 
 @flow(name="rescore", log_prints=True)
@@ -28,9 +28,6 @@ def rescore(home: str | None = None, from_run: str | None = None, changes: dict[
     root = Path(home) if home else RunConfig().home
     cfg, collect_key = rescore_config(root, find_run(root, from_run), changes, overrides,
                                       sae_path=Path(sae_path) if sae_path else None)
-    scale = scale or ScaleOut()
-    start(cfg, scale)
-    rec = pipeline.RunRecord()
-    rec.artifacts["collect"], rec.cached["collect"], rec.seconds["collect"] = collect_key, True, 0.0
-    run_stages(cfg, rec, pipeline.STAGES[1:], scale)
+    reuse = {"collect": ArtifactStore(cfg.home).require("collect", collect_key)}
+    rec = run(cfg, reuse=reuse, progress=True, builder=builder(cfg, scale or ScaleOut()))
     return finish(cfg, rec)

@@ -1,97 +1,68 @@
-"""Prefect plumbing shared by the flows: the global LLM request limit and the task runner.
+"""Prefect plumbing shared by the flows: the task runner, and an ephemeral API server that dies
+with the run.
 
-The LLM limit is one Prefect global concurrency limit (`interp-llm-requests`), so every flow run
-on the same Prefect server — two nightly runs and a rescore at once — shares one budget of
-requests in flight. It is created at flow start if missing (Prefect silently ignores limits that
-do not exist unless `strict=True`, which we always use). Each LLM client (one per stage or shard)
-reserves min(llm.concurrency, limit) slots before its first request, keeps at most that many
-requests in flight, and frees them when it closes (a crashed holder's lease expires), through the
-client's gate seam (`interp.llm.openai_client.set_request_gate`).
+LLM requests are bounded across runs by interp's crash-safe slots (interp/llm/slots.py, file
+locks the kernel frees when a holder dies), not by a Prefect global concurrency limit: in Prefect
+3.8.8 a killed run's slots of such a limit stay taken forever and wedge every later run.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import logging
-import threading
-from collections.abc import AsyncIterator, Iterator
+import os
+import signal
+import subprocess
+import types
+from collections.abc import Iterator
 from typing import Any, Literal
 
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.asyncio import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.task_runners import ThreadPoolTaskRunner
-
-from interp.llm.openai_client import set_request_gate
 
 log = logging.getLogger(__name__)
 
-LLM_LIMIT = "interp-llm-requests"
 TaskRunnerName = Literal["threads", "dask"]
-
-_gate_users = 0
-_gate_lock = threading.Lock()
+PR_SET_PDEATHSIG = 1
 
 
-def ensure_llm_limit(limit: int | None, default: int) -> int:
-    """Create the global LLM request limit if missing; set it when `limit` is given.
-
-    Returns the limit in force. An existing limit is left alone unless `limit` is explicit, so a
-    run with defaults never shrinks a budget another deployment configured.
-    """
-    with get_client(sync_client=True) as client:
-        if limit is not None:
-            client.upsert_global_concurrency_limit_by_name(LLM_LIMIT, limit)
-            return limit
-        try:
-            return client.read_global_concurrency_limit_by_name(LLM_LIMIT).limit
-        except ObjectNotFound:
-            pass
-        try:
-            client.create_global_concurrency_limit(
-                GlobalConcurrencyLimitCreate(name=LLM_LIMIT, limit=default))
-        except ObjectAlreadyExists:  # a concurrent flow created it first: use theirs
-            return client.read_global_concurrency_limit_by_name(LLM_LIMIT).limit
-        log.info("created global concurrency limit %s = %d", LLM_LIMIT, default)
-        return default
-
-
-def _read_limit() -> int:
-    with get_client(sync_client=True) as client:
-        try:
-            return client.read_global_concurrency_limit_by_name(LLM_LIMIT).limit
-        except ObjectNotFound:
-            raise RuntimeError(f"the global concurrency limit {LLM_LIMIT!r} does not exist on "
-                               f"this Prefect server; flows create it at start (ensure_llm_limit)") from None
-
-
-def _reserver(limit: int):
-    @contextlib.asynccontextmanager
-    async def reserve(wanted: int) -> AsyncIterator[int]:
-        slots = max(1, min(wanted, limit))  # never more than the limit: that would wait forever
-        async with concurrency(LLM_LIMIT, occupy=slots, strict=True):
-            yield slots
-    return reserve
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @contextlib.contextmanager
-def llm_gate() -> Iterator[None]:
-    """Make every LLM client created in this process while inside reserve global slots.
-
-    Reference-counted: tasks run in threads of one process and share the client module's gate.
-    """
-    global _gate_users
-    reserve = _reserver(_read_limit())
-    with _gate_lock:
-        _gate_users += 1
-        set_request_gate(reserve)
+def _popen_dies_with_parent(module: types.ModuleType) -> Iterator[None]:
+    """Within the block, `module`'s subprocess.Popen starts children that the kernel kills when
+    the calling thread's process dies (PR_SET_PDEATHSIG; Linux)."""
+    real = module.subprocess
+    shim = types.SimpleNamespace(**{k: getattr(subprocess, k) for k in dir(subprocess)
+                                    if not k.startswith("__")})
+    shim.Popen = functools.partial(subprocess.Popen, preexec_fn=_die_with_parent)
+    module.subprocess = shim
     try:
         yield
     finally:
-        with _gate_lock:
-            _gate_users -= 1
-            if _gate_users == 0:
-                set_request_gate(None)
+        module.subprocess = real
+
+
+def start_ephemeral_server() -> None:
+    """Start Prefect's ephemeral API server now, from the calling (main) thread, so that it dies
+    with this process even on kill -9 (Prefect's own start leaves it running, still listening).
+
+    No-op when PREFECT_API_URL points at a real server, or off Linux. Call it from the thread
+    that lives as long as the process: the kernel signals the child when that thread exits.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value() or not hasattr(os, "fork") or os.uname().sysname != "Linux":
+        return
+    from prefect.server.api import server
+
+    instance = server.SubprocessASGIServer()  # the singleton Prefect's clients use
+    if instance.running:
+        return
+    with _popen_dies_with_parent(server):
+        instance.start()
 
 
 def task_runner(kind: TaskRunnerName = "threads", *, max_workers: int | None = None,
@@ -110,7 +81,6 @@ def task_runner(kind: TaskRunnerName = "threads", *, max_workers: int | None = N
             raise ValueError("task_runner 'dask' needs prefect-dask: pip install 'interp[dask]'") from None
         if dask_address:
             return DaskTaskRunner(address=dask_address)
-        # Threads, not processes: workers share this process's Prefect client and LLM gate.
         return DaskTaskRunner(cluster_kwargs={"processes": False, "n_workers": 1,
                                               "threads_per_worker": max_workers or 2,
                                               "dashboard_address": None})

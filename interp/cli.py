@@ -34,6 +34,14 @@ def _prefect_env(home: Path) -> None:
         os.environ.setdefault(k, v)
 
 
+def _start_prefect(home: Path) -> None:
+    """Prefect offline and local, its ephemeral server tied to this process's life."""
+    _prefect_env(home)
+    from flows.runtime import start_ephemeral_server
+
+    start_ephemeral_server()
+
+
 def _fail(msg: str) -> None:
     typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -81,18 +89,16 @@ def run(
     t0 = time.time()
     try:
         if prefect:
-            _prefect_env(cfg.home)
             from flows.label import label
 
+            _start_prefect(cfg.home)
             result = label(cfg.model_dump(mode="json"))
         else:
-            from interp.pipeline import RunRecord, run_pipeline
-            from storage.catalog import load_run, publish
+            from interp.stages import run as run_stages
+            from storage.catalog import publish_run
 
-            rec: RunRecord = run_pipeline(cfg, progress=True)
-            publish(cfg.home, rec.artifacts, [load_run(cfg.home / "runs" / rec.run_id)])
-            result = {"run_id": rec.run_id, "artifacts": rec.artifacts, "seconds": rec.seconds,
-                      "cached": rec.cached}
+            rec = run_stages(cfg, progress=True)
+            result = {**rec.to_dict(), "published": publish_run(cfg.home, rec.run_id)}
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         _fail(str(err))
     _summary(cfg, result, time.time() - t0)
@@ -203,22 +209,19 @@ def rescore(
         cfg, collect_key = rescore_config(h, run_dir, changes, overrides, sae)  # fail fast
         t0 = time.time()
         if prefect:
-            _prefect_env(h)
             from flows.label import ScaleOut
             from flows.rescore import rescore as rescore_flow
 
+            _start_prefect(h)
             scale = ScaleOut(latent_shards=latent_shards, task_runner=task_runner,
                              dask_address=dask_address, llm_base_urls=llm_url)
             result = rescore_flow(home=str(h), from_run=run_dir.name, changes=changes,
                                   overrides=overrides, sae_path=str(sae) if sae else None, scale=scale)
         else:
-            from storage.catalog import load_run
-            from storage.catalog import publish as do_publish
+            from storage.catalog import publish_run
 
             rec = run_after_collect(cfg, collect_key, progress=True)
-            do_publish(h, rec.artifacts, [load_run(h / "runs" / rec.run_id)])
-            result = {"run_id": rec.run_id, "artifacts": rec.artifacts, "seconds": rec.seconds,
-                      "cached": rec.cached}
+            result = {**rec.to_dict(), "published": publish_run(h, rec.run_id)}
     except (ValueError, FileNotFoundError, RuntimeError, OSError, yaml.YAMLError) as err:
         _fail(str(err))
     _summary(cfg, result, time.time() - t0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,9 +22,9 @@ from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, stable_ha
 from interp.config import RunConfig
 from interp.examples import (Example, format_for_explainer, format_negatives, load_examples,
                              top_tokens, training_examples, training_negatives)
-from interp.llm import Ledger, LLMError, open_llm
+from interp.llm import LLM, LLMError
 from interp.prompts import Prompt, load_prompt
-from interp.resumable import merge_parts, pending, run_resumable
+from interp.resumable import drive, latent_stage, merge_parts
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def _settings(cfg: RunConfig, prompt: Prompt) -> dict:
     from string import Template
 
     used = {name for _, text in prompt.turns for name in Template(text).get_identifiers()}
-    drop = {"chunk_latents"} | ({"n_negatives"} if "negatives" not in used else set()) | \
+    drop = ({"n_negatives"} if "negatives" not in used else set()) | \
         ({"top_tokens"} if "top_tokens" not in used else set())
     return cfg.explain.model_dump(mode="json", exclude=drop)
 
@@ -136,22 +137,23 @@ def build_messages(prompt: Prompt, cfg: RunConfig, train: list[Example],
     return messages
 
 
-def make_work(cfg: RunConfig, key: str, examples: dict[int, list[Example]], llm):
+def make_work(cfg: RunConfig, key: str, llm):
+    """work(latent, examples) -> the latent's one explanation row."""
     prompt = load_prompt(cfg.explain.prompt)
     settings_hash = stable_hash(_settings(cfg, prompt))
 
-    async def work(latent: int) -> list[dict]:
+    async def work(latent: int, examples: list[Example]) -> list[dict]:
         eid = stable_hash({"explain": key, "latent": latent})
-        train = training_examples(examples[latent], cfg.explain.train_set, cfg.explain.n_examples)
+        train = training_examples(examples, cfg.explain.train_set, cfg.explain.n_examples)
         if len(train) < cfg.explain.min_examples:
             return [_row(eid, latent, cfg, prompt, settings_hash, len(train), status="skipped",
                          error=f"only {len(train)} activating examples")]
-        negatives = training_negatives(examples[latent], cfg.explain.n_negatives)
+        negatives = training_negatives(examples, cfg.explain.n_negatives)
         messages = build_messages(prompt, cfg, train, negatives)
         try:
             r = await llm.generate(messages, max_tokens=cfg.explain.max_tokens,
                                    temperature=cfg.explain.temperature, stage=STAGE, latent=latent)
-        except LLMError as err:
+        except LLMError as err:  # the server refused this request for good (e.g. too long)
             return [_row(eid, latent, cfg, prompt, settings_hash, len(train), status="llm_error",
                          error=err.reason, attempts=err.attempts)]
         text = parse_explanation(r.text)
@@ -163,27 +165,30 @@ def make_work(cfg: RunConfig, key: str, examples: dict[int, list[Example]], llm)
     return work
 
 
-def explain(cfg: RunConfig, mine_ref: ArtifactRef, *, progress: bool = False) -> ArtifactRef:
-    """Explain stage, resumable per chunk of latents."""
+def explain(cfg: RunConfig, mine_ref: ArtifactRef, *, llm: LLM | Callable[[], LLM] | None = None,
+            shard: tuple[int, int] | None = None, progress: bool = False) -> ArtifactRef | None:
+    """Explain stage, resumable per latent.
+
+    `llm` is the client the caller opened, or a function opening it (called only when a latent
+    is pending); None opens one here when needed.
+    `shard=(i, n)` explains only shard i's latents into the shared partial directory and returns
+    None; the unsharded call then finds them done and only merges.
+    """
     store = ArtifactStore(cfg.home)
     key = explain_key(cfg, mine_ref.key)
-    with store.lock(STAGE, key):
-        if (ref := store.get(STAGE, key)) is not None:
-            return ref
-        latents = select_latents(mine_ref.path, cfg)
-        manifest = {"mine": mine_ref.key, "sae": mine_ref.manifest()["sae"],
-                    "config": cfg.explain.model_dump(mode="json"), "llm": cfg.llm.identity(),
-                    "prompt_hash": load_prompt(cfg.explain.prompt).sha, "latents": latents}
-        with store.build(STAGE, key, manifest, resumable=True) as tmp:
-            if pending(latents, cfg.explain.chunk_latents, tmp):
-                examples = load_examples(mine_ref.path, latents)
-                ledger = Ledger()
-                with open_llm(cfg.llm, ledger) as llm:
-                    work = make_work(cfg, key, examples, llm)
-                    manifest["progress"] = run_resumable(latents, cfg.explain.chunk_latents, tmp, work,
-                                                         SCHEMA, ledger, desc="explain", progress=progress,
-                                                         close=llm.aclose)
-            table = merge_parts(tmp, SCHEMA, "explanations.parquet", ("latent",))
-            statuses = table.column("status").to_pylist()
-            manifest["status_counts"] = {s: statuses.count(s) for s in sorted(set(statuses))}
-        return store.require(STAGE, key)
+    latents = select_latents(mine_ref.path, cfg)
+
+    def run(partial: Path, part: tuple[int, int] | None) -> dict[str, int]:
+        return drive(cfg, latents, lambda client: make_work(cfg, key, client),
+                     lambda block: load_examples(mine_ref.path, block), partial=partial,
+                     schema=SCHEMA, desc=STAGE if part is None else f"{STAGE} {part[0]}/{part[1]}",
+                     llm=llm, shard=part, progress=progress)
+
+    def finish(tmp: Path) -> dict:
+        table = merge_parts(tmp, SCHEMA, "explanations.parquet", ("latent",))
+        statuses = table.column("status").to_pylist()
+        return {"mine": mine_ref.key, "sae": mine_ref.manifest()["sae"],
+                "config": cfg.explain.model_dump(mode="json"), "llm": cfg.llm.identity(),
+                "prompt_hash": load_prompt(cfg.explain.prompt).sha, "latents": latents,
+                "status_counts": {s: statuses.count(s) for s in sorted(set(statuses))}}
+    return latent_stage(store, STAGE, key, {"mine": mine_ref.key}, run, finish, shard)

@@ -22,7 +22,7 @@ from interp.artifacts import ArtifactStore
 from interp.config import ConfigError, RunConfig, build_config
 
 if TYPE_CHECKING:
-    from interp.pipeline import RunRecord
+    from interp.stages import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +80,10 @@ def rescore_config(home: Path, run_dir: Path, changes: dict[str, Any] | None = N
 
 def run_after_collect(cfg: RunConfig, collect_key: str, *, progress: bool = False) -> RunRecord:
     """Train (or import), mine, explain and score on an existing collect artifact, Prefect-free."""
-    from interp import pipeline  # heavy (model loading code); publish only needs decoder_matches
-    from interp.explain import explain
-    from interp.mining import mine
-    from interp.scoring import score
+    from interp import stages
 
-    store = ArtifactStore(cfg.home)
-    rec = pipeline.RunRecord()
-    c = store.require("collect", collect_key)
-    rec.artifacts["collect"], rec.cached["collect"], rec.seconds["collect"] = c.key, True, 0.0
-    t = rec.timed("train", cfg, lambda: pipeline.train_stage(cfg, c, progress=progress))
-    m = rec.timed("mine", cfg, lambda: mine(cfg, c, t))
-    e = rec.timed("explain", cfg, lambda: explain(cfg, m, progress=progress))
-    rec.timed("score", cfg, lambda: score(cfg, e, m, progress=progress))
-    pipeline.save_run(cfg, rec)
-    return rec
+    ref = ArtifactStore(cfg.home).require("collect", collect_key)
+    return stages.run(cfg, reuse={"collect": ref}, progress=progress)
 
 
 def best_matches(w_a: np.ndarray, w_b: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:

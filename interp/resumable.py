@@ -1,26 +1,41 @@
-"""Per-latent resumable work: latents in fixed chunks, one atomic part file per finished chunk.
+"""Per-latent resumable LLM work, streamed: every latent's requests in flight as soon as a slot is
+free, results committed to part files as latents finish, a crash losing only the last seconds.
 
-A crash (even SIGKILL) loses at most the chunk in flight; a re-run reads the finished parts, skips
-their chunks and continues. Chunks are a pure function of the latent list, so a chunk is written
-at most once and the merged result has exactly one row set per latent.
+A stage hands `run_latents` its latent list, a loader of examples for a block of latents and a
+`work(latent, examples) -> rows` coroutine. Latents already present in a part file of the
+stage's partial directory are skipped, so a re-run (after a crash, an outage, or in another shard)
+continues where the last one stopped and asks the LLM only about missing latents. There is no
+barrier between latents: up to `inflight` latents run at once (their own requests one after
+another, which keeps a latent's shared prompt prefix hot in the server's cache), and examples are
+loaded a block at a time just ahead of use, so memory is O(latents in flight), not O(latents).
+
+A latent whose requests got no answer (LLMUnavailable: unreachable server, timeouts, 401/403) is
+never written: the run stops early when the server looks down, keeps what finished, and raises
+StageIncomplete naming the server, so nothing missing is ever cached as a result.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from interp.artifacts import read_parts, write_parquet_atomic
-from interp.llm.base import LEDGER_SCHEMA_FIELDS, Ledger
+from interp.artifacts import write_parquet_atomic
+from interp.llm.base import LEDGER_SCHEMA_FIELDS, Ledger, LLMUnavailable, read_ledger
 
 log = logging.getLogger(__name__)
 
-Work = Callable[[int], Awaitable[list[dict[str, Any]]]]
+Work = Callable[[int, Any], Awaitable[list[dict[str, Any]]]]
+Loader = Callable[[list[int]], dict[int, Any]]
 
 LEDGER_SCHEMA = pa.schema([
     ("call_id", pa.string()), ("stage", pa.string()), ("latent", pa.int64()), ("model", pa.string()),
@@ -29,72 +44,214 @@ LEDGER_SCHEMA = pa.schema([
     ("created_at", pa.float64())])
 assert tuple(LEDGER_SCHEMA.names) == LEDGER_SCHEMA_FIELDS
 
-
-def chunks(latents: list[int], size: int) -> list[list[int]]:
-    return [latents[i:i + size] for i in range(0, len(latents), size)]
-
-
-def done_chunks(partial: Path) -> set[int]:
-    return {int(p.stem.split("-")[1]) for p in partial.glob("part-*.parquet")}
+FLUSH_S = 2.0          # a crash loses at most this much finished work
+FLUSH_LATENTS = 256    # ... or this many latents, whichever comes first
+DOWN_AFTER = 3         # consecutive latents without an answer before the server counts as down
 
 
-def pending(latents: list[int], chunk_size: int, partial: Path) -> bool:
-    """Whether any chunk still has to run (so an LLM server is needed at all)."""
-    return len(done_chunks(partial)) < len(chunks(latents, chunk_size))
+class StageIncomplete(RuntimeError):
+    """Some latents got no answer from the LLM; what finished is kept for the next run."""
 
 
-async def _run_chunks(todo: list[tuple[int, list[int]]], work: Work, schema: pa.Schema,
-                      ledger: Ledger, partial: Path, bar: tqdm, close) -> None:
+def done_latents(partial: Path) -> set[int]:
+    """Latents that have rows in a finished part file of `partial`."""
+    done: set[int] = set()
+    for f in partial.glob("part-*.parquet"):
+        done.update(pq.read_table(f, columns=["latent"]).column("latent").to_pylist())
+    return done
+
+
+def shard_of(latents: list[int], shard: tuple[int, int] | None) -> list[int]:
+    """Shard i of n takes every n-th latent of the stage's list (all of them when None)."""
+    if shard is None:
+        return list(latents)
+    i, n = shard
+    if not 0 <= i < n:
+        raise ValueError(f"shard {i} of {n} does not exist")
+    return latents[i::n]
+
+
+def pending(latents: list[int], partial: Path, shard: tuple[int, int] | None = None) -> list[int]:
+    done = done_latents(partial) if partial.is_dir() else set()
+    return [l for l in shard_of(latents, shard) if l not in done]
+
+
+@dataclass
+class _Run:
+    """Mutable state of one run_latents call (single event loop: no locks needed)."""
+
+    partial: Path
+    schema: pa.Schema
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    n_rows_latents: int = 0
+    last_flush: float = field(default_factory=time.monotonic)
+    failed: dict[int, LLMUnavailable] = field(default_factory=dict)
+    consecutive: int = 0
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    computed: int = 0
+    error: BaseException | None = None  # a bug in `work`: stop, keep what finished, re-raise
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+        self.n_rows_latents += 1
+        self.computed += 1
+        self.consecutive = 0
+        if self.n_rows_latents >= FLUSH_LATENTS or time.monotonic() - self.last_flush >= FLUSH_S:
+            self.flush()
+
+    def fail(self, latent: int, err: LLMUnavailable) -> None:
+        self.failed[latent] = err
+        self.consecutive += 1
+        if err.fatal or self.consecutive >= DOWN_AFTER:
+            self.stop.set()
+
+    def flush(self) -> None:
+        if self.rows:
+            table = pa.Table.from_pylist(self.rows, schema=self.schema)
+            write_parquet_atomic(table, self.partial / f"part-{uuid.uuid4().hex[:12]}.parquet")
+        self.rows, self.n_rows_latents, self.last_flush = [], 0, time.monotonic()
+
+
+async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, inflight: int,
+                   bar: tqdm) -> None:
+    sem = asyncio.Semaphore(inflight)
+    tasks: set[asyncio.Task] = set()
+
+    async def one(latent: int, examples: Any) -> None:
+        try:
+            run.add(await work(latent, examples))
+        except LLMUnavailable as err:
+            run.fail(latent, err)
+        except Exception as err:  # noqa: BLE001 - re-raised by run_latents after the others end
+            run.error = run.error or err
+            run.stop.set()
+        finally:
+            sem.release()
+            bar.update(1)
+
+    async def flush_periodically() -> None:  # finished latents never wait on slow ones
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            if time.monotonic() - run.last_flush >= FLUSH_S:
+                run.flush()
+
+    flusher = asyncio.create_task(flush_periodically())
+    block = max(64, inflight)
     try:
-        await _chunks_loop(todo, work, schema, ledger, partial, bar)
+        for b in range(0, len(todo), block):
+            if run.stop.is_set():
+                break
+            examples = await asyncio.to_thread(load, todo[b:b + block])
+            for latent in todo[b:b + block]:
+                await sem.acquire()
+                if run.stop.is_set():
+                    sem.release()
+                    break
+                t = asyncio.create_task(one(latent, examples.pop(latent, [])))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     finally:
+        flusher.cancel()
+        run.flush()  # keep every finished latent, whatever happened to the rest
+
+
+async def run_latents(latents: list[int], work: Work, load: Loader, *, partial: Path,
+                      schema: pa.Schema, ledger: Ledger, inflight: int, desc: str,
+                      shard: tuple[int, int] | None = None, progress: bool = False,
+                      close: Callable[[], Awaitable[None]] | None = None) -> dict[str, int]:
+    """Run `work` for every latent (of `shard`) without rows in `partial`; returns counts.
+
+    Ledger rows go to a calls-*.jsonl file of `partial` as each request ends. `close` (the LLM
+    client's aclose) runs in this loop at the end. Raises StageIncomplete when latents got no
+    answer, after writing everything that did.
+    """
+    mine = shard_of(latents, shard)
+    todo = pending(latents, partial, shard)
+    resumed = len(mine) - len(todo)
+    if resumed:
+        log.info("%s: resuming, %d of %d latents already done", desc, resumed, len(mine))
+    run = _Run(partial, schema)
+    bar = tqdm(total=len(mine), initial=resumed, desc=desc, unit="latent", disable=not progress)
+    try:
+        with ledger.writing_to(partial / f"calls-{uuid.uuid4().hex[:12]}.jsonl"):
+            await _produce(todo, load, work, run, inflight, bar)
+    finally:
+        bar.close()
         if close is not None:
             await close()
-
-
-async def _chunks_loop(todo, work, schema, ledger, partial, bar) -> None:
-    for idx, chunk in todo:
-        results = await asyncio.gather(*(work(l) for l in chunk))
-        rows = [r for rs in results for r in rs]
-        # Ledger first: a crash between the two files re-runs the chunk but never loses its calls.
-        write_parquet_atomic(pa.Table.from_pylist(ledger.drain(), schema=LEDGER_SCHEMA),
-                             partial / f"calls-{idx:05d}.parquet")
-        write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema), partial / f"part-{idx:05d}.parquet")
-        bar.update(len(chunk))
-
-
-def run_resumable(latents: list[int], chunk_size: int, partial: Path, work: Work,
-                  schema: pa.Schema, ledger: Ledger, *, desc: str,
-                  progress: bool = False, close: Callable[[], Awaitable[None]] | None = None,
-                  shard: tuple[int, int] | None = None) -> dict[str, int]:
-    """Run `work` for every latent not yet in a part file of `partial`; returns counts.
-
-    `close` (e.g. the LLM client's aclose) runs inside the event loop when the work is done.
-    `shard=(i, n)` runs only chunks whose index is i mod n: n workers sharing `partial` (a shared
-    filesystem) then write disjoint part files, and a final unsharded call merges them.
-    """
-    all_chunks = chunks(latents, chunk_size)
-    finished = done_chunks(partial)
-    if shard is not None:
-        finished |= {i for i in range(len(all_chunks)) if i % shard[1] != shard[0]}
-    todo = [(i, c) for i, c in enumerate(all_chunks) if i not in finished]
-    skipped = sum(len(c) for i, c in enumerate(all_chunks) if i in finished)
-    if skipped:
-        log.info("%s: resuming, %d latents already done", desc, skipped)
-    if todo:
-        bar = tqdm(total=len(latents), initial=skipped, desc=desc, unit="latent", disable=not progress)
-        asyncio.run(_run_chunks(todo, work, schema, ledger, partial, bar, close))
-        bar.close()
-    return {"latents": len(latents), "resumed": skipped, "computed": len(latents) - skipped}
+    if run.error is not None:
+        raise run.error
+    if run.failed:
+        err = next(iter(run.failed.values()))
+        missing = len(todo) - run.computed
+        raise StageIncomplete(
+            f"{desc}: {missing} of {len(mine)} latents got no answer from the LLM server "
+            f"{err.server or ''} ({err.reason}); {resumed + run.computed} are kept. Fix the server "
+            f"or the config and run again: only the missing latents are asked again.")
+    return {"latents": len(mine), "resumed": resumed, "computed": run.computed}
 
 
 def merge_parts(partial: Path, schema: pa.Schema, out_name: str, key_cols: tuple[str, ...]) -> pa.Table:
-    """Merge part files into one table, checking that no key repeats; write it and calls.parquet."""
-    table = read_parts(partial, "part-*.parquet") or schema.empty_table()
+    """Merge part files into one table sorted by `key_cols` (no key may repeat); write it and
+    llm_calls.parquet from the ledger files."""
+    files = sorted(partial.glob("part-*.parquet"))
+    table = (pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+             if files else schema.empty_table())
     keys = list(zip(*(table.column(c).to_pylist() for c in key_cols)))
     if len(keys) != len(set(keys)):
         raise RuntimeError(f"duplicate rows for {key_cols} in {partial}: refusing to publish")
+    table = table.sort_by([(c, "ascending") for c in key_cols])
     write_parquet_atomic(table, partial / out_name)
-    calls = read_parts(partial, "calls-*.parquet") or LEDGER_SCHEMA.empty_table()
-    write_parquet_atomic(calls, partial / "llm_calls.parquet")
+    calls = read_ledger(sorted(partial.glob("calls-*.jsonl")))
+    calls.sort(key=lambda r: (r["created_at"], r["call_id"], r["attempt"]))
+    write_parquet_atomic(pa.Table.from_pylist(calls, schema=LEDGER_SCHEMA), partial / "llm_calls.parquet")
     return table
+
+
+def drive(cfg, latents: list[int], make_work: Callable[[Any], Work], load: Loader, *,
+          partial: Path, schema: pa.Schema, desc: str, llm=None,
+          shard: tuple[int, int] | None = None, progress: bool = False) -> dict[str, int]:
+    """Run an LLM stage's pending latents (of `shard`) into `partial` with `llm`: a client, a
+    function that opens one (called only if there is work), or None to open one here."""
+    if not pending(latents, partial, shard):
+        n = len(shard_of(latents, shard))
+        return {"latents": n, "resumed": n, "computed": 0}
+    from interp.llm import open_llm
+
+    with contextlib.ExitStack() as stack:
+        if llm is None:
+            llm = stack.enter_context(open_llm(cfg.llm, home=cfg.home))
+        elif not hasattr(llm, "generate"):
+            llm = llm()
+        return asyncio.run(run_latents(
+            latents, make_work(llm), load, partial=partial, schema=schema, ledger=llm.ledger,
+            inflight=2 * cfg.llm.concurrency, desc=desc, shard=shard, progress=progress,
+            close=llm.aclose))
+
+
+def latent_stage(store, stage: str, key: str, inputs: dict[str, str],
+                 run: Callable[[Path, tuple[int, int] | None], dict[str, int]],
+                 finish: Callable[[Path], dict[str, Any]], shard: tuple[int, int] | None = None):
+    """The one skeleton of explain and score, sharded or not.
+
+    With `shard=(i, n)`, runs that shard's latents into the stage's partial directory (shards on
+    other workers share it through the filesystem) and returns None. Without, builds the artifact
+    once: runs whatever is still pending (nothing, after all shards ran), then `finish` merges the
+    parts and returns the manifest.
+    """
+    if shard is not None:
+        if store.get(stage, key) is None:
+            with store.lock(stage, f"{key}.shard-{shard[0]}-of-{shard[1]}"):
+                run(store.partial_dir(stage, key), shard)
+        return None
+
+    def fill(tmp: Path) -> dict[str, Any]:
+        progress = run(tmp, None)
+        return {**finish(tmp), "progress": progress}
+    return store.build_once(stage, key, fill, inputs=inputs, resumable=True)

@@ -229,3 +229,9 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     cfg_file = run_dir / "config.yaml"
     run["config_yaml"] = cfg_file.read_text() if cfg_file.is_file() else None
     return run
+
+
+def publish_run(home: Path, run_id: str) -> list[str]:
+    """Publish one saved run (its record under <home>/runs/<run_id>/)."""
+    run = load_run(Path(home) / "runs" / run_id)
+    return publish(home, run["artifacts"], [run])

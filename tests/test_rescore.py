@@ -149,13 +149,9 @@ class _InFlight:
 
 
 @pytest.mark.parametrize("runner", ["threads", "dask"])
-def test_rescore_flow_shards_under_a_strict_global_llm_limit(tmp_path, collected, prefect_server,
-                                                             runner):
-    from prefect.client.orchestration import get_client
-
+def test_rescore_flow_shards_under_a_shared_llm_limit(tmp_path, collected, prefect_server, runner):
     from flows.label import ScaleOut
     from flows.rescore import rescore
-    from flows.runtime import LLM_LIMIT
     from tests.fakeserver import FakeLLMServer
 
     if runner == "dask":
@@ -163,15 +159,14 @@ def test_rescore_flow_shards_under_a_strict_global_llm_limit(tmp_path, collected
     gauge = _InFlight()
     with FakeLLMServer(gauge) as srv:
         home = tmp_path
-        # 4 latents in chunks of 2: each shard has work, and few requests wait on the limit.
-        cfg = tiny_config(home, srv.base_url, explain={"n_latents": 4, "chunk_latents": 2},
-                          score={"chunk_latents": 2})
+        cfg = tiny_config(home, srv.base_url, explain={"n_latents": 4})
         base = run_after_collect(cfg, collected.key)
         _publish(home, base)
         n0, gauge.peak = len(srv.requests), 0  # the base run had no gate
-        # Two shards x llm.concurrency 4 could hold 8 requests; the global limit of 1 must win.
-        out = rescore(home=str(home), overrides={"explain.max_tokens": 41, "score.seed": 7},
-                      scale=ScaleOut(latent_shards=2, task_runner=runner, llm_request_limit=1))
+        # Two shards x llm.concurrency 4 could hold 8 requests; the shared limit of 1 must win.
+        out = rescore(home=str(home), overrides={"explain.max_tokens": 41, "score.seed": 7,
+                                                 "llm.shared_limit": 1},
+                      scale=ScaleOut(latent_shards=2, task_runner=runner))
         n_requests = len(srv.requests) - n0
     assert {s for s, c in out["cached"].items() if not c} == {"explain", "score"}
     assert gauge.peak == 1
@@ -184,8 +179,6 @@ def test_rescore_flow_shards_under_a_strict_global_llm_limit(tmp_path, collected
                          / "scores.parquet").to_pylist()
     assert len({(r["latent"], r["scorer"]) for r in rows}) == len(rows) == 2 * 4
     assert n_requests == 4 + 2 * 4  # one explanation and two batched scorer requests per latent
-    with get_client(sync_client=True) as client:
-        assert client.read_global_concurrency_limit_by_name(LLM_LIMIT).limit == 1
 
 
 def test_interp_rescore_cli(tmp_path, collected, fake_llm):

@@ -56,7 +56,6 @@ rec = run_after_collect(cfg, "c0ffee")
 print(json.dumps(rec.cached))
 """
 
-CHUNK = 4          # tiny_config: explain/score chunk_latents
 N_LATENTS = 16     # tiny_config: 2 x d=8, all explained
 SCORE_PER_LATENT = 2  # detection + fuzzing, one batched request each (batch_size 4 = 2 + 2 windows)
 
@@ -102,6 +101,12 @@ def _wait(cond, proc, what: str, timeout: float = 180.0) -> None:
         time.sleep(0.05)
 
 
+def _done(home: Path, stage: str) -> set[int]:
+    """Latents in the part files of the stage's partial directory."""
+    return {l for f in (home / "artifacts" / stage).glob("*.partial/part-*.parquet")
+            for l in pq.read_table(f, columns=["latent"]).column("latent").to_pylist()}
+
+
 def _finished(home: Path, stage: str) -> list[Path]:
     return [p.parent for p in (home / "artifacts" / stage).glob("*/manifest.json")]
 
@@ -109,18 +114,20 @@ def _finished(home: Path, stage: str) -> list[Path]:
 @pytest.mark.parametrize("stage", ["train", "mine", "explain", "score"])
 def test_sigkill_mid_stage_then_rerun(tmp_path, stage):
     make_shards(tmp_path / "artifacts" / "collect" / "c0ffee", n_seq=40, seq_len=17, d=8)
-    after = CHUNK if stage == "explain" else CHUNK * SCORE_PER_LATENT
+    after = 4 if stage == "explain" else N_LATENTS  # requests answered before the gate blocks
     gate = Gate(stage if stage in ("explain", "score") else None, after)
     with FakeLLMServer(gate) as srv:
         proc = _child(tmp_path, srv.base_url, stage)
         if stage in ("train", "mine"):
             _wait(lambda: (tmp_path / "parked").exists(), proc, f"{stage} to park")
-        else:  # the first chunk's part file is written and the next chunk's requests are in flight
-            _wait(lambda: list((tmp_path / "artifacts" / stage).glob("*.partial/part-00000.parquet"))
-                  and gate.blocked > 0, proc, f"{stage} part 0 and a blocked request")
+        else:  # some latents are committed to a part file and later requests are in flight
+            _wait(lambda: _done(tmp_path, stage) and gate.blocked > 0, proc,
+                  f"{stage}: a committed latent and a blocked request")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
+        done = len(_done(tmp_path, stage)) if stage in ("explain", "score") else 0
         assert _finished(tmp_path, stage) == []  # killed mid-stage: no artifact yet
+        blocked = gate.blocked  # requests the killed child never got an answer to
         gate.release.set()
         gate.hold, before = None, dict(gate.counts)
 
@@ -140,7 +147,10 @@ def test_sigkill_mid_stage_then_rerun(tmp_path, stage):
     assert len(keys) == len(set(keys)) == SCORE_PER_LATENT * N_LATENTS
     if stage == "train":
         assert "resuming from step 5" in err
-    if stage == "explain":  # finished latents (chunk 0) are not asked again
-        assert new == {"explain": N_LATENTS - CHUNK, "score": SCORE_PER_LATENT * N_LATENTS}
+    if stage in ("explain", "score"):  # the killed child's answered calls are in the ledger too
+        calls = pq.read_table(_finished(tmp_path, stage)[0] / "llm_calls.parquet").to_pylist()
+        assert sum(c["status"] == "ok" for c in calls) == gate.counts[stage] - blocked
+    if stage == "explain":  # committed latents are not asked again, the others exactly once
+        assert new == {"explain": N_LATENTS - done, "score": SCORE_PER_LATENT * N_LATENTS}
     if stage == "score":
-        assert new == {"explain": 0, "score": SCORE_PER_LATENT * (N_LATENTS - CHUNK)}
+        assert new == {"explain": 0, "score": SCORE_PER_LATENT * (N_LATENTS - done)}

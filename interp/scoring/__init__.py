@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -10,10 +11,10 @@ import pyarrow.parquet as pq
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, stable_hash
 from interp.config import RunConfig
 from interp.examples import load_examples
-from interp.llm import Ledger, open_llm
+from interp.llm import LLMUnavailable
 from interp.models import model_identity
 from interp.prompts import load_prompt
-from interp.resumable import merge_parts, pending, run_resumable
+from interp.resumable import drive, latent_stage, merge_parts
 from interp.scoring.base import Outcome, Resources, ScoreContext
 from interp.scoring.metrics import classification_metrics
 from interp.scoring.registry import SCORERS
@@ -39,7 +40,7 @@ SCHEMA = pa.schema([
 def _settings(cfg: RunConfig) -> dict:
     """Score settings that can change results: a disabled scorer's fields (`<name>_*`,
     `prompt_<name>`) are left out, so tuning one scorer never invalidates the others' runs."""
-    settings = cfg.score.model_dump(mode="json", exclude={"chunk_latents", "embedding_device"})
+    settings = cfg.score.model_dump(mode="json", exclude={"embedding_device"})
     off = [s for s in SCORERS if s not in cfg.score.scorers]
     return {k: v for k, v in settings.items()
             if not any(k.startswith(f"{s}_") or k == f"prompt_{s}" for s in off)}
@@ -70,18 +71,19 @@ def _row(exp: dict, latent: int, scorer: str, out: Outcome, settings_hash: str) 
             "predictions": [p.row() for p in out.predictions], "created_at": time.time()}
 
 
-def make_work(cfg: RunConfig, explanations: dict[int, dict], examples, llm,
-              resources: Resources | None = None):
-    """work(latent) -> one score row per configured scorer (see interp.scoring.registry)."""
+def make_work(cfg: RunConfig, explanations: dict[int, dict], llm, resources: Resources | None = None):
+    """work(latent, examples) -> one score row per configured scorer (interp.scoring.registry)."""
     settings_hash = stable_hash(_settings(cfg))
     ctx = ScoreContext(cfg, llm, resources or Resources(cfg))
 
-    async def work(latent: int) -> list[dict]:
+    async def work(latent: int, examples) -> list[dict]:
         exp = explanations[latent]
         rows = []
         for name in cfg.score.scorers:
             try:
-                out = await SCORERS[name].run(ctx, latent, exp["text"], examples[latent])
+                out = await SCORERS[name].run(ctx, latent, exp["text"], examples)
+            except LLMUnavailable:
+                raise  # no answer is not a score: the latent stays pending for the next run
             except Exception as err:  # noqa: BLE001 - one bad latent must not stop the stage
                 log.exception("scorer %s failed on latent %d", name, latent)
                 out = Outcome([], classification_metrics([], []), name)
@@ -93,30 +95,30 @@ def make_work(cfg: RunConfig, explanations: dict[int, dict], examples, llm,
     return work
 
 
-def score(cfg: RunConfig, explain_ref: ArtifactRef, mine_ref: ArtifactRef, *,
-          progress: bool = False) -> ArtifactRef:
-    """Score stage, resumable per chunk of latents. Only explanations with status 'ok' are scored."""
+def score(cfg: RunConfig, explain_ref: ArtifactRef, mine_ref: ArtifactRef, *, llm=None,
+          shard: tuple[int, int] | None = None, progress: bool = False) -> ArtifactRef | None:
+    """Score stage, resumable per latent. Only explanations with status 'ok' are scored.
+
+    `llm` and `shard` as for interp.explain.explain.
+    """
     store = ArtifactStore(cfg.home)
     key = score_key(cfg, explain_ref.key, mine_ref.key)
-    with store.lock(STAGE, key):
-        if (ref := store.get(STAGE, key)) is not None:
-            return ref
-        table = pq.read_table(explain_ref.path / "explanations.parquet")
-        explanations = {r["latent"]: r for r in table.to_pylist() if r["status"] == "ok"}
-        latents = sorted(explanations)
-        manifest = {"explain": explain_ref.key, "mine": mine_ref.key, "sae": mine_ref.manifest()["sae"],
-                    "config": _settings(cfg), "llm": cfg.llm.identity(), "latents": latents}
-        with store.build(STAGE, key, manifest, resumable=True) as tmp:
-            if pending(latents, cfg.score.chunk_latents, tmp):
-                examples = load_examples(mine_ref.path, latents)
-                ledger = Ledger()
-                with open_llm(cfg.llm, ledger) as llm:
-                    manifest["progress"] = run_resumable(
-                        latents, cfg.score.chunk_latents, tmp,
-                        make_work(cfg, explanations, examples, llm, Resources(cfg, mine_ref.path)),
-                        SCHEMA, ledger,
-                        desc="score", progress=progress, close=llm.aclose)
-            scores = merge_parts(tmp, SCHEMA, "scores.parquet", ("latent", "scorer"))
-            st = scores.column("status").to_pylist()
-            manifest["status_counts"] = {s: st.count(s) for s in sorted(set(st))}
-        return store.require(STAGE, key)
+    table = pq.read_table(explain_ref.path / "explanations.parquet")
+    explanations = {r["latent"]: r for r in table.to_pylist() if r["status"] == "ok"}
+    latents = sorted(explanations)
+    resources = Resources(cfg, mine_ref.path)
+
+    def run(partial: Path, part: tuple[int, int] | None) -> dict[str, int]:
+        return drive(cfg, latents, lambda client: make_work(cfg, explanations, client, resources),
+                     lambda block: load_examples(mine_ref.path, block), partial=partial,
+                     schema=SCHEMA, desc=STAGE if part is None else f"{STAGE} {part[0]}/{part[1]}",
+                     llm=llm, shard=part, progress=progress)
+
+    def finish(tmp: Path) -> dict:
+        scores = merge_parts(tmp, SCHEMA, "scores.parquet", ("latent", "scorer"))
+        st = scores.column("status").to_pylist()
+        return {"explain": explain_ref.key, "mine": mine_ref.key, "sae": mine_ref.manifest()["sae"],
+                "config": _settings(cfg), "llm": cfg.llm.identity(), "latents": latents,
+                "status_counts": {s: st.count(s) for s in sorted(set(st))}}
+    return latent_stage(store, STAGE, key, {"explain": explain_ref.key, "mine": mine_ref.key},
+                        run, finish, shard)

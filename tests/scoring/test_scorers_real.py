@@ -10,7 +10,7 @@ import duckdb
 import torch
 
 from interp.config import build_config
-from interp.pipeline import run_pipeline
+from interp.stages import run
 from interp.scoring.base import Resources
 from interp.scoring.intervention import steering_hook
 from interp.scoring.registry import SCORERS
@@ -34,7 +34,7 @@ def _cfg(tmp_path, model_cache):
 def test_all_six_scorers_reach_the_catalogue(tmp_path, model_cache):
     cfg = _cfg(tmp_path, model_cache)
     t0 = time.time()
-    rec = run_pipeline(cfg)
+    rec = run(cfg)
     print(f"pipeline {time.time() - t0:.1f}s; per stage {rec.seconds}")
     publish(tmp_path, rec.artifacts, [load_run(tmp_path / "runs" / rec.run_id)])
     con = duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True)
