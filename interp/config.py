@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,6 +17,7 @@ EMBEDDED = "embedded"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset()  # fields that cannot change a result
 
 
 class ModelConfig(_Strict):
@@ -213,8 +214,65 @@ class ExplainConfig(_Strict):
     min_examples: int = Field(3, gt=0, description="Skip latents with fewer activating windows.")
 
 
+class DetectionConfig(_Strict):
+    """Detection: the judge says whether each held-out window fits the explanation."""
+
+    prompt: str = Field("score_detection", description="Template ('<prompt>_batch' when "
+                        "score.batch_size > 1).")
+
+
+class FuzzingConfig(_Strict):
+    """Fuzzing: the judge says whether a window's marked tokens fit the explanation."""
+
+    prompt: str = Field("score_fuzzing", description="Template ('<prompt>_batch' when "
+                        "score.batch_size > 1).")
+
+
+class EmbeddingScorerConfig(_Strict):
+    """Embedding: MiniLM similarity of the explanation and each window (no LLM)."""
+
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device"})
+    device: str | None = Field(None, description="Device of the MiniLM embedder; None = "
+                               "model.device.")
+
+
+class SurprisalConfig(_Strict):
+    """Surprisal: how much the explanation, as a prefix, lowers the subject model's loss."""
+
+    prompt: str = Field("score_surprisal", description="Prefix template ($explanation); its "
+                        "USER text precedes each window.")
+    neutral: str = Field("some text", description="What fills the prefix instead of the "
+                         "explanation for the baseline loss.")
+
+
+class SimulationConfig(_Strict):
+    """Simulation: the LLM predicts which words of each window the latent fires on."""
+
+    prompt: str = Field("score_simulation", description="Template.")
+    max_tokens: int = Field(48, gt=0, description="Completion budget of an answer (the listed "
+                            "words with strengths).")
+
+
+class InterventionConfig(_Strict):
+    """Intervention: steer the subject model along the latent and judge the continuations."""
+
+    prompt: str = Field("score_intervention", description="Template for judging clean and "
+                        "steered continuations.")
+    n_prompts: int = Field(4, gt=0, description="Held-out non-activating windows whose first "
+                           "tokens prompt clean and steered generation (2 judge calls each).")
+    prompt_tokens: int = Field(8, gt=0, description="Window tokens per prompt (after BOS).")
+    new_tokens: int = Field(16, gt=0, description="Greedy tokens generated per prompt.")
+    target_kl: float = Field(0.5, gt=0, description="Steering strength is bisected until the "
+                             "mean next-token KL(clean || steered) over the prompts is this many nats.")
+    bisection_steps: int = Field(8, ge=0, description="Bisection steps of the calibration.")
+
+
 class ScoreConfig(_Strict):
-    """Explanation scoring."""
+    """Explanation scoring: settings every scorer shares, then one section per scorer.
+
+    A scorer's section enters the score stage's cache key only when the scorer is enabled, so
+    tuning one scorer never invalidates the others' results.
+    """
 
     scorers: tuple[Literal["detection", "fuzzing", "embedding", "surprisal", "simulation",
                            "intervention"], ...] = Field(("detection", "fuzzing"), description=
@@ -229,28 +287,13 @@ class ScoreConfig(_Strict):
     max_tokens: int = Field(3, gt=0, description="Completion token budget per request (per window "
                             "judged when batch_size > 1).")
     logprobs: int = Field(5, ge=0, description="Top log-probabilities requested per token (0 = none).")
-    prompt_detection: str = Field("score_detection", description="Template for detection.")
-    prompt_fuzzing: str = Field("score_fuzzing", description="Template for fuzzing.")
-    embedding_device: str | None = Field(None, description="Device of the MiniLM embedder "
-                                         "(embedding scorer); None = model.device.")
-    prompt_surprisal: str = Field("score_surprisal", description="Prefix template for surprisal "
-                                  "($explanation); its USER text precedes each window.")
-    surprisal_neutral: str = Field("some text", description="What fills the surprisal prefix "
-                                   "instead of the explanation for the baseline loss.")
-    prompt_simulation: str = Field("score_simulation", description="Template for simulation.")
-    simulation_max_tokens: int = Field(48, gt=0, description="Completion budget of a simulation "
-                                       "answer (the listed words with strengths).")
-    prompt_intervention: str = Field("score_intervention", description="Template for judging "
-                                     "clean and steered continuations (intervention).")
-    intervention_n_prompts: int = Field(4, gt=0, description="Held-out non-activating windows "
-        "whose first tokens prompt clean and steered generation (2 judge calls each).")
-    intervention_prompt_tokens: int = Field(8, gt=0, description="Window tokens per prompt (after BOS).")
-    intervention_new_tokens: int = Field(16, gt=0, description="Greedy tokens generated per prompt.")
-    intervention_target_kl: float = Field(0.5, gt=0, description="Steering strength is bisected "
-        "until the mean next-token KL(clean || steered) over the prompts is this many nats.")
-    intervention_bisection_steps: int = Field(8, ge=0, description="Bisection steps of the "
-                                              "steering-strength calibration.")
     seed: int = Field(0, description="Shuffling and fuzzing-mark seed.")
+    detection: DetectionConfig = DetectionConfig()
+    fuzzing: FuzzingConfig = FuzzingConfig()
+    embedding: EmbeddingScorerConfig = EmbeddingScorerConfig()
+    surprisal: SurprisalConfig = SurprisalConfig()
+    simulation: SimulationConfig = SimulationConfig()
+    intervention: InterventionConfig = InterventionConfig()
 
     @field_validator("scorers")
     @classmethod
@@ -260,6 +303,18 @@ class ScoreConfig(_Strict):
         if len(set(v)) != len(v):
             raise ValueError("score.scorers lists a scorer twice")
         return v
+
+    def key_settings(self) -> dict[str, Any]:
+        """What can change the scores: shared settings and the enabled scorers' sections."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, BaseModel):
+                if name in self.scorers:
+                    out[name] = value.model_dump(mode="json", exclude=set(value.NOT_IN_KEY))
+            else:
+                out[name] = value if not isinstance(value, tuple) else list(value)
+        return out
 
 
 class RunConfig(_Strict):

@@ -38,12 +38,8 @@ SCHEMA = pa.schema([
 
 
 def _settings(cfg: RunConfig) -> dict:
-    """Score settings that can change results: a disabled scorer's fields (`<name>_*`,
-    `prompt_<name>`) are left out, so tuning one scorer never invalidates the others' runs."""
-    settings = cfg.score.model_dump(mode="json", exclude={"embedding_device"})
-    off = [s for s in SCORERS if s not in cfg.score.scorers]
-    return {k: v for k, v in settings.items()
-            if not any(k.startswith(f"{s}_") or k == f"prompt_{s}" for s in off)}
+    """Score settings that can change results (a disabled scorer's section is left out)."""
+    return cfg.score.key_settings()
 
 
 def score_key(cfg: RunConfig, explain_key: str, mine_key: str) -> str:

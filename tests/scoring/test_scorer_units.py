@@ -117,13 +117,19 @@ def test_greedy_matches_a_step_by_step_reference():
 
 def test_disabled_scorer_settings_stay_out_of_the_key():
     base = build_config({})
-    tuned = build_config({"score": {"intervention_target_kl": 2.0, "surprisal_neutral": "x"}})
+    tuned = build_config({"score": {"intervention": {"target_kl": 2.0},
+                                    "surprisal": {"neutral": "x"},
+                                    "embedding": {"device": "cpu"}}})
     assert _settings(base) == _settings(tuned)
     assert score_key(base, "e", "m") == score_key(tuned, "e", "m")
     on = {"scorers": ["detection", "intervention"]}
     a = build_config({"score": on})
-    b = build_config({"score": {**on, "intervention_target_kl": 2.0}})
+    b = build_config({"score": {**on, "intervention": {"target_kl": 2.0}}})
     assert score_key(a, "e", "m") != score_key(b, "e", "m")
+    # Where the embedder runs cannot change a score.
+    emb = {"scorers": ["embedding"]}
+    assert score_key(build_config({"score": emb}), "e", "m") == score_key(
+        build_config({"score": {**emb, "embedding": {"device": "cpu"}}}), "e", "m")
     # Surprisal and intervention run the subject model: its identity is part of their key.
     c = build_config({"score": on, "model": {"dtype": "bfloat16"}})
     assert score_key(a, "e", "m") != score_key(c, "e", "m")

@@ -26,8 +26,8 @@ def _cfg(tmp_path, model_cache):
         "llm": {"concurrency": 2, "n_ctx": 4096},
         "explain": {"n_latents": 2, "n_examples": 3, "min_examples": 2, "max_tokens": 24},
         "score": {"scorers": list(SCORERS), "n_positive": 1, "n_negative": 1,
-                  "intervention_n_prompts": 1, "intervention_new_tokens": 8,
-                  "simulation_max_tokens": 16},
+                  "intervention": {"n_prompts": 1, "new_tokens": 8},
+                  "simulation": {"max_tokens": 16}},
     })
 
 
@@ -50,7 +50,7 @@ def test_all_six_scorers_reach_the_catalogue(tmp_path, model_cache):
         for name in ("embedding", "surprisal"):  # no LLM involved: always complete
             r = by[(latent, name)]
             assert r[2] == "ok" and r[3] == 2 and r[4] == 0 and 0 <= r[5] <= 1
-        assert by[(latent, "intervention")][3] == 2 * cfg.score.intervention_n_prompts
+        assert by[(latent, "intervention")][3] == 2 * cfg.score.intervention.n_prompts
         sim = by[(latent, "simulation")]
         assert sim[2] != "ok" or sim[6] is not None  # a parsed simulation has a correlation
     n_pred = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
