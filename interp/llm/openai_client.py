@@ -21,6 +21,12 @@ import logging
 import random
 import time
 import openai
+import orjson
+
+try:  # the HTTP library the openai client is built on (httpx2 in openai 3.x, httpx before)
+    from httpx2 import Response as _HTTP_RESPONSE
+except ImportError:  # pragma: no cover - older openai
+    from httpx import Response as _HTTP_RESPONSE
 
 from interp.config import LLMConfig
 from interp.llm.base import Ledger, LLMError, LLMResponse, LLMUnavailable, new_call_id
@@ -83,6 +89,27 @@ def _classify(err: Exception) -> tuple[str, str]:
     return "final", f"{type(err).__name__}: {str(err)[:200]}"
 
 
+def _parse(r: dict, prefill: str, want_logprobs: bool) -> LLMResponse:
+    """An OpenAI chat-completion JSON body as an LLMResponse (KeyError/TypeError if malformed)."""
+    choices = r["choices"]
+    if not choices or not choices[0].get("message"):
+        raise EmptyAnswer("empty response: no choices")
+    text = choices[0]["message"].get("content")
+    if not text or not text.strip():
+        raise EmptyAnswer("empty response: no content")
+    if prefill and not text.lstrip().startswith(prefill.strip()):
+        text = prefill + text  # some servers return only the continuation
+    top = None
+    content = (choices[0].get("logprobs") or {}).get("content") if want_logprobs else None
+    if content:
+        top = [[(t["token"], t["logprob"]) for t in (c.get("top_logprobs") or [])]
+               or [(c["token"], c["logprob"])] for c in content]
+    usage = r.get("usage") or {}
+    return LLMResponse(text=text, prompt_tokens=usage.get("prompt_tokens") or 0,
+                       completion_tokens=usage.get("completion_tokens") or 0,
+                       latency_s=0.0, attempts=0, top_logprobs=top)
+
+
 class OpenAICompatibleLLM:
     """The LLM protocol over an OpenAI-compatible HTTP endpoint.
 
@@ -121,33 +148,20 @@ class OpenAICompatibleLLM:
         if mode == "off":
             return messages[:-1], "", {}
         if mode == "vllm":
-            return messages, prefill, {"extra_body": {"continue_final_message": True,
-                                                      "add_generation_prompt": False}}
+            return messages, prefill, {"continue_final_message": True, "add_generation_prompt": False}
         return messages, prefill, {}
 
     async def _once(self, messages, max_tokens, temperature, logprobs) -> LLMResponse:
-        messages, prefill, kwargs = self._prefill(messages)
+        messages, prefill, body = self._prefill(messages)
+        body.update(model=self.model, messages=messages, max_tokens=max_tokens,
+                    temperature=temperature)
         if logprobs:
-            kwargs.update(logprobs=True, top_logprobs=logprobs)
-        r = await self._client.chat.completions.create(
-            model=self.model, messages=messages, max_tokens=max_tokens,
-            temperature=temperature, **kwargs)
-        if not r.choices or r.choices[0].message is None:
-            raise EmptyAnswer("empty response: no choices")
-        text = r.choices[0].message.content
-        if not text or not text.strip():
-            raise EmptyAnswer("empty response: no content")
-        if prefill and not text.lstrip().startswith(prefill.strip()):
-            text = prefill + text  # some servers return only the continuation
-        top = None
-        lp = getattr(r.choices[0], "logprobs", None)
-        if logprobs and lp is not None and lp.content:
-            top = [[(t.token, t.logprob) for t in (c.top_logprobs or [])] or [(c.token, c.logprob)]
-                   for c in lp.content]
-        usage = r.usage
-        return LLMResponse(text=text, prompt_tokens=usage.prompt_tokens if usage else 0,
-                           completion_tokens=usage.completion_tokens if usage else 0,
-                           latency_s=0.0, attempts=0, top_logprobs=top)
+            body.update(logprobs=True, top_logprobs=logprobs)
+        # The client's low-level post: its transport, auth, headers and status errors, without
+        # the request TypedDict transform and response pydantic models, which cost ~2 ms of CPU
+        # per request (measured with cProfile) and capped one process near 450 requests/s.
+        raw = await self._client.post("/chat/completions", body=body, cast_to=_HTTP_RESPONSE)
+        return _parse(orjson.loads(raw.content), prefill, bool(logprobs))
 
     async def generate(self, messages, *, max_tokens, temperature=0.0, logprobs=None,
                        stage="", latent=None) -> LLMResponse:
