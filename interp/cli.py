@@ -168,6 +168,8 @@ def publish(home: Optional[Path] = typer.Option(None, help="Artifact home ($INTE
     n = 0
     for run_json in sorted((Path(h) / "runs").glob("*/run.json")):
         run = load_run(run_json.parent)
+        if run.get("status", "complete") != "complete":
+            continue  # a failed run's record is kept for its figures, not published
         n += len(do_publish(h, run["artifacts"], [run]))
     typer.echo(f"published {n} new artifacts")
 

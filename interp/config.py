@@ -161,6 +161,9 @@ class LLMConfig(_Strict):
         "runs and a rescore: crash-safe file-lock slots under <home>/llm-slots, freed the moment "
         "a holder dies. None = llm.concurrency; 0 = no shared limit.")
     requests_per_second: float | None = Field(None, gt=0, description="Request rate cap; None = none.")
+    max_prompt_tokens: int | None = Field(None, gt=0, description="Prompt tokens one run may "
+        "spend (explain and score together). When reached, the stage stops cleanly, keeps every "
+        "finished latent and fails saying so; a later run continues where it stopped. None = no budget.")
     max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/timeouts/dropped connections.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
     backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles each retry, jittered.")

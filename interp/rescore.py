@@ -39,7 +39,8 @@ def find_run(home: Path, run_id: str | None = None) -> Path:
             raise FileNotFoundError(f"no run {run_id!r} under {runs}; see `interp query "
                                     f"\"select run_id from runs\"`")
         return d
-    found = sorted(p.parent for p in runs.glob("*/run.json"))
+    found = sorted(p.parent for p in runs.glob("*/run.json")
+                   if json.loads(p.read_text()).get("status", "complete") == "complete")
     if not found:
         raise FileNotFoundError(f"no runs under {runs}: rescore needs a finished `interp run` first")
     return found[-1]

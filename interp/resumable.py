@@ -53,6 +53,10 @@ class StageIncomplete(RuntimeError):
     """Some latents got no answer from the LLM; what finished is kept for the next run."""
 
 
+class BudgetReached(StageIncomplete):
+    """llm.max_prompt_tokens was spent before every latent was done."""
+
+
 def done_latents(partial: Path) -> set[int]:
     """Latents that have rows in a finished part file of `partial`."""
     done: set[int] = set()
@@ -90,6 +94,7 @@ class _Run:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     computed: int = 0
     error: BaseException | None = None  # a bug in `work`: stop, keep what finished, re-raise
+    over_budget: bool = False
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         self.rows.extend(rows)
@@ -113,7 +118,7 @@ class _Run:
 
 
 async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, inflight: int,
-                   bar: tqdm) -> None:
+                   bar: tqdm, spent: Callable[[], bool]) -> None:
     sem = asyncio.Semaphore(inflight)
     tasks: set[asyncio.Task] = set()
 
@@ -144,6 +149,9 @@ async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, infligh
             examples = await asyncio.to_thread(load, todo[b:b + block])
             for latent in todo[b:b + block]:
                 await sem.acquire()
+                if not run.stop.is_set() and spent():
+                    run.over_budget = True
+                    run.stop.set()
                 if run.stop.is_set():
                     sem.release()
                     break
@@ -164,12 +172,14 @@ async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, infligh
 async def run_latents(latents: list[int], work: Work, load: Loader, *, partial: Path,
                       schema: pa.Schema, ledger: Ledger, inflight: int, desc: str,
                       shard: tuple[int, int] | None = None, progress: bool = False,
-                      close: Callable[[], Awaitable[None]] | None = None) -> dict[str, int]:
+                      close: Callable[[], Awaitable[None]] | None = None,
+                      max_prompt_tokens: int | None = None) -> dict[str, int]:
     """Run `work` for every latent (of `shard`) without rows in `partial`; returns counts.
 
     Ledger rows go to a calls-*.jsonl file of `partial` as each request ends. `close` (the LLM
     client's aclose) runs in this loop at the end. Raises StageIncomplete when latents got no
-    answer, after writing everything that did.
+    answer, after writing everything that did, and BudgetReached once the ledger's prompt
+    tokens reach `max_prompt_tokens` (no new latent starts; those in flight finish).
     """
     mine = shard_of(latents, shard)
     todo = pending(latents, partial, shard)
@@ -180,13 +190,19 @@ async def run_latents(latents: list[int], work: Work, load: Loader, *, partial: 
     bar = tqdm(total=len(mine), initial=resumed, desc=desc, unit="latent", disable=not progress)
     try:
         with ledger.writing_to(partial / f"calls-{uuid.uuid4().hex[:12]}.jsonl"):
-            await _produce(todo, load, work, run, inflight, bar)
+            await _produce(todo, load, work, run, inflight, bar, lambda: max_prompt_tokens is not None
+                           and ledger.totals["prompt_tokens"] >= max_prompt_tokens)
     finally:
         bar.close()
         if close is not None:
             await close()
     if run.error is not None:
         raise run.error
+    if run.over_budget and run.computed < len(todo):
+        raise BudgetReached(
+            f"{desc}: llm.max_prompt_tokens ({max_prompt_tokens}) spent with "
+            f"{len(todo) - run.computed} of {len(mine)} latents left; {resumed + run.computed} are "
+            f"kept. Run again (with a higher budget) to continue where this one stopped.")
     if run.failed:
         err = next(iter(run.failed.values()))
         missing = len(todo) - run.computed
@@ -232,7 +248,7 @@ def drive(cfg, latents: list[int], make_work: Callable[[Any], Work], load: Loade
         return asyncio.run(run_latents(
             latents, make_work(llm), load, partial=partial, schema=schema, ledger=llm.ledger,
             inflight=2 * cfg.llm.concurrency, desc=desc, shard=shard, progress=progress,
-            close=llm.aclose))
+            close=llm.aclose, max_prompt_tokens=cfg.llm.max_prompt_tokens))
 
 
 def latent_stage(store, stage: str, key: str, inputs: dict[str, str],

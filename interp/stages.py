@@ -104,10 +104,14 @@ class RunRecord:
     artifacts: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     cached: dict[str, bool] = field(default_factory=dict)
+    llm_tokens: dict[str, int] = field(default_factory=dict)  # spent by this run's LLM calls
+    status: str = "running"   # complete | failed
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "artifacts": dict(self.artifacts),
-                "seconds": dict(self.seconds), "cached": dict(self.cached)}
+                "seconds": dict(self.seconds), "cached": dict(self.cached),
+                "llm_tokens": dict(self.llm_tokens), "status": self.status, "error": self.error}
 
     def save(self, cfg: RunConfig) -> Path:
         """Write the resolved config and the record under <home>/runs/<run_id>/; returns the dir."""
@@ -135,38 +139,51 @@ def run(cfg: RunConfig, *, only: tuple[str, ...] | None = None,
 
     `reuse` hands over existing artifacts (rescore: {"collect": ref}); they count as cached. A
     stage whose artifact exists is a cache hit; an LLM client is opened only if an LLM stage
-    actually has to be built. The record is saved under <home>/runs/ when every stage finished.
+    actually has to be built. The record is saved under <home>/runs/ whether the run finished
+    (status 'complete') or not ('failed', with the error and what was built and spent).
     """
     rec = record or RunRecord()
     store = ArtifactStore(cfg.home)
     refs: dict[str, ArtifactRef] = dict(reuse or {})
     ctx = BuildContext(cfg, progress)
     try:
-        for name, stage in STAGES.items():
-            if name in refs:
-                rec.artifacts[name], rec.cached[name], rec.seconds[name] = refs[name].key, True, 0.0
-                continue
-            if only is not None and name not in only:
-                continue
-            missing = [s for s in stage.inputs if s not in refs]
-            if missing:
-                raise ValueError(f"stage {name} needs the {', '.join(missing)} artifact(s): run "
-                                 f"them too or pass them in reuse")
-            inputs = {s: refs[s] for s in stage.inputs}
-            key = stage.key(cfg, {s: r.key for s, r in inputs.items()})
-            rec.cached[name] = store.get(name, key) is not None
-            t0 = time.time()
-            ref = builder(stage, key, {s: r.key for s, r in inputs.items()},
-                          lambda stage=stage, inputs=inputs: stage.build(cfg, inputs, ctx))
-            if ref.key != key:
-                raise RuntimeError(f"{name}: planned key {key} but built {ref.key}; the config "
-                                   f"changed mid-run")
-            refs[name] = ref
-            rec.seconds[name] = round(time.time() - t0, 2)
-            rec.artifacts[name] = key
-            log.info("%s: %s in %.1fs%s", name, key, rec.seconds[name],
-                     " (cached)" if rec.cached[name] else "")
+        _walk(cfg, rec, store, refs, ctx, only, builder)
+        rec.status = "complete"
+    except BaseException as err:
+        rec.status, rec.error = "failed", f"{type(err).__name__}: {err}"[:1000]
+        raise
     finally:
+        if ctx.llm_client is not None:
+            rec.llm_tokens = dict(ctx.llm_client.ledger.totals)
         ctx.close()
-    rec.save(cfg)
+        rec.save(cfg)  # a failed run's record says what it built and spent
     return rec
+
+
+def _walk(cfg: RunConfig, rec: RunRecord, store: ArtifactStore, refs: dict[str, ArtifactRef],
+          ctx: BuildContext, only: tuple[str, ...] | None, builder: Builder) -> None:
+    """Build the stages in registry order, filling `rec` and `refs` as each finishes."""
+    for name, stage in STAGES.items():
+        if name in refs:
+            rec.artifacts[name], rec.cached[name], rec.seconds[name] = refs[name].key, True, 0.0
+            continue
+        if only is not None and name not in only:
+            continue
+        missing = [s for s in stage.inputs if s not in refs]
+        if missing:
+            raise ValueError(f"stage {name} needs the {', '.join(missing)} artifact(s): run "
+                             f"them too or pass them in reuse")
+        inputs = {s: refs[s] for s in stage.inputs}
+        key = stage.key(cfg, {s: r.key for s, r in inputs.items()})
+        rec.cached[name] = store.get(name, key) is not None
+        t0 = time.time()
+        ref = builder(stage, key, {s: r.key for s, r in inputs.items()},
+                      lambda stage=stage, inputs=inputs: stage.build(cfg, inputs, ctx))
+        if ref.key != key:
+            raise RuntimeError(f"{name}: planned key {key} but built {ref.key}; the config "
+                               f"changed mid-run")
+        refs[name] = ref
+        rec.seconds[name] = round(time.time() - t0, 2)
+        rec.artifacts[name] = key
+        log.info("%s: %s in %.1fs%s", name, key, rec.seconds[name],
+                 " (cached)" if rec.cached[name] else "")

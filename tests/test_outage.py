@@ -62,3 +62,26 @@ def test_down_server_fails_the_run_before_any_work(tmp_path, collected, fake_llm
         "rescore", "--home", str(tmp_path), "--no-prefect", "--set", f"llm.base_url={dead}",
         "--set", "explain.max_tokens=41"])
     assert r.exit_code == 2 and dead in r.output and "Traceback" not in r.output
+
+
+def test_prompt_token_budget_stops_cleanly_and_resumes(tmp_path, collected, fake_llm):
+    import json
+
+    from interp import stages
+    from interp.artifacts import ArtifactStore
+    from interp.resumable import BudgetReached
+
+    ref = ArtifactStore(tmp_path).require("collect", collected.key)
+    # The fake server counts a prompt's words as its tokens: ~150 per explainer prompt.
+    cfg = tiny_config(tmp_path, fake_llm.base_url, llm={"max_prompt_tokens": 400, "concurrency": 1})
+    with pytest.raises(BudgetReached, match="max_prompt_tokens"):
+        stages.run(cfg, reuse={"collect": ref})
+    [record] = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/run.json")]
+    assert record["status"] == "failed" and record["llm_tokens"]["prompt_tokens"] >= 400
+    asked = len(fake_llm.requests)
+    assert 0 < asked < 16  # stopped early: 16 latents to explain
+    more = tiny_config(tmp_path, fake_llm.base_url, llm={"max_prompt_tokens": 10**9})
+    rec = stages.run(more, reuse={"collect": ref})
+    assert rec.status == "complete" and rec.cached["train"] and not rec.cached["explain"]
+    # The second run asked only for what the first did not finish.
+    assert len(fake_llm.requests) - asked == 16 - asked + 2 * 16

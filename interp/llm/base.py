@@ -75,6 +75,9 @@ class Ledger:
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
+    # Running totals of answered calls (for the run record and llm.max_prompt_tokens).
+    totals: dict[str, int] = field(default_factory=lambda: {"calls": 0, "prompt_tokens": 0,
+                                                             "completion_tokens": 0})
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _sink: Any = None
 
@@ -86,6 +89,10 @@ class Ledger:
                "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                "latency_s": round(latency_s, 4), "created_at": time.time()}
         with self._lock:
+            if status == "ok":
+                self.totals["calls"] += 1
+                self.totals["prompt_tokens"] += prompt_tokens or 0
+                self.totals["completion_tokens"] += completion_tokens or 0
             if self._sink is not None:
                 self._sink.write(json.dumps(row) + "\n")
             else:
