@@ -99,8 +99,11 @@ def score(cfg: RunConfig, explain_ref: ArtifactRef, mine_ref: ArtifactRef, *, ll
     """
     store = ArtifactStore(cfg.home)
     key = score_key(cfg, explain_ref.key, mine_ref.key)
-    table = pq.read_table(explain_ref.path / "explanations.parquet")
-    explanations = {r["latent"]: r for r in table.to_pylist() if r["status"] == "ok"}
+    # Only what scoring needs (the raw answers stay on disk): ~100 bytes a latent in memory.
+    table = pq.read_table(explain_ref.path / "explanations.parquet",
+                          columns=["latent", "status", "explanation_id", "text"],
+                          filters=[("status", "=", "ok")])
+    explanations = {r["latent"]: r for r in table.to_pylist()}
     latents = sorted(explanations)
     resources = Resources(cfg, mine_ref.path)
 
