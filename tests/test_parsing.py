@@ -6,7 +6,6 @@ import pytest
 from interp.examples import mark_tokens
 from interp.explain import parse_explanation
 from interp.prompts import load_prompt, parse_prompt
-from interp.scoring.classify import parse_labels
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -31,20 +30,6 @@ def test_parse_explanation_ok(raw, expected):
 ])
 def test_parse_explanation_rejects(raw):
     assert parse_explanation(raw) is None
-
-
-@pytest.mark.parametrize("raw, n, expected", [
-    ("[RESULT]: 1, 0, 1", 3, [1, 0, 1]),
-    ("[RESULT]: [1,0,0,1]", 4, [1, 0, 0, 1]),
-    ("[RESULT]:\n1\n0", 2, [1, 0]),
-    ("[RESULT]: 1, 0, 1, 1, 0", 3, [1, 0, 1]),
-    ("[RESULT]: 1, 0", 3, None),
-    ("1, 0, 1", 3, None),
-    ("[RESULT]: 0.5, 1, 0, 10", 2, [1, 0]),
-    ("[RESULT]: yes no", 2, None),
-])
-def test_parse_labels(raw, n, expected):
-    assert parse_labels(raw, n) == expected
 
 
 def test_mark_tokens_merges_runs_and_keeps_spaces():

@@ -4,8 +4,8 @@ detection: the scorer LLM sees held-out windows (activating ones from every quan
            non-activating ones) and says which ones the explanation describes.
 fuzzing:   the scorer sees activating windows whose marked tokens are either the truly activating
            ones or the same number of random other tokens, and says which are marked correctly.
-Windows are judged in batches; an answer that does not give one 0/1 per window fails the whole
-batch (predictions None), which is counted, never scored as 0.
+Windows are judged in batches; an answer that does not give exactly one 0/1 per window, in order,
+fails the whole batch (predictions None), which is counted, never scored as 0.
 """
 from __future__ import annotations
 
@@ -29,16 +29,38 @@ class Item:
     quantile: int
 
 
+_ANSWER = {"1": 1, "0": 0, "yes": 1, "no": 0}
+# One numbered answer: "1) 1", "2. no", "Example 3: 0", "#4 - yes". The number is captured so it
+# can be checked against the item's position: a label is never taken from an item number.
+_NUMBERED = re.compile(r"(?:example\s*)?#?(\d+)\s*[).:\-=]\s*(1|0|yes|no)\b", re.IGNORECASE)
+_SEPARATORS = re.compile(r"[\s,;.\[\]]*")
+
+
 def parse_labels(raw: str, n: int) -> list[int] | None:
-    """The n 0/1 answers after the [RESULT]: marker, or None if they are not exactly there."""
+    """Exactly n 0/1 (or yes/no) answers after the [RESULT]: marker, in item order; else None.
+
+    Accepted bodies (up to the first blank line): a bare list ("1, 0, 1", "[1 0 1]", one per
+    line) of exactly n answers, or exactly n numbered answers "1) 1", "Example 2: 0", "3. yes"
+    numbered 1..n in order. Anything else in the body (extra answers, prose, item numbers
+    without a clear answer) is a parse failure: a shifted label would be scored, a failure is
+    only counted.
+    """
     m = _RESULT.search(raw)
     if not m:
         return None
-    body = m.group(1).split("\n\n")[0]
-    digits = re.findall(r"(?<![\d.])[01](?![\d.])", body)
-    if len(digits) < n:
+    body = m.group(1).split("\n\n")[0].strip()
+    numbered = list(_NUMBERED.finditer(body))
+    if numbered:
+        rest = _NUMBERED.sub(" ", body)
+        if not _SEPARATORS.fullmatch(rest):
+            return None
+        if [int(x.group(1)) for x in numbered] != list(range(1, n + 1)):
+            return None
+        return [_ANSWER[x.group(2).lower()] for x in numbered]
+    tokens = [t for t in re.split(r"[\s,;\[\]]+", body.rstrip(".")) if t]
+    if len(tokens) != n or any(t.lower() not in _ANSWER for t in tokens):
         return None
-    return [int(d) for d in digits[:n]]
+    return [_ANSWER[t.lower()] for t in tokens]
 
 
 _LABEL_WORDS = {"1": 1, "yes": 1, "0": 0, "no": 0}
