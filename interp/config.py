@@ -290,7 +290,15 @@ class ScoreConfig(_Strict):
     max_tokens: int = Field(3, gt=0, description="Completion token budget per request (per window "
                             "judged when batch_size > 1).")
     logprobs: int = Field(5, ge=0, description="Top log-probabilities requested per token (0 = none).")
-    seed: int = Field(0, description="Shuffling and fuzzing-mark seed.")
+    seed: int = Field(0, description="Shuffling, fuzzing-mark, control and bootstrap seed.")
+    min_valid_frac: float = Field(0.8, ge=0, le=1, description="A latent whose scorer got valid "
+        "answers for fewer than this fraction of its windows gets status 'insufficient', no score.")
+    n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the 95% intervals.")
+    controls: tuple[Literal["shuffled", "top_tokens"], ...] = Field(("shuffled", "top_tokens"),
+        description="Stand-in explanations scored like the real one (README 'Controls'): another "
+        "latent's explanation (shuffled), the most frequent activating tokens (top_tokens).")
+    control_scorers: tuple[str, ...] = Field(("detection", "fuzzing"), description="Scorers the "
+        "controls run for (each control adds that scorer's judge calls once more).")
     detection: DetectionConfig = DetectionConfig()
     fuzzing: FuzzingConfig = FuzzingConfig()
     embedding: EmbeddingScorerConfig = EmbeddingScorerConfig()

@@ -50,14 +50,32 @@ class Outcome:
 
 
 class Scorer(Protocol):
-    """One scoring method. `prompts` names its templates (hashed into the stage key)."""
+    """One scoring method. `prompts` names its templates (hashed into the stage key); `needs`
+    says which held-out windows it cannot score without ('positives', 'negatives')."""
 
     uses_subject_model: bool
+    needs: tuple[str, ...]
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]: ...
 
     async def run(self, ctx: ScoreContext, latent: int, explanation: str,
                   examples: list[Example]) -> Outcome: ...
+
+
+def unscorable_reason(needs: tuple[str, ...], examples: list[Example]) -> str | None:
+    """Why a latent cannot be scored by a scorer that `needs` these held-out windows, or None.
+
+    Positives are held-out quantile windows, negatives held-out non-activating ones (the
+    windows the item builders draw from). Scoring without them would give, e.g., a balanced
+    accuracy of None from negatives only, which dropped such latents out of the means silently.
+    """
+    test = [e for e in examples if e.split == "test"]
+    if "positives" in needs and not any(e.kind == "quantile" for e in test):
+        return ("no held-out activating windows (the latent's active windows all went to the "
+                "explainer: see mine.n_top / mine.per_quantile)")
+    if "negatives" in needs and not any(not e.active for e in test):
+        return "no held-out non-activating windows"
+    return None
 
 
 class Resources:

@@ -36,6 +36,7 @@ def embedding_outcome(items: list[Item], sims: list[float]) -> Outcome:
 
 class EmbeddingScorer:
     uses_subject_model = False
+    needs = ("positives", "negatives")
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
         return ()

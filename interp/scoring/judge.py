@@ -73,6 +73,8 @@ class JudgeScorer:
 
     def __init__(self, name: str):
         self.name = name
+        # Fuzzing marks activating windows only (correctly or not): it needs no negatives.
+        self.needs = ("positives", "negatives") if name == "detection" else ("positives",)
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
         base = getattr(cfg.score, self.name).prompt

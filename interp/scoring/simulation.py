@@ -21,6 +21,7 @@ from interp.prompts import load_prompt
 from interp.scoring.base import Outcome, Prediction, ScoreContext
 from interp.scoring.classify import detection_items
 from interp.scoring.metrics import classification_metrics, pearson
+from interp.scoring.stats import correlation_interval, window_stats
 
 _MARKER = re.compile(r"\[?\s*ACTIVATIONS\s*\]?\s*:(.*)", re.IGNORECASE | re.DOTALL)
 _ENTRY = re.compile(r"^(.*?)(?:\s*[:=(]\s*|\s+-\s*|\s+)(\d{1,2})\)?$")
@@ -73,6 +74,7 @@ def simulate(tokens: tuple[str, ...], words: dict[str, int]) -> list[float]:
 
 class SimulationScorer:
     uses_subject_model = False
+    needs = ("positives", "negatives")
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
         return (cfg.score.simulation.prompt,)
@@ -97,7 +99,7 @@ class SimulationScorer:
         scale = max((e.max_act for e in examples), default=0.0) or 1.0
         answers = await asyncio.gather(*(self._one(ctx, prompt, explanation, it.text, latent)
                                          for it in items))  # the client bounds concurrency
-        preds, probs, errors, sim_all, true_all = [], [], [], [], []
+        preds, probs, errors, sim_all, true_all, windows = [], [], [], [], [], []
         for it, (words, err) in zip(items, answers):
             if words is None:
                 preds.append(None)
@@ -106,12 +108,17 @@ class SimulationScorer:
                 continue
             ex = by_pos[(it.seq_id, it.start)]
             sim = simulate(ex.tokens, words)
+            true = [a / scale for a in ex.acts]
             sim_all += sim
-            true_all += [a / scale for a in ex.acts]
+            true_all += true
+            windows.append(window_stats(sim, true))
             preds.append(int(max(sim, default=0) > 0))
             probs.append(max(sim, default=0) / 10)
         metrics = classification_metrics([it.label for it in items], preds, probs)
         metrics["corr"] = pearson(sim_all, true_all)
+        ci = correlation_interval(windows, seed=(cfg.seed, latent, "simulation"),
+                                  n_boot=cfg.n_bootstrap)
+        metrics["ci_low"], metrics["ci_high"] = ci if ci else (None, None)
         return Outcome([Prediction(it.seq_id, it.start, it.quantile, it.label, p, q)
                         for it, p, q in zip(items, preds, probs)], metrics,
                        ctx.cfg.llm.model, prompt.sha, list(dict.fromkeys(errors)))
