@@ -1,0 +1,173 @@
+"""Oracle tests of the score stage's statistics and controls on tiny hand-built artifacts.
+
+Every latent fires on one keyword of its own, so a judge (FakeLLMServer) can answer from ground
+truth by reading the window text: an oracle judge says 1 iff the description names a keyword that
+is in the window (fuzzing: inside the marks). With the real explanations it is perfect; with
+shuffled ones (another latent's keyword) it says 0 everywhere. A coin-flip judge answers at
+random. One latent has no held-out positives and must come out `unscorable`.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import zlib
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from interp.artifacts import ArtifactStore
+from interp.scoring import score
+from interp.scoring.controls import verdict
+from tests.conftest import tiny_config
+from tests.fakeserver import FakeLLMServer
+
+KEYWORDS = ["banana", "guitar", "volcano", "senator", "umbrella", "penguin", "violin", "glacier",
+            "harbor", "lantern", "meadow", "tractor"]
+FILLER = ["the", "walked", "slowly", "across", "a", "quiet", "street", "before", "evening", "and",
+          "then", "turned", "left", "near", "old", "house", "with", "friends"]
+NO_POSITIVES = 99   # a latent whose activating windows all went to the explainer
+
+
+def _windows(rng, keyword, n, active):
+    out = []
+    for _ in range(n):
+        toks = [f" {rng.choice(FILLER)}" for _ in range(4)]
+        acts = [0.0] * 4
+        if active:
+            pos = rng.randrange(4)
+            toks[pos], acts[pos] = f" {keyword}", 3.0
+        out.append((toks, acts))
+    return out
+
+
+def _build(home):
+    """collect -> mine -> explain artifacts: per latent 3 train top windows, 4 held-out quantile
+    windows and 4 held-out random negatives (the NO_POSITIVES latent has no quantile windows)."""
+    rng = random.Random(0)
+    seqs, examples, explanations = [], [], []
+    latents = {i: kw for i, kw in enumerate(KEYWORDS)} | {NO_POSITIVES: "zebra"}
+    for latent, kw in latents.items():
+        kinds = [("top", "train", 3, True), ("random", "test", 4, False)]
+        if latent != NO_POSITIVES:
+            kinds.append(("quantile", "test", 4, True))
+        for kind, split, n, active in kinds:
+            for rank, (toks, acts) in enumerate(_windows(rng, kw, n, active)):
+                seq_id = len(seqs)
+                seqs.append({"seq_id": seq_id, "tokens": list(range(4)), "token_str": toks})
+                examples.append({"latent": latent, "kind": kind, "split": split, "rank": rank,
+                                 "quantile": rank % 2 if kind == "quantile" else -1,
+                                 "seq_id": seq_id, "start": 0, "max_act": max(acts), "acts": acts})
+        explanations.append({"latent": latent, "status": "ok", "explanation_id": f"x{latent}",
+                             "text": f"the word {kw}"})
+    store = ArtifactStore(home)
+
+    def writer(name, rows, extra=None):
+        def fill(tmp):
+            pq.write_table(pa.Table.from_pylist(rows), tmp / name)
+            return extra or {}
+        return fill
+    store.build_once("collect", "c0", writer("sequences.parquet", seqs))
+    freq = [{"latent": l, "frequency": 0.01 * (l + 1)} for l in latents]
+    mine = store.build_once("mine", "m0", writer("examples.parquet", examples, {"sae": "s0"}),
+                            inputs={"collect": "c0"})
+    pq.write_table(pa.Table.from_pylist(freq), mine.path / "latents.parquet")
+    exp = store.build_once("explain", "e0", writer("explanations.parquet", explanations),
+                           inputs={"mine": "m0"})
+    return mine, exp
+
+
+def _parts(messages):
+    user = messages[-2]["content"] if messages[-1]["role"] == "assistant" else messages[-1]["content"]
+    description = re.search(r"Description: (.*)", user).group(1)
+    return description, re.findall(r"^Example \d+: (.*)$", user, re.MULTILINE)
+
+
+def oracle(messages):
+    description, examples = _parts(messages)
+    named = set(re.findall(r"\w+", description)) & set(KEYWORDS)
+    answers = []
+    for ex in examples:
+        shown = " ".join(re.findall(r"<<(.*?)>>", ex)) if "<<" in ex else ex
+        answers.append(int(any(k in shown.split() for k in named)))
+    return "[RESULT]: " + ", ".join(map(str, answers))
+
+
+def coin_flip(messages):
+    description, examples = _parts(messages)
+    return "[RESULT]: " + ", ".join(str(zlib.crc32(f"{description}|{ex}".encode()) % 2)
+                                    for ex in examples)
+
+
+def _score(tmp_path, answer):
+    mine, exp = _build(tmp_path)
+    with FakeLLMServer(answer) as srv:
+        cfg = tiny_config(tmp_path, srv.base_url,
+                          score={"n_positive": 4, "n_negative": 4, "batch_size": 4})
+        ref = score(cfg, exp, mine)
+    rows = pq.read_table(ref.path / "scores.parquet").to_pylist()
+    controls = pq.read_table(ref.path / "controls.parquet").to_pylist()
+    return ref, rows, {(c["scorer"], c["control"]): c for c in controls}
+
+
+def test_oracle_judge_beats_shuffled_explanations(tmp_path):
+    ref, rows, controls = _score(tmp_path, oracle)
+    real = [r for r in rows if r["control"] is None and r["latent"] != NO_POSITIVES]
+    assert {r["status"] for r in real} == {"ok"}
+    assert all(r["value"] == 1.0 and r["n_valid"] == 8 and r["ci_low"] == 1.0 for r in real)
+    for scorer in ("detection", "fuzzing"):
+        lift = controls[(scorer, "shuffled")]
+        assert lift["n_latents"] == len(KEYWORDS)
+        assert lift["lift"] >= 0.4 and lift["ci_low"] > 0 and lift["informative"]
+        assert verdict(lift).startswith("explanations beat shuffled ones by 0.50")
+        # The top tokens name the keyword: a baseline as good as the oracle's explanations.
+        assert controls[(scorer, "top_tokens")]["control_mean"] == 1.0
+    summary = json.loads((ref.path / "summary.json").read_text())
+    det = summary["scorers"]["detection"]
+    assert det["mean"] == det["ci_low"] == det["ci_high"] == 1.0 and det["n_scored"] == 12
+    assert det["status_counts"] == {"ok": 12, "unscorable": 1}
+    assert det["frequency_weighted"] == 1.0
+    assert ref.manifest()["verdicts"][0] == summary["controls"][0]["verdict"]
+
+
+def test_coin_flip_judge_is_not_informative(tmp_path):
+    _ref, rows, controls = _score(tmp_path, coin_flip)
+    for scorer in ("detection", "fuzzing"):
+        lift = controls[(scorer, "shuffled")]
+        assert lift["ci_low"] <= 0 <= lift["ci_high"] and not lift["informative"]
+        assert verdict(lift).startswith("the judge cannot tell explanations from shuffled ones")
+    for r in rows:
+        if r["status"] == "ok":
+            assert r["ci_low"] <= r["value"] <= r["ci_high"]
+
+
+def test_a_latent_without_held_out_positives_is_unscorable(tmp_path):
+    _ref, rows, _controls = _score(tmp_path, oracle)
+    mine = [r for r in rows if r["latent"] == NO_POSITIVES]
+    assert {(r["scorer"], r["control"]) for r in mine} == {("detection", None), ("fuzzing", None)}
+    for r in mine:
+        assert r["status"] == "unscorable" and "no held-out activating windows" in r["error"]
+        assert r["value"] is None and r["balanced_accuracy"] is None and r["predictions"] == []
+
+
+@pytest.mark.parametrize("answer", ["[RESULT]: 1, 0", "[RESULT]: 1) 1 2) 0 3) 1 4) 0 5) 1"])
+def test_malformed_batches_are_failures_never_scores(tmp_path, answer):
+    _ref, rows, controls = _score(tmp_path, lambda messages: answer)
+    real = [r for r in rows if r["latent"] != NO_POSITIVES]
+    assert real and all(r["status"] == "failed" and r["n_valid"] == 0 for r in real)
+    assert all(r["value"] is None and "unparseable" in r["error"] for r in real)
+    assert all(c["n_latents"] == 0 and not c["informative"] for c in controls.values())
+
+
+def test_half_the_answers_unparseable_is_insufficient(tmp_path):
+    def flaky(messages):  # every other batch (by content) is answered with one label for four
+        return oracle(messages) if zlib.crc32(str(messages).encode()) % 2 else "[RESULT]: 1"
+    _ref, rows, _controls = _score(tmp_path, flaky)
+    by_status = {}
+    for r in rows:
+        by_status.setdefault(r["status"], []).append(r)
+    assert by_status["insufficient"] and by_status["ok"]
+    for r in by_status["insufficient"]:   # 4 valid of 8 < score.min_valid_frac 0.8
+        assert r["n_valid"] == 4 and r["value"] is None and r["ci_low"] is None
+    assert all(r["n_valid"] == 8 for r in by_status["ok"])
