@@ -39,7 +39,8 @@ def tiny_config(home, url: str, **over):
         "llm": {"backend": "openai", "base_url": url, "max_retries": 2, "backoff_s": 0.01,
                 "timeout_s": 5},
         "explain": {"n_examples": 3, "min_examples": 2, "n_latents": None},
-        "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4},
+        # Controls (on by default) triple the judge calls; tests of them turn them on.
+        "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4, "controls": []},
     }
     for k, v in over.items():
         data.setdefault(k, {}).update(v)
