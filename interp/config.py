@@ -256,6 +256,15 @@ class SimulationConfig(_Strict):
                             "words with strengths).")
 
 
+class IntruderConfig(_Strict):
+    """Intruder: the judge picks the one non-activating window among activating ones."""
+
+    prompt: str = Field("score_intruder", description="Template.")
+    n_rounds: int = Field(5, gt=0, description="Rounds (one judge call each) per latent.")
+    n_shown: int = Field(4, gt=0, description="Activating windows shown with the intruder.")
+    max_tokens: int = Field(4, gt=0, description="Completion budget (the intruder's number).")
+
+
 class InterventionConfig(_Strict):
     """Intervention: steer the subject model along the latent and judge the continuations."""
 
@@ -278,10 +287,10 @@ class ScoreConfig(_Strict):
     """
 
     scorers: tuple[Literal["detection", "fuzzing", "embedding", "surprisal", "simulation",
-                           "intervention"], ...] = Field(("detection", "fuzzing"), description=
-        "Scorers to run (README 'Scorers' gives each one's cost): detection, fuzzing, embedding "
-        "(MiniLM, no LLM), surprisal (subject model, no LLM), simulation, intervention (steers "
-        "the subject model).")
+                           "intervention", "intruder"], ...] = Field(("detection", "fuzzing"),
+        description="Scorers to run (README 'Scorers' gives each one's cost): detection, fuzzing, "
+        "embedding (MiniLM, no LLM), surprisal (subject model, no LLM), simulation, intervention "
+        "(steers the subject model), intruder (no explanation: is the latent coherent?).")
     n_positive: int = Field(5, gt=0, description="Held-out activating windows per latent.")
     n_negative: int = Field(5, gt=0, description="Non-activating windows per latent.")
     batch_size: int = Field(1, gt=0, description="Windows judged per LLM request. 1 asks for "
@@ -305,6 +314,7 @@ class ScoreConfig(_Strict):
     surprisal: SurprisalConfig = SurprisalConfig()
     simulation: SimulationConfig = SimulationConfig()
     intervention: InterventionConfig = InterventionConfig()
+    intruder: IntruderConfig = IntruderConfig()
 
     @field_validator("scorers")
     @classmethod
@@ -313,6 +323,14 @@ class ScoreConfig(_Strict):
             raise ValueError("score.scorers must name at least one scorer")
         if len(set(v)) != len(v):
             raise ValueError("score.scorers lists a scorer twice")
+        return v
+
+    @field_validator("control_scorers")
+    @classmethod
+    def _known_control_scorers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        known = cls.model_fields["scorers"].annotation.__args__[0].__args__
+        if bad := [s for s in v if s not in known]:
+            raise ValueError(f"score.control_scorers: unknown scorer(s) {bad}")
         return v
 
     def key_settings(self) -> dict[str, Any]:

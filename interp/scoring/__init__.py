@@ -66,10 +66,10 @@ def _interval(cfg: RunConfig, key: tuple, metric: str, out: Outcome) -> tuple[fl
     if "ci_low" in out.metrics:
         lo, hi = out.metrics["ci_low"], out.metrics["ci_high"]
         return None if lo is None else (lo, hi)
-    if metric not in ("balanced_accuracy", "auc"):
+    if metric not in ("balanced_accuracy", "auc", "accuracy"):
         return None
     labels = [p.label for p in out.predictions]
-    values = [p.prediction if metric == "balanced_accuracy" else p.prob for p in out.predictions]
+    values = [p.prob if metric == "auc" else p.prediction for p in out.predictions]
     return classification_interval(labels, values, metric, seed=(cfg.score.seed, *key),
                                    n_boot=cfg.score.n_bootstrap)
 

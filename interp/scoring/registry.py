@@ -4,6 +4,7 @@ from __future__ import annotations
 from interp.scoring.base import Scorer
 from interp.scoring.embedding import EmbeddingScorer
 from interp.scoring.intervention import InterventionScorer
+from interp.scoring.intruder import IntruderScorer
 from interp.scoring.judge import JudgeScorer
 from interp.scoring.simulation import SimulationScorer
 from interp.scoring.surprisal import SurprisalScorer
@@ -15,4 +16,5 @@ SCORERS: dict[str, Scorer] = {
     "surprisal": SurprisalScorer(),
     "simulation": SimulationScorer(),
     "intervention": InterventionScorer(),
+    "intruder": IntruderScorer(),
 }

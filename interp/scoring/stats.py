@@ -16,7 +16,7 @@ import numpy as np
 # The one definition of each scorer's headline metric (the SQL views, UI and report should use it).
 HEADLINE: dict[str, str] = {
     "detection": "balanced_accuracy", "fuzzing": "balanced_accuracy", "embedding": "auc",
-    "surprisal": "auc", "simulation": "corr", "intervention": "auc"}
+    "surprisal": "auc", "simulation": "corr", "intervention": "auc", "intruder": "accuracy"}
 N_BOOT = 1000
 LEVEL = 0.95
 
@@ -47,8 +47,14 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
 def classification_interval(labels: Sequence[int], values: Sequence[float | None], metric: str,
                             *, seed: Any = 0, n_boot: int = N_BOOT) -> tuple[float, float] | None:
     """Stratified bootstrap interval of balanced accuracy (values = 0/1 predictions) or AUC
-    (values = continuous scores) over one latent's valid items; None without both classes."""
+    (values = continuous scores) over one latent's valid items; None without both classes.
+    Accuracy (intruder: one class) resamples all valid items together."""
     pairs = [(l, v) for l, v in zip(labels, values) if v is not None]
+    if metric == "accuracy":
+        if not pairs:
+            return None
+        hits = np.array([float(l == v) for l, v in pairs])
+        return _interval(_counts(_rng(seed), len(hits), n_boot) @ hits / len(hits))
     pos = np.array([v for l, v in pairs if l], dtype=np.float64)
     neg = np.array([v for l, v in pairs if not l], dtype=np.float64)
     if not len(pos) or not len(neg):

@@ -49,3 +49,14 @@ def test_an_item_number_never_becomes_a_label():
     for n in (1, 2, 3, 4):
         got = parse_labels("[RESULT]: Example 1: 1, Example 2: 0", n)
         assert got == ([1, 0] if n == 2 else None)
+
+
+@pytest.mark.parametrize("raw, n, expected", [
+    ("[RESULT]: 3", 5, 3), ("[RESULT]: Example 2", 5, 2), ("[RESULT]: 4.", 5, 4),
+    ("[RESULT]: 6", 5, None), ("[RESULT]: 0", 5, None), ("[RESULT]: 2 or 3", 5, None),
+    ("[RESULT]: the third", 5, None), ("3", 5, None),
+])
+def test_intruder_choice_parser(raw, n, expected):
+    from interp.scoring.intruder import parse_choice
+
+    assert parse_choice(raw, n) == expected

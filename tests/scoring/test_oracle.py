@@ -172,3 +172,30 @@ def test_half_the_answers_unparseable_is_insufficient(tmp_path):
     for r in by_status["insufficient"]:   # 4 valid of 8 < score.min_valid_frac 0.8
         assert r["n_valid"] == 4 and r["value"] is None and r["ci_low"] is None
     assert all(r["n_valid"] == 8 for r in by_status["ok"])
+
+
+def intruder_oracle(messages):
+    """Names the example without any keyword inside its marks: the non-activating window."""
+    _description, examples = _parts([{"role": "user", "content": "Description: -\n" +
+                                      (messages[-2] if messages[-1]["role"] == "assistant"
+                                       else messages[-1])["content"]}])
+    for i, ex in enumerate(examples, 1):
+        if not set(" ".join(re.findall(r"<<(.*?)>>", ex)).split()) & set(KEYWORDS):
+            return f"[RESULT]: {i}"
+    return "[RESULT]: 1"
+
+
+@pytest.mark.parametrize("judge, expected", [(intruder_oracle, 1.0), (lambda m: "[RESULT]: 9", None)])
+def test_intruder_finds_the_non_activating_window(tmp_path, judge, expected):
+    mine, exp = _build(tmp_path)
+    with FakeLLMServer(judge) as srv:
+        cfg = tiny_config(tmp_path, srv.base_url, score={"scorers": ["intruder"]})
+        ref = score(cfg, exp, mine)
+    rows = [r for r in pq.read_table(ref.path / "scores.parquet").to_pylist()
+            if r["latent"] != NO_POSITIVES]
+    assert len(rows) == len(KEYWORDS) and all(r["control"] is None for r in rows)
+    assert all(r["metric"] == "accuracy" and r["value"] == expected for r in rows)
+    if expected is None:   # '9' is not one of the 5 examples: a failure, not a wrong answer
+        assert all(r["status"] == "failed" and "unparseable" in r["error"] for r in rows)
+    else:
+        assert all(r["n_valid"] == 5 and r["ci_low"] == 1.0 for r in rows)
