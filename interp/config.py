@@ -249,7 +249,15 @@ class SurprisalConfig(_Strict):
 
 
 class SimulationConfig(_Strict):
-    """Simulation: the LLM predicts which words of each window the latent fires on."""
+    """Simulation (OpenAI's all-at-once): the judge gives every token a 0-9 activation."""
+
+    prompt: str = Field("score_simulation_all", description="Template ($explanation, $tokens).")
+    logprobs: int = Field(10, ge=0, description="Top log-probabilities per answer token: the "
+        "simulated value is the expected digit over them (0 = the digit as written).")
+
+
+class SimulationWordsConfig(_Strict):
+    """Word-list simulation: the LLM lists the words it expects the latent to fire on."""
 
     prompt: str = Field("score_simulation", description="Template.")
     max_tokens: int = Field(48, gt=0, description="Completion budget of an answer (the listed "
@@ -287,9 +295,10 @@ class ScoreConfig(_Strict):
     """
 
     scorers: tuple[Literal["detection", "fuzzing", "embedding", "surprisal", "simulation",
-                           "intervention", "intruder"], ...] = Field(("detection", "fuzzing"),
+                           "intervention", "intruder", "simulation_words"], ...] = Field(("detection", "fuzzing"),
         description="Scorers to run (README 'Scorers' gives each one's cost): detection, fuzzing, "
-        "embedding (MiniLM, no LLM), surprisal (subject model, no LLM), simulation, intervention "
+        "embedding (MiniLM, no LLM), surprisal (subject model, no LLM), simulation (OpenAI's), "
+        "simulation_words (word list, for small judges), intervention "
         "(steers the subject model), intruder (no explanation: is the latent coherent?).")
     n_positive: int = Field(5, gt=0, description="Held-out activating windows per latent.")
     n_negative: int = Field(5, gt=0, description="Non-activating windows per latent.")
@@ -313,6 +322,7 @@ class ScoreConfig(_Strict):
     embedding: EmbeddingScorerConfig = EmbeddingScorerConfig()
     surprisal: SurprisalConfig = SurprisalConfig()
     simulation: SimulationConfig = SimulationConfig()
+    simulation_words: SimulationWordsConfig = SimulationWordsConfig()
     intervention: InterventionConfig = InterventionConfig()
     intruder: IntruderConfig = IntruderConfig()
 

@@ -23,7 +23,7 @@ from tests.conftest import tiny_config
 from tests.fakeserver import FakeLLMServer
 
 N_LATENTS = 50
-SCORERS = ("detection", "simulation")  # one log-prob judge, one parsed answer
+SCORERS = ("detection", "simulation_words")  # one log-prob judge, one parsed answer
 
 
 def answer(messages: list[dict]):
@@ -59,7 +59,7 @@ def test_fifty_latents_survive_a_faulty_server(tmp_path):
                                "concurrency": 8},
                           explain={"n_latents": N_LATENTS},
                           score={"scorers": list(SCORERS), "batch_size": 1,
-                                 "simulation": {"max_tokens": 8}})
+                                 "simulation_words": {"max_tokens": 8}})
         sae = train_stage(cfg, collected)
         mined = mine(cfg, collected, sae)
         exp, _ = _until_complete(lambda: explain(cfg, mined))

@@ -7,6 +7,7 @@ from interp.scoring.intervention import InterventionScorer
 from interp.scoring.intruder import IntruderScorer
 from interp.scoring.judge import JudgeScorer
 from interp.scoring.simulation import SimulationScorer
+from interp.scoring.simulation_words import WordListSimulationScorer
 from interp.scoring.surprisal import SurprisalScorer
 
 SCORERS: dict[str, Scorer] = {
@@ -15,6 +16,7 @@ SCORERS: dict[str, Scorer] = {
     "embedding": EmbeddingScorer(),
     "surprisal": SurprisalScorer(),
     "simulation": SimulationScorer(),
+    "simulation_words": WordListSimulationScorer(),
     "intervention": InterventionScorer(),
     "intruder": IntruderScorer(),
 }

@@ -1,16 +1,20 @@
-"""Simulation scorer (OpenAI's "explanations as simulations", cheapened for small judges).
+"""Simulation scorer, OpenAI's all-at-once simulator ("Language models can explain neurons").
 
-For each held-out window (detection's set: activating windows over all quantiles, non-activating
-ones) the LLM reads the explanation and the plain window and lists the words it expects the latent
-to fire on, each with a strength 1-10 (`prompts/score_simulation.md`); unlisted tokens are 0. One
-request per window and a short answer, instead of one number per token: a 135M judge can copy
-words but cannot emit 32 aligned numbers. The per-latent `corr` is the Pearson correlation of the
-simulated and the true activations (normalised by the latent's max) over every token of the
-windows whose answer parsed; window-level metrics use max simulated activation > 0 as prediction.
+For each held-out window (detection's set) one request shows the explanation and the window's
+tokens, numbered, and the judge writes `k: d` for every token k in order, d a digit 0-9
+(`prompts/score_simulation_all.md`). The simulated activation of token k is the *expected* digit
+under the judge's log-probabilities at that digit's position (sum of p(d) d over the digit
+alternatives, renormalised), not the sampled digit; without log-probabilities it is the digit.
+OpenAI used 0-10; 0-9 keeps every value a single token in any tokenizer (correlation is
+scale-free). A window whose answer does not give exactly one value per token, in order, fails
+(counted in n_failed; below score.min_valid_frac the latent is 'insufficient'). `corr` is the
+Pearson correlation of simulated and true activations over all tokens of the valid windows, with
+a bootstrap interval over windows. Cost: n_positive + n_negative calls per latent, each about
+5 completion tokens per window token (160 for 32-token windows).
 """
 from __future__ import annotations
 
-import asyncio
+import math
 import random
 import re
 
@@ -23,53 +27,48 @@ from interp.scoring.classify import detection_items
 from interp.scoring.metrics import classification_metrics, pearson
 from interp.scoring.stats import correlation_interval, window_stats
 
-_MARKER = re.compile(r"\[?\s*ACTIVATIONS\s*\]?\s*:(.*)", re.IGNORECASE | re.DOTALL)
-_ENTRY = re.compile(r"^(.*?)(?:\s*[:=(]\s*|\s+-\s*|\s+)(\d{1,2})\)?$")
-_PUNCT = " \t\"'`*.,;!?()[]{}<>«»"
+_PREFIX = re.compile(r"^\s*(\d+)\s*:\s*$")          # a line up to its value: "12: "
+_LINE = re.compile(r"^\s*(\d+)\s*:\s*(\d)\s*$")
 
 
-def _norm(s: str) -> str:
-    return s.strip().strip(_PUNCT).lower()
+def _expected(alternatives: list[tuple[str, float]]) -> float:
+    mass = {}
+    for tok, lp in alternatives:
+        t = tok.strip()
+        if len(t) == 1 and t.isdigit():
+            mass[int(t)] = mass.get(int(t), 0.0) + math.exp(lp)
+    return sum(d * p for d, p in mass.items()) / sum(mass.values())
 
 
-def parse_simulation(raw: str) -> dict[str, int] | None:
-    """{word: strength 0-10} after the [ACTIVATIONS]: marker; {} for 'none'; None if unusable.
+def expected_values(text: str, top: list[list[tuple[str, float]]] | None, n: int) -> list[float] | None:
+    """One value per token 1..n from the answer, or None unless exactly those, in order.
 
-    Entries are comma/semicolon/newline separated `word: 7`, `word (7)`, `word=7` or `word 7`; a
-    bare word counts as 10 (the judge named it without a strength).
+    With log-probabilities the generated tokens are walked line by line: a digit token right
+    after `k:` is token k's value, its expectation over the digit alternatives at that position.
     """
-    m = _MARKER.search(raw)
-    body = (m.group(1) if m else raw).split("\n\n")[0].strip()
-    if not body:
+    found: list[tuple[int, float]] = []
+    if top:
+        line = ""
+        for alternatives in top:
+            tok = alternatives[0][0] if alternatives else ""
+            m = _PREFIX.match(line)
+            if m and len(tok.strip()) == 1 and tok.strip().isdigit():
+                found.append((int(m.group(1)), _expected(alternatives)))
+            line = (line + tok).rsplit("\n", 1)[-1]
+    else:
+        body = text.split("[ACTIVATIONS]:", 1)[-1].strip()
+        for raw in body.splitlines():
+            m = _LINE.match(raw)
+            if m is None:
+                return None
+            found.append((int(m.group(1)), float(m.group(2))))
+    if [k for k, _ in found] != list(range(1, n + 1)):
         return None
-    if _norm(body) in {"none", "nothing", "no words", "0"}:
-        return {}
-    out: dict[str, int] = {}
-    for part in re.split(r"[,;\n]", body):
-        part = part.strip().lstrip("-*• ").strip()
-        if not part:
-            continue
-        e = _ENTRY.match(part)
-        word, value = (e.group(1), min(10, int(e.group(2)))) if e else (part, 10)
-        word = _norm(word)
-        if word and word not in {"none"} and len(word) <= 40:
-            out[word] = max(value, out.get(word, 0))
-    return out or None
+    return [v for _, v in found]
 
 
-def simulate(tokens: tuple[str, ...], words: dict[str, int]) -> list[float]:
-    """Per-token simulated activation: the strength of a listed word the token matches (exactly,
-    or as a piece of 3+ characters of a longer listed word: sub-word tokens), else 0."""
-    pieces = [(w.split(), v) for w, v in words.items()]
-    sim = []
-    for tok in tokens:
-        t = _norm(tok)
-        best = 0
-        for parts, v in pieces:
-            if t and any(t == p or (len(t) >= 3 and t in p) for p in parts):
-                best = max(best, v)
-        sim.append(float(best))
-    return sim
+def numbered_tokens(tokens: tuple[str, ...]) -> str:
+    return "\n".join(f"{i} {t}".replace("\n", "\\n") for i, t in enumerate(tokens, 1))
 
 
 class SimulationScorer:
@@ -79,15 +78,16 @@ class SimulationScorer:
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
         return (cfg.score.simulation.prompt,)
 
-    async def _one(self, ctx: ScoreContext, prompt, explanation: str, item_text: str, latent: int):
+    async def _one(self, ctx: ScoreContext, prompt, explanation: str, ex: Example, latent: int):
+        cfg = ctx.cfg.score.simulation
+        messages = prompt.messages(explanation=explanation, tokens=numbered_tokens(ex.tokens))
         try:
-            r = await ctx.llm.generate(prompt.messages(explanation=explanation, text=item_text),
-                                       max_tokens=ctx.cfg.score.simulation.max_tokens,
-                                       temperature=0.0, stage="score", latent=latent)
+            r = await ctx.llm.generate(messages, max_tokens=6 * len(ex.tokens) + 8, temperature=0.0,
+                                       logprobs=cfg.logprobs or None, stage="score", latent=latent)
         except LLMError as err:
             return None, f"llm: {err.reason}"
-        words = parse_simulation(r.text)
-        return words, None if words is not None else f"unparseable answer: {r.text[:80]!r}"
+        values = expected_values(r.text, r.top_logprobs, len(ex.tokens))
+        return values, None if values is not None else f"unparseable answer: {r.text[:80]!r}"
 
     async def run(self, ctx: ScoreContext, latent: int, explanation: str,
                   examples: list[Example]) -> Outcome:
@@ -97,26 +97,25 @@ class SimulationScorer:
                                 random.Random(f"{cfg.seed}:{latent}:simulation"))
         by_pos = {(e.seq_id, e.start): e for e in examples}
         scale = max((e.max_act for e in examples), default=0.0) or 1.0
-        answers = await asyncio.gather(*(self._one(ctx, prompt, explanation, it.text, latent)
-                                         for it in items))  # the client bounds concurrency
-        preds, probs, errors, sim_all, true_all, windows = [], [], [], [], [], []
-        for it, (words, err) in zip(items, answers):
-            if words is None:
+        preds, probs, errors, sim_all, true_all, windows, kinds = [], [], [], [], [], [], []
+        for it in items:  # one after another: the instructions + explanation prefix stays cached
+            ex = by_pos[(it.seq_id, it.start)]
+            sim, err = await self._one(ctx, prompt, explanation, ex, latent)
+            if sim is None:
                 preds.append(None)
                 probs.append(None)
                 errors.append(err)
                 continue
-            ex = by_pos[(it.seq_id, it.start)]
-            sim = simulate(ex.tokens, words)
             true = [a / scale for a in ex.acts]
             sim_all += sim
             true_all += true
             windows.append(window_stats(sim, true))
-            preds.append(int(max(sim, default=0) > 0))
-            probs.append(max(sim, default=0) / 10)
+            kinds.append(it.label)
+            probs.append(max(sim, default=0.0) / 9)
+            preds.append(int(probs[-1] >= 0.5))
         metrics = classification_metrics([it.label for it in items], preds, probs)
         metrics["corr"] = pearson(sim_all, true_all)
-        ci = correlation_interval(windows, seed=(cfg.seed, latent, "simulation"),
+        ci = correlation_interval(windows, kinds, seed=(cfg.seed, latent, "simulation"),
                                   n_boot=cfg.n_bootstrap)
         metrics["ci_low"], metrics["ci_high"] = ci if ci else (None, None)
         return Outcome([Prediction(it.seq_id, it.start, it.quantile, it.label, p, q)

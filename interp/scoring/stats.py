@@ -16,7 +16,8 @@ import numpy as np
 # The one definition of each scorer's headline metric (the SQL views, UI and report should use it).
 HEADLINE: dict[str, str] = {
     "detection": "balanced_accuracy", "fuzzing": "balanced_accuracy", "embedding": "auc",
-    "surprisal": "auc", "simulation": "corr", "intervention": "auc", "intruder": "accuracy"}
+    "surprisal": "auc", "simulation": "corr", "intervention": "auc", "intruder": "accuracy",
+    "simulation_words": "corr"}
 N_BOOT = 1000
 LEVEL = 0.95
 
@@ -87,14 +88,19 @@ def _pearson_from_sums(t: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
-def correlation_interval(stats: Sequence[Sequence[float]], *, seed: Any = 0,
-                         n_boot: int = N_BOOT) -> tuple[float, float] | None:
+def correlation_interval(stats: Sequence[Sequence[float]], labels: Sequence[int] | None = None,
+                         *, seed: Any = 0, n_boot: int = N_BOOT) -> tuple[float, float] | None:
     """Bootstrap interval of the pooled (all tokens) correlation, resampling whole windows
-    (tokens of one window are not independent). `stats`: window_stats of each valid window."""
+    (tokens of one window are not independent). `stats`: window_stats of each valid window;
+    with `labels` (activating or not), each kind is resampled separately, like the other
+    per-latent intervals, so no resample is made of non-activating windows only."""
     if len(stats) < 2:
         return None
     s = np.asarray(stats, dtype=np.float64)
-    return _interval(_pearson_from_sums(_counts(_rng(seed), len(s), n_boot) @ s))
+    groups = [np.asarray(labels) == k for k in (0, 1)] if labels is not None else [np.ones(len(s), bool)]
+    rng = _rng(seed)
+    total = sum(_counts(rng, int(g.sum()), n_boot) @ s[g] for g in groups if g.any())
+    return _interval(_pearson_from_sums(total))
 
 
 def mean_interval(values: Sequence[float], *, seed: Any = 0,

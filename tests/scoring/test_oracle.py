@@ -9,6 +9,7 @@ random. One latent has no held-out positives and must come out `unscorable`.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import zlib
@@ -199,3 +200,32 @@ def test_intruder_finds_the_non_activating_window(tmp_path, judge, expected):
         assert all(r["status"] == "failed" and "unparseable" in r["error"] for r in rows)
     else:
         assert all(r["n_valid"] == 5 and r["ci_low"] == 1.0 for r in rows)
+
+
+def simulation_oracle(messages):
+    """All-at-once simulation: 9 (p 0.9) on the described keyword's tokens, else 0 (p 0.9)."""
+    user = messages[-2]["content"]
+    named = set(re.findall(r"\w+", re.search(r"Description: (.*)", user).group(1))) & set(KEYWORDS)
+    lines = re.findall(r"^(\d+) (.*)$", user.split("Tokens:", 1)[1], re.MULTILINE)
+    top = []
+    for k, tok in lines:
+        d = 9 if tok.strip() in named else 0
+        top += [[(k, 0.0)], [(":", 0.0)], [(f" {d}", math.log(0.9)), (f" {9 - d}", math.log(0.1))],
+                [("\n", 0.0)]]
+    return "".join(t[0][0] for t in top), top
+
+
+def test_all_at_once_simulation_correlates_with_true_activations(tmp_path):
+    mine, exp = _build(tmp_path)
+    with FakeLLMServer(simulation_oracle) as srv:
+        cfg = tiny_config(tmp_path, srv.base_url, score={"scorers": ["simulation"],
+                                                         "controls": ["shuffled"],
+                                                         "control_scorers": ["simulation"]})
+        ref = score(cfg, exp, mine)
+    rows = [r for r in pq.read_table(ref.path / "scores.parquet").to_pylist()
+            if r["latent"] != NO_POSITIVES]
+    real = [r for r in rows if r["control"] is None]
+    assert all(r["status"] == "ok" and r["corr"] == pytest.approx(1.0) for r in real)
+    assert all(r["ci_low"] == pytest.approx(1.0) and r["metric"] == "corr" for r in real)
+    [lift] = pq.read_table(ref.path / "controls.parquet").to_pylist()
+    assert lift["informative"] and lift["lift"] == pytest.approx(1.0)  # shuffled: constant, corr 0

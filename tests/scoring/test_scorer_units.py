@@ -12,7 +12,8 @@ from interp.scoring import _settings, score_key
 from interp.scoring.intervention import calibrate, greedy, mean_kl, steering_hook
 from interp.scoring.metrics import pearson, ranking_metrics
 from interp.scoring.registry import SCORERS
-from interp.scoring.simulation import parse_simulation, simulate
+from interp.scoring.simulation import expected_values, numbered_tokens
+from interp.scoring.simulation_words import parse_simulation, simulate
 from interp.scoring.surprisal import window_losses
 
 
@@ -38,11 +39,34 @@ def test_parse_simulation(raw, expected):
     assert parse_simulation(raw) == expected
 
 
-def test_simulate_matches_whole_words_and_subword_pieces():
-    tokens = (" The", " Bever", "ly", " cat", " sat", ",", " cats")
-    sim = simulate(tokens, {"cat": 8, "beverly hills": 5})
-    assert sim == [0.0, 5.0, 0.0, 8.0, 0.0, 0.0, 0.0]  # 'ly' is too short a piece to count
+def test_simulate_matches_whole_tokens_only():
+    tokens = (" The", " weather", " Bever", "ly", " cat", " sat", ",", " cats", " hills")
+    sim = simulate(tokens, {"cat": 8, "the": 3, "beverly hills": 5})
+    # "the" never fires inside "weather", nor "cat" inside "cats"; sub-word pieces do not match.
+    assert sim == [3.0, 0.0, 0.0, 0.0, 8.0, 0.0, 0.0, 0.0, 5.0]
     assert simulate(tokens, {}) == [0.0] * len(tokens)
+
+
+def _answer_tokens(values):
+    """Generated tokens of an all-at-once answer '1: d\n2: d...' with log-probs: the written digit
+    at p=0.8 and digit 9 - d at p=0.2."""
+    top = []
+    for k, d in enumerate(values, 1):
+        top += [[(str(k), 0.0)], [(":", 0.0)]]
+        top.append([(f" {d}", math.log(0.8)), (f" {9 - d}", math.log(0.2))])
+        top.append([("\n", 0.0)])
+    return "".join(t[0][0] for t in top), top
+
+
+def test_all_at_once_simulation_reads_expected_values():
+    text, top = _answer_tokens([0, 9, 5])
+    assert expected_values(text, top, 3) == pytest.approx([1.8, 7.2, 0.8 * 5 + 0.2 * 4])
+    assert expected_values(text, top, 2) is None and expected_values(text, top, 4) is None
+    # Without log-probabilities the written digits are the values.
+    assert expected_values("[ACTIVATIONS]:\n1: 0\n2: 7", None, 2) == [0.0, 7.0]
+    assert expected_values("[ACTIVATIONS]:\n1: 0\n3: 7", None, 2) is None   # a skipped token
+    assert expected_values("[ACTIVATIONS]:\n1: 0\n2: 7 maybe", None, 2) is None
+    assert numbered_tokens((" a", "\n")) == "1  a\n2 \\n"
 
 
 def test_ranking_metrics_threshold_at_median():

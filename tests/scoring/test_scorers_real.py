@@ -1,4 +1,4 @@
-"""All six scorers through the real pipeline: the embedded subject model, the llama.cpp server,
+"""All scorers through the real pipeline: the embedded subject model, the llama.cpp server,
 MiniLM and the DuckDB catalogue, on a tiny run (1k tokens, 2 latents, 1+1 windows: 8 LLM calls per latent). Slow-ish
 (~1-3 min on 2 cores), so it is the one real test of the scorers; it also checks that steering
 really acts at the SAE's hookpoint of the real TransformerBridge."""
@@ -27,11 +27,11 @@ def _cfg(tmp_path, model_cache):
         "explain": {"n_latents": 2, "n_examples": 3, "min_examples": 2, "max_tokens": 24},
         "score": {"scorers": list(SCORERS), "n_positive": 1, "n_negative": 1,
                   "intervention": {"n_prompts": 1, "new_tokens": 8},
-                  "simulation": {"max_tokens": 16}},
+                  "simulation_words": {"max_tokens": 16}},
     })
 
 
-def test_all_six_scorers_reach_the_catalogue(tmp_path, model_cache):
+def test_all_scorers_reach_the_catalogue(tmp_path, model_cache):
     cfg = _cfg(tmp_path, model_cache)
     t0 = time.time()
     rec = run(cfg)
@@ -51,8 +51,10 @@ def test_all_six_scorers_reach_the_catalogue(tmp_path, model_cache):
             r = by[(latent, name)]
             assert r[2] == "ok" and r[3] == 2 and r[4] == 0 and 0 <= r[5] <= 1
         assert by[(latent, "intervention")][3] == 2 * cfg.score.intervention.n_prompts
-        sim = by[(latent, "simulation")]
-        assert sim[2] != "ok" or sim[6] is not None  # a parsed simulation has a correlation
+        for name in ("simulation", "simulation_words"):
+            sim = by[(latent, name)]
+            assert sim[2] != "ok" or sim[6] is not None  # a parsed simulation has a correlation
+        assert by[(latent, "intruder")][2] in ("ok", "failed", "insufficient")
     n_pred = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
     assert n_pred == sum(r[3] for r in rows)
     con.close()
