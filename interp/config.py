@@ -274,10 +274,11 @@ class IntruderConfig(_Strict):
 
 
 class InterventionConfig(_Strict):
-    """Intervention: steer the subject model along the latent and judge the continuations."""
+    """Intervention (the paper's): steer along the latent; how much likelier does the explanation
+    become after steered than after clean continuations?"""
 
-    prompt: str = Field("score_intervention", description="Template for judging clean and "
-                        "steered continuations.")
+    prompt: str = Field("score_intervention_lm", description="Template ($text = a continuation) "
+                        "after which the explanation's log-probability is read.")
     n_prompts: int = Field(4, gt=0, description="Held-out non-activating windows whose first "
                            "tokens prompt clean and steered generation (2 judge calls each).")
     prompt_tokens: int = Field(8, gt=0, description="Window tokens per prompt (after BOS).")
@@ -285,6 +286,13 @@ class InterventionConfig(_Strict):
     target_kl: float = Field(0.5, gt=0, description="Steering strength is bisected until the "
                              "mean next-token KL(clean || steered) over the prompts is this many nats.")
     bisection_steps: int = Field(8, ge=0, description="Bisection steps of the calibration.")
+
+
+class InterventionJudgeConfig(InterventionConfig):
+    """Judge-based intervention: the judge LLM tells steered from clean continuations."""
+
+    prompt: str = Field("score_intervention", description="Template for judging clean and "
+                        "steered continuations (2 judge calls per prompt).")
 
 
 class ScoreConfig(_Strict):
@@ -295,11 +303,13 @@ class ScoreConfig(_Strict):
     """
 
     scorers: tuple[Literal["detection", "fuzzing", "embedding", "surprisal", "simulation",
-                           "intervention", "intruder", "simulation_words"], ...] = Field(("detection", "fuzzing"),
+                           "intervention", "intruder", "simulation_words",
+                           "intervention_judge"], ...] = Field(("detection", "fuzzing"),
         description="Scorers to run (README 'Scorers' gives each one's cost): detection, fuzzing, "
         "embedding (MiniLM, no LLM), surprisal (subject model, no LLM), simulation (OpenAI's), "
         "simulation_words (word list, for small judges), intervention "
-        "(steers the subject model), intruder (no explanation: is the latent coherent?).")
+        "(the paper's: steers the subject model), intervention_judge (a judge tells steered "
+        "from clean text), intruder (no explanation: is the latent coherent?).")
     n_positive: int = Field(5, gt=0, description="Held-out activating windows per latent.")
     n_negative: int = Field(5, gt=0, description="Non-activating windows per latent.")
     batch_size: int = Field(1, gt=0, description="Windows judged per LLM request. 1 asks for "
@@ -324,6 +334,7 @@ class ScoreConfig(_Strict):
     simulation: SimulationConfig = SimulationConfig()
     simulation_words: SimulationWordsConfig = SimulationWordsConfig()
     intervention: InterventionConfig = InterventionConfig()
+    intervention_judge: InterventionJudgeConfig = InterventionJudgeConfig()
     intruder: IntruderConfig = IntruderConfig()
 
     @field_validator("scorers")

@@ -104,7 +104,8 @@ def _row(cfg: RunConfig, exp: dict, latent: int, scorer: str, out: Outcome, sett
             "scorer_model": out.model, "prompt_hash": out.prompt_hash, "settings_hash": settings_hash,
             "status": status, "error": error, "control": control, "control_text": control_text,
             "corr": m.get("corr"), **{k: m[k] for k in ("n_examples", "n_failed", *_METRICS)},
-            "n_valid": n_items - m["n_failed"], "metric": metric, "value": m.get(metric),
+            "n_valid": n_items - m["n_failed"], "metric": metric,
+            "value": m.get(metric) if status == "ok" else None,
             "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
             "predictions": [p.row() for p in out.predictions], "created_at": time.time()}
 

@@ -1,20 +1,17 @@
-"""Intervention scorer: does the explanation describe what the latent *does* when turned up?
+"""Intervention scorer as in the paper ("Automatically interpreting millions of features in large
+language models", Paulo et al.): does the explanation say what the latent *does* when turned up?
 
-Per latent: prompts = the first `score.intervention.prompt_tokens` tokens of its held-out non-activating
-windows (after BOS). The latent is steered by adding alpha * its unit decoder direction to every
-non-BOS position at the SAE's output hookpoint; alpha is found by bisection so that the mean
-KL(clean || steered) of the next-token distribution over the prompts equals
-`score.intervention.target_kl`. Greedy continuations are generated clean and steered; the judge LLM
-(`prompts/score_intervention.md`, one continuation per request, P(1) from log-probabilities)
-says whether each matches the explanation. Label 1 = steered, 0 = clean: AUC and balanced
-accuracy measure how well the explanation tells steered text from clean text.
-Cost: 2 x n_prompts LLM calls per latent, plus about 20 + 2 x new_tokens
-forward passes of the subject model over the prompts (batched), no KV cache.
+The latent is steered at a strength calibrated to `score.intervention.target_kl` (see
+intervention_judge.continuations), and greedy continuations of held-out prompts are generated
+clean and steered. The scorer model (here the subject model itself, no LLM calls) reads each
+continuation followed by `prompts/score_intervention_lm.md` and we take the log-probability of the
+explanation after it. Score per prompt = log P(explanation | steered text) - log P(explanation |
+clean text), in nats; the latent's `logprob_gain` is the mean over prompts, with a bootstrap
+interval over prompts. A positive gain means steering makes the text more like the explanation.
+Cost: 0 LLM calls; calibration (~20 forward passes), 2 x new_tokens greedy steps, and 2 x
+n_prompts forward passes for the log-probabilities.
 """
 from __future__ import annotations
-
-import logging
-import random
 
 import torch
 import torch.nn.functional as F
@@ -22,59 +19,24 @@ import torch.nn.functional as F
 from interp.config import RunConfig
 from interp.examples import Example
 from interp.prompts import load_prompt
-from interp.scoring.base import Outcome, ScoreContext
-from interp.scoring.classify import Item
-from interp.scoring.judge import judge_items, outcome
-
-log = logging.getLogger(__name__)
-_MAX_ALPHA = 1e4   # give up growing the bracket: the target KL is unreachable by steering
-
-
-def steering_hook(direction: torch.Tensor, alpha: float):
-    """acts [B, T, d] -> acts with alpha * direction added at every position but BOS."""
-    def hook(acts: torch.Tensor) -> torch.Tensor:
-        out = acts.clone()
-        out[:, 1:] += alpha * direction.to(acts.device, acts.dtype)
-        return out
-    return hook
-
-
-def mean_kl(run, tokens: torch.Tensor, clean_logp: torch.Tensor, direction, alpha: float) -> float:
-    """Mean over prompts of KL(clean || steered) at the last position, in nats."""
-    steered = F.log_softmax(run(tokens, steering_hook(direction, alpha))[:, -1].float(), -1)
-    return float((clean_logp.exp() * (clean_logp - steered)).sum(-1).mean())
-
-
-def calibrate(run, tokens: torch.Tensor, direction: torch.Tensor, target: float,
-              steps: int) -> tuple[float, float]:
-    """(alpha, its KL): grow alpha x4 until KL >= target, then bisect (geometric) `steps` times."""
-    clean_logp = F.log_softmax(run(tokens, None)[:, -1].float(), -1)
-    lo, hi = 0.0, 1.0
-    kl_hi = mean_kl(run, tokens, clean_logp, direction, hi)
-    while kl_hi < target and hi < _MAX_ALPHA:
-        lo, hi = hi, hi * 4
-        kl_hi = mean_kl(run, tokens, clean_logp, direction, hi)
-    if kl_hi < target:
-        log.warning("steering cannot reach KL %.2f (%.3f at alpha %.0f)", target, kl_hi, hi)
-        return hi, kl_hi
-    best = (hi, kl_hi)
-    for _ in range(steps):
-        mid = (lo * hi) ** 0.5 if lo > 0 else hi / 2
-        kl = mean_kl(run, tokens, clean_logp, direction, mid)
-        if abs(kl - target) < abs(best[1] - target):
-            best = (mid, kl)
-        lo, hi = (mid, hi) if kl < target else (lo, mid)
-    return best
+from interp.scoring.base import Outcome, Prediction, ScoreContext
+from interp.scoring.intervention_judge import continuations, prompt_windows
+from interp.scoring.metrics import classification_metrics
+from interp.scoring.stats import mean_interval
 
 
 @torch.inference_mode()
-def greedy(run, tokens: torch.Tensor, n_new: int, hook=None) -> torch.Tensor:
-    """n_new greedy tokens [B, n_new] after prompts [B, T] (full forward per step)."""
-    out = tokens
-    for _ in range(n_new):
-        nxt = run(out, hook)[:, -1].argmax(-1, keepdim=True).to(out.device)
-        out = torch.cat([out, nxt], 1)
-    return out[:, tokens.shape[1]:]
+def target_logprobs(run, contexts: list[list[int]], target: list[int]) -> list[float]:
+    """Sum over `target`'s tokens of log P(token | context, earlier target tokens), per context.
+
+    run(tokens [1, T]) -> logits [1, T, V]; one context at a time (they differ in length).
+    """
+    out = []
+    for ctx in contexts:
+        tokens = torch.tensor([ctx + target])
+        logp = F.log_softmax(run(tokens)[0, len(ctx) - 1:-1].float(), -1)
+        out.append(float(logp.gather(-1, tokens[0, len(ctx):, None].to(logp.device)).sum()))
+    return out
 
 
 class InterventionScorer:
@@ -84,35 +46,35 @@ class InterventionScorer:
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
         return (cfg.score.intervention.prompt,)
 
-    def _continuations(self, ctx: ScoreContext, latent: int, prompts: list[Example]):
-        cfg, res = ctx.cfg.score, ctx.resources
-        model, sae = res.subject_model(), res.sae()
-        hookpoint = sae.cfg.get("hookpoint_out") or ctx.cfg.model.hookpoint
-        run = model.run_model(hookpoint)
-        direction = sae.W_dec[latent].detach().float()
-        direction = direction / direction.norm().clamp_min(1e-8)
-        tokens = torch.tensor([[res.token_ids()[e.seq_id][0]] +
-                               res.window_ids(e)[:cfg.intervention.prompt_tokens] for e in prompts])
-        with torch.inference_mode():
-            alpha, kl = calibrate(run, tokens, direction, cfg.intervention.target_kl,
-                                  cfg.intervention.bisection_steps)
-        clean = greedy(run, tokens, cfg.intervention.new_tokens)
-        steered = greedy(run, tokens, cfg.intervention.new_tokens, steering_hook(direction, alpha))
-        log.debug("latent %d: alpha %.2f gives KL %.3f", latent, alpha, kl)
-        decode = model.tokenizer.decode
-        return [decode(t).strip() for t in clean.tolist()], [decode(t).strip() for t in steered.tolist()]
+    def _gains(self, ctx: ScoreContext, explanation: str, pool: list[Example],
+               clean: list[str], steered: list[str]) -> list[float]:
+        res = ctx.resources
+        model = res.subject_model()
+        run = model.run_model(ctx.cfg.model.hookpoint)
+        template = load_prompt(self.prompts(ctx.cfg)[0])
+        bos = res.token_ids()[pool[0].seq_id][0]  # the BOS the collected sequences start with
+
+        def ids(text: str) -> list[int]:
+            filled = template.messages(text=text)[-1]["content"]
+            return [bos] + model.tokenizer.encode(filled, add_special_tokens=False)
+        target = model.tokenizer.encode(" " + explanation.strip(), add_special_tokens=False)
+        after_steered = target_logprobs(lambda t: run(t, None), [ids(t) for t in steered], target)
+        after_clean = target_logprobs(lambda t: run(t, None), [ids(t) for t in clean], target)
+        return [s - c for s, c in zip(after_steered, after_clean)]
 
     async def run(self, ctx: ScoreContext, latent: int, explanation: str,
                   examples: list[Example]) -> Outcome:
         cfg = ctx.cfg.score
-        prompt = load_prompt(self.prompts(ctx.cfg)[0])
-        pool = [e for e in examples if e.split == "test" and not e.active]
-        pool = pool[:cfg.intervention.n_prompts]
-        if not pool:
-            return outcome([], [], [], ctx.cfg.llm.model, prompt.sha, [])
-        clean, steered = await ctx.compute(self._continuations, ctx, latent, pool)
-        items = [Item(t or "(empty)", label, e.seq_id, e.start, -1)
-                 for texts, label in ((clean, 0), (steered, 1)) for e, t in zip(pool, texts)]
-        random.Random(f"{cfg.seed}:{latent}:intervention").shuffle(items)
-        preds, probs, errors = await judge_items(ctx, prompt, explanation, items, latent)
-        return outcome(items, preds, probs, ctx.cfg.llm.model, prompt.sha, errors)
+        sha = load_prompt(self.prompts(ctx.cfg)[0]).sha
+        pool = prompt_windows(examples, cfg.intervention.n_prompts)
+        gains: list[float] = []
+        if pool:
+            clean, steered = await ctx.compute(continuations, ctx, latent, pool, cfg.intervention)
+            gains = await ctx.compute(self._gains, ctx, explanation, pool, clean, steered)
+        preds = [int(g > 0) for g in gains]
+        metrics = classification_metrics([1] * len(gains), preds)
+        mean, lo, hi = mean_interval(gains, seed=(cfg.seed, latent, "intervention"),
+                                     n_boot=cfg.n_bootstrap)
+        metrics |= {"logprob_gain": mean, "ci_low": lo, "ci_high": hi}
+        return Outcome([Prediction(e.seq_id, e.start, -1, 1, p, g)
+                        for e, p, g in zip(pool, preds, gains)], metrics, ctx.cfg.model.name, sha)

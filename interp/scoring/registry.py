@@ -4,6 +4,7 @@ from __future__ import annotations
 from interp.scoring.base import Scorer
 from interp.scoring.embedding import EmbeddingScorer
 from interp.scoring.intervention import InterventionScorer
+from interp.scoring.intervention_judge import JudgeInterventionScorer
 from interp.scoring.intruder import IntruderScorer
 from interp.scoring.judge import JudgeScorer
 from interp.scoring.simulation import SimulationScorer
@@ -18,5 +19,6 @@ SCORERS: dict[str, Scorer] = {
     "simulation": SimulationScorer(),
     "simulation_words": WordListSimulationScorer(),
     "intervention": InterventionScorer(),
+    "intervention_judge": JudgeInterventionScorer(),
     "intruder": IntruderScorer(),
 }

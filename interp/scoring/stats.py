@@ -16,8 +16,8 @@ import numpy as np
 # The one definition of each scorer's headline metric (the SQL views, UI and report should use it).
 HEADLINE: dict[str, str] = {
     "detection": "balanced_accuracy", "fuzzing": "balanced_accuracy", "embedding": "auc",
-    "surprisal": "auc", "simulation": "corr", "intervention": "auc", "intruder": "accuracy",
-    "simulation_words": "corr"}
+    "surprisal": "auc", "simulation": "corr", "intervention": "logprob_gain",
+    "intervention_judge": "auc", "intruder": "accuracy", "simulation_words": "corr"}
 N_BOOT = 1000
 LEVEL = 0.95
 

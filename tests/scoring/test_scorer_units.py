@@ -9,7 +9,8 @@ import torch
 
 from interp.config import ScoreConfig, build_config
 from interp.scoring import _settings, score_key
-from interp.scoring.intervention import calibrate, greedy, mean_kl, steering_hook
+from interp.scoring.intervention import target_logprobs
+from interp.scoring.intervention_judge import calibrate, greedy, mean_kl, steering_hook
 from interp.scoring.metrics import pearson, ranking_metrics
 from interp.scoring.registry import SCORERS
 from interp.scoring.simulation import expected_values, numbered_tokens
@@ -112,6 +113,15 @@ def test_window_losses_equal_a_per_window_reference():
         assert loss == pytest.approx(ref, rel=1e-5)
 
 
+def test_explanation_logprob_equals_the_window_loss_reference():
+    lm = ToyLM()
+    contexts, target = [[1, 2, 3], [4, 5], [6]], [7, 8, 9]
+    got = target_logprobs(lambda t: lm(t), contexts, target)
+    for ctx, lp in zip(contexts, got):
+        assert lp == pytest.approx(-len(target) * window_losses(lambda t: lm(t), ctx, [target])[0],
+                                   rel=1e-5)
+
+
 def test_steering_hook_skips_bos_and_calibration_hits_the_target_kl():
     acts = torch.zeros(2, 3, 4)
     d = torch.tensor([1.0, 0, 0, 0])
@@ -179,3 +189,46 @@ def test_a_scorer_exception_is_recorded_not_raised(monkeypatch):
     [row] = asyncio.run(work(3, []))
     assert row["status"] == "error" and "bad window" in row["error"] and row["latent"] == 3
     assert row["balanced_accuracy"] is None and row["predictions"] == []
+
+
+def test_paper_intervention_scores_the_explanation_logprob_gain(monkeypatch):
+    import asyncio
+
+    from interp.examples import Example
+    from interp.scoring import intervention
+    from interp.scoring.base import Resources, ScoreContext
+
+    lm = ToyLM(vocab=11)
+
+    class Tok:
+        def encode(self, text, add_special_tokens=False):
+            return [2 + ord(c) % 9 for c in text]
+
+    class Model:
+        tokenizer = Tok()
+
+        def run_model(self, hookpoint):
+            return lambda tokens, hook: lm(tokens, hook)
+
+    class Res(Resources):
+        def subject_model(self):
+            return Model()
+
+        def token_ids(self):
+            return {0: [1, 3, 4], 1: [1, 5, 6]}
+
+    texts = (["a plain text", "more plain"], ["zzz yyy", "zzz"])
+    monkeypatch.setattr(intervention, "continuations", lambda *a: texts)
+    cfg = build_config({"score": {"scorers": ["intervention"], "intervention": {"n_prompts": 2}}})
+    pool = [Example(7, "random", "test", i, -1, i, 0, 0.0, ("x",), (0.0,)) for i in range(2)]
+    ctx = ScoreContext(cfg, None, Res(cfg))
+    out = asyncio.run(intervention.InterventionScorer().run(ctx, 7, "zzz", pool))
+    template = "{}\nThe text above is about:"
+    target = Tok().encode(" zzz")
+    ref = [target_logprobs(lm, [[1] + Tok().encode(template.format(s))], target)[0] -
+           target_logprobs(lm, [[1] + Tok().encode(template.format(c))], target)[0]
+           for c, s in zip(*texts)]
+    assert [p.prob for p in out.predictions] == pytest.approx(ref)
+    assert out.metrics["logprob_gain"] == pytest.approx(sum(ref) / 2)
+    assert out.metrics["ci_low"] <= out.metrics["logprob_gain"] <= out.metrics["ci_high"]
+    assert out.metrics["n_examples"] == 2 and out.metrics["n_failed"] == 0

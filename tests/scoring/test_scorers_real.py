@@ -12,7 +12,7 @@ import torch
 from interp.config import build_config
 from interp.stages import run
 from interp.scoring.base import Resources
-from interp.scoring.intervention import steering_hook
+from interp.scoring.intervention_judge import steering_hook
 from interp.scoring.registry import SCORERS
 from storage.catalog import load_run, publish
 
@@ -27,6 +27,7 @@ def _cfg(tmp_path, model_cache):
         "explain": {"n_latents": 2, "n_examples": 3, "min_examples": 2, "max_tokens": 24},
         "score": {"scorers": list(SCORERS), "n_positive": 1, "n_negative": 1,
                   "intervention": {"n_prompts": 1, "new_tokens": 8},
+                  "intervention_judge": {"n_prompts": 1, "new_tokens": 8},
                   "simulation_words": {"max_tokens": 16}},
     })
 
@@ -50,7 +51,8 @@ def test_all_scorers_reach_the_catalogue(tmp_path, model_cache):
         for name in ("embedding", "surprisal"):  # no LLM involved: always complete
             r = by[(latent, name)]
             assert r[2] == "ok" and r[3] == 2 and r[4] == 0 and 0 <= r[5] <= 1
-        assert by[(latent, "intervention")][3] == 2 * cfg.score.intervention.n_prompts
+        assert by[(latent, "intervention_judge")][3] == 2 * cfg.score.intervention.n_prompts
+        assert by[(latent, "intervention")][3] == cfg.score.intervention.n_prompts
         for name in ("simulation", "simulation_words"):
             sim = by[(latent, name)]
             assert sim[2] != "ok" or sim[6] is not None  # a parsed simulation has a correlation
