@@ -105,3 +105,16 @@ def test_summarize_counts_statuses_and_weights_by_frequency():
     assert out["status_counts"] == {"ok": 2, "unscorable": 1} and out["n_scored"] == 2
     assert out["mean"] == 0.75 and out["frequency_weighted"] == pytest.approx(0.875)
     assert out["metric"] == "balanced_accuracy" and out["n_examples"] == 24
+
+
+def test_unscorable_reason_names_the_missing_held_out_windows():
+    from interp.examples import Example
+    from interp.scoring.base import unscorable_reason
+
+    def ex(kind, split, act):
+        return Example(1, kind, split, 0, 0, 0, 0, act, (" a",), (act,))
+    train_top, test_neg = ex("top", "train", 2.0), ex("random", "test", 0.0)
+    assert "activating" in unscorable_reason(("positives", "negatives"), [train_top, test_neg])
+    assert unscorable_reason(("negatives",), [train_top, test_neg]) is None    # intervention
+    assert "non-activating" in unscorable_reason(("negatives",), [train_top])
+    assert unscorable_reason(("positives",), [ex("quantile", "test", 1.0)]) is None
