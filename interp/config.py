@@ -320,6 +320,17 @@ class ScoreConfig(_Strict):
         return out
 
 
+class MatchConfig(_Strict):
+    """Decoder matching of a new SAE against the other SAEs of its model and hookpoint."""
+
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device"})
+    max_peers: int = Field(4, ge=0, description="Match against at most this many other SAEs "
+                           "(the newest); 0 = skip. Exact top-1 costs latents_a x latents_b x d "
+                           "multiply-adds per pair: seconds on a GPU at 65k x 65k.")
+    device: str | None = Field(None, description="Device of the matching; None = sae.device, "
+                               "else model.device.")
+
+
 class RunConfig(_Strict):
     """A whole labelling run."""
 
@@ -333,6 +344,7 @@ class RunConfig(_Strict):
     llm: LLMConfig = LLMConfig()
     explain: ExplainConfig = ExplainConfig()
     score: ScoreConfig = ScoreConfig()
+    match: MatchConfig = MatchConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> RunConfig:
