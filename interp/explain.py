@@ -9,6 +9,7 @@ The answer must carry an explicit `[EXPLANATION]:` marker; anything else is stor
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -22,7 +23,7 @@ from interp.config import RunConfig
 from interp.examples import (Example, format_for_explainer, format_negatives, load_examples,
                              top_tokens, training_examples, training_negatives)
 from interp.llm import Ledger, LLMError, open_llm
-from interp.prompts import Prompt, load_prompt
+from interp.prompts import Prompt, load_prompt, parse_prompt, prompt_dirs
 from interp.resumable import merge_parts, pending, run_resumable
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,14 @@ STAGE = "explain"
 VERSION = "2"  # 2: $summary / $negatives placeholders, train_set
 ECHO = re.compile(r"^(example|strengths)\s*\d*\s*:", re.IGNORECASE)
 MARKER = re.compile(r"\[?\s*EXPLANATION\s*\]?\s*:", re.IGNORECASE)
+# A copied example line ("Example 3: ...", "Counter-example 1: ...") anywhere in the answer, and
+# the examples' <<marked>>(7) notation in the explanation itself, are echoes of the prompt.
+EXAMPLE_LINE = re.compile(r"^\W*(counter-?)?examples?\s*\d+\s*:", re.IGNORECASE | re.MULTILINE)
+MARKUP = re.compile(r"<<[^<>\n]*>>")
+# Instruction text split at placeholders, lines and sentence ends; a piece this long repeated in
+# an answer is an echo of the instructions (short ones like "Marked words:" are the cot format).
+_INSTRUCTION_SPLIT = re.compile(r"\$\w+|\n|(?<=[.?!])\s")
+ECHO_MIN_CHARS = 24
 
 SCHEMA = pa.schema([
     ("explanation_id", pa.string()), ("latent", pa.int32()), ("text", pa.string()),
@@ -48,17 +57,37 @@ def _clean(line: str) -> str:
     return _BULLET.sub("", line).strip().strip('"\'`*').strip()
 
 
+@functools.lru_cache(maxsize=1)
+def _instruction_pieces() -> frozenset[str]:
+    """Lower-cased sentences of the explainer templates' SYSTEM and USER turns."""
+    pieces = set()
+    for d in prompt_dirs():
+        for path in sorted(d.glob("explain_*.md")) if d.is_dir() else []:
+            for role, text in parse_prompt(path.stem, path.read_text()).turns:
+                if role != "assistant":
+                    pieces.update(p.strip().lower() for p in _INSTRUCTION_SPLIT.split(text)
+                                  if len(p.strip()) >= ECHO_MIN_CHARS)
+    return frozenset(pieces)
+
+
+def _echoes_prompt(raw: str) -> bool:
+    low = raw.lower()
+    return bool(EXAMPLE_LINE.search(raw)) or any(p in low for p in _instruction_pieces())
+
+
 def parse_explanation(raw: str) -> str | None:
-    """The explanation after the last marker (its first non-empty line), or None if unusable.
+    """The explanation after the one marker (its first non-empty line), or None if unusable.
 
     A first line ending in ':' that introduces a bulleted list ("The marked words are:\n* a\n* b")
     is read as that list, joined on one line (up to 6 distinct items): a list of the activating
-    words is a legitimate, if shallow, explanation. A copied input example is not.
+    words is a legitimate, if shallow, explanation. A copied input example is not. Nor is an
+    answer with a second marker (an example's text can carry one, a prompt injection that the
+    model copies) or one that repeats the prompt's examples or instructions.
     """
     matches = list(MARKER.finditer(raw))
-    if not matches:
+    if len(matches) != 1 or _echoes_prompt(raw):
         return None
-    lines = [ln.strip() for ln in raw[matches[-1].end():].splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in raw[matches[0].end():].splitlines() if ln.strip()]
     if not lines:
         return None
     text = _clean(lines[0])
@@ -68,7 +97,7 @@ def parse_explanation(raw: str) -> str | None:
         text = f"{text} {', '.join(items[:6])}" if items else ""
     if not text or len(text) > 400 or text.lower() in {"none", "n/a", "<explanation>"}:
         return None
-    if ECHO.match(text):
+    if ECHO.match(text) or MARKUP.search(text):
         return None  # the model copied an input example instead of explaining
     return text
 
