@@ -11,13 +11,13 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 
 import openai
 
 from interp.config import LLMConfig
-from interp.llm.base import Ledger, LLMError, LLMResponse, new_call_id
+from interp.llm.base import Ledger, LLMError, LLMResponse, new_call_id, redact
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +60,29 @@ class RateLimiter:
             await asyncio.sleep(delay)
 
 
-def _classify(err: Exception) -> tuple[bool, str]:
-    """(retryable, short reason) of an exception raised by the openai client."""
+def _classify(err: Exception, secrets: Iterable[str | None] = ()) -> tuple[bool, str]:
+    """(retryable, short reason) of an exception raised by the openai client. The reason is
+    stored (ledger, explanation rows) and logged, so `secrets` and key-shaped strings are
+    redacted: a server may echo the API key in an error body. Redacted before truncating, so a
+    key cut in half at the limit cannot slip through."""
+    retry, reason = _reason(err)
+    return retry, redact(reason, secrets)[:200]
+
+
+def _reason(err: Exception) -> tuple[bool, str]:
     if isinstance(err, Transient):
         return True, str(err)
     if isinstance(err, openai.APITimeoutError):
         return True, "timeout"
     if isinstance(err, openai.APIConnectionError):
-        return True, f"connection: {err.__cause__ or err}"[:200]
+        return True, f"connection: {err.__cause__ or err}"
     if isinstance(err, openai.RateLimitError):
         return True, "429 rate limited"
     if isinstance(err, openai.APIStatusError):
-        return err.status_code >= 500, f"{err.status_code}: {str(err)[:200]}"
+        return err.status_code >= 500, f"{err.status_code}: {err}"
     if isinstance(err, (openai.APIResponseValidationError, ValueError, KeyError, TypeError)):
-        return True, f"malformed response: {str(err)[:200]}"
-    return False, f"{type(err).__name__}: {str(err)[:200]}"
+        return True, f"malformed response: {err}"
+    return False, f"{type(err).__name__}: {err}"
 
 
 class OpenAICompatibleLLM:
@@ -175,7 +183,7 @@ class OpenAICompatibleLLM:
                 try:
                     r = await self._once(messages, max_tokens, temperature, logprobs)
                 except Exception as err:  # noqa: BLE001 - classified below, never swallowed
-                    retry, reason = _classify(err)
+                    retry, reason = _classify(err, [self._client.api_key])
                     latency = time.monotonic() - t0
                     final = not retry or attempt == attempts
                     self.ledger.record(call_id=call_id, stage=stage, latent=latent, model=self.model,
