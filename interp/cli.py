@@ -19,7 +19,7 @@ try:  # typer >= 0.20 vendors its own click; its exceptions are not click's
 except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as click_exc
 
-from interp.config import ConfigError, RunConfig, dump_config, load_config
+from interp.config import RunConfig, dump_config, load_config
 
 log = logging.getLogger("interp")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,27 +97,21 @@ def cli_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def check_runnable(cfg: RunConfig, *, corpus: bool = True) -> RunConfig:
-    """Fail fast (rc 2, one line) on a config that cannot run: unset API-key variable, home that
-    is a file, missing prompt, bad --sae, unreadable corpus. For `run` and `rescore`, after the
-    config is built and before any model or server starts."""
+def _config(config: Optional[Path], overrides: dict[str, Any], *,
+            runnable: bool = True) -> RunConfig:
+    """The config, and with `runnable` the preflight checks (interp.preflight.check_run: unset
+    API-key variable, home that is a file, missing prompt, bad --sae, unreadable corpus), so a
+    run fails in its first second, before any model or server starts."""
     from interp.preflight import check_run
 
     try:
-        check_run(cfg, corpus=corpus)
-    except ValueError as err:
-        _fail(str(err))
-    return cfg
-
-
-def _config(config: Optional[Path], overrides: dict[str, Any], *,
-            runnable: bool = True) -> RunConfig:
-    try:
         cfg = load_config(config, overrides)
-    except ConfigError as err:
+        if runnable:
+            check_run(cfg)
+    except ValueError as err:  # ConfigError and the preflight's errors: they name field or file
         _fail(str(err))
         raise  # unreachable
-    return check_runnable(cfg) if runnable else cfg
+    return cfg
 
 
 @app.command()
@@ -265,6 +259,7 @@ def rescore(
     config; only stages whose inputs changed run, and results sit beside the old ones."""
     import yaml
 
+    from interp.preflight import check_run
     from interp.rescore import find_run, rescore_config, run_after_collect
 
     _setup_logging(verbose)
@@ -279,7 +274,7 @@ def rescore(
         changes = yaml.safe_load(config.read_text()) if config else {}
         run_dir = find_run(h, from_run)
         cfg, collect_key = rescore_config(h, run_dir, changes, overrides, sae)  # fail fast
-        check_runnable(cfg, corpus=False)  # the activations exist: the corpus is not read again
+        check_run(cfg, corpus=False)  # fail fast; the activations exist: no corpus is read again
         t0 = time.time()
         if prefect:
             _prefect_env(h)
