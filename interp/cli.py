@@ -226,7 +226,10 @@ def publish(home: Optional[Path] = typer.Option(None, help="Artifact home ($INTE
     from storage.catalog import publish as do_publish
     from storage.catalog import rebuild as do_rebuild
 
+    from interp.preflight import check_home
+
     h = home or RunConfig().home
+    check_home(h)  # a file as home published nothing with rc 0, or failed with "File exists"
     if rebuild:
         typer.echo(f"rebuilt from {do_rebuild(h)} artifacts")
         return

@@ -123,6 +123,8 @@ CASES = [
     ("rescore-sae-corrupt", ["rescore", "--sae", "{bad}/sae_corrupt"], "sae.safetensors"),
     ("show-config-bad-yaml", ["config", "-c", "{bad}/broken.yaml"], "broken.yaml"),
     ("report-run-missing", ["report", "--run", "r404"], "r404"),
+    ("publish-home-is-a-file", ["publish", "--home", "{bad}/ok.yaml"], "ok.yaml"),
+    ("rebuild-home-is-a-file", ["publish", "--rebuild", "--home", "{bad}/ok.yaml"], "ok.yaml"),
 ]
 HOME_FLAG = {"run", "rescore", "report"}  # commands given the fixture's home
 
