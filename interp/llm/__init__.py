@@ -40,5 +40,6 @@ def open_llm(cfg: LLMConfig, ledger: Ledger | None = None) -> Iterator[LLM]:
 
         yield VLLMOfflineLLM(cfg, ledger)
         return
+    cfg.api_key()  # an unset key variable fails here, before a server is started for nothing
     with llm_endpoint(cfg) as url:
         yield OpenAICompatibleLLM(cfg, url, ledger)
