@@ -70,9 +70,12 @@ def _instruction_pieces() -> frozenset[str]:
     return frozenset(pieces)
 
 
-def _echoes_prompt(raw: str) -> bool:
+def _echoes_prompt(answer: str, raw: str) -> bool:
+    """An example line in the reasoning or explanation (`answer`; small models often invent a
+    next "Example 4:" after their answer line, which is harmless), or a sentence of the
+    instructions anywhere in `raw`."""
     low = raw.lower()
-    return bool(EXAMPLE_LINE.search(raw)) or any(p in low for p in _instruction_pieces())
+    return bool(EXAMPLE_LINE.search(answer)) or any(p in low for p in _instruction_pieces())
 
 
 def parse_explanation(raw: str) -> str | None:
@@ -81,11 +84,12 @@ def parse_explanation(raw: str) -> str | None:
     A first line ending in ':' that introduces a bulleted list ("The marked words are:\n* a\n* b")
     is read as that list, joined on one line (up to 6 distinct items): a list of the activating
     words is a legitimate, if shallow, explanation. A copied input example is not. Nor is an
-    answer with a second marker (an example's text can carry one, a prompt injection that the
-    model copies) or one that repeats the prompt's examples or instructions.
+    answer with a second marker anywhere (an example's text can carry one, a prompt injection
+    that the model copies) or whose reasoning or explanation repeats the prompt's examples or
+    instructions.
     """
     matches = list(MARKER.finditer(raw))
-    if len(matches) != 1 or _echoes_prompt(raw):
+    if len(matches) != 1:
         return None
     lines = [ln.strip() for ln in raw[matches[0].end():].splitlines() if ln.strip()]
     if not lines:
@@ -99,6 +103,8 @@ def parse_explanation(raw: str) -> str | None:
         return None
     if ECHO.match(text) or MARKUP.search(text):
         return None  # the model copied an input example instead of explaining
+    if _echoes_prompt(raw[:matches[0].start()] + "\n" + text, raw):
+        return None
     return text
 
 

@@ -20,6 +20,9 @@ from interp.scoring.classify import parse_labels
      "wars", "years of wars"),  # explain_cot's answer after its "Marked words:" prefill
     ("[EXPLANATION]: words in the examples about money", "words in the examples about money"),
     ("[EXPLANATION]: the word 'example' and similar", "the word 'example' and similar"),
+    # a small model running on past its answer line with an invented next example (measured)
+    ("Marked words: war, battle.\nThey are military.\n[EXPLANATION]: military forces\nExample 4:",
+     "military forces"),
     ("[EXPLANATION]: The marked words are:\n\n* \"winter\"\n* \"summer\"\n* \"winter\"\n",
      "The marked words are: winter, summer"),
 ])
