@@ -72,11 +72,16 @@ def _layer_count(cfg: RunConfig) -> int | None:
 
 
 def check_prompts(cfg: RunConfig) -> None:
-    """The explainer's and the LLM scorers' prompt templates exist."""
+    """The explainer's and the scorers' prompt templates exist (without importing
+    interp.scoring, whose import takes seconds)."""
     from interp.prompts import load_prompt
 
-    names = [cfg.explain.prompt] + [getattr(cfg.score, f"prompt_{s}") for s in cfg.score.scorers
-                                    if hasattr(cfg.score, f"prompt_{s}")]
+    names = [cfg.explain.prompt]
+    for s in cfg.score.scorers:
+        name = getattr(cfg.score, f"prompt_{s}", None)
+        if name and s in ("detection", "fuzzing") and cfg.score.batch_size > 1:
+            name += "_batch"  # the judge scorers' batch template (JudgeScorer.prompts)
+        names += [name] if name else []
     for name in names:
         try:
             load_prompt(name)

@@ -53,6 +53,7 @@ def env(tmp_path_factory):
         "negative.yaml": "corpus:\n  n_tokens: -5\n", "window.yaml": "mine:\n  window: 5\n",
         "nourl.yaml": "llm:\n  backend: openai\n", "prompt.yaml": "explain:\n  prompt: nope\n",
         "arch.yaml": "sae:\n  architecture: transformer\n", "ok.yaml": "sae:\n  k: 8\n",
+        "batchprompt.yaml": "score:\n  prompt_fuzzing: explain_default\n  batch_size: 4\n",
         "corpus.csv": "a,b\n", "latin1.txt": "café ".encode("latin-1") * 40,
         "rows.jsonl": '{"text": "ok"}\n{broken\n',
     }.items():
@@ -93,6 +94,7 @@ CASES = [
     ("config-openai-no-url", ["run", "-c", "{bad}/nourl.yaml"], "llm.base_url"),
     ("config-bad-literal", ["run", "-c", "{bad}/arch.yaml"], "sae.architecture"),
     ("prompt-missing", ["run", "-c", "{bad}/prompt.yaml"], "'nope'"),
+    ("batch-prompt-missing", ["run", "-c", "{bad}/batchprompt.yaml"], "explain_default_batch"),
     ("hookpoint-shape", ["run", "--hookpoint", "layer15"], "model.hookpoint"),
     ("hookpoint-layer", ["run", "--hookpoint", "blocks.99.hook_resid_post"], "model.hookpoint"),
     ("corpus-missing", ["run", "--corpus", "{bad}/nowhere.txt"], "nowhere.txt"),
