@@ -88,7 +88,7 @@ def cli_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click_exc.ClickException, KeyboardInterrupt):
+        except (typer.Exit, typer.Abort, click_exc.ClickException):  # typer.Exit is a RuntimeError
             raise
         except Exception as err:  # noqa: BLE001 - the last stop before the user's terminal
             log.debug("%s failed", fn.__name__, exc_info=True)
