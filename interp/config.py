@@ -202,7 +202,7 @@ class ExplainConfig(_Strict):
 
     prompt: str = Field("explain_default", description="Template name in prompts/ (without .md): "
         "explain_default, explain_contrastive (also shows non-activating windows, $negatives), "
-        "explain_cot (reasons first; the answer after the last [EXPLANATION]: marker), ...")
+        "explain_cot (reasons first; the answer after its one [EXPLANATION]: marker), ...")
     n_examples: int = Field(6, gt=0, description="Activating (train-split) windows shown to the explainer.")
     train_set: Literal["top", "quantile", "mixed"] = Field("top", description="Which activating "
         "windows are shown: the top ones, ones stratified over activation quantiles (needs "
