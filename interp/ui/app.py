@@ -17,7 +17,8 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from interp.ui import data, embeddings, svg
+from interp import embed
+from interp.ui import data, svg
 from interp.ui.latent import latent_page
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | N
         import torch
 
         torch.set_num_threads(torch_threads)
-    if preload_model and embeddings.enabled():
+    if preload_model:
         threading.Thread(target=_preload, name="minilm-preload", daemon=True).start()
 
     @contextlib.asynccontextmanager
@@ -147,10 +148,10 @@ def _with_query_embedding(cur, f: data.LatentFilter, query: str, tables: frozens
     """The filter with the query's MiniLM embedding, or a note saying why semantic search can't run."""
     if "explanation_embeddings" not in tables or \
             not cur.execute("SELECT count(*) FROM explanation_embeddings").fetchone()[0]:
-        return f, ("this catalogue has no explanation embeddings yet: run `interp publish` "
-                   f"(with {embeddings.ENV_SWITCH} unset) to add them")
+        return f, ("this catalogue has no explanation embeddings yet: `interp publish` adds them "
+                   "from explain artifacts that carry explanation_embeddings.parquet")
     try:
-        vec = embeddings.embed([query])[0]
+        vec = embed.embed_texts([query])[0].tolist()
     except Exception as err:  # noqa: BLE001 - shown on the page; the rest of the table still works
         return f, f"semantic search is unavailable: MiniLM failed to load ({err})"
     return dataclasses.replace(f, semantic=vec), None
@@ -158,7 +159,7 @@ def _with_query_embedding(cur, f: data.LatentFilter, query: str, tables: frozens
 
 def _preload() -> None:
     try:
-        embeddings.load_model()
+        embed.load_model()
     except Exception as err:  # noqa: BLE001 - semantic search then fails with this error per request
         log.warning("could not load MiniLM for semantic search: %s", err)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interp.ui.embeddings import DIM
+from interp.embed import DIM
 
 # The headline metric of each scorer (the `explanation_scores` view uses the same choice).
 METRIC_SQL = ("CASE s.scorer WHEN 'embedding' THEN s.auc WHEN 'simulation' THEN s.corr "
