@@ -26,7 +26,7 @@ BUDGET_MS = 200.0
 
 
 def _pages(home: Path) -> list[str]:
-    from storage.catalog import connect_readonly
+    from storage.read import connect_readonly
 
     con = connect_readonly(home)
     sae, busiest = con.execute("SELECT x.sae_key, x.latent FROM explanations x JOIN latents l "

@@ -47,3 +47,16 @@ class TinyTopK:
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pre = torch.relu(x @ self.W)
         return pre.topk(self.k, dim=-1)
+
+
+def write_explanation_embeddings(explain_dir: Path) -> Path:
+    """explanation_embeddings.parquet (MiniLM vectors of the ok explanations) in an explain
+    artifact, as the explain stage provides it for publish to insert."""
+    from interp.embed import explanation_embeddings
+
+    rows = pq.read_table(explain_dir / "explanations.parquet",
+                         columns=["explanation_id", "text", "status"]).to_pylist()
+    ok = [r for r in rows if r["status"] == "ok" and r["text"]]
+    out = explain_dir / "explanation_embeddings.parquet"
+    pq.write_table(explanation_embeddings([r["explanation_id"] for r in ok], [r["text"] for r in ok]), out)
+    return out

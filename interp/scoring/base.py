@@ -54,6 +54,7 @@ class Scorer(Protocol):
     """One scoring method. `prompts` names its templates (hashed into the stage key)."""
 
     uses_subject_model: bool
+    headline: str  # the `scores` column that sums this scorer up (browser, report, views)
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]: ...
 

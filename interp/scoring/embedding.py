@@ -33,6 +33,7 @@ def embedding_outcome(items: list[Item], sims: list[float]) -> Outcome:
 
 class EmbeddingScorer:
     uses_subject_model = False
+    headline = "auc"
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
         return ()

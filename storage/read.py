@@ -1,0 +1,108 @@
+"""Opening the catalogue for reading: the one place that connects, checks the file and resolves
+SAE keys, for `interp query`, `interp show`, the browser and the report.
+
+Every read connection may run SQL a person typed (`interp query`, the browser's filters), so
+every one is read-only with external access off (no `read_csv`, `glob`, `COPY ... TO`,
+`INSTALL`) and its configuration locked so a statement cannot turn it back on; storage.query
+adds the statement checks. One configuration for all of them also because DuckDB refuses a
+second connection to an open file with a different one.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+CATALOG = "catalog.duckdb"
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Offline by design: an unknown function must never make DuckDB fetch an extension.
+DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+READ_CONFIG = DUCKDB_CONFIG | {"enable_external_access": False, "lock_configuration": True}
+_HEADER_BYTES = 3 * 4096  # DuckDB's main header and two database headers precede the blocks
+_VERSION_SQL = "SELECT coalesce(max(version), 0) FROM schema_version"
+_SIZE_SQL = "SELECT block_size, total_blocks FROM pragma_database_size()"
+_SAE_PREFIX_SQL = "SELECT sae_key FROM saes WHERE starts_with(sae_key, ?) ORDER BY sae_key"
+_SAE_ALL_SQL = "SELECT sae_key FROM saes ORDER BY sae_key"
+
+
+class CatalogError(RuntimeError):
+    """The catalogue file is damaged or of another schema version; the message says what to do."""
+
+
+def catalog_path(home: Path) -> Path:
+    return Path(home) / CATALOG
+
+
+def migrations() -> list[tuple[int, str, Path]]:
+    """(version, name, file) of every numbered migration, in the order they apply."""
+    found = []
+    for path in sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9]_*.sql")):
+        number, _, name = path.stem.partition("_")
+        found.append((int(number), name, path))
+    return found
+
+
+LATEST_VERSION = migrations()[-1][0]
+
+
+def damaged(path: Path, err: BaseException | str) -> CatalogError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return CatalogError(f"the catalogue {path} is damaged ({first}); recreate it from the "
+                        f"artifacts with `interp publish --rebuild`")
+
+
+def check_intact(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Refuse a truncated file: DuckDB opens one whose tail is cut off and answers from the blocks
+    that remain, so compare the size its own header promises with the size on disk."""
+    block_size, total_blocks = con.execute(_SIZE_SQL).fetchone()
+    expected = _HEADER_BYTES + int(total_blocks) * int(block_size) if total_blocks else 0
+    actual = os.path.getsize(path)
+    if actual < expected:
+        raise damaged(path, f"{actual} bytes on disk, its header promises {expected}")
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The highest migration applied to the open catalogue; 0 for one made before migrations."""
+    try:
+        return con.execute(_VERSION_SQL).fetchone()[0]
+    except duckdb.CatalogException:
+        return 0
+
+
+def connect_readonly(home: Path) -> duckdb.DuckDBPyConnection:
+    """A locked-down read-only connection to the catalogue, checked intact and of this schema."""
+    path = catalog_path(home)
+    if not path.is_file():
+        raise FileNotFoundError(f"no catalogue at {path}: run `interp run` first (or `interp publish`)")
+    try:
+        con = duckdb.connect(str(path), read_only=True, config=READ_CONFIG)
+    except duckdb.IOException as err:
+        raise damaged(path, err) from None
+    try:
+        check_intact(con, path)
+        version = schema_version(con)
+    except duckdb.Error as err:
+        con.close()
+        raise damaged(path, err) from None
+    except CatalogError:
+        con.close()
+        raise
+    if version != LATEST_VERSION:
+        con.close()
+        hint = ("run `interp publish` to migrate it" if version < LATEST_VERSION
+                else "it was written by a newer interp")
+        raise CatalogError(f"the catalogue {path} has schema version {version}, this interp reads "
+                           f"version {LATEST_VERSION}: {hint}")
+    return con
+
+
+def resolve_sae(con, prefix: str) -> str:
+    """The full SAE key for an exact key or a unique prefix; ValueError naming the known keys."""
+    keys = [r[0] for r in con.execute(_SAE_PREFIX_SQL, [prefix]).fetchall()]
+    if prefix in keys:
+        return prefix
+    if len(keys) != 1:
+        known = [r[0] for r in con.execute(_SAE_ALL_SQL).fetchall()]
+        raise ValueError(f"SAE {prefix!r} matches {len(keys)} SAEs; known: {', '.join(known) or 'none'}")
+    return keys[0]
