@@ -15,7 +15,7 @@ from typing import Any
 
 from interp.ui import svg
 from interp.ui.app import HERE, make_env
-from interp.ui.data import METRIC_SQL, _dicts
+from interp.ui.data import _dicts
 from interp.ui.latent import shade, tokens_html
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,10 @@ def _run(cur, run_id: str | None) -> dict[str, Any]:
 
 
 def _scores(cur, run: dict[str, Any]) -> list[dict[str, Any]]:
-    return _dicts(cur, f"""
-        SELECT s.scorer, s.latent, s.explanation_id, {METRIC_SQL} AS value, s.n_failed, s.n_examples,
+    return _dicts(cur, """
+        SELECT s.scorer, s.latent, s.explanation_id, s.headline AS value, s.n_failed, s.n_examples,
                l.frequency
-        FROM scores s
+        FROM score_headlines s
         LEFT JOIN (SELECT sae_key, latent, any_value(frequency) AS frequency FROM latents
                    WHERE sae_key = $sae GROUP BY ALL) l ON l.sae_key = s.sae_key AND l.latent = s.latent
         WHERE s.score_key = $score""", {"sae": run["sae_key"], "score": run["score_key"]})
@@ -130,7 +130,7 @@ def build_report(cur, run_id: str | None = None) -> str:
 
 def write_report(home: Path, out: Path | None = None, run_id: str | None = None) -> Path:
     """Write the report of a run to `out` (default `<home>/reports/<run_id>.html`)."""
-    from storage.catalog import connect_readonly
+    from storage.read import connect_readonly
 
     con = connect_readonly(home)
     try:

@@ -1,43 +1,62 @@
-"""Read-only access to the catalogue for the CLI: SQL queries and a latent's summary."""
+"""User SQL against the catalogue (`interp query`) and a latent's summary (`interp show`).
+
+User SQL runs on a `connect_readonly` connection (external access off, settings locked),
+and only if it is exactly one SELECT, or an EXPLAIN [ANALYZE] of one: EXPLAIN ANALYZE executes
+its statement, so `EXPLAIN ANALYZE COPY ... TO` would otherwise write a file.
+"""
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from interp.examples import mark_tokens
+from storage.read import connect_readonly, resolve_sae
 
-READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
+# EXPLAIN, optionally ANALYZE and a parenthesised option list, before the explained statement.
+_EXPLAIN = re.compile(r"^\s*explain\s+(analy[sz]e\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
 
 
 class ReadOnlyViolation(ValueError):
-    """The statement would write (or change settings); `interp query` refuses it."""
+    """The statement would write, reach outside the catalogue or is not exactly one SELECT."""
 
 
-def check_read_only(sql: str) -> None:
+def _statements(sql: str) -> list:
     con = duckdb.connect(":memory:")
     try:
-        statements = con.extract_statements(sql)
+        return con.extract_statements(sql)
     except duckdb.Error as err:
         raise ReadOnlyViolation(f"cannot parse the statement: {err}") from None
     finally:
         con.close()
-    if not statements:
-        raise ReadOnlyViolation("no SQL statement given")
-    for st in statements:
-        kind = str(st.type).rsplit(".", 1)[-1]
-        if kind not in READ_ONLY_TYPES:
-            raise ReadOnlyViolation(f"`interp query` only runs SELECT statements; refusing {kind}")
+
+
+def _kind(statement) -> str:
+    return str(statement.type).rsplit(".", 1)[-1]
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse anything but exactly one SELECT (or EXPLAIN [ANALYZE] of one SELECT)."""
+    statements = _statements(sql)
+    if len(statements) != 1:
+        raise ReadOnlyViolation(f"`interp query` runs exactly one statement per call; got {len(statements)}")
+    kind = _kind(statements[0])
+    if kind == "EXPLAIN":
+        match = _EXPLAIN.match(statements[0].query)
+        inner = _statements(statements[0].query[match.end():]) if match else []
+        if len(inner) != 1 or _kind(inner[0]) != "SELECT":
+            raise ReadOnlyViolation("`interp query` only explains SELECT statements")
+    elif kind != "SELECT":
+        raise ReadOnlyViolation(f"`interp query` only runs SELECT statements; refusing {kind}")
 
 
 def run_query(home: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
     """Columns and rows of a read-only query against the catalogue."""
-    from storage.catalog import connect_readonly
-
     check_read_only(sql)
     con = connect_readonly(home)
     try:
@@ -74,49 +93,47 @@ def render(cols: list[str], rows: list[tuple], fmt: str = "table", limit: int = 
     return "\n".join(out)
 
 
-def resolve_sae(con, prefix: str) -> str:
-    keys = [r[0] for r in con.execute("SELECT sae_key FROM saes WHERE starts_with(sae_key, ?)",
-                                      [prefix]).fetchall()]
-    if len(keys) != 1:
-        known = [r[0] for r in con.execute("SELECT sae_key FROM saes").fetchall()]
-        raise ValueError(f"SAE {prefix!r} matches {len(keys)} SAEs; known: {', '.join(known) or 'none'}")
-    return keys[0]
+_SHOW_SAE_SQL = ("SELECT hookpoint, architecture, num_latents, k, fvu, l0, dead_frac, "
+                 "ce_loss_recovered FROM saes WHERE sae_key = ?")
+_SHOW_STATS_SQL = ("SELECT frequency, max_act, mean_act, n_active_windows FROM latents "
+                   "WHERE sae_key = ? AND latent = ? ORDER BY mine_key LIMIT 1")
+_SHOW_EXPLANATIONS_SQL = ("SELECT explanation_id, status, text, explainer_model, prompt_hash, error "
+                          "FROM explanations WHERE sae_key = ? AND latent = ? ORDER BY created_at DESC")
+_SHOW_SCORES_SQL = ("SELECT scorer, headline_metric, headline, balanced_accuracy, precision, recall, "
+                    "f1, auc, n_failed, n_examples FROM score_headlines WHERE explanation_id = ? "
+                    "ORDER BY scorer")
+_SHOW_EXAMPLES_SQL = ("SELECT tokens, acts, max_act FROM examples WHERE sae_key = ? AND latent = ? "
+                      "AND kind = ? ORDER BY quantile, rank LIMIT ?")
+
+
+def _show_explanations(con, key: str, latent: int) -> list[str]:
+    out = []
+    for eid, status, text, model, ph, err in con.execute(_SHOW_EXPLANATIONS_SQL, [key, latent]).fetchall():
+        out.append(f"  [{status}] {text or err}   ({model}, prompt {ph})")
+        for sc in con.execute(_SHOW_SCORES_SQL, [eid]).fetchall():
+            out.append(f"      {sc[0]:10s} {sc[1]}={_cell(sc[2])}  bal.acc={_cell(sc[3])} P={_cell(sc[4])} "
+                       f"R={_cell(sc[5])} F1={_cell(sc[6])} AUC={_cell(sc[7])} failed={sc[8]}/{sc[9]}")
+    return out or ["  (none)"]
 
 
 def show_latent(home: Path, sae: str, latent: int, n: int = 5) -> str:
     """Explanations, scores, statistics and examples (activating tokens marked) of one latent."""
-    from storage.catalog import connect_readonly
-
     con = connect_readonly(home)
     try:
         key = resolve_sae(con, sae)
-        sae_row = con.execute("SELECT hookpoint, architecture, num_latents, k, fvu, l0, dead_frac, "
-                              "ce_loss_recovered FROM saes WHERE sae_key = ?", [key]).fetchone()
-        stats = con.execute("SELECT frequency, max_act, mean_act, n_active_windows FROM latents "
-                            "WHERE sae_key = ? AND latent = ? ORDER BY mine_key LIMIT 1", [key, latent]).fetchone()
+        sae_row = con.execute(_SHOW_SAE_SQL, [key]).fetchone()
+        stats = con.execute(_SHOW_STATS_SQL, [key, latent]).fetchone()
         if stats is None:
             raise ValueError(f"latent {latent} is not in SAE {key} (it has {sae_row[2]} latents)")
         out = [f"SAE {key}  {sae_row[0]}  {sae_row[1]} m={sae_row[2]} k={sae_row[3]}  "
                f"FVU={_cell(sae_row[4])} L0={_cell(sae_row[5])} dead={_cell(sae_row[6])} "
                f"CE recovered={_cell(sae_row[7])}",
                f"latent {latent}: frequency {stats[0]:.4%}, max act {stats[1]:.3g}, "
-               f"mean act {stats[2]:.3g}, active windows {stats[3]}", "", "explanations:"]
-        exps = con.execute("SELECT explanation_id, status, text, explainer_model, prompt_hash, error "
-                           "FROM explanations WHERE sae_key = ? AND latent = ? ORDER BY created_at DESC",
-                           [key, latent]).fetchall()
-        for eid, status, text, model, ph, err in exps:
-            out.append(f"  [{status}] {text or err}   ({model}, prompt {ph})")
-            for sc in con.execute("SELECT scorer, balanced_accuracy, precision, recall, f1, auc, n_failed, "
-                                  "n_examples FROM scores WHERE explanation_id = ? ORDER BY scorer", [eid]).fetchall():
-                out.append(f"      {sc[0]:10s} bal.acc={_cell(sc[1])} P={_cell(sc[2])} R={_cell(sc[3])} "
-                           f"F1={_cell(sc[4])} AUC={_cell(sc[5])} failed={sc[6]}/{sc[7]}")
-        if not exps:
-            out.append("  (none)")
+               f"mean act {stats[2]:.3g}, active windows {stats[3]}", "", "explanations:",
+               *_show_explanations(con, key, latent)]
         for kind in ("top", "quantile", "random", "hard"):
-            rows = con.execute("SELECT tokens, acts, max_act FROM examples WHERE sae_key = ? AND latent = ? "
-                               "AND kind = ? ORDER BY quantile, rank LIMIT ?", [key, latent, kind, n]).fetchall()
             out.append(f"\n{kind} examples:")
-            for tokens, acts, mx in rows:
+            for tokens, acts, mx in con.execute(_SHOW_EXAMPLES_SQL, [key, latent, kind, n]).fetchall():
                 out.append(f"  ({mx:.3g}) {mark_tokens(tuple(tokens), [a > 0 for a in acts])}")
         return "\n".join(out)
     finally:

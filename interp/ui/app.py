@@ -79,7 +79,7 @@ def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | N
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    from storage.catalog import connect_readonly
+    from storage.read import connect_readonly
 
     catalog, env = data.Catalog(home), make_env()
     connect_readonly(home).close()  # fail now, naming the path and what to do, if there is none
@@ -98,7 +98,7 @@ def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | N
     def latent(request):
         key, n = request.path_params["key"], request.path_params["n"]
         with catalog.cursor() as cur:
-            full = data.resolve_sae(cur, key)
+            full = _resolve(cur, key)
             if full is not None and full != key:  # a prefix: send the stable, full-key URL
                 return RedirectResponse(f"/sae/{full}/latent/{n}", status_code=307)
             page = latent_page(cur, key, n, catalog.tables) if full else None
@@ -125,6 +125,16 @@ def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | N
         Route("/", index), Route("/latents", latents),
         Route("/sae/{key}/latent/{n:int}", latent), Route("/sae/{key}", sae),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static")])
+
+
+def _resolve(cur, key: str) -> str | None:
+    """The full SAE key for a key or unique prefix; None (a 404) when no single SAE matches."""
+    from storage.read import resolve_sae
+
+    try:
+        return resolve_sae(cur, key)
+    except ValueError:
+        return None
 
 
 def _latents_context(cur, params, tables: frozenset[str]) -> dict:
