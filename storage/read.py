@@ -21,7 +21,11 @@ DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensio
 READ_CONFIG = DUCKDB_CONFIG | {"enable_external_access": False, "lock_configuration": True}
 _HEADER_BYTES = 3 * 4096  # DuckDB's main header and two database headers precede the blocks
 _VERSION_SQL = "SELECT coalesce(max(version), 0) FROM schema_version"
-_SIZE_SQL = "SELECT block_size, total_blocks FROM pragma_database_size()"
+_BLOCK_SIZE_SQL = "SELECT block_size FROM pragma_database_size()"
+_METADATA_BLOCKS_SQL = "SELECT max(block_id) FROM pragma_metadata_info()"
+_TABLES_SQL = "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+_TABLE_BLOCKS_SQL = ("SELECT max(b) FROM (SELECT unnest(list_value(block_id) || "
+                     "coalesce(additional_block_ids, [])) AS b FROM pragma_storage_info('{table}'))")
 _SAE_PREFIX_SQL = "SELECT sae_key FROM saes WHERE starts_with(sae_key, ?) ORDER BY sae_key"
 _SAE_ALL_SQL = "SELECT sae_key FROM saes ORDER BY sae_key"
 
@@ -52,14 +56,25 @@ def damaged(path: Path, err: BaseException | str) -> CatalogError:
                         f"artifacts with `interp publish --rebuild`")
 
 
+def _max_block(con) -> int:
+    """The highest block id any table or the metadata uses; -1 for an empty file."""
+    ids = [r[0] for r in con.execute(_METADATA_BLOCKS_SQL).fetchall()]
+    for (table,) in con.execute(_TABLES_SQL).fetchall():
+        # pragma_storage_info takes a constant table name; names come from the file's own catalogue.
+        quoted = table.replace("'", "''")
+        ids.append(con.execute(_TABLE_BLOCKS_SQL.format(table=quoted)).fetchone()[0])
+    return max((i for i in ids if i is not None), default=-1)
+
+
 def check_intact(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Refuse a truncated file: DuckDB opens one whose tail is cut off and answers from the blocks
-    that remain, so compare the size its own header promises with the size on disk."""
-    block_size, total_blocks = con.execute(_SIZE_SQL).fetchone()
-    expected = _HEADER_BYTES + int(total_blocks) * int(block_size) if total_blocks else 0
+    that remain, so check the file reaches the last block that its tables and metadata use (free
+    blocks at the end may legitimately be missing)."""
+    block_size = con.execute(_BLOCK_SIZE_SQL).fetchone()[0]
+    expected = _HEADER_BYTES + (_max_block(con) + 1) * int(block_size)
     actual = os.path.getsize(path)
     if actual < expected:
-        raise damaged(path, f"{actual} bytes on disk, its header promises {expected}")
+        raise damaged(path, f"{actual} bytes on disk, its blocks need {expected}")
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:

@@ -60,3 +60,17 @@ def write_explanation_embeddings(explain_dir: Path) -> Path:
     out = explain_dir / "explanation_embeddings.parquet"
     pq.write_table(explanation_embeddings([r["explanation_id"] for r in ok], [r["text"] for r in ok]), out)
     return out
+
+
+def write_match_artifact(home: Path, sae_a: str, sae_b: str) -> str:
+    """artifacts/match/<key>/matches.parquet of two trained SAEs, as the match stage writes it;
+    returns the key (publish it with {"match": key})."""
+    from interp.sae.matching import decoder_matches
+
+    key = f"{sae_a[:8]}-{sae_b[:8]}"
+    d = Path(home) / "artifacts" / "match" / key
+    d.mkdir(parents=True, exist_ok=True)
+    train = Path(home) / "artifacts" / "train"
+    pq.write_table(decoder_matches(train / sae_a, train / sae_b, sae_a, sae_b), d / "matches.parquet")
+    (d / "manifest.json").write_text(json.dumps({"stage": "match", "key": key, "saes": [sae_a, sae_b]}))
+    return key

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from interp.config import ConfigError
-from interp.rescore import best_matches, find_run, rescore_config, run_after_collect
+from interp.rescore import find_run, rescore_config, run_after_collect
+from interp.sae.matching import best_matches
 from storage.catalog import load_run, publish
+from tests.builders import write_match_artifact
 from tests.conftest import tiny_config
 
 STAGES = ("collect", "train", "mine", "explain", "score")
@@ -21,16 +23,6 @@ def _ran(rec) -> set[str]:
 
 def _publish(home, rec):
     publish(home, rec.artifacts, [load_run(home / "runs" / rec.run_id)])
-
-
-def test_best_matches_equals_naive_cosine():
-    gen = torch.Generator().manual_seed(0)
-    a, b = torch.randn(37, 6, generator=gen), torch.randn(23, 6, generator=gen) * 3
-    idx, cos = best_matches(a.numpy(), b.numpy(), block=8)
-    for i in range(len(a)):
-        sims = [torch.dot(a[i], b[j]) / (a[i].norm() * b[j].norm()) for j in range(len(b))]
-        j = max(range(len(b)), key=lambda j: sims[j])
-        assert idx[i] == j and cos[i] == pytest.approx(float(sims[j]), abs=1e-5)
 
 
 def test_rescore_recomputes_only_changed_stages(tmp_path, collected, fake_llm):
@@ -61,6 +53,7 @@ def test_rescore_recomputes_only_changed_stages(tmp_path, collected, fake_llm):
     # batch_size 4 over 2 + 2 windows: one request per scorer per explained latent.
     assert len(fake_llm.requests) - n1 == 2 * n_exp2
     _publish(home, third)
+    publish(home, {"match": write_match_artifact(home, base.artifacts["train"], second.artifacts["train"])})
 
     # Nothing changed: every stage is a cache hit and the LLM is not asked anything.
     n2 = len(fake_llm.requests)
@@ -102,6 +95,7 @@ def test_rescore_with_external_sae_and_refusals(tmp_path, collected, fake_llm):
     rec = run_after_collect(cfg, ck)
     assert _ran(rec) == {"train", "mine", "explain", "score"}
     _publish(home, rec)
+    publish(home, {"match": write_match_artifact(home, base.artifacts["train"], rec.artifacts["train"])})
     con = duckdb.connect(str(home / "catalog.duckdb"), read_only=True)
     assert con.execute("select count(*) from latent_matches").fetchone()[0] == 16 + 24
     con.close()
