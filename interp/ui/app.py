@@ -49,22 +49,48 @@ def make_env() -> Environment:
     return env
 
 
-def _float(value: str | None, default: float | None = None) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else default
-    except ValueError:
+# Everything the pages load comes from this server; inline style attributes carry the token
+# shading (--a) and score bars (--v), so only attribute styles are allowed inline, never scripts.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+       "img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
+MAX_PAGE = 1e9  # keeps the row offset far inside DuckDB's BIGINT; no catalogue has a billion pages
+
+
+class BadParameter(ValueError):
+    """A URL query parameter that is not a usable number (shown with HTTP 400)."""
+
+
+def _float(params, name: str, default: float | None = None, *, lo: float | None = None,
+           hi: float | None = None) -> float | None:
+    """A finite number (>= lo) from the URL; empty means default. inf, nan and 1e309 are refused:
+    they reach SQL and paging arithmetic, where they fail or match nothing."""
+    value = params.get(name)
+    if value in (None, ""):
         return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise BadParameter(f"{name}={value!r} is not a number") from None
+    if not math.isfinite(number) or (lo is not None and number < lo) or (hi is not None and number > hi):
+        raise BadParameter(f"{name}={value!r}: expected a finite number"
+                           + (f" from {lo:g}" if lo is not None else "") + (f" to {hi:g}" if hi is not None else ""))
+    return number
 
 
 def parse_filter(params, scorer_names: list[str]) -> data.LatentFilter:
-    """The latent table's filter from URL query parameters (bad numbers fall back to defaults)."""
-    page = max(1, int(_float(params.get("page"), 1)))
-    mins = {s: v for s in scorer_names if (v := _float(params.get(f"min_{s}"))) is not None}
+    """The latent table's filter from URL query parameters; BadParameter for unusable numbers."""
+    page = _float(params, "page", 1.0, lo=1.0, hi=MAX_PAGE)
+    if page != int(page):
+        raise BadParameter(f"page={params.get('page')!r}: expected a whole page number")
+    mins = {s: v for s in scorer_names if (v := _float(params, f"min_{s}")) is not None}
     return data.LatentFilter(
         sae=params.get("sae") or None, text=(params.get("q") or "").strip() or None,
-        min_score=mins, freq_min=_float(params.get("fmin"), 0.0), freq_max=_float(params.get("fmax"), 1.0),
+        min_score=mins, freq_min=_float(params, "fmin", 0.0, lo=0.0),
+        freq_max=_float(params, "fmax", 1.0, lo=0.0),
         explained_only=params.get("all") != "1", sort=params.get("sort") or "latent",
-        offset=(page - 1) * data.PAGE_SIZE)
+        offset=(int(page) - 1) * data.PAGE_SIZE)
 
 
 def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | None = None):
@@ -85,7 +111,8 @@ def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | N
     connect_readonly(home).close()  # fail now, naming the path and what to do, if there is none
 
     def render(name: str, status: int = 200, **ctx) -> HTMLResponse:
-        return HTMLResponse(env.get_template(name).render(home=str(home), **ctx), status_code=status)
+        return HTMLResponse(env.get_template(name).render(home=str(home), **ctx), status_code=status,
+                            headers={"Content-Security-Policy": CSP})
 
     def index(request):
         with catalog.cursor() as cur:
@@ -93,7 +120,11 @@ def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | N
 
     def latents(request):
         with catalog.cursor() as cur:
-            return render("latents.html", **_latents_context(cur, request.query_params, catalog.tables))
+            try:
+                ctx = _latents_context(cur, request.query_params, catalog.tables)
+            except BadParameter as err:
+                return render("error.html", 400, message=str(err), heading="Bad request")
+            return render("latents.html", **ctx)
 
     def latent(request):
         key, n = request.path_params["key"], request.path_params["n"]
