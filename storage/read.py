@@ -10,12 +10,15 @@ second connection to an open file with a different one.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 CATALOG = "catalog.duckdb"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQL_DIR = Path(__file__).parent / "sql"
 # Offline by design: an unknown function must never make DuckDB fetch an extension.
 DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 READ_CONFIG = DUCKDB_CONFIG | {"enable_external_access": False, "lock_configuration": True}
@@ -28,6 +31,7 @@ _TABLE_BLOCKS_SQL = ("SELECT max(b) FROM (SELECT unnest(list_value(block_id) || 
                      "coalesce(additional_block_ids, [])) AS b FROM pragma_storage_info('{table}'))")
 _SAE_PREFIX_SQL = "SELECT sae_key FROM saes WHERE starts_with(sae_key, ?) ORDER BY sae_key"
 _SAE_ALL_SQL = "SELECT sae_key FROM saes ORDER BY sae_key"
+_HAS_TABLE_SQL = "SELECT count(*) FROM information_schema.tables WHERE table_name = ?"
 
 
 class CatalogError(RuntimeError):
@@ -121,3 +125,20 @@ def resolve_sae(con, prefix: str) -> str:
         known = [r[0] for r in con.execute(_SAE_ALL_SQL).fetchall()]
         raise ValueError(f"SAE {prefix!r} matches {len(keys)} SAEs; known: {', '.join(known) or 'none'}")
     return keys[0]
+
+
+def queries(name: str) -> dict[str, str]:
+    """The named queries of storage/sql/<name>.sql: each starts at a `-- name: <query>` line."""
+    parts = re.split(r"^-- name: (\w+)[ \t]*$", (SQL_DIR / f"{name}.sql").read_text(), flags=re.M)
+    return {key: body.strip().rstrip(";") for key, body in zip(parts[1::2], parts[2::2])}
+
+
+def dicts(cur, sql: str, params: Any = None) -> list[dict[str, Any]]:
+    """Rows of a query as {column: value} dicts."""
+    res = cur.execute(sql, params or [])
+    cols = [d[0] for d in res.description]
+    return [dict(zip(cols, r)) for r in res.fetchall()]
+
+
+def has_table(cur, name: str) -> bool:
+    return cur.execute(_HAS_TABLE_SQL, [name]).fetchone()[0] > 0

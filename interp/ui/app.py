@@ -176,7 +176,7 @@ def _latents_context(cur, params, tables: frozenset[str]) -> dict:
     if semantic:
         f, note = _with_query_embedding(cur, f, semantic, tables)
     rows, total = data.latent_table(cur, f)
-    saes = [r[0] for r in cur.execute("SELECT sae_key FROM saes ORDER BY created_at DESC").fetchall()]
+    saes = [r[0] for r in cur.execute(data.Q["sae_keys"]).fetchall()]
     sort_options = [("latent", "latent"), ("frequency", "frequency"), ("max_act", "max activation")]
     return {"rows": rows, "total": total, "f": f, "scorers": names, "saes": saes,
             "sort_options": sort_options + [(s, f"{s} score") for s in names],
@@ -188,7 +188,7 @@ def _latents_context(cur, params, tables: frozenset[str]) -> dict:
 def _with_query_embedding(cur, f: data.LatentFilter, query: str, tables: frozenset[str]):
     """The filter with the query's MiniLM embedding, or a note saying why semantic search can't run."""
     if "explanation_embeddings" not in tables or \
-            not cur.execute("SELECT count(*) FROM explanation_embeddings").fetchone()[0]:
+            not cur.execute(data.Q["n_embeddings"]).fetchone()[0]:
         return f, ("this catalogue has no explanation embeddings yet: `interp publish` adds them "
                    "from explain artifacts that carry explanation_embeddings.parquet")
     try:

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from interp.embed import DIM
+from storage.read import dicts, queries
 
 # Scores are read through the catalogue's `score_headlines` view: `s.headline` is each scorer's
 # headline metric as the scorer registry defines it (the `scorers` table), never chosen here.
 PAGE_SIZE = 100
+Q = queries("browse")
 
 
 class Catalog:
@@ -69,33 +71,15 @@ class Catalog:
                 self._con = None
 
 
-def has_table(cur, name: str) -> bool:
-    return cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                       [name]).fetchone()[0] > 0
-
-
-def _dicts(cur, sql: str, params: Any = None) -> list[dict[str, Any]]:
-    res = cur.execute(sql, params or [])
-    cols = [d[0] for d in res.description]
-    return [dict(zip(cols, r)) for r in res.fetchall()]
 
 
 def scorers(cur) -> list[str]:
-    return [r[0] for r in cur.execute("SELECT DISTINCT scorer FROM scores ORDER BY scorer").fetchall()]
+    return [r[0] for r in cur.execute(Q["scorers_present"]).fetchall()]
 
 
 def overview(cur) -> dict[str, Any]:
     """Runs (newest first) and SAEs with their training metrics and labelling progress."""
-    runs = _dicts(cur, "SELECT run_id, started_at, finished_at, collect_key, sae_key, mine_key, "
-                       "explain_key, score_key, seconds, cached FROM runs ORDER BY started_at DESC")
-    saes = _dicts(cur, """
-        SELECT a.sae_key, a.hookpoint, a.model, a.architecture, a.d_in, a.num_latents, a.k,
-               a.tokens_seen, a.fvu, a.l0, a.dead_frac, a.ce_loss_recovered, a.kl_div, a.created_at,
-               (SELECT count(DISTINCT latent) FROM explanations x
-                WHERE x.sae_key = a.sae_key AND x.status = 'ok') AS n_explained,
-               (SELECT count(*) FROM explanations x WHERE x.sae_key = a.sae_key) AS n_explanations,
-               (SELECT avg(s.headline) FROM score_headlines s WHERE s.sae_key = a.sae_key) AS mean_score
-        FROM saes a ORDER BY a.created_at DESC""")
+    runs, saes = dicts(cur, Q["runs"]), dicts(cur, Q["saes"])
     return {"runs": runs, "saes": saes}
 
 
@@ -166,13 +150,11 @@ def latent_table(cur, f: LatentFilter) -> tuple[list[dict[str, Any]], int]:
         WHERE lat.frequency BETWEEN $fmin AND $fmax {' '.join(thresholds)}
         ORDER BY {_order(f, names, params)}
         LIMIT $lim OFFSET $off"""
-    rows = _dicts(cur, sql, params)
+    rows = dicts(cur, sql, params)
     ids = [r["explanation_id"] for r in rows if r["explanation_id"]]
     by_exp: dict[str, dict[str, float]] = {}
     if ids:
-        for eid, scorer, value in cur.execute(
-                "SELECT s.explanation_id, s.scorer, s.headline FROM score_headlines s "
-                "WHERE s.explanation_id IN (SELECT unnest($ids))", {"ids": ids}).fetchall():
+        for eid, scorer, value in cur.execute(Q["headlines_of"], {"ids": ids}).fetchall():
             by_exp.setdefault(eid, {})[scorer] = value
     for r in rows:
         r["scores"] = by_exp.get(r["explanation_id"], {})
