@@ -140,12 +140,7 @@ def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | N
     def sae(request):
         return RedirectResponse(f"/latents?{urlencode({'sae': request.path_params['key']})}", 307)
 
-    if torch_threads:
-        import torch
-
-        torch.set_num_threads(torch_threads)
-    if preload_model:
-        threading.Thread(target=_preload, name="minilm-preload", daemon=True).start()
+    _warm_up(preload_model, torch_threads)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -196,6 +191,15 @@ def _with_query_embedding(cur, f: data.LatentFilter, query: str, tables: frozens
     except Exception as err:  # noqa: BLE001 - shown on the page; the rest of the table still works
         return f, f"semantic search is unavailable: MiniLM failed to load ({err})"
     return dataclasses.replace(f, semantic=vec), None
+
+
+def _warm_up(preload_model: bool, torch_threads: int | None) -> None:
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    if preload_model:
+        threading.Thread(target=_preload, name="minilm-preload", daemon=True).start()
 
 
 def _preload() -> None:
