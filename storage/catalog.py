@@ -119,7 +119,7 @@ def _open_copy(target: Path, tmp: Path, fresh: bool) -> duckdb.DuckDBPyConnectio
     except duckdb.IOException as err:
         raise damaged(target, err) from None
     try:
-        check_intact(con, tmp)
+        check_intact(con, tmp, os.path.getsize(tmp))
     except CatalogError:
         con.close()
         raise damaged(target, "truncated: shorter than its header promises") from None

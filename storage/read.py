@@ -70,13 +70,14 @@ def _max_block(con) -> int:
     return max((i for i in ids if i is not None), default=-1)
 
 
-def check_intact(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def check_intact(con: duckdb.DuckDBPyConnection, path: Path, size: int) -> None:
     """Refuse a truncated file: DuckDB opens one whose tail is cut off and answers from the blocks
     that remain, so check the file reaches the last block that its tables and metadata use. Free
     blocks at the end may legitimately be missing, so the exact (~50 ms) count runs only when the
-    file is shorter than all of its blocks."""
+    file is shorter than all of its blocks. `size`: of the file `con` opened (`path` may since
+    name a newer one)."""
     block_size, total_blocks = con.execute(_SIZE_SQL).fetchone()
-    actual = os.path.getsize(path)
+    actual = size
     if actual >= _HEADER_BYTES + int(total_blocks) * int(block_size):
         return
     expected = _HEADER_BYTES + (_max_block(con) + 1) * int(block_size)
@@ -92,17 +93,32 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int:
         return 0
 
 
+def _connect_stable(path: Path) -> tuple[duckdb.DuckDBPyConnection, int]:
+    """Connect, and the size of the very file connected to: a publish may rename a new catalogue
+    over `path` while DuckDB opens it, so retry until the same inode was there before and after."""
+    for _ in range(10):
+        before = os.stat(path)
+        try:
+            con = duckdb.connect(str(path), read_only=True, config=READ_CONFIG)
+        except duckdb.IOException as err:
+            if os.stat(path).st_ino != before.st_ino:
+                continue  # replaced mid-open: the new file is complete, try it
+            raise damaged(path, err) from None
+        after = os.stat(path)
+        if after.st_ino == before.st_ino:
+            return con, after.st_size
+        con.close()
+    raise CatalogError(f"the catalogue {path} was replaced ten times while opening it; try again")
+
+
 def connect_readonly(home: Path) -> duckdb.DuckDBPyConnection:
     """A locked-down read-only connection to the catalogue, checked intact and of this schema."""
     path = catalog_path(home)
     if not path.is_file():
         raise FileNotFoundError(f"no catalogue at {path}: run `interp run` first (or `interp publish`)")
+    con, size = _connect_stable(path)
     try:
-        con = duckdb.connect(str(path), read_only=True, config=READ_CONFIG)
-    except duckdb.IOException as err:
-        raise damaged(path, err) from None
-    try:
-        check_intact(con, path)
+        check_intact(con, path, size)
         version = schema_version(con)
     except duckdb.Error as err:
         con.close()
