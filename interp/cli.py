@@ -177,7 +177,7 @@ def _summary(cfg: RunConfig, result: dict[str, Any], wall: float) -> None:
     for stage, key in result["artifacts"].items():
         cached = " (cached)" if result["cached"].get(stage) else ""
         typer.echo(f"  {stage:8s} {key}  {result['seconds'][stage]:7.1f}s{cached}")
-    from storage.catalog import connect_readonly
+    from storage.read import connect_readonly
 
     with connect_readonly(cfg.home) as con:
         row = con.execute(
@@ -194,16 +194,16 @@ def query(sql: str = typer.Argument(..., help="A read-only SQL statement."),
           fmt: str = typer.Option("table", "--format", help="table | csv | json"),
           limit: int = typer.Option(200, help="Rows to print at most (table format).")) -> None:
     """Run read-only SQL against the catalogue and print the result."""
-    from interp.query import ReadOnlyViolation, run_query
+    from storage.query import ReadOnlyViolation, render, run_query
+    from storage.read import CatalogError
 
     cfg_home = home or RunConfig().home
     try:
         cols, rows = run_query(cfg_home, sql)
-    except (ReadOnlyViolation, FileNotFoundError) as err:
+    except (ReadOnlyViolation, FileNotFoundError, CatalogError) as err:
         _fail(str(err))
     except Exception as err:  # noqa: BLE001 - SQL errors from DuckDB, shown as they are
         _fail(f"query failed: {err}")
-    from interp.query import render
 
     typer.echo(render(cols, rows, fmt, limit))
 
@@ -215,11 +215,12 @@ def show(sae: str = typer.Argument(..., help="SAE key (a unique prefix is enough
          home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
          n: int = typer.Option(5, help="Examples per kind.")) -> None:
     """Print a latent's explanations, scores and examples with activating tokens marked."""
-    from interp.query import show_latent
+    from storage.query import show_latent
+    from storage.read import CatalogError
 
     try:
         typer.echo(show_latent(home or RunConfig().home, sae, latent, n))
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, CatalogError) as err:
         _fail(str(err))
 
 
@@ -233,18 +234,22 @@ def publish(home: Optional[Path] = typer.Option(None, help="Artifact home ($INTE
     from storage.catalog import rebuild as do_rebuild
 
     from interp.preflight import check_home
+    from storage.read import CatalogError
 
     h = home or RunConfig().home
     check_home(h)  # a file as home published nothing with rc 0, or failed with "File exists"
-    if rebuild:
-        typer.echo(f"rebuilt from {do_rebuild(h)} artifacts")
-        return
-    n = 0
-    for run_json in sorted((Path(h) / "runs").glob("*/run.json")):
-        run = load_run(run_json.parent)
-        if run.get("status", "complete") != "complete":
-            continue  # a failed run's record is kept for its figures, not published
-        n += len(do_publish(h, run["artifacts"], [run]))
+    try:
+        if rebuild:
+            typer.echo(f"rebuilt from {do_rebuild(h)} artifacts")
+            return
+        n = 0
+        for run_json in sorted((Path(h) / "runs").glob("*/run.json")):
+            run = load_run(run_json.parent)
+            if run.get("status", "complete") != "complete":
+                continue  # a failed run's record is kept for its figures, not published
+            n += len(do_publish(h, run["artifacts"], [run]))
+    except CatalogError as err:
+        _fail(str(err))
     typer.echo(f"published {n} new artifacts")
 
 

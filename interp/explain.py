@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 
-from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, stable_hash
+from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, stable_hash, write_parquet_atomic
 from interp.config import RunConfig
 from interp.examples import (Example, format_for_explainer, format_negatives, load_examples,
                              top_tokens, training_examples, training_negatives)
@@ -201,6 +202,16 @@ def make_work(cfg: RunConfig, key: str, llm):
     return work
 
 
+def _embed(table: pa.Table, out: Path, device: str) -> None:
+    """explanation_embeddings.parquet of the ok explanations (publish inserts it as it is)."""
+    from interp.embed import explanation_embeddings
+
+    ok = table.filter(pa.compute.equal(table.column("status"), "ok"))
+    write_parquet_atomic(explanation_embeddings(ok.column("explanation_id").to_pylist(),
+                                                ok.column("text").to_pylist(), device),
+                         out / "explanation_embeddings.parquet")
+
+
 def explain(cfg: RunConfig, mine_ref: ArtifactRef, *, llm: LLM | Callable[[], LLM] | None = None,
             shard: tuple[int, int] | None = None, progress: bool = False) -> ArtifactRef | None:
     """Explain stage, resumable per latent.
@@ -222,6 +233,8 @@ def explain(cfg: RunConfig, mine_ref: ArtifactRef, *, llm: LLM | Callable[[], LL
 
     def finish(tmp: Path) -> dict:
         table = merge_parts(tmp, SCHEMA, "explanations.parquet", ("latent",))
+        if cfg.explain.embed:
+            _embed(table, tmp, cfg.score.embedding.device or cfg.model.device)
         statuses = table.column("status").to_pylist()
         return {"mine": mine_ref.key, "sae": mine_ref.manifest()["sae"],
                 "config": cfg.explain.model_dump(mode="json"), "llm": cfg.llm.identity(),

@@ -79,6 +79,7 @@ def greedy(run, tokens: torch.Tensor, n_new: int, hook=None) -> torch.Tensor:
 
 class InterventionScorer:
     uses_subject_model = True
+    headline = "auc"
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
         return (cfg.score.intervention.prompt,)

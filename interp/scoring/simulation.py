@@ -73,6 +73,7 @@ def simulate(tokens: tuple[str, ...], words: dict[str, int]) -> list[float]:
 
 class SimulationScorer:
     uses_subject_model = False
+    headline = "corr"
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
         return (cfg.score.simulation.prompt,)
