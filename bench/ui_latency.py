@@ -2,8 +2,7 @@
 
     .venv/bin/python bench/ui_latency.py --home /tmp/dhome [--repeats 40]
 
-The catalogue is copied to a temp dir (the source is never modified) and published once there,
-which adds MiniLM embeddings of the explanations if the catalogue predates them. The server runs
+The catalogue is copied to a temp dir (the source is never modified). The server runs
 under uvicorn in this process; each page is fetched twice to warm up, then `repeats` times. The
 budget is 200 ms per page.
 """
@@ -27,7 +26,7 @@ BUDGET_MS = 200.0
 
 
 def _pages(home: Path) -> list[str]:
-    from storage.catalog import connect_readonly
+    from storage.read import connect_readonly
 
     con = connect_readonly(home)
     sae, busiest = con.execute("SELECT x.sae_key, x.latent FROM explanations x JOIN latents l "
@@ -64,16 +63,12 @@ def main() -> int:
     args = ap.parse_args()
     import uvicorn
 
-    from interp.ui import embeddings
+    from interp import embed
     from interp.ui.app import create_app
-    from storage.catalog import publish
 
     with tempfile.TemporaryDirectory(prefix="ui-bench-") as tmp:
         home = Path(tmp)
         shutil.copyfile(args.home / "catalog.duckdb", home / "catalog.duckdb")
-        t0 = time.perf_counter()
-        publish(home, {}, [])
-        print(f"publish (embedding backfill) on the copy: {time.perf_counter() - t0:.1f}s")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -83,7 +78,7 @@ def main() -> int:
         thread.start()
         while not server.started:
             time.sleep(0.05)
-        embeddings.load_model()  # the server preloads it too; semantic timings exclude the 10 s load
+        embed.load_model()  # the server preloads it too; semantic timings exclude the 10 s load
         base, worst = f"http://127.0.0.1:{port}", 0.0
         print(f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}; "
               f"{args.repeats} repeats per page after 2 warm-ups")

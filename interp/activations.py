@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
 from interp.config import RunConfig
 from interp.corpus import corpus_identity, token_sequences
+from interp.finite import require_finite
 from interp.models import SubjectModel, load_model, model_identity
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,12 @@ def _collect_into(cfg: RunConfig, model: SubjectModel, tokens: torch.Tensor, out
         for h in extra:  # transcoder targets, read by interp.sae.data as acts.<hookpoint>
             tensors[f"acts.{h}"] = torch.cat([r[h].cpu() for r in runs]).contiguous()
         name = f"shard-{len(shards):05d}.safetensors"
+        for h in [hook, *extra]:
+            require_finite(tensors["acts" if h == hook else f"acts.{h}"],
+                           f"collect: activations at {h} for {name} (sequences {first}.."
+                           f"{first + len(chunk) - 1}, batches of {cfg.collect.batch_size})",
+                           f"the subject model produced them in {cfg.model.dtype}; try "
+                           f"model.dtype float32 or check the model")
         save_file(tensors, str(out / name))
         shards.append({"file": name, "first_seq": first, "n_seq": len(chunk)})
         bar.update(chunk.numel())

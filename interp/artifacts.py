@@ -76,6 +76,10 @@ class ArtifactStore:
         p = self.path(stage, key)
         return ArtifactRef(stage, key, p) if (p / "manifest.json").is_file() else None
 
+    def keys(self, stage: str) -> list[str]:
+        """Keys of the finished artifacts of `stage`."""
+        return sorted(p.parent.name for p in (self.root / stage).glob("*/manifest.json"))
+
     def require(self, stage: str, key: str) -> ArtifactRef:
         ref = self.get(stage, key)
         if ref is None:

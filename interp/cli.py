@@ -1,21 +1,55 @@
 """`interp` command line: run, query, show, publish, config."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
-from interp.config import ConfigError, RunConfig, dump_config, load_config
+try:  # typer >= 0.20 vendors its own click; its exceptions are not click's
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click import exceptions as click_exc
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Automated interpretability: explained, scored SAE latents in a DuckDB catalogue.")
+from interp.config import RunConfig, dump_config, load_config
+
 log = logging.getLogger("interp")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (a bad flag or value) as one `error: ...` line with rc 2, like every other
+    CLI error, instead of click's usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click_exc.NoArgsIsHelpError:
+            # `interp` alone: the help text is the answer; typer's standalone path prints it
+            return super().main(*args, standalone_mode=True, **kwargs)
+        except click_exc.ClickException as err:
+            where = f"{err.ctx.command_path}: " if getattr(err, "ctx", None) else ""
+            typer.secho(f"error: {where}{_one_line(err.format_message())}", fg=typer.colors.RED,
+                        err=True)
+            sys.exit(2)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_OneLineErrors,
+                  help="Automated interpretability: explained, scored SAE latents in a DuckDB catalogue.")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -42,20 +76,54 @@ def _start_prefect(home: Path) -> None:
     start_ephemeral_server()
 
 
+def _one_line(msg: str) -> str:
+    """A (possibly multi-line) message on one line: "head: item; item" (config errors list one
+    field per line)."""
+    lines = [ln.strip() for ln in str(msg).splitlines() if ln.strip()]
+    return " ".join(lines[:1] + ["; ".join(lines[1:])] if len(lines) > 1 else lines)
+
+
 def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {_one_line(msg)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 
-def _config(config: Optional[Path], overrides: dict[str, Any]) -> RunConfig:
+def cli_errors(fn: F) -> F:
+    """Any exception a command lets escape becomes one `error: ...` line and rc 2, never a
+    traceback (which -v logs at debug level). Usage errors are handled by _OneLineErrors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click_exc.ClickException):  # typer.Exit is a RuntimeError
+            raise
+        except Exception as err:  # noqa: BLE001 - the last stop before the user's terminal
+            log.debug("%s failed", fn.__name__, exc_info=True)
+            known = isinstance(err, (ValueError, OSError))  # their messages name field or file
+            _fail(str(err) if known else f"{type(err).__name__}: {err}")
+    return wrapper  # type: ignore[return-value]
+
+
+def _config(config: Optional[Path], overrides: dict[str, Any], *,
+            runnable: bool = True) -> RunConfig:
+    """The config, and with `runnable` the preflight checks (interp.preflight.check_run: unset
+    API-key variable, home that is a file, missing prompt, bad --sae, unreadable corpus), so a
+    run fails in its first second, before any model or server starts."""
+    from interp.preflight import check_run
+
     try:
-        return load_config(config, overrides)
-    except ConfigError as err:
+        cfg = load_config(config, overrides)
+        if runnable:
+            check_run(cfg)
+    except ValueError as err:  # ConfigError and the preflight's errors: they name field or file
         _fail(str(err))
         raise  # unreachable
+    return cfg
 
 
 @app.command()
+@cli_errors
 def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
     home: Optional[Path] = typer.Option(None, help="Artifact root and catalogue ($INTERP_HOME)."),
@@ -109,7 +177,7 @@ def _summary(cfg: RunConfig, result: dict[str, Any], wall: float) -> None:
     for stage, key in result["artifacts"].items():
         cached = " (cached)" if result["cached"].get(stage) else ""
         typer.echo(f"  {stage:8s} {key}  {result['seconds'][stage]:7.1f}s{cached}")
-    from storage.catalog import connect_readonly
+    from storage.read import connect_readonly
 
     with connect_readonly(cfg.home) as con:
         row = con.execute(
@@ -120,40 +188,44 @@ def _summary(cfg: RunConfig, result: dict[str, Any], wall: float) -> None:
 
 
 @app.command()
+@cli_errors
 def query(sql: str = typer.Argument(..., help="A read-only SQL statement."),
           home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
           fmt: str = typer.Option("table", "--format", help="table | csv | json"),
           limit: int = typer.Option(200, help="Rows to print at most (table format).")) -> None:
     """Run read-only SQL against the catalogue and print the result."""
-    from interp.query import ReadOnlyViolation, run_query
+    from storage.query import ReadOnlyViolation, render, run_query
+    from storage.read import CatalogError
 
     cfg_home = home or RunConfig().home
     try:
         cols, rows = run_query(cfg_home, sql)
-    except (ReadOnlyViolation, FileNotFoundError) as err:
+    except (ReadOnlyViolation, FileNotFoundError, CatalogError) as err:
         _fail(str(err))
     except Exception as err:  # noqa: BLE001 - SQL errors from DuckDB, shown as they are
         _fail(f"query failed: {err}")
-    from interp.query import render
 
     typer.echo(render(cols, rows, fmt, limit))
 
 
 @app.command()
+@cli_errors
 def show(sae: str = typer.Argument(..., help="SAE key (a unique prefix is enough)."),
          latent: int = typer.Argument(...),
          home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
          n: int = typer.Option(5, help="Examples per kind.")) -> None:
     """Print a latent's explanations, scores and examples with activating tokens marked."""
-    from interp.query import show_latent
+    from storage.query import show_latent
+    from storage.read import CatalogError
 
     try:
         typer.echo(show_latent(home or RunConfig().home, sae, latent, n))
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, CatalogError) as err:
         _fail(str(err))
 
 
 @app.command()
+@cli_errors
 def publish(home: Optional[Path] = typer.Option(None, help="Artifact home ($INTERP_HOME)."),
             rebuild: bool = typer.Option(False, help="Recreate the catalogue from all artifacts.")) -> None:
     """Publish finished runs into the catalogue (or rebuild it from the Parquet artifacts)."""
@@ -161,20 +233,28 @@ def publish(home: Optional[Path] = typer.Option(None, help="Artifact home ($INTE
     from storage.catalog import publish as do_publish
     from storage.catalog import rebuild as do_rebuild
 
+    from interp.preflight import check_home
+    from storage.read import CatalogError
+
     h = home or RunConfig().home
-    if rebuild:
-        typer.echo(f"rebuilt from {do_rebuild(h)} artifacts")
-        return
-    n = 0
-    for run_json in sorted((Path(h) / "runs").glob("*/run.json")):
-        run = load_run(run_json.parent)
-        if run.get("status", "complete") != "complete":
-            continue  # a failed run's record is kept for its figures, not published
-        n += len(do_publish(h, run["artifacts"], [run]))
+    check_home(h)  # a file as home published nothing with rc 0, or failed with "File exists"
+    try:
+        if rebuild:
+            typer.echo(f"rebuilt from {do_rebuild(h)} artifacts")
+            return
+        n = 0
+        for run_json in sorted((Path(h) / "runs").glob("*/run.json")):
+            run = load_run(run_json.parent)
+            if run.get("status", "complete") != "complete":
+                continue  # a failed run's record is kept for its figures, not published
+            n += len(do_publish(h, run["artifacts"], [run]))
+    except CatalogError as err:
+        _fail(str(err))
     typer.echo(f"published {n} new artifacts")
 
 
 @app.command()
+@cli_errors
 def rescore(
     home: Optional[Path] = typer.Option(None, help="Artifact home ($INTERP_HOME)."),
     from_run: Optional[str] = typer.Option(None, help="Run whose activations are reused "
@@ -195,6 +275,7 @@ def rescore(
     config; only stages whose inputs changed run, and results sit beside the old ones."""
     import yaml
 
+    from interp.preflight import check_run
     from interp.rescore import find_run, rescore_config, run_after_collect
 
     _setup_logging(verbose)
@@ -209,6 +290,7 @@ def rescore(
         changes = yaml.safe_load(config.read_text()) if config else {}
         run_dir = find_run(h, from_run)
         cfg, collect_key = rescore_config(h, run_dir, changes, overrides, sae)  # fail fast
+        check_run(cfg, corpus=False)  # fail fast; the activations exist: no corpus is read again
         t0 = time.time()
         if prefect:
             from flows.label import ScaleOut
@@ -230,16 +312,18 @@ def rescore(
 
 
 @app.command("config")
+@cli_errors
 def show_config(config: Optional[Path] = typer.Option(None, "--config", "-c"),
                 as_json: bool = typer.Option(False, "--json", help="JSON schema of every field.")) -> None:
     """Print the resolved config (defaults, or a file's) as YAML, or the JSON schema."""
     if as_json:
         typer.echo(json.dumps(RunConfig.model_json_schema(), indent=2))
         return
-    typer.echo(dump_config(_config(config, {})))
+    typer.echo(dump_config(_config(config, {}, runnable=False)))
 
 
 @app.command()
+@cli_errors
 def ui(home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
        host: str = typer.Option("127.0.0.1", help="Interface to bind; the default keeps it local."),
        port: int = typer.Option(8765, help="TCP port to serve on."),
@@ -260,6 +344,7 @@ def ui(home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_H
 
 
 @app.command()
+@cli_errors
 def report(home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
            run_id: Optional[str] = typer.Option(None, "--run", help="Run id (or a unique prefix); "
                                                 "default: the newest run."),

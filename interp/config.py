@@ -202,7 +202,7 @@ class ExplainConfig(_Strict):
 
     prompt: str = Field("explain_default", description="Template name in prompts/ (without .md): "
         "explain_default, explain_contrastive (also shows non-activating windows, $negatives), "
-        "explain_cot (reasons first; the answer after the last [EXPLANATION]: marker), ...")
+        "explain_cot (reasons first; the answer after its one [EXPLANATION]: marker), ...")
     n_examples: int = Field(6, gt=0, description="Activating (train-split) windows shown to the explainer.")
     train_set: Literal["top", "quantile", "mixed"] = Field("top", description="Which activating "
         "windows are shown: the top ones, ones stratified over activation quantiles (needs "
@@ -215,6 +215,9 @@ class ExplainConfig(_Strict):
     temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
     n_latents: int | None = Field(24, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")
     min_examples: int = Field(3, gt=0, description="Skip latents with fewer activating windows.")
+    embed: bool = Field(True, description="Embed the ok explanations with MiniLM into the "
+                        "artifact (the browser's semantic search; publish only inserts them). "
+                        "Loading MiniLM takes ~10 s once per stage run.")
 
 
 class DetectionConfig(_Strict):
@@ -367,6 +370,17 @@ class ScoreConfig(_Strict):
         return out
 
 
+class MatchConfig(_Strict):
+    """Decoder matching of a new SAE against the other SAEs of its model and hookpoint."""
+
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device"})
+    max_peers: int = Field(4, ge=0, description="Match against at most this many other SAEs "
+                           "(the newest); 0 = skip. Exact top-1 costs latents_a x latents_b x d "
+                           "multiply-adds per pair: seconds on a GPU at 65k x 65k.")
+    device: str | None = Field(None, description="Device of the matching; None = sae.device, "
+                               "else model.device.")
+
+
 class RunConfig(_Strict):
     """A whole labelling run."""
 
@@ -380,6 +394,7 @@ class RunConfig(_Strict):
     llm: LLMConfig = LLMConfig()
     explain: ExplainConfig = ExplainConfig()
     score: ScoreConfig = ScoreConfig()
+    match: MatchConfig = MatchConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> RunConfig:

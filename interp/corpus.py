@@ -8,6 +8,7 @@ corpus is used and the result is reproducible.
 from __future__ import annotations
 
 import bz2
+import codecs
 import importlib.util
 import json
 import logging
@@ -26,6 +27,75 @@ log = logging.getLogger(__name__)
 
 WIKI_SAMPLE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
+SNIFF_BYTES = 1 << 16      # checked up front (check_source); the rest as documents are read
+MAX_CONTROL_SHARE = 0.01   # real text has almost no control characters; binary data has many
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")  # C0 controls but \t \n \f \r, and DEL
+_FIX = ("corpus files must be UTF-8 text (.txt, .jsonl) or Parquet with a string column; "
+        "convert it or move it out of corpus.source")
+
+
+class CorpusFileError(ValueError):
+    """A corpus file that is not (readable) text; the message names the file and what to do."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"corpus file {path} {problem}; {_FIX}")
+
+
+def _text_problem(text: str) -> str | None:
+    """Why `text` does not look like text, or None."""
+    if "\x00" in text:
+        return "holds NUL bytes (binary data?)"
+    n_control = sum(1 for _ in _CONTROL.finditer(text))
+    if text and n_control / len(text) > MAX_CONTROL_SHARE:
+        return f"is {n_control / len(text):.0%} control characters (binary data?)"
+    return None
+
+
+def _sniff(path: Path) -> None:
+    """Raise CorpusFileError if the start of a text file is binary or not UTF-8."""
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    try:  # incremental: a multi-byte character cut at SNIFF_BYTES is not an error
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError as err:
+        raise CorpusFileError(path, f"is not UTF-8 (byte {err.start}: {head[err.start:err.start + 4]!r})") from None
+    if problem := _text_problem(text):
+        raise CorpusFileError(path, problem)
+
+
+def _parquet_schema(path: Path, text_field: str) -> None:
+    """Raise if `path` is not Parquet or lacks a string column `text_field` (reads the footer only)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as err:
+        raise CorpusFileError(path, f"is not a readable Parquet file ({err})") from None
+    if text_field not in schema.names:
+        raise ValueError(f"{path} has no column {text_field!r} (columns: "
+                         f"{', '.join(schema.names)}); set corpus.text_field")
+    kind = schema.field(text_field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise CorpusFileError(path, f"has column {text_field!r} of type {kind}, not string")
+
+
+def check_source(cfg: CorpusConfig) -> None:
+    """Fail fast, before any model loads: local corpus files exist and look like text."""
+    if cfg.source == EMBEDDED or cfg.source.startswith("hf:"):
+        return
+    for path in _local_files(Path(cfg.source)):
+        _check_file(path, cfg.text_field)
+
+
+def _check_file(path: Path, text_field: str) -> None:
+    """Cheap checks of one corpus file: its kind, and that it starts like text / is Parquet."""
+    if path.suffix == ".parquet":
+        _parquet_schema(path, text_field)
+    elif path.suffix in (".txt", ".jsonl"):
+        _sniff(path)
+    else:
+        raise ValueError(f"corpus.source file {path} must end in {', '.join(TEXT_SUFFIXES)}")
 
 
 def embedded_corpus_path() -> Path:
@@ -55,33 +125,51 @@ def _wiki_documents() -> list[str]:
 
 def _file_documents(path: Path, text_field: str) -> Iterator[str]:
     if path.suffix == ".txt":
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise CorpusFileError(path, f"is not UTF-8 (byte {err.start})") from None
         # Blank lines separate documents.
-        for block in re.split(r"\n\s*\n", path.read_text(encoding="utf-8", errors="replace")):
+        for block in re.split(r"\n\s*\n", text):
             if block.strip():
                 yield block.strip()
     elif path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{lineno} is not valid JSON ({err})") from None
-                if text_field not in row:
-                    raise ValueError(f"{path}:{lineno} has no key {text_field!r} "
-                                     f"(set corpus.text_field)")
-                yield str(row[text_field])
-    elif path.suffix == ".parquet":
+        for lineno, line in _utf8_lines(path):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno} is not valid JSON ({err})") from None
+            if not isinstance(row, dict) or text_field not in row:
+                raise ValueError(f"{path}:{lineno} is not a JSON object with key "
+                                 f"{text_field!r} (set corpus.text_field)")
+            yield str(row[text_field])
+    else:  # .parquet (_check_file has checked the kind and the column)
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
-        if text_field not in table.column_names:
-            raise ValueError(f"{path} has no column {text_field!r} (columns: "
-                             f"{', '.join(table.column_names)}); set corpus.text_field")
-        yield from (str(t) for t in table.column(text_field).to_pylist() if t)
-    else:
-        raise ValueError(f"corpus.source file {path} must end in {', '.join(TEXT_SUFFIXES)}")
+        yield from (str(t) for t in pq.read_table(path, columns=[text_field])
+                    .column(text_field).to_pylist() if t)
+
+
+def _utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 file; an undecodable line is reported by its number
+    (decoding line by line: text mode decodes 8 KB blocks and cannot say which line failed)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CorpusFileError(path, f"is not UTF-8 (line {lineno})") from None
+
+
+def _checked_documents(path: Path, text_field: str) -> list[str]:
+    """All documents of one file, refused as a whole if they do not look like text."""
+    _check_file(path, text_field)  # binary data is named as such, not as the error it causes
+    docs = list(_file_documents(path, text_field))
+    if problem := _text_problem("".join(docs)):
+        raise CorpusFileError(path, problem)
+    return docs
 
 
 def _hf_documents(spec: str, text_field: str) -> Iterator[str]:
@@ -116,7 +204,7 @@ def documents(cfg: CorpusConfig) -> Iterator[str]:
     if cfg.source == EMBEDDED:
         docs = _wiki_documents()
     else:
-        docs = [d for f in _local_files(Path(cfg.source)) for d in _file_documents(f, cfg.text_field)]
+        docs = [d for f in _local_files(Path(cfg.source)) for d in _checked_documents(f, cfg.text_field)]
     random.Random(cfg.seed).shuffle(docs)
     yield from docs
 

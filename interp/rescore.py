@@ -1,6 +1,6 @@
 """Rescore: label a new SAE (or re-explain / re-score with a changed config) on a previous run's
-activations, recomputing only the stages whose inputs changed; and match the latents of two SAEs
-of one hookpoint by decoder cosine similarity, so the catalogue can compare their explanations.
+activations, recomputing only the stages whose inputs changed (the match stage then compares the
+new SAE's latents with those of the other SAEs of the same hookpoint).
 
 Which stages run follows from the artifact keys alone: a new SAE changes the train key and so
 mine, explain and score; a new explainer prompt or model changes explain and score; a new scorer
@@ -14,8 +14,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pyarrow as pa
 import yaml
 
 from interp.artifacts import ArtifactStore
@@ -85,47 +83,3 @@ def run_after_collect(cfg: RunConfig, collect_key: str, *, progress: bool = Fals
 
     ref = ArtifactStore(cfg.home).require("collect", collect_key)
     return stages.run(cfg, reuse={"collect": ref}, progress=progress)
-
-
-def best_matches(w_a: np.ndarray, w_b: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """For each row of w_a [m_a, d], the row of w_b [m_b, d] with the highest cosine similarity.
-
-    Returns (index [m_a] int64, cosine [m_a] float32). Computed in row blocks so two 65k-latent
-    SAEs need block x m_b floats at a time, not m_a x m_b. NumPy, so publishing needs no torch.
-    """
-    def unit(w: np.ndarray) -> np.ndarray:
-        w = w.astype(np.float32)
-        return w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
-
-    a, b = unit(w_a), unit(w_b)
-    idx, cos = [], []
-    for i in range(0, len(a), block):
-        sims = a[i:i + block] @ b.T
-        j = sims.argmax(axis=1)
-        idx.append(j)
-        cos.append(sims[np.arange(len(j)), j])
-    return np.concatenate(idx).astype(np.int64), np.concatenate(cos)
-
-
-def _decoder(train_dir: Path) -> np.ndarray:
-    from safetensors import safe_open
-
-    with safe_open(str(Path(train_dir) / "sae.safetensors"), framework="np") as f:
-        return f.get_tensor("W_dec")  # [num_latents, d_out], as save_sae writes it
-
-
-def decoder_matches(train_dir_a: Path, train_dir_b: Path, sae_a: str, sae_b: str) -> pa.Table:
-    """latent_matches rows (sae_a, latent_a, sae_b, latent_b, cosine) in both directions."""
-    w_a, w_b = _decoder(train_dir_a), _decoder(train_dir_b)
-    if w_a.shape[1] != w_b.shape[1]:
-        raise ValueError(f"SAEs {sae_a} and {sae_b} decode to different widths "
-                         f"({w_a.shape[1]} vs {w_b.shape[1]}); they cannot be matched")
-    cols: dict[str, list] = {"sae_a": [], "latent_a": [], "sae_b": [], "latent_b": [], "cosine": []}
-    for (ka, wa), (kb, wb) in (((sae_a, w_a), (sae_b, w_b)), ((sae_b, w_b), (sae_a, w_a))):
-        j, c = best_matches(wa, wb)
-        cols["sae_a"].append(pa.array([ka] * len(j)))
-        cols["latent_a"].append(pa.array(np.arange(len(j), dtype=np.int32)))
-        cols["sae_b"].append(pa.array([kb] * len(j)))
-        cols["latent_b"].append(pa.array(j.astype(np.int32)))
-        cols["cosine"].append(pa.array(c.astype(np.float32)))
-    return pa.table({k: pa.concat_arrays(v) for k, v in cols.items()})

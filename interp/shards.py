@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from interp.finite import require_finite
+
 
 @dataclass(frozen=True)
 class ShardInfo:
@@ -45,8 +47,11 @@ class ActivationShards:
 
     def load_shard(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(acts [n_seq, seq_len, d] float32, tokens [n_seq, seq_len] int64) of shard i."""
-        t = load_file(str(self.path / self.shards[i].file))
-        return t["acts"].float(), t["tokens"].long()
+        path = self.path / self.shards[i].file
+        t = load_file(str(path))
+        acts = t["acts"].float()
+        require_finite(acts, f"activation shard {path}", "collect it again (delete this artifact)")
+        return acts, t["tokens"].long()
 
     def iter_sequences(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Yield (seq_ids [n], acts [n, seq_len, d], tokens [n, seq_len]) shard by shard."""

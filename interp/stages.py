@@ -21,6 +21,7 @@ from interp.activations import collect, collect_key
 from interp.artifacts import ArtifactRef, ArtifactStore, write_text_atomic
 from interp.config import RunConfig, dump_config
 from interp.explain import explain, explain_key
+from interp.match import match, match_key
 from interp.mining import mine, mine_key
 from interp.sae.stage import train_key, train_stage
 from interp.scoring import score, score_key
@@ -82,6 +83,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           lambda cfg, refs, ctx: collect(cfg, progress=ctx.progress)),
     Stage("train", ("collect",), lambda cfg, k: train_key(cfg, k["collect"]),
           lambda cfg, refs, ctx: train_stage(cfg, refs["collect"], progress=ctx.progress)),
+    Stage("match", ("train",), lambda cfg, k: match_key(cfg, k["train"]),
+          lambda cfg, refs, ctx: match(cfg, refs["train"])),
     Stage("mine", ("collect", "train"), lambda cfg, k: mine_key(cfg, k["collect"], k["train"]),
           lambda cfg, refs, ctx: mine(cfg, refs["collect"], refs["train"])),
     Stage("explain", ("mine",), lambda cfg, k: explain_key(cfg, k["mine"]),

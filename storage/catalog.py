@@ -1,10 +1,11 @@
-"""The DuckDB catalogue: published artifacts as tables, plus views for SQL.
+"""The DuckDB catalogue's write side: migrations, and publishing artifacts into it.
 
-Publishing is copy-on-write: the current `catalog.duckdb` is copied to a temp file, the run's
-artifacts are inserted (each artifact at most once, tracked in `published`), and the temp file is
-renamed over the catalogue. Readers therefore open a complete file, old or new, never a
-half-published one, and never contend with the writer's lock. One publisher at a time: a
-`catalog.lock` file lock, whose holder is named when another publisher gives up waiting.
+Publishing is copy-on-write: the current `catalog.duckdb` is copied to a temp file, checked, brought
+to the newest schema (numbered migrations in storage/migrations/, recorded in `schema_version`),
+the run's artifacts are inserted (each at most once, tracked in `published`; see storage/ingest.py),
+and the temp file is renamed over the catalogue. Readers therefore open a complete file, old or
+new, never a half-published one, and never contend with the writer's lock. One publisher at a
+time: a `catalog.lock` file lock, whose holder is named when another publisher gives up waiting.
 The Parquet artifacts stay the durable truth; `rebuild` recreates the file from them.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import socket
@@ -23,24 +25,19 @@ from typing import Any
 
 import duckdb
 
+from storage.ingest import PUBLISHERS, insert_row, insert_run, insert_scorers
+from storage.read import (CATALOG, DUCKDB_CONFIG, LATEST_VERSION, CatalogError, catalog_path,
+                          check_intact, damaged, migrations, schema_version)
+
+log = logging.getLogger(__name__)
 SQL_DIR = Path(__file__).parent
-CATALOG = "catalog.duckdb"
-DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+_VERSION_TABLE_SQL = ("CREATE TABLE IF NOT EXISTS schema_version "
+                      "(version INTEGER PRIMARY KEY, name VARCHAR, applied_at DOUBLE)")
+_SEEN_SQL = "SELECT 1 FROM published WHERE stage = ? AND key = ?"
 
 
 class PublishLockTimeout(RuntimeError):
     """Another publisher holds the catalogue lock for too long."""
-
-
-def catalog_path(home: Path) -> Path:
-    return Path(home) / CATALOG
-
-
-def connect_readonly(home: Path) -> duckdb.DuckDBPyConnection:
-    path = catalog_path(home)
-    if not path.is_file():
-        raise FileNotFoundError(f"no catalogue at {path}: run `interp run` first (or `interp publish`)")
-    return duckdb.connect(str(path), read_only=True, config=DUCKDB_CONFIG)
 
 
 @contextlib.contextmanager
@@ -72,110 +69,61 @@ def publish_lock(home: Path, timeout_s: float = 600.0) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _artifact(home: Path, stage: str, key: str) -> Path:
-    return Path(home) / "artifacts" / stage / key
+def remove_stale_temp_files(home: Path) -> list[Path]:
+    """Temp copies (and their WALs) left by publishes that were killed; call under the lock,
+    when no publisher can be writing one."""
+    stale = sorted(Path(home).glob(f".{CATALOG}.*.tmp")) + sorted(Path(home).glob(f".{CATALOG}.*.tmp.wal"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temp files of killed publishes in %s", len(stale), home)
+    return stale
 
 
-def _manifest(home: Path, stage: str, key: str) -> dict[str, Any]:
-    return json.loads((_artifact(home, stage, key) / "manifest.json").read_text())
-
-
-def _insert_parquet(con, table: str, path: Path, consts: dict[str, Any], select: str = "*") -> None:
-    """INSERT INTO table BY NAME the Parquet file's rows plus constant provenance columns."""
-    names = list(consts)
-    cols = ", ".join(f"$c{i} AS {n}" for i, n in enumerate(names))
-    params = {f"c{i}": consts[n] for i, n in enumerate(names)} | {"path": str(path)}
-    con.execute(f"INSERT INTO {table} BY NAME SELECT {cols}{', ' if cols else ''}{select} "
-                f"FROM read_parquet($path)", params)
-
-
-def _publish_collect(con, home, key):
-    _insert_parquet(con, "sequences", _artifact(home, "collect", key) / "sequences.parquet",
-                    {"collect_key": key})
-
-
-def _publish_train(con, home, key):
-    man = _manifest(home, "train", key)
-    cfg = json.loads((_artifact(home, "train", key) / "cfg.json").read_text())
-    m = man.get("metrics", {})
-    con.execute("INSERT INTO saes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-        key, man.get("collect"), json.dumps(man.get("model")), man.get("hookpoint"),
-        cfg.get("architecture", "topk"), cfg.get("d_in"), cfg.get("num_latents"), cfg.get("k"),
-        m.get("tokens_seen"), m.get("fvu"), m.get("l0"), m.get("dead_frac"),
-        m.get("ce_loss_recovered"), m.get("kl_div"), json.dumps(m), man.get("created_at")])
-    _publish_matches(con, home, key, man)
-
-
-def _publish_matches(con, home, key, man):
-    """Best decoder-cosine match of every latent against each SAE already published for the same
-    model and hookpoint (both directions), so explanations of two SAEs can be compared."""
-    from interp.rescore import decoder_matches
-
-    others = con.execute("SELECT sae_key FROM saes WHERE sae_key <> ? AND hookpoint = ? AND "
-                         "model = ? AND d_in = (SELECT d_in FROM saes WHERE sae_key = ?)",
-                         [key, man.get("hookpoint"), json.dumps(man.get("model")), key]).fetchall()
-    for (other,) in others:
-        if not (_artifact(home, "train", other) / "manifest.json").is_file():
-            continue  # published from an artifact since deleted: nothing to compare against
-        table = decoder_matches(_artifact(home, "train", key), _artifact(home, "train", other),
-                                key, other)
-        con.register("_matches", table)
-        con.execute("INSERT INTO latent_matches BY NAME SELECT * FROM _matches")
-        con.unregister("_matches")
-
-
-def _publish_mine(con, home, key):
-    man = _manifest(home, "mine", key)
-    d = _artifact(home, "mine", key)
-    prov = {"sae_key": man["sae"], "mine_key": key}
-    _insert_parquet(con, "latents", d / "latents.parquet", prov)
-    _insert_parquet(con, "example_rows", d / "examples.parquet", prov | {"collect_key": man["collect"]})
-
-
-def _publish_calls(con, home, stage, key, sae_key):
-    _insert_parquet(con, "llm_calls", _artifact(home, stage, key) / "llm_calls.parquet",
-                    {"artifact_stage": stage, "artifact_key": key, "sae_key": sae_key})
-
-
-def _publish_explain(con, home, key):
-    man = _manifest(home, "explain", key)
-    _insert_parquet(con, "explanations", _artifact(home, "explain", key) / "explanations.parquet",
-                    {"explain_key": key, "mine_key": man["mine"], "sae_key": man["sae"]})
-    _publish_calls(con, home, "explain", key, man["sae"])
-
-
-def _publish_score(con, home, key):
-    man = _manifest(home, "score", key)
-    path = _artifact(home, "score", key) / "scores.parquet"
-    prov = {"score_key": key, "explain_key": man["explain"], "sae_key": man["sae"]}
-    _insert_parquet(con, "scores", path, prov, select="* EXCLUDE (predictions)")
-    con.execute("INSERT INTO predictions BY NAME SELECT score_id, explanation_id, latent, scorer, "
-                "unnest(predictions, recursive := true) FROM read_parquet($path)", {"path": str(path)})
-    _publish_calls(con, home, "score", key, man["sae"])
-
-
-PUBLISHERS = {"collect": _publish_collect, "train": _publish_train, "mine": _publish_mine,
-              "explain": _publish_explain, "score": _publish_score}
+def migrate(con) -> list[int]:
+    """Apply, in order, every migration newer than the catalogue's schema_version; returns them."""
+    con.execute(_VERSION_TABLE_SQL)
+    current = schema_version(con)
+    if current > LATEST_VERSION:
+        raise CatalogError(f"the catalogue has schema version {current}; this interp knows up to "
+                           f"{LATEST_VERSION}: publish with the newer interp that wrote it")
+    applied = []
+    for version, name, path in migrations():
+        if version > current:
+            con.execute(path.read_text())
+            insert_row(con, "schema_version", {"version": version, "name": name,
+                                               "applied_at": time.time()})
+            applied.append(version)
+    return applied
 
 
 def _apply(con, home: Path, artifacts: list[tuple[str, str]], runs: list[dict[str, Any]]) -> list[str]:
     done = []
     for stage, key in artifacts:
-        if stage not in PUBLISHERS:
-            continue
-        seen = con.execute("SELECT 1 FROM published WHERE stage = ? AND key = ?", [stage, key]).fetchone()
-        if seen:
+        if stage not in PUBLISHERS or con.execute(_SEEN_SQL, [stage, key]).fetchone():
             continue
         PUBLISHERS[stage](con, home, key)
-        con.execute("INSERT INTO published VALUES (?, ?, ?)", [stage, key, time.time()])
+        insert_row(con, "published", {"stage": stage, "key": key, "published_at": time.time()})
         done.append(f"{stage}/{key}")
     for run in runs:
-        a = run["artifacts"]
-        con.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-            run["run_id"], run["started_at"], run["finished_at"], run.get("config_yaml"),
-            a.get("collect"), a.get("train"), a.get("mine"), a.get("explain"), a.get("score"),
-            json.dumps(run.get("seconds", {})), json.dumps(run.get("cached", {}))])
+        insert_run(con, run)
     return done
+
+
+def _open_copy(target: Path, tmp: Path, fresh: bool) -> duckdb.DuckDBPyConnection:
+    """A writable connection to a temp copy of the catalogue (empty when fresh), checked intact."""
+    if target.exists() and not fresh:
+        shutil.copyfile(target, tmp)
+    try:
+        con = duckdb.connect(str(tmp), config=DUCKDB_CONFIG)
+    except duckdb.IOException as err:
+        raise damaged(target, err) from None
+    try:
+        check_intact(con, tmp, os.path.getsize(tmp))
+    except CatalogError:
+        con.close()
+        raise damaged(target, "truncated: shorter than its header promises") from None
+    return con
 
 
 def publish(home: Path, artifacts: dict[str, str] | list[tuple[str, str]],
@@ -184,27 +132,27 @@ def publish(home: Path, artifacts: dict[str, str] | list[tuple[str, str]],
     """Insert stage artifacts ({stage: key} or [(stage, key)]) and run rows, atomically.
 
     Returns the artifacts newly published; ones already in the catalogue are skipped, so
-    publishing the same run twice adds nothing.
+    publishing the same run twice adds nothing. A damaged catalogue raises CatalogError
+    (suggesting `interp publish --rebuild`, which passes fresh=True).
     """
     home = Path(home)
     target = catalog_path(home)
     with publish_lock(home, lock_timeout_s):
+        remove_stale_temp_files(home)
         tmp = target.with_name(f".{CATALOG}.{uuid.uuid4().hex[:8]}.tmp")
-        if target.exists() and not fresh:
-            shutil.copyfile(target, tmp)
         try:
-            con = duckdb.connect(str(tmp), config=DUCKDB_CONFIG)
-            con.execute((SQL_DIR / "schema.sql").read_text())
-            con.execute("BEGIN")
-            items = list(artifacts.items()) if isinstance(artifacts, dict) else list(artifacts)
-            done = _apply(con, home, items, list(runs))
-            from interp.ui.embeddings import embed_new_explanations  # lazy: loads MiniLM if needed
-
-            embed_new_explanations(con)  # semantic search in `interp ui`; backfills older catalogues
-            con.execute((SQL_DIR / "views.sql").read_text())
-            con.execute("COMMIT")
-            con.execute("CHECKPOINT")
-            con.close()
+            con = _open_copy(target, tmp, fresh)
+            try:
+                con.execute("BEGIN")
+                migrate(con)
+                items = list(artifacts.items()) if isinstance(artifacts, dict) else list(artifacts)
+                done = _apply(con, home, items, list(runs))
+                insert_scorers(con)
+                con.execute((SQL_DIR / "views.sql").read_text())
+                con.execute("COMMIT")
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)

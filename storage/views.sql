@@ -7,19 +7,31 @@ SELECT e.*,
        array_to_string(list_slice(s.token_str, e.start + 1, e.start + len(e.acts)), '') AS text
 FROM example_rows e JOIN sequences s ON s.collect_key = e.collect_key AND s.seq_id = e.seq_id;
 
--- One row per explanation with each scorer's balanced accuracy side by side.
+-- Every score with its scorer's headline metric (from `scorers`, written from the scorer
+-- registry) and that metric's value: the one number per explanation and scorer that the
+-- browser, the report and the views below rank and filter by.
+CREATE OR REPLACE VIEW score_headlines AS
+SELECT s.*, sc.headline_metric,
+       CASE sc.headline_metric
+           WHEN 'balanced_accuracy' THEN s.balanced_accuracy WHEN 'auc' THEN s.auc
+           WHEN 'corr' THEN s.corr WHEN 'f1' THEN s.f1 WHEN 'accuracy' THEN s.accuracy
+           WHEN 'precision' THEN s.precision WHEN 'recall' THEN s.recall END AS headline
+FROM scores s LEFT JOIN scorers sc USING (scorer);
+
+-- One row per explanation with each scorer's headline score side by side (plus the AUC of the
+-- two LLM judges, whose headline is balanced accuracy).
 CREATE OR REPLACE VIEW explanation_scores AS
 SELECT x.explanation_id, x.sae_key, x.latent, x.text, x.status, x.explainer_model, x.prompt_hash,
        x.created_at,
-       max(s.balanced_accuracy) FILTER (WHERE s.scorer = 'detection') AS detection,
+       max(s.headline) FILTER (WHERE s.scorer = 'detection') AS detection,
        max(s.auc) FILTER (WHERE s.scorer = 'detection') AS detection_auc,
-       max(s.balanced_accuracy) FILTER (WHERE s.scorer = 'fuzzing') AS fuzzing,
+       max(s.headline) FILTER (WHERE s.scorer = 'fuzzing') AS fuzzing,
        max(s.auc) FILTER (WHERE s.scorer = 'fuzzing') AS fuzzing_auc,
-       max(s.auc) FILTER (WHERE s.scorer = 'embedding') AS embedding,
-       max(s.auc) FILTER (WHERE s.scorer = 'surprisal') AS surprisal,
-       max(s.corr) FILTER (WHERE s.scorer = 'simulation') AS simulation,
-       max(s.auc) FILTER (WHERE s.scorer = 'intervention') AS intervention
-FROM explanations x LEFT JOIN scores s USING (explanation_id)
+       max(s.headline) FILTER (WHERE s.scorer = 'embedding') AS embedding,
+       max(s.headline) FILTER (WHERE s.scorer = 'surprisal') AS surprisal,
+       max(s.headline) FILTER (WHERE s.scorer = 'simulation') AS simulation,
+       max(s.headline) FILTER (WHERE s.scorer = 'intervention') AS intervention
+FROM explanations x LEFT JOIN score_headlines s USING (explanation_id)
 GROUP BY ALL;
 
 -- The newest ok explanation of every latent of every SAE, with its scores and latent stats.

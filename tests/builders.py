@@ -47,3 +47,30 @@ class TinyTopK:
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pre = torch.relu(x @ self.W)
         return pre.topk(self.k, dim=-1)
+
+
+def write_explanation_embeddings(explain_dir: Path) -> Path:
+    """explanation_embeddings.parquet (MiniLM vectors of the ok explanations) in an explain
+    artifact, as the explain stage provides it for publish to insert."""
+    from interp.embed import explanation_embeddings
+
+    rows = pq.read_table(explain_dir / "explanations.parquet",
+                         columns=["explanation_id", "text", "status"]).to_pylist()
+    ok = [r for r in rows if r["status"] == "ok" and r["text"]]
+    out = explain_dir / "explanation_embeddings.parquet"
+    pq.write_table(explanation_embeddings([r["explanation_id"] for r in ok], [r["text"] for r in ok]), out)
+    return out
+
+
+def write_match_artifact(home: Path, sae_a: str, sae_b: str) -> str:
+    """artifacts/match/<key>/matches.parquet of two trained SAEs, as the match stage writes it;
+    returns the key (publish it with {"match": key})."""
+    from interp.sae.matching import decoder_matches
+
+    key = f"{sae_a[:8]}-{sae_b[:8]}"
+    d = Path(home) / "artifacts" / "match" / key
+    d.mkdir(parents=True, exist_ok=True)
+    train = Path(home) / "artifacts" / "train"
+    pq.write_table(decoder_matches(train / sae_a, train / sae_b, sae_a, sae_b), d / "matches.parquet")
+    (d / "manifest.json").write_text(json.dumps({"stage": "match", "key": key, "saes": [sae_a, sae_b]}))
+    return key

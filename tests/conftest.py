@@ -38,7 +38,8 @@ def tiny_config(home, url: str, **over):
         "mine": {"window": 4, "n_top": 5, "n_quantiles": 2, "per_quantile": 2, "n_random": 4},
         "llm": {"backend": "openai", "base_url": url, "max_retries": 2, "backoff_s": 0.01,
                 "timeout_s": 5},
-        "explain": {"n_examples": 3, "min_examples": 2, "n_latents": None},
+        # MiniLM takes ~10 s to load per process: only the tests about embeddings turn it on.
+        "explain": {"n_examples": 3, "min_examples": 2, "n_latents": None, "embed": False},
         # Controls (on by default) triple the judge calls; tests of them turn them on.
         "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4, "controls": []},
     }

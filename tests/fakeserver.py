@@ -60,7 +60,12 @@ class FakeLLMServer:
         if outcome == "timeout":
             time.sleep(self.hang_s)
             outcome = "500"
-        if outcome in ("429", "500", "400", "401", "403", "404"):
+        if outcome in ("401", "echo500"):  # a careless server echoing the credentials it got
+            auth = h.headers.get("Authorization", "")
+            payload = json.dumps({"error": {"message": f"Incorrect API key provided: {auth} "
+                                            f"(api_key={auth.removeprefix('Bearer ')})"}}).encode()
+            return self._send(h, 401 if outcome == "401" else 500, payload)
+        if outcome in ("429", "500", "400", "403", "404"):
             payload = json.dumps({"error": {"message": f"injected {outcome}"}}).encode()
             return self._send(h, int(outcome), payload)
         if outcome == "malformed":

@@ -12,9 +12,9 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from interp.query import ReadOnlyViolation, check_read_only, run_query
 from interp.rescore import find_run, rescore_config, run_after_collect
 from storage.catalog import load_run, publish, publish_lock
+from storage.query import ReadOnlyViolation, check_read_only, run_query
 from tests.conftest import tiny_config
 
 PUBLISH = """

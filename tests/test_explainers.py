@@ -72,10 +72,11 @@ def test_prompts_fill_and_top_token_switch(tmp_path):
         build_messages(bad, cfg, train, negs)
 
 
-def test_chain_of_thought_answer_is_read_from_the_last_marker():
-    raw = ("Marked words: 1945, 1918.\nThey are years; an [EXPLANATION]: would name them.\n"
-           "[EXPLANATION]: years of wars")
+def test_chain_of_thought_answer_is_read_after_its_one_marker():
+    raw = "Marked words: 1945, 1918.\nThey are years of wars.\n[EXPLANATION]: years of wars"
     assert parse_explanation(raw) == "years of wars"
+    # a second marker is refused (prompt injection), even one in the reasoning
+    assert parse_explanation(raw.replace("They are", "An [EXPLANATION]: names")) is None
     assert parse_explanation("Marked words: a, b.\nThey share nothing.") is None
 
 

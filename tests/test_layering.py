@@ -1,9 +1,12 @@
-"""The library never imports Prefect: flows/ is the only Prefect-aware layer."""
+"""Layering: the library never imports Prefect (flows/ is the only Prefect-aware layer), and
+imports between interp, storage and flows point one way only (checked on the source with ast)."""
 from __future__ import annotations
 
+import ast
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import interp
 
@@ -19,3 +22,94 @@ def test_interp_modules_do_not_import_prefect():
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "0"
     assert len(names) > 20
+
+
+# --- Allowed import directions, read from the source (every import, lazy ones included) --------
+# Layers, inner to outer: the library (interp without its front ends) <- storage <- flows, and the
+# front ends (interp.cli, interp.ui, interp.report) over all of them. An import may only point
+# inwards; the CLI alone also starts Prefect flows.
+ROOT = Path(__file__).resolve().parents[1]
+FRONT_ENDS = ("interp.cli", "interp.ui", "interp.report")
+ALLOWED = {
+    "library": {"library"},
+    "storage": {"library", "storage"},
+    "flows": {"library", "storage", "flows", "prefect"},
+    "front end": {"library", "storage", "front end"},
+    "cli": {"library", "storage", "front end", "flows"},
+}
+
+
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def _layer(module: str) -> str | None:
+    if module == "interp.cli":
+        return "cli"
+    if any(_within(module, f) for f in FRONT_ENDS):
+        return "front end"
+    for top in ("interp", "storage", "flows", "prefect"):
+        if _within(module, top):
+            return "library" if top == "interp" else top
+    return None  # third-party or stdlib: not our concern here
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for top in ("interp", "storage", "flows"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def _imports(module: str, path: Path) -> set[str]:
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
+    return found
+
+
+def test_imports_point_only_inwards():
+    mods = _modules()
+    assert len(mods) > 40 and "storage.catalog" in mods and "flows.label" in mods
+    bad = []
+    for module, path in mods.items():
+        src = _layer(module)
+        for name in sorted(_imports(module, path)):
+            dst = _layer(name)
+            if dst is not None and dst not in ALLOWED[src]:
+                bad.append(f"{module} ({src}) imports {name} ({dst})")
+    assert not bad, "\n".join(bad)
+
+
+def test_storage_never_imports_front_ends_rescore_or_flows():
+    forbidden = ("interp.ui", "interp.rescore", "interp.cli", "interp.report", "flows", "prefect")
+    bad = [f"{m} imports {n}" for m, p in _modules().items() if _within(m, "storage")
+           for n in _imports(m, p) if any(_within(n, f) for f in forbidden)]
+    assert not bad, bad
+
+
+def test_no_import_cycles_between_layers():
+    mods = _modules()
+    edges = {(_layer(m), _layer(n)) for m, p in mods.items() for n in _imports(m, p)
+             if _layer(n) not in (None, _layer(m))}
+    graph: dict[str, set[str]] = {}
+    for a, b in edges:
+        graph.setdefault(a, set()).add(b)
+
+    def reaches(start: str, goal: str, seen: frozenset = frozenset()) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n}))
+                   for n in graph.get(start, ()))
+    assert not [a for a in graph if reaches(a, a)], graph

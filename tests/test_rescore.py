@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from interp.config import ConfigError
-from interp.rescore import best_matches, find_run, rescore_config, run_after_collect
+from interp.rescore import find_run, rescore_config, run_after_collect
+from interp.sae.matching import best_matches
 from storage.catalog import load_run, publish
 from tests.conftest import tiny_config
 
-STAGES = ("collect", "train", "mine", "explain", "score")
+STAGES = ("collect", "train", "match", "mine", "explain", "score")
 
 
 def _ran(rec) -> set[str]:
@@ -23,28 +24,18 @@ def _publish(home, rec):
     publish(home, rec.artifacts, [load_run(home / "runs" / rec.run_id)])
 
 
-def test_best_matches_equals_naive_cosine():
-    gen = torch.Generator().manual_seed(0)
-    a, b = torch.randn(37, 6, generator=gen), torch.randn(23, 6, generator=gen) * 3
-    idx, cos = best_matches(a.numpy(), b.numpy(), block=8)
-    for i in range(len(a)):
-        sims = [torch.dot(a[i], b[j]) / (a[i].norm() * b[j].norm()) for j in range(len(b))]
-        j = max(range(len(b)), key=lambda j: sims[j])
-        assert idx[i] == j and cos[i] == pytest.approx(float(sims[j]), abs=1e-5)
-
-
 def test_rescore_recomputes_only_changed_stages(tmp_path, collected, fake_llm):
     home = tmp_path
     base = run_after_collect(tiny_config(home, fake_llm.base_url), collected.key)
     _publish(home, base)
-    assert _ran(base) == {"train", "mine", "explain", "score"}
+    assert _ran(base) == {"train", "match", "mine", "explain", "score"}
 
     # A second SAE (new seed): train, mine, explain and score run; collect is reused.
     cfg2, ck = rescore_config(home, find_run(home), {"sae": {"seed": 1}})
     assert ck == collected.key
     n0 = len(fake_llm.requests)
     second = run_after_collect(cfg2, ck)
-    assert _ran(second) == {"train", "mine", "explain", "score"}
+    assert _ran(second) == {"train", "match", "mine", "explain", "score"}
     assert second.artifacts["train"] != base.artifacts["train"] and len(fake_llm.requests) > n0
     _publish(home, second)
 
@@ -53,7 +44,7 @@ def test_rescore_recomputes_only_changed_stages(tmp_path, collected, fake_llm):
     n1 = len(fake_llm.requests)
     third = run_after_collect(cfg3, ck)
     assert _ran(third) == {"score"}
-    assert {k: third.artifacts[k] for k in STAGES[:4]} == {k: second.artifacts[k] for k in STAGES[:4]}
+    assert {k: third.artifacts[k] for k in STAGES[:5]} == {k: second.artifacts[k] for k in STAGES[:5]}
     con = duckdb.connect(str(home / "catalog.duckdb"), read_only=True)
     n_exp2 = con.execute("select count(*) from explanations where sae_key = ?",
                          [second.artifacts["train"]]).fetchone()[0]
@@ -100,7 +91,7 @@ def test_rescore_with_external_sae_and_refusals(tmp_path, collected, fake_llm):
     save_saelens(SAE(8, 24, 3, cfg={"hookpoint": "blocks.0.hook_resid_post"}), ext)
     cfg, ck = rescore_config(home, find_run(home, base.run_id), sae_path=ext)
     rec = run_after_collect(cfg, ck)
-    assert _ran(rec) == {"train", "mine", "explain", "score"}
+    assert _ran(rec) == {"train", "match", "mine", "explain", "score"}
     _publish(home, rec)
     con = duckdb.connect(str(home / "catalog.duckdb"), read_only=True)
     assert con.execute("select count(*) from latent_matches").fetchone()[0] == 16 + 24
@@ -192,6 +183,6 @@ def test_interp_rescore_cli(tmp_path, collected, fake_llm):
     r = cli.invoke(app, ["rescore", "--home", str(tmp_path), "--set", "score.seed=7", "--no-prefect"])
     assert r.exit_code == 0, r.output
     lines = {ln.split()[0]: ln for ln in r.output.splitlines() if ln.startswith("  ")}
-    assert all("(cached)" in lines[s] for s in STAGES[:4]) and "(cached)" not in lines["score"]
+    assert all("(cached)" in lines[s] for s in STAGES[:5]) and "(cached)" not in lines["score"]
     r = cli.invoke(app, ["rescore", "--home", str(tmp_path), "--set", "corpus.seed=3", "--no-prefect"])
     assert r.exit_code == 2 and "'corpus' section changed" in r.output

@@ -163,3 +163,15 @@ def test_external_sae_is_imported_and_checked(tmp_path, collected, fake_llm):
     save_saelens(SAE(8, 24, 3, cfg={"hookpoint": "blocks.9.hook_resid_post"}), elsewhere)
     with pytest.raises(ValueError, match="hookpoint"):
         train_stage(tiny_config(tmp_path, fake_llm.base_url, sae={"path": str(elsewhere)}), collected)
+
+
+def test_explain_embeds_ok_explanations_into_its_artifact(tmp_path, collected, fake_llm):
+    import numpy as np
+
+    cfg = tiny_config(tmp_path, fake_llm.base_url, explain={"embed": True, "n_latents": 4})
+    exp = explain(cfg, mine(cfg, collected, train_stage(cfg, collected)))
+    ok = [r for r in pq.read_table(exp.path / "explanations.parquet").to_pylist() if r["status"] == "ok"]
+    emb = pq.read_table(exp.path / "explanation_embeddings.parquet").to_pylist()
+    assert [e["explanation_id"] for e in emb] == [r["explanation_id"] for r in ok] and ok
+    v = np.array([e["embedding"] for e in emb], dtype=np.float32)
+    assert v.shape == (len(ok), 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)

@@ -96,6 +96,7 @@ def open_llm(cfg: LLMConfig, ledger: Ledger | None = None, *, base_url: str | No
 
         yield VLLMOfflineLLM(cfg, ledger)
         return
+    cfg.api_key()  # an unset key variable fails here, before a server is started for nothing
     if cfg.backend == "embedded" and base_url is None:
         with llm_endpoint(cfg) as url:
             yield OpenAICompatibleLLM(cfg, url, ledger)

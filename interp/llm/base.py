@@ -1,15 +1,33 @@
-"""The one LLM seam: `generate(messages, ...) -> LLMResponse`, plus the call ledger."""
+"""The one LLM seam: `generate(messages, ...) -> LLMResponse`, plus the call ledger and `redact`,
+which keeps API keys out of every error string that is stored or logged."""
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+REDACTED = "[REDACTED]"
+# Key-shaped strings, whatever key is configured: a server may echo another one (an OpenAI-style
+# "sk-..." key, a bearer token, an "api_key=..." pair) in its error body.
+_KEY_SHAPES = re.compile(
+    r"(?P<keep>\bbearer\s+|api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}]+"
+    r"|\bsk-[A-Za-z0-9_-]{8,}", re.IGNORECASE)
+_PLACEHOLDER_KEYS = {"", "unused", "EMPTY"}
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """`text` with every given secret value, and anything shaped like an API key, replaced."""
+    for secret in sorted({s for s in secrets if s and s not in _PLACEHOLDER_KEYS}, key=len,
+                         reverse=True):
+        text = text.replace(secret, REDACTED)
+    return _KEY_SHAPES.sub(lambda m: (m.group("keep") or "") + REDACTED, text)
 
 
 @dataclass(frozen=True)

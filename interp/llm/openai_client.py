@@ -20,6 +20,8 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Iterable
+
 import openai
 import orjson
 
@@ -29,7 +31,7 @@ except ImportError:  # pragma: no cover - older openai
     from httpx import Response as _HTTP_RESPONSE
 
 from interp.config import LLMConfig
-from interp.llm.base import Ledger, LLMError, LLMResponse, LLMUnavailable, new_call_id
+from interp.llm.base import Ledger, LLMError, LLMResponse, LLMUnavailable, new_call_id, redact
 
 log = logging.getLogger(__name__)
 
@@ -68,25 +70,33 @@ class RateLimiter:
             await asyncio.sleep(delay)
 
 
-def _classify(err: Exception) -> tuple[str, str]:
+def _classify(err: Exception, secrets: Iterable[str | None] = ()) -> tuple[str, str]:
     """(kind, short reason) of an exception raised by a request; kind is 'retry' (worth another
-    attempt), 'config' (no request can succeed) or 'final' (this request cannot)."""
+    attempt), 'config' (no request can succeed) or 'final' (this request cannot). The reason is
+    stored (ledger, explanation rows) and logged, so `secrets` and key-shaped strings are
+    redacted: a server may echo the API key in an error body. Redacted before truncating, so a
+    key cut in half at the limit cannot slip through."""
+    kind, reason = _reason(err)
+    return kind, redact(reason, secrets)[:200]
+
+
+def _reason(err: Exception) -> tuple[str, str]:
     if isinstance(err, Transient):
         return "retry", str(err)
     if isinstance(err, openai.APITimeoutError):
         return "retry", "timeout"
     if isinstance(err, openai.APIConnectionError):
-        return "retry", f"connection: {err.__cause__ or err}"[:200]
+        return "retry", f"connection: {err.__cause__ or err}"
     if isinstance(err, openai.RateLimitError):
         return "retry", "429 rate limited"
     if isinstance(err, openai.APIStatusError):
         code = err.status_code
         if code in CONFIG_ERRORS:
-            return "config", f"{code}: {CONFIG_ERRORS[code]}: {str(err)[:160]}"
-        return ("retry" if code >= 500 else "final"), f"{code}: {str(err)[:200]}"
+            return "config", f"{code}: {CONFIG_ERRORS[code]}: {err}"
+        return ("retry" if code >= 500 else "final"), f"{code}: {err}"
     if isinstance(err, (openai.APIResponseValidationError, ValueError, KeyError, TypeError)):
-        return "retry", f"malformed response: {str(err)[:200]}"
-    return "final", f"{type(err).__name__}: {str(err)[:200]}"
+        return "retry", f"malformed response: {err}"
+    return "final", f"{type(err).__name__}: {err}"
 
 
 def _parse(r: dict, prefill: str, want_logprobs: bool) -> LLMResponse:
@@ -175,7 +185,7 @@ class OpenAICompatibleLLM:
                 try:
                     r = await self._once(messages, max_tokens, temperature, logprobs)
                 except Exception as err:  # noqa: BLE001 - classified below, never swallowed
-                    kind, reason = _classify(err)
+                    kind, reason = _classify(err, [self._api_key])
                     final = kind != "retry" or attempt == attempts
                     self.ledger.record(call_id=call_id, stage=stage, latent=latent, model=self.model,
                                        attempt=attempt, status="error" if final else "retry",

@@ -16,6 +16,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
+from interp.finite import require_finite
 from interp.shards import ActivationShards
 
 
@@ -33,7 +34,10 @@ def _load(shards: ActivationShards, i: int, target: str | None) -> Tensor:
         if name not in f.keys():
             raise ValueError(f"shard {shards.shards[i].file} has no tensor {name!r}: collect the "
                              f"transcoder target hookpoint {target!r} first")
-        return torch.cat([f.get_tensor("acts").float(), f.get_tensor(name).float()], dim=2)
+        both = torch.cat([f.get_tensor("acts").float(), f.get_tensor(name).float()], dim=2)
+    require_finite(both, f"activation shard {shards.path / shards.shards[i].file}",
+                   "collect it again (delete this artifact)")
+    return both
 
 
 def _shard_tokens(shards: ActivationShards, i: int, holdout_every: int, heldout: bool,

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from interp.artifacts import write_text_atomic
+from interp.finite import require_finite
 from interp.sae.model import SAE
 
 SPARSIFY_WEIGHTS = "sae.safetensors"
@@ -60,6 +61,7 @@ def sae_from_tensors(cfg: dict[str, Any], tensors: dict[str, torch.Tensor],
         if tensors[name].shape != ref.shape:
             raise ValueError(f"{origin}: tensor {name} has shape {tuple(tensors[name].shape)}, "
                              f"expected {tuple(ref.shape)}")
+        require_finite(tensors[name], f"{origin}: tensor {name}", "this SAE cannot be used")
     sae.load_state_dict({k: tensors[k] for k in expected})
     return sae
 

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from interp.artifacts import write_text_atomic
 from interp.config import SAEConfig
+from interp.finite import require_finite
 from interp.sae.checkpoint import load_checkpoint, save_checkpoint
 from interp.sae.data import count_train_tokens, heldout_tokens, train_batches
 from interp.sae.eval import evaluate
@@ -142,6 +143,8 @@ def _train(cfg: SAEConfig, shards: ActivationShards, out_dir: Path, device: str,
     if scales != (1.0, 1.0):
         sae.cfg["normalisation"] = {"method": "unit_mean_squared_norm", "scale_in": scales[0],
                                     "scale_out": scales[1], "folded_into_weights": True}
+    for name, weight in sae.state_dict().items():  # never save (and so never cache) a NaN SAE
+        require_finite(weight, f"trained SAE weight {name!r}", "lower sae.lr and train again")
     metrics = _final_metrics(sae, shards, trainer, holdout, cfg.transcode_target)
     metrics.update(fvu_train=sum(last_fvus) / max(len(last_fvus), 1),
                    train_seconds=round(seconds, 3),

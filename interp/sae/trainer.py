@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from interp.finite import require_finite
 from interp.sae.architectures import update_threshold
 from interp.sae.model import SAE
 
@@ -87,6 +88,9 @@ class Trainer:
         sae = self.sae
         out = sae(x, y, dead_mask=self.aux_mask())
         loss = out.fvu + self.auxk_alpha * out.auxk_loss + out.sparsity_loss
+        # One scalar sync per step; a NaN step would otherwise poison every weight via Adam.
+        require_finite(loss.detach(), f"SAE training loss at step {self.steps}",
+                       "lower sae.lr, or check the activations for outliers")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if not sae.transcode:

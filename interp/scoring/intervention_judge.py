@@ -104,6 +104,7 @@ def prompt_windows(examples: list[Example], n: int) -> list[Example]:
 class JudgeInterventionScorer:
     uses_subject_model = True
     needs = ("negatives",)
+    headline = "auc"
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
         return (cfg.score.intervention_judge.prompt,)

@@ -55,6 +55,7 @@ def rounds(examples: list[Example], n_rounds: int, n_shown: int,
 class IntruderScorer:
     uses_subject_model = False
     needs = ("positives", "negatives")
+    headline = "accuracy"
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
         return (cfg.score.intruder.prompt,)

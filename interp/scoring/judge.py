@@ -70,6 +70,7 @@ class JudgeScorer:
     """Detection or fuzzing: build the latent's items, ask the judge about each."""
 
     uses_subject_model = False
+    headline = "balanced_accuracy"
 
     def __init__(self, name: str):
         self.name = name

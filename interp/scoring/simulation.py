@@ -74,6 +74,7 @@ def numbered_tokens(tokens: tuple[str, ...]) -> str:
 class SimulationScorer:
     uses_subject_model = False
     needs = ("positives", "negatives")
+    headline = "corr"
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
         return (cfg.score.simulation.prompt,)

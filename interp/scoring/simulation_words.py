@@ -73,6 +73,7 @@ def simulate(tokens: tuple[str, ...], words: dict[str, int]) -> list[float]:
 class WordListSimulationScorer:
     uses_subject_model = False
     needs = ("positives", "negatives")
+    headline = "corr"
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
         return (cfg.score.simulation_words.prompt,)

@@ -1,4 +1,4 @@
-"""Statistics of scores: one headline metric per scorer, bootstrap intervals, run-level means.
+"""Statistics of scores: bootstrap intervals of the headline metrics, run-level means.
 
 Every interval is a seeded percentile bootstrap (95%), vectorised with numpy: a resample is drawn
 as multinomial counts over the observed items, so one matrix product gives every resample's
@@ -13,18 +13,8 @@ from typing import Any
 
 import numpy as np
 
-# The one definition of each scorer's headline metric (the SQL views, UI and report should use it).
-HEADLINE: dict[str, str] = {
-    "detection": "balanced_accuracy", "fuzzing": "balanced_accuracy", "embedding": "auc",
-    "surprisal": "auc", "simulation": "corr", "intervention": "logprob_gain",
-    "intervention_judge": "auc", "intruder": "accuracy", "simulation_words": "corr"}
 N_BOOT = 1000
 LEVEL = 0.95
-
-
-def headline(scorer: str) -> str:
-    """The metric a scorer is ranked and compared by (balanced accuracy for unknown scorers)."""
-    return HEADLINE.get(scorer, "balanced_accuracy")
 
 
 def _rng(seed: Any) -> np.random.Generator:
@@ -139,7 +129,8 @@ def summarize(rows: list[dict[str, Any]], frequencies: dict[int, float] | None =
         statuses = [r["status"] for r in mine]
         weights = [freq.get(r["latent"]) for r in ok]
         out[scorer] = {
-            "metric": headline(scorer), "n_latents": len(mine), "n_scored": len(ok),
+            "metric": mine[0].get("metric") if mine else None, "n_latents": len(mine),
+            "n_scored": len(ok),
             "status_counts": {s: statuses.count(s) for s in sorted(set(statuses))},
             "mean": mean, "ci_low": lo, "ci_high": hi,
             "frequency_weighted": frequency_weighted([r["value"] for r in ok], weights),

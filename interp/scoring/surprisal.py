@@ -53,6 +53,7 @@ def prefix_ids(tokenizer, text: str, bos: int | None) -> list[int]:
 
 class SurprisalScorer:
     uses_subject_model = True
+    headline = "auc"
     needs = ("positives", "negatives")
 
     def prompts(self, cfg: RunConfig) -> tuple[str, ...]:

@@ -17,7 +17,8 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from interp.ui import data, embeddings, svg
+from interp import embed
+from interp.ui import data, svg
 from interp.ui.latent import latent_page
 
 log = logging.getLogger(__name__)
@@ -48,22 +49,48 @@ def make_env() -> Environment:
     return env
 
 
-def _float(value: str | None, default: float | None = None) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else default
-    except ValueError:
+# Everything the pages load comes from this server; inline style attributes carry the token
+# shading (--a) and score bars (--v), so only attribute styles are allowed inline, never scripts.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+       "img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
+MAX_PAGE = 1e9  # keeps the row offset far inside DuckDB's BIGINT; no catalogue has a billion pages
+
+
+class BadParameter(ValueError):
+    """A URL query parameter that is not a usable number (shown with HTTP 400)."""
+
+
+def _float(params, name: str, default: float | None = None, *, lo: float | None = None,
+           hi: float | None = None) -> float | None:
+    """A finite number (>= lo) from the URL; empty means default. inf, nan and 1e309 are refused:
+    they reach SQL and paging arithmetic, where they fail or match nothing."""
+    value = params.get(name)
+    if value in (None, ""):
         return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise BadParameter(f"{name}={value!r} is not a number") from None
+    if not math.isfinite(number) or (lo is not None and number < lo) or (hi is not None and number > hi):
+        raise BadParameter(f"{name}={value!r}: expected a finite number"
+                           + (f" from {lo:g}" if lo is not None else "") + (f" to {hi:g}" if hi is not None else ""))
+    return number
 
 
 def parse_filter(params, scorer_names: list[str]) -> data.LatentFilter:
-    """The latent table's filter from URL query parameters (bad numbers fall back to defaults)."""
-    page = max(1, int(_float(params.get("page"), 1)))
-    mins = {s: v for s in scorer_names if (v := _float(params.get(f"min_{s}"))) is not None}
+    """The latent table's filter from URL query parameters; BadParameter for unusable numbers."""
+    page = _float(params, "page", 1.0, lo=1.0, hi=MAX_PAGE)
+    if page != int(page):
+        raise BadParameter(f"page={params.get('page')!r}: expected a whole page number")
+    mins = {s: v for s in scorer_names if (v := _float(params, f"min_{s}")) is not None}
     return data.LatentFilter(
         sae=params.get("sae") or None, text=(params.get("q") or "").strip() or None,
-        min_score=mins, freq_min=_float(params.get("fmin"), 0.0), freq_max=_float(params.get("fmax"), 1.0),
+        min_score=mins, freq_min=_float(params, "fmin", 0.0, lo=0.0),
+        freq_max=_float(params, "fmax", 1.0, lo=0.0),
         explained_only=params.get("all") != "1", sort=params.get("sort") or "latent",
-        offset=(page - 1) * data.PAGE_SIZE)
+        offset=(int(page) - 1) * data.PAGE_SIZE)
 
 
 def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | None = None):
@@ -78,13 +105,14 @@ def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | N
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    from storage.catalog import connect_readonly
+    from storage.read import connect_readonly
 
     catalog, env = data.Catalog(home), make_env()
     connect_readonly(home).close()  # fail now, naming the path and what to do, if there is none
 
     def render(name: str, status: int = 200, **ctx) -> HTMLResponse:
-        return HTMLResponse(env.get_template(name).render(home=str(home), **ctx), status_code=status)
+        return HTMLResponse(env.get_template(name).render(home=str(home), **ctx), status_code=status,
+                            headers={"Content-Security-Policy": CSP})
 
     def index(request):
         with catalog.cursor() as cur:
@@ -92,12 +120,16 @@ def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | N
 
     def latents(request):
         with catalog.cursor() as cur:
-            return render("latents.html", **_latents_context(cur, request.query_params, catalog.tables))
+            try:
+                ctx = _latents_context(cur, request.query_params, catalog.tables)
+            except BadParameter as err:
+                return render("error.html", 400, message=str(err), heading="Bad request")
+            return render("latents.html", **ctx)
 
     def latent(request):
         key, n = request.path_params["key"], request.path_params["n"]
         with catalog.cursor() as cur:
-            full = data.resolve_sae(cur, key)
+            full = _resolve(cur, key)
             if full is not None and full != key:  # a prefix: send the stable, full-key URL
                 return RedirectResponse(f"/sae/{full}/latent/{n}", status_code=307)
             page = latent_page(cur, key, n, catalog.tables) if full else None
@@ -108,12 +140,7 @@ def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | N
     def sae(request):
         return RedirectResponse(f"/latents?{urlencode({'sae': request.path_params['key']})}", 307)
 
-    if torch_threads:
-        import torch
-
-        torch.set_num_threads(torch_threads)
-    if preload_model and embeddings.enabled():
-        threading.Thread(target=_preload, name="minilm-preload", daemon=True).start()
+    _warm_up(preload_model, torch_threads)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -126,6 +153,16 @@ def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | N
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static")])
 
 
+def _resolve(cur, key: str) -> str | None:
+    """The full SAE key for a key or unique prefix; None (a 404) when no single SAE matches."""
+    from storage.read import resolve_sae
+
+    try:
+        return resolve_sae(cur, key)
+    except ValueError:
+        return None
+
+
 def _latents_context(cur, params, tables: frozenset[str]) -> dict:
     """Template context of the latent table: filtered rows, the filter, paging and choices."""
     names = data.scorers(cur)
@@ -134,7 +171,7 @@ def _latents_context(cur, params, tables: frozenset[str]) -> dict:
     if semantic:
         f, note = _with_query_embedding(cur, f, semantic, tables)
     rows, total = data.latent_table(cur, f)
-    saes = [r[0] for r in cur.execute("SELECT sae_key FROM saes ORDER BY created_at DESC").fetchall()]
+    saes = [r[0] for r in cur.execute(data.Q["sae_keys"]).fetchall()]
     sort_options = [("latent", "latent"), ("frequency", "frequency"), ("max_act", "max activation")]
     return {"rows": rows, "total": total, "f": f, "scorers": names, "saes": saes,
             "sort_options": sort_options + [(s, f"{s} score") for s in names],
@@ -146,19 +183,28 @@ def _latents_context(cur, params, tables: frozenset[str]) -> dict:
 def _with_query_embedding(cur, f: data.LatentFilter, query: str, tables: frozenset[str]):
     """The filter with the query's MiniLM embedding, or a note saying why semantic search can't run."""
     if "explanation_embeddings" not in tables or \
-            not cur.execute("SELECT count(*) FROM explanation_embeddings").fetchone()[0]:
-        return f, ("this catalogue has no explanation embeddings yet: run `interp publish` "
-                   f"(with {embeddings.ENV_SWITCH} unset) to add them")
+            not cur.execute(data.Q["n_embeddings"]).fetchone()[0]:
+        return f, ("this catalogue has no explanation embeddings yet: `interp publish` adds them "
+                   "from explain artifacts that carry explanation_embeddings.parquet")
     try:
-        vec = embeddings.embed([query])[0]
+        vec = embed.embed_texts([query])[0].tolist()
     except Exception as err:  # noqa: BLE001 - shown on the page; the rest of the table still works
         return f, f"semantic search is unavailable: MiniLM failed to load ({err})"
     return dataclasses.replace(f, semantic=vec), None
 
 
+def _warm_up(preload_model: bool, torch_threads: int | None) -> None:
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    if preload_model:
+        threading.Thread(target=_preload, name="minilm-preload", daemon=True).start()
+
+
 def _preload() -> None:
     try:
-        embeddings.load_model()
+        embed.load_model()
     except Exception as err:  # noqa: BLE001 - semantic search then fails with this error per request
         log.warning("could not load MiniLM for semantic search: %s", err)
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interp.ui.embeddings import DIM
+from interp.embed import DIM
+from storage.read import dicts, queries
 
-# The headline metric of each scorer (the `explanation_scores` view uses the same choice).
-METRIC_SQL = ("CASE s.scorer WHEN 'embedding' THEN s.auc WHEN 'simulation' THEN s.corr "
-              "ELSE s.balanced_accuracy END")
+# Scores are read through the catalogue's `score_headlines` view: `s.headline` is each scorer's
+# headline metric as the scorer registry defines it (the `scorers` table), never chosen here.
 PAGE_SIZE = 100
+Q = queries("browse")
 
 
 class Catalog:
@@ -41,7 +42,7 @@ class Catalog:
     @contextlib.contextmanager
     def cursor(self) -> Iterator[Any]:
         """A cursor of its own for one request (connections are not shared across threads)."""
-        from storage.catalog import catalog_path, connect_readonly
+        from storage.read import catalog_path, connect_readonly
 
         st = os.stat(catalog_path(self.home))
         stamp = (st.st_ino, st.st_mtime_ns)
@@ -70,33 +71,15 @@ class Catalog:
                 self._con = None
 
 
-def has_table(cur, name: str) -> bool:
-    return cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                       [name]).fetchone()[0] > 0
-
-
-def _dicts(cur, sql: str, params: Any = None) -> list[dict[str, Any]]:
-    res = cur.execute(sql, params or [])
-    cols = [d[0] for d in res.description]
-    return [dict(zip(cols, r)) for r in res.fetchall()]
 
 
 def scorers(cur) -> list[str]:
-    return [r[0] for r in cur.execute("SELECT DISTINCT scorer FROM scores ORDER BY scorer").fetchall()]
+    return [r[0] for r in cur.execute(Q["scorers_present"]).fetchall()]
 
 
 def overview(cur) -> dict[str, Any]:
     """Runs (newest first) and SAEs with their training metrics and labelling progress."""
-    runs = _dicts(cur, "SELECT run_id, started_at, finished_at, collect_key, sae_key, mine_key, "
-                       "explain_key, score_key, seconds, cached FROM runs ORDER BY started_at DESC")
-    saes = _dicts(cur, f"""
-        SELECT a.sae_key, a.hookpoint, a.model, a.architecture, a.d_in, a.num_latents, a.k,
-               a.tokens_seen, a.fvu, a.l0, a.dead_frac, a.ce_loss_recovered, a.kl_div, a.created_at,
-               (SELECT count(DISTINCT latent) FROM explanations x
-                WHERE x.sae_key = a.sae_key AND x.status = 'ok') AS n_explained,
-               (SELECT count(*) FROM explanations x WHERE x.sae_key = a.sae_key) AS n_explanations,
-               (SELECT avg({METRIC_SQL}) FROM scores s WHERE s.sae_key = a.sae_key) AS mean_score
-        FROM saes a ORDER BY a.created_at DESC""")
+    runs, saes = dicts(cur, Q["runs"]), dicts(cur, Q["saes"])
     return {"runs": runs, "saes": saes}
 
 
@@ -125,8 +108,8 @@ def _order(f: LatentFilter, scorer_names: list[str], params: dict[str, Any]) -> 
         return "lat.max_act DESC, lat.latent"
     if f.sort in scorer_names:
         params["sort_scorer"] = f.sort
-        return (f"(SELECT max({METRIC_SQL}) FROM scores s WHERE s.explanation_id = best.explanation_id "
-                f"AND s.scorer = $sort_scorer) DESC NULLS LAST, lat.latent")
+        return ("(SELECT max(s.headline) FROM score_headlines s WHERE s.explanation_id = "
+                "best.explanation_id AND s.scorer = $sort_scorer) DESC NULLS LAST, lat.latent")
     return "lat.sae_key, lat.latent"
 
 
@@ -144,8 +127,8 @@ def latent_table(cur, f: LatentFilter) -> tuple[list[dict[str, Any]], int]:
     thresholds = []
     for i, (scorer, lo) in enumerate(sorted(f.min_score.items())):
         params[f"s{i}"], params[f"t{i}"] = scorer, lo
-        thresholds.append(f"AND EXISTS (SELECT 1 FROM scores s WHERE s.explanation_id = "
-                          f"best.explanation_id AND s.scorer = $s{i} AND {METRIC_SQL} >= $t{i})")
+        thresholds.append(f"AND EXISTS (SELECT 1 FROM score_headlines s WHERE s.explanation_id = "
+                          f"best.explanation_id AND s.scorer = $s{i} AND s.headline >= $t{i})")
     searching = f.text or f.semantic is not None or f.min_score
     join = "JOIN" if (f.explained_only or searching) else "LEFT JOIN"
     sql = f"""
@@ -167,21 +150,12 @@ def latent_table(cur, f: LatentFilter) -> tuple[list[dict[str, Any]], int]:
         WHERE lat.frequency BETWEEN $fmin AND $fmax {' '.join(thresholds)}
         ORDER BY {_order(f, names, params)}
         LIMIT $lim OFFSET $off"""
-    rows = _dicts(cur, sql, params)
+    rows = dicts(cur, sql, params)
     ids = [r["explanation_id"] for r in rows if r["explanation_id"]]
     by_exp: dict[str, dict[str, float]] = {}
     if ids:
-        for eid, scorer, value in cur.execute(
-                f"SELECT s.explanation_id, s.scorer, {METRIC_SQL} FROM scores s "
-                f"WHERE s.explanation_id IN (SELECT unnest($ids))", {"ids": ids}).fetchall():
+        for eid, scorer, value in cur.execute(Q["headlines_of"], {"ids": ids}).fetchall():
             by_exp.setdefault(eid, {})[scorer] = value
     for r in rows:
         r["scores"] = by_exp.get(r["explanation_id"], {})
     return rows, (rows[0]["total"] if rows else 0)
-
-
-def resolve_sae(cur, key: str) -> str | None:
-    """The full SAE key for an exact key or a unique prefix; None if no single SAE matches."""
-    keys = [r[0] for r in cur.execute("SELECT sae_key FROM saes WHERE starts_with(sae_key, ?)",
-                                      [key]).fetchall()]
-    return key if key in keys else (keys[0] if len(keys) == 1 else None)

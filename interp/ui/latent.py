@@ -7,8 +7,9 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from interp.ui.data import _dicts, has_table
+from storage.read import dicts, has_table, queries
 
+Q = queries("browse")
 KIND_LIMITS = {"top": 20, "quantile": 40, "random": 20, "hard": 20}  # examples shown per kind
 
 
@@ -38,28 +39,15 @@ def tokens_html(tokens: list[Token]) -> Markup:
 
 
 def _explanations(cur, sae: str, latent: int) -> list[dict[str, Any]]:
-    exps = _dicts(cur, """
-        SELECT explanation_id, explain_key, mine_key, text, status, error, raw, explainer_model,
-               prompt_name, prompt_hash, settings_hash, n_examples, prompt_tokens,
-               completion_tokens, latency_s, attempts, created_at
-        FROM explanations WHERE sae_key = ? AND latent = ? ORDER BY created_at DESC""", [sae, latent])
-    scores = _dicts(cur, """
-        SELECT explanation_id, scorer, scorer_model, score_key, prompt_hash, status, n_examples,
-               n_failed, balanced_accuracy, precision, recall, f1, auc, accuracy, corr, created_at
-        FROM scores WHERE sae_key = ? AND latent = ? ORDER BY scorer, created_at DESC""", [sae, latent])
+    exps = dicts(cur, Q["latent_explanations"], [sae, latent])
+    scores = dicts(cur, Q["latent_scores"], [sae, latent])
     for e in exps:
         e["scores"] = [s for s in scores if s["explanation_id"] == e["explanation_id"]]
     return exps
 
 
 def _examples(cur, sae: str, latent: int, mine_key: str, scale: float) -> dict[str, list[dict]]:
-    # The `examples` view's join, minus its unused text column: half the time of the view.
-    rows = _dicts(cur, """
-        SELECT e.kind, e.split, e.rank, e.quantile, e.seq_id, e.start, e.max_act, e.acts,
-               list_slice(s.token_str, e.start + 1, e.start + len(e.acts)) AS tokens
-        FROM example_rows e JOIN sequences s ON s.collect_key = e.collect_key AND s.seq_id = e.seq_id
-        WHERE e.sae_key = ? AND e.latent = ? AND e.mine_key = ?
-        ORDER BY e.kind, e.quantile DESC, e.rank""", [sae, latent, mine_key])
+    rows = dicts(cur, Q["latent_examples"], [sae, latent, mine_key])
     out: dict[str, list[dict]] = {k: [] for k in KIND_LIMITS}
     for r in rows:
         group = out.setdefault(r["kind"], [])
@@ -75,30 +63,15 @@ def _matches(cur, sae: str, latent: int, hookpoint: str,
     """Matched latents of other SAEs on this hookpoint (None when no matching was ever run)."""
     if not ("latent_matches" in tables if tables is not None else has_table(cur, "latent_matches")):
         return None
-    return _dicts(cur, """
-        WITH m AS (
-            SELECT sae_b AS sae_key, latent_b AS latent, cosine FROM latent_matches
-            WHERE sae_a = $sae AND latent_a = $lat
-            UNION ALL
-            SELECT sae_a, latent_a, cosine FROM latent_matches WHERE sae_b = $sae AND latent_b = $lat)
-        SELECT m.sae_key, m.latent, max(m.cosine) AS cosine, any_value(a.architecture) AS architecture,
-               (SELECT x.text FROM explanations x WHERE x.sae_key = m.sae_key AND x.latent = m.latent
-                AND x.status = 'ok' ORDER BY x.created_at DESC LIMIT 1) AS text
-        FROM m JOIN saes a ON a.sae_key = m.sae_key AND a.hookpoint = $hook
-        WHERE m.sae_key <> $sae
-        GROUP BY m.sae_key, m.latent ORDER BY cosine DESC LIMIT 20""",
-                  {"sae": sae, "lat": latent, "hook": hookpoint})
+    return dicts(cur, Q["latent_matches"], {"sae": sae, "lat": latent, "hook": hookpoint})
 
 
 def latent_page(cur, sae: str, latent: int,
                 tables: frozenset[str] | None = None) -> dict[str, Any] | None:
     """The latent page's data, or None if the SAE has no such latent. `tables`: the catalogue's
     table names if known (saves a catalogue lookup per page)."""
-    sae_row = _dicts(cur, "SELECT sae_key, hookpoint, model, architecture, num_latents, k, fvu, l0, "
-                          "dead_frac, ce_loss_recovered FROM saes WHERE sae_key = ?", [sae])
-    stats = _dicts(cur, "SELECT mine_key, frequency, n_active_tokens, n_active_windows, max_act, "
-                        "mean_act, dead, hist FROM latents WHERE sae_key = ? AND latent = ? "
-                        "ORDER BY mine_key LIMIT 1", [sae, latent])
+    sae_row = dicts(cur, Q["latent_sae"], [sae])
+    stats = dicts(cur, Q["latent_stats"], [sae, latent])
     if not sae_row or not stats:
         return None
     st = stats[0]

@@ -97,6 +97,7 @@ def test_control_lift_is_paired_and_the_verdict_says_so():
 
 def test_summarize_counts_statuses_and_weights_by_frequency():
     rows = [{"scorer": "detection", "control": None, "latent": i, "status": s, "value": v,
+             "metric": "balanced_accuracy",
              "f1": v, "n_valid": 8, "n_examples": 8}
             for i, (s, v) in enumerate([("ok", 1.0), ("ok", 0.5), ("unscorable", None)])]
     rows.append({"scorer": "detection", "control": "shuffled", "latent": 0, "status": "ok",

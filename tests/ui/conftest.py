@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from interp.artifacts import ArtifactRef
-from tests.builders import make_shards
+from tests.builders import make_shards, write_explanation_embeddings
 from tests.conftest import scripted_answer, tiny_config
 from tests.fakeserver import FakeLLMServer
 
@@ -47,7 +47,7 @@ def _answer_with_plant():
 
 @pytest.fixture(scope="session")
 def ui_home(tmp_path_factory) -> Path:
-    """A home with one run (train, mine, explain, score) published, embeddings included."""
+    """A home with one run (train, mine, explain with embeddings, score) published."""
     from interp.explain import explain
     from interp.mining import mine
     from interp.sae.stage import train_stage
@@ -64,6 +64,7 @@ def ui_home(tmp_path_factory) -> Path:
         mined = mine(cfg, collected, sae)
         exp = explain(cfg, mined)
         sc = score(cfg, exp, mined)
+    write_explanation_embeddings(exp.path)
     arts = {"collect": collected.key, "train": sae.key, "mine": mined.key,
             "explain": exp.key, "score": sc.key}
     run = {"run_id": "20260101T000000-test", "started_at": time.time() - 60,
@@ -126,7 +127,7 @@ def artifacts_dir(tmp_path) -> list[Path]:
 
 def query(home, sql, params=()):
     """Rows of a read-only query on the test catalogue (the ground truth pages are checked against)."""
-    from storage.catalog import connect_readonly
+    from storage.read import connect_readonly
 
     con = connect_readonly(home)
     try:

@@ -192,3 +192,21 @@ def test_requests_keep_working_while_the_catalogue_is_replaced(home_copy, tmp_pa
         t.join(30)
     catalog.close()
     assert errors == []
+
+
+@pytest.mark.parametrize("params", [{"page": "inf"}, {"page": "nan"}, {"page": "1e309"},
+                                    {"page": "-1"}, {"page": "0"}, {"page": "1.5"}, {"page": "1e300"},
+                                    {"fmin": "nan"}, {"fmax": "-inf"}, {"fmin": "-0.5"},
+                                    {"min_detection": "nan"}, {"min_detection": "1e309"},
+                                    {"page": "two"}])
+def test_unusable_numbers_in_the_url_are_a_400(client, params):
+    r = client.get("/latents", params=params)
+    assert r.status_code == 400 and "Bad request" in r.text
+    assert next(iter(params)) in r.text
+
+
+def test_pages_carry_a_content_security_policy(client):
+    for url in ("/", "/latents", "/latents?page=inf", "/sae/nope/latent/0"):
+        csp = client.get(url).headers.get("content-security-policy", "")
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp, url
+        assert "unsafe-inline" not in csp.split("style-src-attr")[0], url  # no inline scripts/sheets

@@ -1,5 +1,5 @@
 """The run report (self-contained, escaped, plots per scorer), explanation embeddings written at
-publish time, and the SVG helpers against naive references."""
+publish (from the explain artifact), and the SVG helpers against naive references."""
 from __future__ import annotations
 
 import re
@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from interp.ui import svg
-from storage.catalog import connect_readonly, publish
+from storage.read import connect_readonly
 from tests.ui.conftest import PLANTED
 
 
@@ -38,34 +38,38 @@ def test_report_rejects_an_unknown_run(ui_home, tmp_path):
         write_report(ui_home, tmp_path / "r.html", run_id="nope")
 
 
-def test_publish_embeds_ok_explanations_once_and_backfills(home_copy, monkeypatch):
-    from interp.ui import embeddings
+def test_publish_inserts_the_explain_artifacts_embeddings(ui_home):
+    from interp import embed
 
-    con = connect_readonly(home_copy)
+    con = connect_readonly(ui_home)
     n_ok = con.execute("SELECT count(*) FROM explanations WHERE status = 'ok'").fetchone()[0]
-    vec, = con.execute("SELECT e.embedding FROM explanation_embeddings e JOIN explanations x "
-                       "USING (explanation_id) WHERE x.text = ?", [PLANTED]).fetchone()
+    vec, model = con.execute("SELECT e.embedding, e.model FROM explanation_embeddings e JOIN "
+                             "explanations x USING (explanation_id) WHERE x.text = ?", [PLANTED]).fetchone()
     assert con.execute("SELECT count(*) FROM explanation_embeddings").fetchone()[0] == n_ok
     con.close()
-    assert len(vec) == embeddings.DIM
-    assert vec == pytest.approx(embeddings.embed([PLANTED])[0], abs=1e-5)
-    # An older catalogue without embeddings: the next publish adds them, a second one adds nothing.
-    con = duckdb.connect(str(home_copy / "catalog.duckdb"))
-    con.execute("DELETE FROM explanation_embeddings WHERE explanation_id IN "
-                "(SELECT explanation_id FROM explanations LIMIT 3)")
+    assert len(vec) == embed.DIM and model == embed.MODEL_NAME
+    assert vec == pytest.approx(embed.embed_texts([PLANTED])[0].tolist(), abs=1e-5)
+
+
+def test_publish_loads_no_model(ui_home, tmp_path):
+    """Publishing the whole run again (rebuild) imports neither sentence-transformers nor the SAE
+    code: embeddings and decoder matches come from artifacts."""
+    import shutil
+    import subprocess
+    import sys
+
+    for sub in ("artifacts",):
+        shutil.copytree(ui_home / sub, tmp_path / sub)
+    code = ("import sys; from storage.catalog import rebuild; rebuild(sys.argv[1]); "
+            "print(sorted(m for m in ('sentence_transformers', 'transformers', 'interp.sae.matching') "
+            "if m in sys.modules), sys.modules.get('interp.embed') and sys.modules['interp.embed']._models)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] in ("[] None", "[] {}")
+    con = connect_readonly(tmp_path)
+    assert con.execute("SELECT count(*) FROM explanation_embeddings").fetchone()[0] > 0
     con.close()
-    calls = []
-    real = embeddings.embed
-    monkeypatch.setattr(embeddings, "embed", lambda texts: calls.append(len(texts)) or real(texts))
-    publish(home_copy, {}, [])
-    publish(home_copy, {}, [])
-    assert calls == [3]
-    monkeypatch.setenv(embeddings.ENV_SWITCH, "0")
-    con = duckdb.connect(str(home_copy / "catalog.duckdb"))
-    con.execute("DELETE FROM explanation_embeddings")
-    con.close()
-    publish(home_copy, {}, [])
-    assert calls == [3]
 
 
 def test_semantic_search_without_embeddings_says_what_to_do(home_copy):

@@ -1,5 +1,6 @@
--- interp catalogue: tables keyed by provenance so models, hookpoints, SAEs and explainer versions
--- live side by side. Rows come only from published artifacts (see storage/catalog.py).
+-- Migration 1: the catalogue's base tables, keyed by provenance so models, hookpoints, SAEs and
+-- explainer versions live side by side. Rows come only from published artifacts (storage/catalog.py).
+-- IF NOT EXISTS throughout: catalogues made before schema_version existed adopt it unchanged.
 
 CREATE TABLE IF NOT EXISTS published (stage VARCHAR, key VARCHAR, published_at DOUBLE, PRIMARY KEY (stage, key));
 
@@ -39,8 +40,6 @@ CREATE TABLE IF NOT EXISTS scores (
     prompt_hash VARCHAR, settings_hash VARCHAR, status VARCHAR, n_examples INTEGER,
     n_failed INTEGER, balanced_accuracy DOUBLE, precision DOUBLE, recall DOUBLE, f1 DOUBLE,
     auc DOUBLE, accuracy DOUBLE, corr DOUBLE, created_at DOUBLE);
--- Why a score failed or had failed examples (LLM errors, unparseable answers); NULL if none.
-ALTER TABLE scores ADD COLUMN IF NOT EXISTS error VARCHAR;
 
 CREATE TABLE IF NOT EXISTS predictions (
     score_id VARCHAR, explanation_id VARCHAR, latent INTEGER, scorer VARCHAR, seq_id INTEGER,
@@ -53,6 +52,6 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     prompt_tokens BIGINT, completion_tokens BIGINT, latency_s DOUBLE, created_at DOUBLE);
 
 -- Best decoder-cosine match of each latent of sae_a among the latents of sae_b (same model and
--- hookpoint), computed at publish time from the two SAEs' W_dec; one row per direction.
+-- hookpoint), from a match artifact (interp.sae.matching); one row per direction.
 CREATE TABLE IF NOT EXISTS latent_matches (
     sae_a VARCHAR, latent_a INTEGER, sae_b VARCHAR, latent_b INTEGER, cosine FLOAT);

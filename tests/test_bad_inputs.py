@@ -1,0 +1,180 @@
+"""Bad input never gets a traceback: each of these config fields, files and flags gives rc 2 and one
+`error: ...` line naming the field or file, within 20 s, and leaves the home's artifacts and
+catalogue byte for byte as they were. In-process (typer's CliRunner runs the same code path as
+the `interp` script), plus a few through a real subprocess to cover the entry point itself.
+
+To add (owned with the catalogue code): `interp query` on a truncated / corrupt catalog.duckdb.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from interp.cli import app
+from interp.config import build_config, dump_config
+from storage.catalog import rebuild
+from tests.builders import make_shards
+
+BINARY = bytes(range(256)) * 32
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A home with a collect artifact, a finished run and a catalogue; a folder of bad files."""
+    home = tmp_path_factory.mktemp("home")
+    make_shards(home / "artifacts" / "collect" / "c0ffee")
+    run = home / "runs" / "r1"
+    _write(run / "config.yaml", dump_config(build_config({"home": str(home)})))
+    _write(run / "run.json", json.dumps({"run_id": "r1", "started_at": 0.0, "finished_at": 1.0,
+                                            "artifacts": {"collect": "c0ffee"},
+                                            "seconds": {"collect": 1.0}, "cached": {}}))
+    rebuild(home)
+    assert (home / "catalog.duckdb").is_file()
+    bad = tmp_path_factory.mktemp("bad")
+    for name, text in {
+        "broken.yaml": "sae: {k: [\n", "list.yaml": "- a\n- b\n", "unknown.yaml": "colour: red\n",
+        "nested.yaml": "sae:\n  kk: 3\n", "type.yaml": "sae:\n  k: many\n",
+        "negative.yaml": "corpus:\n  n_tokens: -5\n", "window.yaml": "mine:\n  window: 5\n",
+        "nourl.yaml": "llm:\n  backend: openai\n", "prompt.yaml": "explain:\n  prompt: nope\n",
+        "arch.yaml": "sae:\n  architecture: transformer\n", "ok.yaml": "sae:\n  k: 8\n",
+        "batchprompt.yaml": "score:\n  fuzzing:\n    prompt: explain_default\n  batch_size: 4\n",
+        "corpus.csv": "a,b\n", "latin1.txt": "café ".encode("latin-1") * 40,
+        "rows.jsonl": '{"text": "ok"}\n{broken\n',
+    }.items():
+        _write(bad / name, text)
+    for name in ("bin.txt", "bin.jsonl", "bin.parquet"):
+        _write(bad / name, BINARY)
+    pq.write_table(pa.table({"body": ["x"]}), bad / "nocol.parquet")
+    (bad / "emptydir").mkdir()
+    _write(bad / "sae_corrupt" / "sae.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00garbage")
+    _write(bad / "sae_corrupt" / "cfg.json", "{}")
+    _write(bad / "sae_badcfg" / "sae.safetensors", (home / "artifacts" / "collect" / "c0ffee" /
+                                                     "shard-00000.safetensors").read_bytes())
+    _write(bad / "sae_badcfg" / "cfg.json", "{not json")
+    (bad / "sae_empty").mkdir()
+    return home, bad
+
+
+def _tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        h.update(str(p.relative_to(root)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+# (id, argv with {home} / {bad}, text the message must contain)
+CASES = [
+    ("config-missing", ["run", "-c", "{bad}/nope.yaml"], "nope.yaml"),
+    ("config-bad-yaml", ["run", "-c", "{bad}/broken.yaml"], "broken.yaml"),
+    ("config-not-mapping", ["run", "-c", "{bad}/list.yaml"], "list.yaml"),
+    ("config-is-dir", ["run", "-c", "{bad}/emptydir"], "emptydir"),
+    ("config-unknown-field", ["run", "-c", "{bad}/unknown.yaml"], "colour"),
+    ("config-unknown-nested", ["run", "-c", "{bad}/nested.yaml"], "sae.kk"),
+    ("config-wrong-type", ["run", "-c", "{bad}/type.yaml"], "sae.k"),
+    ("config-negative", ["run", "-c", "{bad}/negative.yaml"], "corpus.n_tokens"),
+    ("config-cross-field", ["run", "-c", "{bad}/window.yaml"], "mine.window"),
+    ("config-openai-no-url", ["run", "-c", "{bad}/nourl.yaml"], "llm.base_url"),
+    ("config-bad-literal", ["run", "-c", "{bad}/arch.yaml"], "sae.architecture"),
+    ("prompt-missing", ["run", "-c", "{bad}/prompt.yaml"], "'nope'"),
+    ("batch-prompt-missing", ["run", "-c", "{bad}/batchprompt.yaml"], "explain_default_batch"),
+    ("hookpoint-shape", ["run", "--hookpoint", "layer15"], "model.hookpoint"),
+    ("hookpoint-layer", ["run", "--hookpoint", "blocks.99.hook_resid_post"], "model.hookpoint"),
+    ("corpus-missing", ["run", "--corpus", "{bad}/nowhere.txt"], "nowhere.txt"),
+    ("corpus-binary-txt", ["run", "--corpus", "{bad}/bin.txt"], "bin.txt"),
+    ("corpus-binary-jsonl", ["run", "--corpus", "{bad}/bin.jsonl"], "bin.jsonl"),
+    ("corpus-binary-parquet", ["run", "--corpus", "{bad}/bin.parquet"], "bin.parquet"),
+    ("corpus-latin1", ["run", "--corpus", "{bad}/latin1.txt"], "latin1.txt"),
+    ("corpus-suffix", ["run", "--corpus", "{bad}/corpus.csv"], "corpus.csv"),
+    ("corpus-empty-dir", ["run", "--corpus", "{bad}/emptydir"], "emptydir"),
+    ("corpus-parquet-column", ["run", "--corpus", "{bad}/nocol.parquet"], "text_field"),
+    ("sae-missing", ["run", "--sae", "{bad}/no_sae"], "no_sae"),
+    ("sae-corrupt-safetensors", ["run", "--sae", "{bad}/sae_corrupt"], "sae.safetensors"),
+    ("sae-is-a-file", ["run", "--sae", "{bad}/sae_corrupt/sae.safetensors"], "sae.safetensors"),
+    ("sae-bad-cfg-json", ["run", "--sae", "{bad}/sae_badcfg"], "cfg.json"),
+    ("sae-empty-dir", ["run", "--sae", "{bad}/sae_empty"], "sae_empty"),
+    ("home-is-a-file", ["run", "--home", "{bad}/ok.yaml"], "ok.yaml"),
+    ("api-key-env-unset", ["run", "--llm-api-key-env", "INTERP_NO_SUCH_KEY"], "INTERP_NO_SUCH_KEY"),
+    ("flag-not-an-int", ["run", "--n-tokens", "many"], "--n-tokens"),
+    ("flag-zero", ["run", "--n-tokens", "0"], "corpus.n_tokens"),
+    ("flag-unknown", ["run", "--frobnicate"], "--frobnicate"),
+    ("command-unknown", ["frobnicate"], "frobnicate"),
+    ("rescore-api-key-env-unset", ["rescore", "--set", "llm.api_key_env=INTERP_NO_SUCH_KEY"],
+     "INTERP_NO_SUCH_KEY"),
+    ("rescore-set-no-equals", ["rescore", "--set", "sae.k"], "--set"),
+    ("rescore-run-missing", ["rescore", "--from-run", "r404"], "r404"),
+    ("rescore-unknown-field", ["rescore", "--set", "sae.kk=3"], "sae.kk"),
+    ("rescore-config-missing", ["rescore", "-c", "{bad}/nope.yaml"], "nope.yaml"),
+    ("rescore-sae-corrupt", ["rescore", "--sae", "{bad}/sae_corrupt"], "sae.safetensors"),
+    ("show-config-bad-yaml", ["config", "-c", "{bad}/broken.yaml"], "broken.yaml"),
+    ("report-run-missing", ["report", "--run", "r404"], "r404"),
+    ("publish-home-is-a-file", ["publish", "--home", "{bad}/ok.yaml"], "ok.yaml"),
+    ("rebuild-home-is-a-file", ["publish", "--rebuild", "--home", "{bad}/ok.yaml"], "ok.yaml"),
+]
+HOME_FLAG = {"run", "rescore", "report"}  # commands given the fixture's home
+
+
+def _argv(case: list[str], home: Path, bad: Path) -> list[str]:
+    argv = [a.format(home=home, bad=bad) for a in case]
+    if argv[0] in HOME_FLAG and "--home" not in argv:
+        argv += ["--home", str(home)]
+    if argv[0] in ("run", "rescore"):
+        argv.append("--no-prefect")
+    return argv
+
+
+def _check(rc: int, stderr: str, expect: str, seconds: float, before: str, home: Path) -> None:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert rc == 2, stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert expect in lines[0], lines[0]
+    assert "Traceback" not in stderr and seconds < 20
+    assert _tree_hash(home) == before, "the home changed"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case, expect", [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_in_process(env, monkeypatch, case, expect):
+    home, bad = env
+    monkeypatch.delenv("INTERP_NO_SUCH_KEY", raising=False)
+    before = _tree_hash(home)
+    t0 = time.monotonic()
+    result = CliRunner().invoke(app, _argv(case, home, bad))
+    _check(result.exit_code, result.stderr, expect, time.monotonic() - t0, before, home)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case, expect", [
+    (["run", "--corpus", "{bad}/bin.txt"], "bin.txt"),
+    (["run", "--home", "{bad}/ok.yaml"], "ok.yaml"),
+    (["run", "--sae", "{bad}/sae_corrupt"], "sae.safetensors"),
+    (["run", "--llm-api-key-env", "INTERP_NO_SUCH_KEY"], "INTERP_NO_SUCH_KEY"),
+], ids=["binary-corpus", "home-file", "corrupt-sae", "api-key-env"])
+def test_bad_input_through_the_entry_point(env, case, expect):
+    home, bad = env
+    before = _tree_hash(home)
+    argv = [a.format(home=home, bad=bad) for a in case]
+    argv += [] if "--home" in argv else ["--home", str(home)]  # the Prefect default mode
+    run_env = {k: v for k, v in os.environ.items() if k != "INTERP_NO_SUCH_KEY"}
+    run_env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "interp.cli", *argv], capture_output=True,
+                          text=True, timeout=30, env=run_env)
+    _check(proc.returncode, proc.stderr, expect, time.monotonic() - t0, before, home)
