@@ -28,6 +28,7 @@ def _cfg(tmp_path, model_cache):
         "score": {"scorers": list(SCORERS), "n_positive": 1, "n_negative": 1,
                   "intervention": {"n_prompts": 1, "new_tokens": 8},
                   "intervention_judge": {"n_prompts": 1, "new_tokens": 8},
+                  "intruder": {"n_rounds": 2}, "controls": [],
                   "simulation_words": {"max_tokens": 16}},
     })
 
