@@ -97,6 +97,9 @@ def _score(con, home, key):
     prov = {"score_key": key, "explain_key": man["explain"], "sae_key": man["sae"]}
     _insert_parquet(con, "scores", path, prov, select="* EXCLUDE (predictions)")
     con.execute(_PREDICTIONS_SQL, {"path": str(path)})
+    controls = artifact_dir(home, "score", key) / "controls.parquet"
+    if controls.is_file():  # the lift of the explanations over stand-ins (issue: controls)
+        _insert_parquet(con, "controls", controls, {"score_key": key, "sae_key": man["sae"]})
     _calls(con, home, "score", key, man["sae"])
 
 

@@ -9,14 +9,16 @@ FROM example_rows e JOIN sequences s ON s.collect_key = e.collect_key AND s.seq_
 
 -- Every score with its scorer's headline metric (from `scorers`, written from the scorer
 -- registry) and that metric's value: the one number per explanation and scorer that the
--- browser, the report and the views below rank and filter by.
+-- browser, the report and the views below rank and filter by (`value`, written by the score
+-- stage with its bootstrap interval ci_low/ci_high, for scores published since migration 5).
 CREATE OR REPLACE VIEW score_headlines AS
-SELECT s.*, sc.headline_metric,
-       CASE sc.headline_metric
+SELECT s.*, coalesce(s.metric, sc.headline_metric) AS headline_metric,
+       coalesce(s.value, CASE sc.headline_metric
            WHEN 'balanced_accuracy' THEN s.balanced_accuracy WHEN 'auc' THEN s.auc
            WHEN 'corr' THEN s.corr WHEN 'f1' THEN s.f1 WHEN 'accuracy' THEN s.accuracy
-           WHEN 'precision' THEN s.precision WHEN 'recall' THEN s.recall END AS headline
-FROM scores s LEFT JOIN scorers sc USING (scorer);
+           WHEN 'precision' THEN s.precision WHEN 'recall' THEN s.recall END) AS headline
+FROM scores s LEFT JOIN scorers sc USING (scorer)
+WHERE s.control IS NULL;  -- control rows score stand-in explanations: see `controls`
 
 -- One row per explanation with each scorer's headline score side by side (plus the AUC of the
 -- two LLM judges, whose headline is balanced accuracy).
@@ -30,7 +32,10 @@ SELECT x.explanation_id, x.sae_key, x.latent, x.text, x.status, x.explainer_mode
        max(s.headline) FILTER (WHERE s.scorer = 'embedding') AS embedding,
        max(s.headline) FILTER (WHERE s.scorer = 'surprisal') AS surprisal,
        max(s.headline) FILTER (WHERE s.scorer = 'simulation') AS simulation,
-       max(s.headline) FILTER (WHERE s.scorer = 'intervention') AS intervention
+       max(s.headline) FILTER (WHERE s.scorer = 'intervention') AS intervention,
+       max(s.headline) FILTER (WHERE s.scorer = 'intruder') AS intruder,
+       max(s.headline) FILTER (WHERE s.scorer = 'simulation_words') AS simulation_words,
+       max(s.headline) FILTER (WHERE s.scorer = 'intervention_judge') AS intervention_judge
 FROM explanations x LEFT JOIN score_headlines s USING (explanation_id)
 GROUP BY ALL;
 

@@ -175,3 +175,24 @@ def test_explain_embeds_ok_explanations_into_its_artifact(tmp_path, collected, f
     assert [e["explanation_id"] for e in emb] == [r["explanation_id"] for r in ok] and ok
     v = np.array([e["embedding"] for e in emb], dtype=np.float32)
     assert v.shape == (len(ok), 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
+
+
+def test_controls_reach_the_catalogue_beside_the_real_scores(tmp_path, collected, fake_llm):
+    import duckdb
+
+    from storage.catalog import publish
+
+    cfg = tiny_config(tmp_path, fake_llm.base_url, score={"controls": ["shuffled", "top_tokens"]})
+    sae, mined, exp, sc = _run_all(cfg, collected)
+    publish(tmp_path, {"collect": collected.key, "train": sae.key, "mine": mined.key,
+                       "explain": exp.key, "score": sc.key})
+    con = duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True)
+    controls = con.execute("SELECT scorer, control, lift, ci_low <= lift AND lift <= ci_high "
+                           "FROM controls ORDER BY 1, 2").fetchall()
+    assert {(s, c) for s, c, *_ in controls} == {(s, c) for s in cfg.score.scorers
+                                                   for c in ("shuffled", "top_tokens")}
+    real, stand_ins = con.execute("SELECT count(*) FILTER (WHERE control IS NULL), "
+                                  "count(*) FILTER (WHERE control IS NOT NULL) FROM scores").fetchone()
+    assert stand_ins == 2 * real > 0
+    assert con.execute("SELECT count(*) FROM score_headlines").fetchone()[0] == real
+    con.close()
