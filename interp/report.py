@@ -98,6 +98,17 @@ def _showcase(cur, run: dict[str, Any], scores: list[dict[str, Any]], n: int = 5
     return out
 
 
+def _summary(cur, run: dict[str, Any], scores: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per scorer: the mean headline score with its bootstrap interval, delphi's frequency-
+    weighted mean, and whether the judge beats the controls (one sentence each)."""
+    from interp.scoring.stats import summarize
+
+    freq = {s["latent"]: s["frequency"] for s in scores if s["frequency"] is not None}
+    means = summarize([s for s in scores if s["value"] is not None or s["status"] != "ok"], freq)
+    controls = dicts(cur, Q["run_controls"], [run["score_key"]]) if run.get("score_key") else []
+    return {"means": means, "controls": controls}
+
+
 def build_report(cur, run_id: str | None = None) -> str:
     """The report's HTML for one run (the newest if run_id is None)."""
     run = _run(cur, run_id)
@@ -115,7 +126,8 @@ def build_report(cur, run_id: str | None = None) -> str:
     return make_env().get_template("report.html").render(
         css=css, run=run, sae=s0, status=status, n_scores=len(scores), score_hists=hists,
         scatter=scatter, sae_plot=sae_plot, ledger=_ledger(cur, run),
-        showcase=_showcase(cur, run, scores), generated=time.time())
+        showcase=_showcase(cur, run, scores), summary=_summary(cur, run, scores),
+        generated=time.time())
 
 
 def write_report(home: Path, out: Path | None = None, run_id: str | None = None) -> Path:

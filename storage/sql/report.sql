@@ -12,6 +12,7 @@ SELECT run_id FROM runs ORDER BY started_at DESC;
 -- name: run_scores
 -- The run's headline scores with each latent's firing frequency.
 SELECT s.scorer, s.latent, s.explanation_id, s.headline AS value, s.n_failed, s.n_examples,
+       s.status, s.metric, s.n_valid, s.balanced_accuracy, s.precision, s.recall, s.f1, s.control,
        l.frequency
 FROM score_headlines s
 LEFT JOIN (SELECT sae_key, latent, any_value(frequency) AS frequency FROM latents
@@ -34,3 +35,9 @@ SELECT * FROM saes WHERE sae_key = ?;
 
 -- name: explanation_status
 SELECT status, count(*) FROM explanations WHERE explain_key = ? GROUP BY ALL ORDER BY 2 DESC;
+
+-- name: run_controls
+-- The lift of the run's explanations over each control, per scorer (see `controls`).
+SELECT scorer, control, metric, n_latents, real_mean, control_mean, lift, ci_low, ci_high,
+       informative, verdict
+FROM controls WHERE score_key = ? ORDER BY scorer, control;

@@ -29,6 +29,9 @@ def test_report_is_self_contained_and_escaped(ui_home, tmp_path):
     assert "explanation quality against firing frequency" in html and "LLM tokens by stage" in html
     assert f"{n_calls} calls" in html and f"{fvu:.3g}" in html
     assert html.count("<svg") >= len(scorers) + 4
+    # Each scorer's mean with its interval, and the informativeness question answered or flagged.
+    assert "mean [95% interval]" in html and "Is the judge informative?" in html
+    assert "no controls were scored in this run" in html  # the UI fixture runs without controls
 
 
 def test_report_rejects_an_unknown_run(ui_home, tmp_path):
