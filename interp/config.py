@@ -328,8 +328,11 @@ class ScoreConfig(_Strict):
     controls: tuple[Literal["shuffled", "top_tokens"], ...] = Field(("shuffled", "top_tokens"),
         description="Stand-in explanations scored like the real one (README 'Controls'): another "
         "latent's explanation (shuffled), the most frequent activating tokens (top_tokens).")
-    control_scorers: tuple[str, ...] = Field(("detection", "fuzzing"), description="Scorers the "
+    control_scorers: tuple[str, ...] = Field(("detection",), description="Scorers the "
         "controls run for (each control adds that scorer's judge calls once more).")
+    control_latents: int | None = Field(8, gt=0, description="Run the controls on a seeded "
+        "sample of this many scored latents (the lift is paired over them); None = all. The "
+        "default keeps controls at +33% of the default run's judge calls.")
     detection: DetectionConfig = DetectionConfig()
     fuzzing: FuzzingConfig = FuzzingConfig()
     embedding: EmbeddingScorerConfig = EmbeddingScorerConfig()

@@ -182,7 +182,9 @@ def test_controls_reach_the_catalogue_beside_the_real_scores(tmp_path, collected
 
     from storage.catalog import publish
 
-    cfg = tiny_config(tmp_path, fake_llm.base_url, score={"controls": ["shuffled", "top_tokens"]})
+    cfg = tiny_config(tmp_path, fake_llm.base_url, score={
+        "controls": ["shuffled", "top_tokens"], "control_scorers": ["detection", "fuzzing"],
+        "control_latents": None})
     sae, mined, exp, sc = _run_all(cfg, collected)
     publish(tmp_path, {"collect": collected.key, "train": sae.key, "mine": mined.key,
                        "explain": exp.key, "score": sc.key})

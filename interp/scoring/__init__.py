@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from pathlib import Path
 
@@ -118,6 +119,9 @@ def make_work(cfg: RunConfig, explanations: dict[int, dict], llm, resources: Res
     ctx = ScoreContext(cfg, llm, resources or Resources(cfg))
     other = derangement(list(explanations), cfg.score.seed) if "shuffled" in cfg.score.controls else {}
     shuffled = {l: explanations[o]["text"] for l, o in other.items()}
+    n = cfg.score.control_latents
+    controlled = set(explanations) if n is None or n >= len(explanations) else \
+        set(random.Random(f"{cfg.score.seed}:controls").sample(sorted(explanations), n))
 
     async def judge(name: str, latent: int, exp: dict, text: str, examples, control: str | None):
         extra = {"control": control, "control_text": text if control else None}
@@ -142,7 +146,7 @@ def make_work(cfg: RunConfig, explanations: dict[int, dict], llm, resources: Res
                 rows.append(_row(cfg, exp, latent, name, empty, settings_hash, unscorable=reason))
                 continue
             rows.append(await judge(name, latent, exp, exp["text"], examples, None))
-            if name in cfg.score.control_scorers:
+            if name in cfg.score.control_scorers and latent in controlled:
                 for control, text in control_texts(cfg.score.controls, latent, shuffled,
                                                    examples).items():
                     rows.append(await judge(name, latent, exp, text, examples, control))

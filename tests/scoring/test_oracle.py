@@ -106,7 +106,9 @@ def _score(tmp_path, answer):
     with FakeLLMServer(answer) as srv:
         cfg = tiny_config(tmp_path, srv.base_url,
                           score={"n_positive": 4, "n_negative": 4, "batch_size": 4,
-                                 "controls": ["shuffled", "top_tokens"]})
+                                 "controls": ["shuffled", "top_tokens"],
+                                 "control_scorers": ["detection", "fuzzing"],
+                                 "control_latents": None})
         ref = score(cfg, exp, mine)
     rows = pq.read_table(ref.path / "scores.parquet").to_pylist()
     controls = pq.read_table(ref.path / "controls.parquet").to_pylist()
