@@ -17,7 +17,7 @@ from interp.config import RunConfig
 from interp.shards import ActivationShards
 
 STAGE = "train"
-VERSION = "1"
+VERSION = "2"  # 2: recalibrated batch thresholds, one dead_frac definition
 
 
 def _dir_hash(path: Path) -> str:
@@ -40,6 +40,7 @@ def train_key(cfg: RunConfig, collect_key: str) -> str:
 
 def _import_sae(cfg: RunConfig, shards: ActivationShards, out: Path) -> dict[str, Any]:
     """Copy an SAE trained elsewhere into a train artifact, after checking it fits the model."""
+    from interp.sae.calibrate import HELDOUT_TOKENS, dead_fraction
     from interp.sae.data import heldout_tokens
     from interp.sae.eval import evaluate
     from interp.sae.io import check_compatible, load_any_sae, save_sae
@@ -47,15 +48,12 @@ def _import_sae(cfg: RunConfig, shards: ActivationShards, out: Path) -> dict[str
     sae = load_any_sae(cfg.sae.path, hookpoint=shards.hookpoint)
     check_compatible(sae, shards.d_model, shards.hookpoint)
     save_sae(sae, out)
-    x, _ = heldout_tokens(shards, max(cfg.sae.holdout_every, 1), max_tokens=65_536)
+    x, _ = heldout_tokens(shards, max(cfg.sae.holdout_every, 1), max_tokens=HELDOUT_TOKENS)
     metrics: dict[str, Any] = evaluate(sae, x)
-    fired = torch.zeros(sae.num_latents, dtype=torch.bool)
-    with torch.inference_mode():
-        for b in range(0, len(x), 4096):
-            acts, idx = sae.encode(x[b:b + 4096])
-            fired[idx[acts > 0].unique()] = True
-    metrics.update(dead_frac=float(1 - fired.float().mean()), num_latents=sae.num_latents,
-                   k=sae.k, imported_from=str(cfg.sae.path))
+    # the same dead_frac as trained SAEs: never firing on the held-out budget, inference rule
+    metrics.update(dead_frac=dead_fraction(sae, x), dead_tokens_evaluated=min(len(x), HELDOUT_TOKENS),
+                   l0_rule="inference", num_latents=sae.num_latents, k=sae.k,
+                   imported_from=str(cfg.sae.path))
     return metrics
 
 

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from interp.artifacts import write_text_atomic
 from interp.config import SAEConfig
+from interp.sae.calibrate import HELDOUT_TOKENS, calibrate_threshold, dead_fraction
 from interp.sae.checkpoint import load_checkpoint, save_checkpoint
 from interp.sae.data import count_train_tokens, heldout_tokens, train_batches
 from interp.sae.eval import evaluate
@@ -33,8 +34,8 @@ from interp.shards import ActivationShards
 
 log = logging.getLogger(__name__)
 
-EVAL_TOKENS = 16_384      # cap on held-out tokens evaluated
 INIT_SAMPLE = 4_096       # tokens for the b_dec init and the normalisation scale
+CALIBRATION_TOKENS = 16_384  # training tokens on which batch-level thresholds are recalibrated
 
 
 def geometric_median(x: Tensor, iters: int = 50, eps: float = 1e-6) -> Tensor:
@@ -142,7 +143,8 @@ def _train(cfg: SAEConfig, shards: ActivationShards, out_dir: Path, device: str,
     if scales != (1.0, 1.0):
         sae.cfg["normalisation"] = {"method": "unit_mean_squared_norm", "scale_in": scales[0],
                                     "scale_out": scales[1], "folded_into_weights": True}
-    metrics = _final_metrics(sae, shards, trainer, holdout, cfg.transcode_target)
+    calibration = _calibrate(sae, shards, cfg, holdout)
+    metrics = {**_final_metrics(sae, shards, trainer, holdout, cfg.transcode_target), **calibration}
     metrics.update(fvu_train=sum(last_fvus) / max(len(last_fvus), 1),
                    train_seconds=round(seconds, 3),
                    tokens_per_s=(trainer.tokens_seen - tokens_before) / max(seconds, 1e-9))
@@ -184,14 +186,27 @@ def _run_epochs(cfg: SAEConfig, shards: ActivationShards, trainer: Trainer,
     return fvus
 
 
+def _calibrate(sae: SAE, shards: ActivationShards, cfg: SAEConfig, holdout: int) -> dict[str, Any]:
+    """Recalibrate a batch-level SAE's inference threshold on the final (unscaled) weights, on a
+    sample of training tokens: the held-out tokens that report l0 stay unseen by the calibration."""
+    if not sae.arch.learns_threshold:
+        return {}
+    x, _ = next(train_batches(shards, CALIBRATION_TOKENS, seed=cfg.seed + 7919,
+                              holdout_every=holdout, target=cfg.transcode_target))
+    return calibrate_threshold(sae, x)
+
+
 def _final_metrics(sae: SAE, shards: ActivationShards, trainer: Trainer, holdout: int,
                    target: str | None) -> dict[str, Any]:
+    """fvu, l0 (under the inference rule) and dead_frac on up to HELDOUT_TOKENS held-out tokens."""
     if holdout:
-        x, y = heldout_tokens(shards, holdout, EVAL_TOKENS, target)
+        x, y = heldout_tokens(shards, holdout, HELDOUT_TOKENS, target)
     else:  # too few sequences to hold any out: evaluate on (a sample of) the training tokens
-        x, y = next(train_batches(shards, EVAL_TOKENS, seed=0, holdout_every=0, target=target))
+        x, y = next(train_batches(shards, HELDOUT_TOKENS, seed=0, holdout_every=0, target=target))
     return {**evaluate(sae, x, y), "fvu_split": "heldout" if holdout else "train",
-            "dead_frac": float(trainer.dead_mask().float().mean()),
+            "l0_rule": "inference", "dead_frac": dead_fraction(sae, x),
+            "dead_tokens_evaluated": min(len(x), HELDOUT_TOKENS),
+            "dead_frac_train_window": float(trainer.dead_mask().float().mean()),
             "tokens_seen": trainer.tokens_seen, "num_latents": sae.num_latents, "k": sae.k,
             "architecture": sae.cfg["architecture"]}
 
