@@ -36,6 +36,12 @@ def _load(shards: ActivationShards, i: int, target: str | None) -> Tensor:
         return torch.cat([f.get_tensor("acts").float(), f.get_tensor(name).float()], dim=2)
 
 
+def load_pairs(shards: ActivationShards, i: int, target: str | None) -> tuple[Tensor, Tensor]:
+    """Shard i as (x [n_seq, seq_len, d_in], y [n_seq, seq_len, d_out]); y is x without a target."""
+    both = _load(shards, i, target)
+    return (both[..., :shards.d_model], both[..., shards.d_model:]) if target else (both, both)
+
+
 def _shard_tokens(shards: ActivationShards, i: int, holdout_every: int, heldout: bool,
                   target: str | None) -> Tensor:
     """Tokens [n, width] of shard i (BOS dropped) from the training or the held-out sequences."""

@@ -139,6 +139,10 @@ class SAE(nn.Module):
         """(acts [N, K], indices [N, K]) -> [N, d_out]; reads only the selected W_dec rows."""
         return sparse_decode(top_acts, top_indices, self.W_dec) + self.b_dec
 
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """x [N, d_in] -> reconstruction [N, d_out] by the inference rule."""
+        return self.decode(*self.encode(x))
+
     def forward(self, x: Tensor, y: Tensor | None = None, *,
                 dead_mask: Tensor | None = None) -> ForwardOutput:
         """Training pass: reconstruct y (default x) [N, d_out] from x [N, d_in].
