@@ -58,9 +58,10 @@ def _import_sae(cfg: RunConfig, shards: ActivationShards, out: Path) -> dict[str
 
 
 def _downstream(cfg: RunConfig, shards: ActivationShards, sae_dir: Path) -> dict[str, float]:
-    """CE loss recovered and KL with the SAE spliced in, on held-out sequences."""
+    """CE loss recovered and KL with the SAE spliced in (a transcoder: its output in place of its
+    target hookpoint's), on held-out sequences."""
     from interp.models import load_model
-    from interp.sae.eval import eval_downstream
+    from interp.sae.eval import eval_downstream, eval_replacement
     from interp.sae.io import load_sae
 
     every = max(cfg.sae.holdout_every, 1)
@@ -70,10 +71,14 @@ def _downstream(cfg: RunConfig, shards: ActivationShards, sae_dir: Path) -> dict
     tokens = torch.cat(seqs)[: cfg.sae.eval_sequences]
     model = load_model(cfg.model, cfg.home)
     sae = load_sae(sae_dir, device=cfg.model.device)
-    run = model.run_model(shards.hookpoint)
+    if sae.transcode:  # the transcoder replaces its target, computed from its input hookpoint
+        run = model.run_replacement(shards.hookpoint, sae.cfg["hookpoint_out"])
+        evaluate = eval_replacement
+    else:
+        run, evaluate = model.run_model(shards.hookpoint), eval_downstream
     pooled = {"ce_clean": 0.0, "ce_spliced": 0.0, "ce_zero": 0.0, "kl": 0.0}
     for b in range(0, len(tokens), 8):  # a few sequences at a time keeps logits memory small
-        part = eval_downstream(run, sae, tokens[b:b + 8])
+        part = evaluate(run, sae, tokens[b:b + 8])
         for k in pooled:
             pooled[k] += part[k] * len(tokens[b:b + 8]) / len(tokens)
     gap = pooled["ce_zero"] - pooled["ce_clean"]
@@ -93,7 +98,7 @@ def train_stage(cfg: RunConfig, collect_ref: ArtifactRef, *, progress: bool = Fa
         else:
             metrics = train(cfg.sae, shards, tmp, device=cfg.sae.device or cfg.model.device,
                             progress=progress)
-        if cfg.sae.eval_sequences and not cfg.sae.transcode_target:
+        if cfg.sae.eval_sequences:  # transcoders: CE with the replacement spliced in
             metrics.update(_downstream(cfg, shards, tmp))
         write_text_atomic(tmp / "metrics.json", json.dumps(metrics, indent=2))
         return {"collect": collect_ref.key, "hookpoint": shards.hookpoint,

@@ -68,7 +68,8 @@ def build_sae(cfg: SAEConfig, shards: ActivationShards, device: str, *, holdout:
         s_out = s_in  # an autoencoder's input and output share one scale
     meta = {"hookpoint": shards.hookpoint, "hookpoint_out": target or shards.hookpoint,
             "model": shards.meta.get("model"), "expansion_factor": cfg.expansion_factor,
-            "sparsity_coeff": sparsity_coeff(cfg), "normalisation": None}
+            "sparsity_coeff": sparsity_coeff(cfg), "normalisation": None,
+            "skip_connection": cfg.skip_connection}
     sae = SAE(shards.d_model, cfg.expansion_factor * shards.d_model, cfg.k, cfg=meta,
               architecture=cfg.architecture, transcode=target is not None, d_out=y.shape[1],
               device=device, generator=torch.Generator().manual_seed(cfg.seed))
