@@ -89,6 +89,7 @@ class SubjectModel:
     n_layers: int
     d_model: int
     device: str
+    n_heads: int = 0  # attention heads (query heads): hook_z is n_heads x d_head wide
 
     def check_hookpoint(self, hookpoint: str) -> None:
         layer = int(hookpoint.split(".")[1])
@@ -178,4 +179,5 @@ def load_model(cfg: ModelConfig, home: Path) -> SubjectModel:
     arch = cfg.hf_architecture if cfg.name == EMBEDDED else cfg.name
     bridge = TransformerBridge.boot_transformers(arch, hf_model=hf, tokenizer=tok, device=cfg.device)
     return SubjectModel(bridge=bridge, tokenizer=tok, n_layers=hf.config.num_hidden_layers,
-                        d_model=hf.config.hidden_size, device=cfg.device)
+                        d_model=hf.config.hidden_size, device=cfg.device,
+                        n_heads=int(getattr(hf.config, "num_attention_heads", 0) or 0))

@@ -87,6 +87,20 @@ def _downstream(cfg: RunConfig, shards: ActivationShards, sae_dir: Path) -> dict
             "ce_loss_recovered": (pooled["ce_zero"] - pooled["ce_spliced"]) / gap if gap else None}
 
 
+def _write_head_shares(key: str, shards: ActivationShards, out: Path) -> None:
+    """head_shares.parquet (sae_key, latent, head, share) for an SAE on a per-head hook (hook_z)."""
+    from interp.artifacts import write_parquet_atomic
+    from interp.hooks import is_head_hook
+    from interp.sae.heads import head_share_table
+    from interp.sae.io import load_sae
+
+    n_heads = int(shards.meta.get("n_heads") or 0)
+    if not is_head_hook(shards.hookpoint) or not n_heads:
+        return
+    sae = load_sae(out)
+    write_parquet_atomic(head_share_table(key, sae.W_dec, n_heads), out / "head_shares.parquet")
+
+
 def train_stage(cfg: RunConfig, collect_ref: ArtifactRef, *, progress: bool = False) -> ArtifactRef:
     """Train stage: an SAE on the collected activations (or an imported one), with its metrics."""
     from interp.sae.train import train
@@ -101,10 +115,12 @@ def train_stage(cfg: RunConfig, collect_ref: ArtifactRef, *, progress: bool = Fa
         if cfg.sae.eval_sequences:  # transcoders: CE with the replacement spliced in
             metrics.update(_downstream(cfg, shards, tmp))
         write_text_atomic(tmp / "metrics.json", json.dumps(metrics, indent=2))
+        _write_head_shares(key, shards, tmp)
         return {"collect": collect_ref.key, "hookpoint": shards.hookpoint,
                 "model": shards.meta.get("model"), "config": cfg.sae.model_dump(mode="json"),
                 "metrics": metrics}
+    key = train_key(cfg, collect_ref.key)
     # Resumable when training: a crashed run continues from its last checkpoint.
     return ArtifactStore(cfg.home).build_once(
-        STAGE, train_key(cfg, collect_ref.key), fill, inputs={"collect": collect_ref.key},
+        STAGE, key, fill, inputs={"collect": collect_ref.key},
         resumable=cfg.sae.path is None)
