@@ -57,7 +57,8 @@ def test_bad_hookpoint_names_the_field(tmp_path, model_cache, model):
 
 
 def test_transcoder_collects_its_target_and_trains(tmp_path, model_cache, model):
-    cfg = _cfg(tmp_path, model_cache, transcode_target="blocks.2.hook_mlp_out", holdout_every=0)
+    cfg = _cfg(tmp_path, model_cache, transcode_target="blocks.2.hook_mlp_out", holdout_every=0,
+               eval_sequences=2)
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
         update={"hookpoint": "blocks.2.ln2.hook_normalized"})})
     ref = collect(cfg, model=model)
@@ -68,4 +69,8 @@ def test_transcoder_collects_its_target_and_trains(tmp_path, model_cache, model)
     assert t["acts.blocks.2.hook_mlp_out"].shape == t["acts"].shape
     assert not torch.allclose(t["acts.blocks.2.hook_mlp_out"], t["acts"])
     sae = train_stage(cfg, ref)
-    assert sae.manifest()["metrics"]["fvu"] < 2.0
+    metrics = sae.manifest()["metrics"]
+    assert metrics["fvu"] < 2.0
+    # replacement model: the transcoder's output spliced in place of blocks.2.hook_mlp_out
+    assert metrics["eval_sequences"] == 2 and metrics["kl_div"] > 0
+    assert metrics["ce_zero"] != metrics["ce_clean"] and "ce_loss_recovered" in metrics

@@ -49,7 +49,8 @@ def test_stage_writes_stats_and_token_errors(tmp_path):
               generator=torch.Generator().manual_seed(0))
     save_sae(sae, tmp_path / "train")
     cfg = RunConfig(home=tmp_path / "home")
-    ref = dark_matter(cfg, ArtifactRef("collect", "c", collect), ArtifactRef("train", "t", tmp_path / "train"))
+    ref = dark_matter(cfg, ArtifactRef("collect", "c", collect),
+                      ArtifactRef("train", "t", tmp_path / "train"))
     row = json.loads((ref.path / "sae_error_stats.json").read_text())
     assert row["sae_key"] == "t" and row["eval_split"] == "heldout"
     assert {"r2_error", "r2_norm", "nonlinear_frac"} <= set(row)
