@@ -57,10 +57,11 @@ def test_bad_hookpoint_names_the_field(tmp_path, model_cache, model):
 
 
 def test_transcoder_collects_its_target_and_trains(tmp_path, model_cache, model):
-    cfg = _cfg(tmp_path, model_cache, transcode_target="blocks.2.hook_mlp_out", holdout_every=0,
-               eval_sequences=2)
-    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
-        update={"hookpoint": "blocks.2.ln2.hook_normalized"})})
+    # built in one go: a target upstream of model.hookpoint is a config error
+    base = _cfg(tmp_path, model_cache).model_dump(mode="json")
+    base["model"]["hookpoint"] = "blocks.2.ln2.hook_normalized"
+    base["sae"].update(transcode_target="blocks.2.hook_mlp_out", holdout_every=0, eval_sequences=2)
+    cfg = build_config(base)
     ref = collect(cfg, model=model)
     assert ref.manifest()["extra_hookpoints"] == ["blocks.2.hook_mlp_out"]
     from safetensors.torch import load_file
