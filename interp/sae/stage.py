@@ -17,7 +17,7 @@ from interp.config import RunConfig
 from interp.shards import ActivationShards
 
 STAGE = "train"
-VERSION = "2"  # 2: recalibrated batch thresholds, one dead_frac definition
+VERSION = "3"  # 3: batch thresholds recalibrated on held-out tokens, one dead_frac definition
 
 
 def _dir_hash(path: Path) -> str:
