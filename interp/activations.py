@@ -95,7 +95,9 @@ def collect(cfg: RunConfig, *, model: SubjectModel | None = None, progress: bool
         t0 = time.time()
         shards = _collect_into(cfg, subject, tokens, tmp, progress)
         return {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
-                "extra_hookpoints": extra_hookpoints(cfg), "d_model": subject.d_model,
+                "extra_hookpoints": extra_hookpoints(cfg),
+                "d_model": subject.hook_width(cfg.model.hookpoint),  # hook_z: heads x d_head
+                "n_heads": subject.n_heads,  # head attribution of hook_z SAEs
                 "seq_len": int(tokens.shape[1]), "n_sequences": int(len(tokens)),
                 "corpus": corpus_identity(cfg.corpus), "shards": shards,
                 "tokens_per_s": round(tokens.numel() / (time.time() - t0), 1),

@@ -12,6 +12,8 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from interp.hooks import check_downstream
+
 EMBEDDED = "embedded"
 
 
@@ -96,6 +98,9 @@ class SAEConfig(_Strict):
                                   "(0 = never).")
     transcode_target: str | None = Field(None, description="Hookpoint whose activations are the "
                                          "target (transcoder); None = autoencode model.hookpoint.")
+    skip_connection: bool = Field(False, description="Transcoders only: add a learnt linear map "
+                                  "of the input (W_skip, zero-initialised) to the output, so "
+                                  "latents only model what a linear map cannot.")
     threads: int | None = Field(1, gt=0, description="torch intra-op threads while training "
                                 "(restored after); None = leave torch's setting. 1 is fastest on "
                                 "a 2-core CPU (measured 12.5k vs 2.7k tokens/s under contention).")
@@ -111,6 +116,9 @@ class SAEConfig(_Strict):
         if self.sparsity_coeff is not None and self.architecture not in ("relu", "jumprelu"):
             raise ValueError(f"sae.sparsity_coeff applies to relu/jumprelu, not "
                              f"{self.architecture!r} (whose sparsity is sae.k)")
+        if self.skip_connection and not self.transcode_target:
+            raise ValueError("sae.skip_connection needs sae.transcode_target: an autoencoder with "
+                             "a linear skip would learn the identity")
         if self.aux_zipf and self.architecture not in ("topk", "batchtopk", "feature_choice",
                                                        "mutual_choice"):
             raise ValueError("sae.aux_zipf needs a sparse architecture (topk, batchtopk, "
@@ -407,6 +415,8 @@ class RunConfig(_Strict):
         if self.explain.train_set != "top" and not self.mine.train_per_quantile:
             raise ValueError(f"explain.train_set {self.explain.train_set!r} needs quantile windows "
                              "in the train split: set mine.train_per_quantile > 0")
+        if self.sae.transcode_target and self.sae.path is None:
+            check_downstream(self.model.hookpoint, self.sae.transcode_target)
         if self.explain.n_examples > self.mine.n_top:
             raise ValueError(f"explain.n_examples ({self.explain.n_examples}) exceeds mine.n_top "
                              f"({self.mine.n_top})")

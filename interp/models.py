@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from interp.config import EMBEDDED, ModelConfig
+from interp.hooks import check_downstream
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class SubjectModel:
     n_layers: int
     d_model: int
     device: str
+    n_heads: int = 0  # attention heads (query heads): hook_z is n_heads x d_head wide
 
     def check_hookpoint(self, hookpoint: str) -> None:
         layer = int(hookpoint.split(".")[1])
@@ -106,7 +108,13 @@ class SubjectModel:
         stop = layer + 1 if layer + 1 < self.n_layers else None
         _, cache = self.bridge.run_with_cache(tokens.to(self.device), names_filter=list(hookpoints),
                                               stop_at_layer=stop)
-        return {h: cache[h].float() for h in hookpoints}
+        # per-head hooks (hook_z: [batch, seq, heads, d_head]) are stored heads x d_head, concatenated
+        return {h: cache[h].float().flatten(2) for h in hookpoints}
+
+    def hook_width(self, hookpoint: str) -> int:
+        """Width of the (flattened) activations at `hookpoint`, from a one-token forward pass."""
+        bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else 0
+        return int(self.run_to_hook(torch.tensor([[bos]]), hookpoint).shape[-1])
 
     def run_to_hook(self, tokens: torch.Tensor, hookpoint: str) -> torch.Tensor:
         """Activations [batch, seq, d_model] at `hookpoint`, stopping after its layer."""
@@ -122,6 +130,32 @@ class SubjectModel:
             if hook_fn is None:
                 return self.bridge(tokens, return_type="logits").float()
             hooks = [(hookpoint, lambda acts, hook: hook_fn(acts))]
+            return self.bridge.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits").float()
+        return run
+
+    def run_replacement(self, hook_in: str, hook_out: str):
+        """`run(tokens, replace_fn | None) -> logits` where the activations at hook_out become
+        replace_fn(acts at hook_in, acts at hook_out) in the same forward pass (a transcoder in
+        place of the layers between; interp.sae.eval_replacement takes this callable)."""
+        check_downstream(hook_in, hook_out)
+
+        @torch.inference_mode()
+        def run(tokens: torch.Tensor, replace_fn=None) -> torch.Tensor:
+            tokens = tokens.to(self.device)
+            if replace_fn is None:
+                return self.bridge(tokens, return_type="logits").float()
+            seen: dict[str, torch.Tensor] = {}
+
+            def grab(acts, hook):
+                seen["x"] = acts
+                return acts
+
+            def put(acts, hook):
+                if "x" not in seen:  # names the hooks did not order: caught at run time
+                    raise ValueError(f"sae.transcode_target {hook_out!r} ran before "
+                                     f"model.hookpoint {hook_in!r}: it is not downstream")
+                return replace_fn(seen["x"], acts)
+            hooks = [(hook_in, grab), (hook_out, put)]
             return self.bridge.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits").float()
         return run
 
@@ -145,4 +179,5 @@ def load_model(cfg: ModelConfig, home: Path) -> SubjectModel:
     arch = cfg.hf_architecture if cfg.name == EMBEDDED else cfg.name
     bridge = TransformerBridge.boot_transformers(arch, hf_model=hf, tokenizer=tok, device=cfg.device)
     return SubjectModel(bridge=bridge, tokenizer=tok, n_layers=hf.config.num_hidden_layers,
-                        d_model=hf.config.hidden_size, device=cfg.device)
+                        d_model=hf.config.hidden_size, device=cfg.device,
+                        n_heads=int(getattr(hf.config, "num_attention_heads", 0) or 0))

@@ -23,6 +23,7 @@ from interp.config import RunConfig, dump_config
 from interp.explain import explain, explain_key
 from interp.match import match, match_key
 from interp.mining import mine, mine_key
+from interp.sae.dark_matter import dark_matter, dark_matter_key
 from interp.sae.stage import train_key, train_stage
 from interp.scoring import score, score_key
 
@@ -85,6 +86,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           lambda cfg, refs, ctx: train_stage(cfg, refs["collect"], progress=ctx.progress)),
     Stage("match", ("train",), lambda cfg, k: match_key(cfg, k["train"]),
           lambda cfg, refs, ctx: match(cfg, refs["train"])),
+    Stage("dark_matter", ("collect", "train"),
+          lambda cfg, k: dark_matter_key(cfg, k["collect"], k["train"]),
+          lambda cfg, refs, ctx: dark_matter(cfg, refs["collect"], refs["train"])),
     Stage("mine", ("collect", "train"), lambda cfg, k: mine_key(cfg, k["collect"], k["train"]),
           lambda cfg, refs, ctx: mine(cfg, refs["collect"], refs["train"])),
     Stage("explain", ("mine",), lambda cfg, k: explain_key(cfg, k["mine"]),

@@ -59,6 +59,16 @@ def _train(con, home, key):
         "tokens_seen": m.get("tokens_seen"), "fvu": m.get("fvu"), "l0": m.get("l0"),
         "dead_frac": m.get("dead_frac"), "ce_loss_recovered": m.get("ce_loss_recovered"),
         "kl_div": m.get("kl_div"), "metrics": json.dumps(m), "created_at": man.get("created_at")})
+    heads = artifact_dir(home, "train", key) / "head_shares.parquet"
+    if heads.is_file():  # an SAE of attention head outputs (hook_z)
+        _insert_parquet(con, "head_shares", heads, {}, select="sae_key, latent, head, share")
+
+
+def _dark_matter(con, home, key):
+    """The SAE's error analysis and per-token error norms (interp.sae.dark_matter)."""
+    d = artifact_dir(home, "dark_matter", key)
+    _insert_parquet(con, "sae_error_stats", d / "sae_error_stats.parquet", {"dark_matter_key": key})
+    _insert_parquet(con, "token_errors", d / "token_errors.parquet", {})
 
 
 def _match(con, home, key):
@@ -103,7 +113,8 @@ def _score(con, home, key):
     _calls(con, home, "score", key, man["sae"])
 
 
-PUBLISHERS = {"collect": _collect, "train": _train, "match": _match, "mine": _mine,
+PUBLISHERS = {"collect": _collect, "train": _train, "match": _match,
+              "dark_matter": _dark_matter, "mine": _mine,
               "explain": _explain, "score": _score}
 
 

@@ -57,9 +57,11 @@ def test_bad_hookpoint_names_the_field(tmp_path, model_cache, model):
 
 
 def test_transcoder_collects_its_target_and_trains(tmp_path, model_cache, model):
-    cfg = _cfg(tmp_path, model_cache, transcode_target="blocks.2.hook_mlp_out", holdout_every=0)
-    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
-        update={"hookpoint": "blocks.2.ln2.hook_normalized"})})
+    # built in one go: a target upstream of model.hookpoint is a config error
+    base = _cfg(tmp_path, model_cache).model_dump(mode="json")
+    base["model"]["hookpoint"] = "blocks.2.ln2.hook_normalized"
+    base["sae"].update(transcode_target="blocks.2.hook_mlp_out", holdout_every=0, eval_sequences=2)
+    cfg = build_config(base)
     ref = collect(cfg, model=model)
     assert ref.manifest()["extra_hookpoints"] == ["blocks.2.hook_mlp_out"]
     from safetensors.torch import load_file
@@ -68,4 +70,8 @@ def test_transcoder_collects_its_target_and_trains(tmp_path, model_cache, model)
     assert t["acts.blocks.2.hook_mlp_out"].shape == t["acts"].shape
     assert not torch.allclose(t["acts.blocks.2.hook_mlp_out"], t["acts"])
     sae = train_stage(cfg, ref)
-    assert sae.manifest()["metrics"]["fvu"] < 2.0
+    metrics = sae.manifest()["metrics"]
+    assert metrics["fvu"] < 2.0
+    # replacement model: the transcoder's output spliced in place of blocks.2.hook_mlp_out
+    assert metrics["eval_sequences"] == 2 and metrics["kl_div"] > 0
+    assert metrics["ce_zero"] != metrics["ce_clean"] and "ce_loss_recovered" in metrics

@@ -198,3 +198,22 @@ def test_controls_reach_the_catalogue_beside_the_real_scores(tmp_path, collected
     assert stand_ins == 2 * real > 0
     assert con.execute("SELECT count(*) FROM score_headlines").fetchone()[0] == real
     con.close()
+
+
+def test_a_registry_run_reaches_the_catalogue_stage_by_stage(tmp_path, collected, fake_llm):
+    import duckdb
+
+    from interp import stages
+    from storage.catalog import publish_run
+
+    rec = stages.run(tiny_config(tmp_path, fake_llm.base_url), reuse={"collect": collected})
+    assert set(rec.artifacts) == set(stages.STAGES) and rec.status == "complete"
+    publish_run(tmp_path, rec.run_id)
+    con = duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True)
+    stats = con.execute("SELECT sae_key, r2_error, r2_norm FROM sae_error_stats").fetchall()
+    assert [s[0] for s in stats] == [rec.artifacts["train"]] and stats[0][2] is not None
+    assert con.execute("SELECT count(*) FROM token_errors WHERE sae_key = ?",
+                       [rec.artifacts["train"]]).fetchone()[0] > 0
+    published = {r[0] for r in con.execute("SELECT stage FROM published").fetchall()}
+    assert published >= set(stages.STAGES) - {"match"} | {"dark_matter"}
+    con.close()

@@ -5,11 +5,12 @@ slots have act 0). They differ in who chooses the token-latent matches (Ayonrind
   topk            each token picks its k latents                    (Gao et al. 2024)
   batchtopk       the batch picks its N*k best matches              (Bussmann et al. 2024)
   mutual_choice   same selection as batchtopk; named for the paper's framing, pairs with aux_zipf
-  feature_choice  each latent picks its N*k/m best tokens
+  feature_choice  each latent picks its N*k/m best tokens (exactly N*k matches in all)
   relu            ReLU + L1 penalty (dense training path)
   jumprelu        per-latent learnt threshold, straight-through L0 penalty (Rajamanoharan et al. 2024)
 The batch-level choices cannot be applied to one token at inference, so they learn thresholds
-(an EMA of the smallest selected activation) and encode like a JumpReLU after training.
+(an EMA of the smallest selected activation while training, recalibrated on the final weights by
+interp.sae.calibrate) and encode like a JumpReLU after training.
 """
 from __future__ import annotations
 
@@ -117,19 +118,34 @@ class BatchTopK:
         return threshold_codes(sae.pre_acts(x), sae.threshold)
 
 
+def feature_choice_pairs(pre: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Feature choice on pre [N, m]: exactly N*k (value, token, latent) matches, [N*k] each.
+
+    Each latent takes its floor(N*k/m) best tokens; the r = N*k mod m latents whose next-best
+    value is largest take one more, so the batch's allocation is exactly N*k (a ceil per latent
+    would give up to m-1 extra matches, ~5% over k at default sizes).
+    """
+    n, m = pre.shape
+    base, extra = divmod(min(n * k, n * m), m)
+    take = min(base + (1 if extra else 0), n)
+    values, tokens = pre.topk(take, dim=0)  # sorted: row i holds each latent's (i+1)-th best
+    latents = torch.arange(m, device=pre.device).expand_as(tokens)
+    keep = torch.ones_like(values, dtype=torch.bool)
+    if extra:
+        keep[base] = False
+        keep[base, values[base].topk(extra).indices] = True
+    return values[keep], tokens[keep], latents[keep]
+
+
 @dataclass(frozen=True)
 class FeatureChoice:
-    """Each latent keeps its ceil(N*k/m) largest positive pre-activations across the batch."""
+    """Each latent keeps its best positive pre-activations across the batch, N*k in all."""
 
     learns_threshold = True
 
     def train_codes(self, sae: SAE, x: Tensor) -> Codes:
-        pre = sae.pre_acts(x)
-        per_latent = min(math.ceil(x.shape[0] * sae.k / sae.num_latents), x.shape[0])
-        values, tokens = pre.topk(per_latent, dim=0, sorted=False)  # [c, m]
-        latents = torch.arange(pre.shape[1], device=x.device).expand_as(tokens)
-        values, indices = pairs_to_padded(tokens.reshape(-1), latents.reshape(-1),
-                                          values.reshape(-1).clamp_min(0), x.shape[0])
+        values, tokens, latents = feature_choice_pairs(sae.pre_acts(x), sae.k)
+        values, indices = pairs_to_padded(tokens, latents, values.clamp_min(0), x.shape[0])
         return Codes(sae.select(x, indices, values), indices, x.new_zeros(()))
 
     def infer_codes(self, sae: SAE, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -40,14 +40,24 @@ def _load(shards: ActivationShards, i: int, target: str | None) -> Tensor:
     return both
 
 
+def load_pairs(shards: ActivationShards, i: int, target: str | None) -> tuple[Tensor, Tensor]:
+    """Shard i as (x [n_seq, seq_len, d_in], y [n_seq, seq_len, d_out]); y is x without a target."""
+    both = _load(shards, i, target)
+    return (both[..., :shards.d_model], both[..., shards.d_model:]) if target else (both, both)
+
+
 def _shard_tokens(shards: ActivationShards, i: int, holdout_every: int, heldout: bool,
-                  target: str | None) -> Tensor:
-    """Tokens [n, width] of shard i (BOS dropped) from the training or the held-out sequences."""
+                  target: str | None, half: int | None = None) -> Tensor:
+    """Tokens [n, width] of shard i (BOS dropped) from the training or the held-out sequences
+    (`half` 0 or 1: only every other held-out sequence)."""
     acts = _load(shards, i, target)[:, 1:]
     info = shards.shards[i]
     seq_ids = torch.arange(info.first_seq, info.first_seq + info.n_seq)
     if holdout_every > 0:
-        acts = acts[(seq_ids % holdout_every == 0) == heldout]
+        keep = (seq_ids % holdout_every == 0) == heldout
+        if heldout and half is not None:
+            keep &= (seq_ids // holdout_every) % 2 == half
+        acts = acts[keep]
     elif heldout:
         acts = acts[:0]
     return acts.reshape(-1, acts.shape[-1])
@@ -79,13 +89,15 @@ def train_batches(shards: ActivationShards, batch_size: int, *, seed: int, holdo
 
 
 def heldout_tokens(shards: ActivationShards, holdout_every: int, max_tokens: int,
-                   target: str | None = None) -> tuple[Tensor, Tensor | None]:
-    """Up to max_tokens held-out (x, y-or-None) tokens, in shard order (empty if holdout is off)."""
+                   target: str | None = None, half: int | None = None
+                   ) -> tuple[Tensor, Tensor | None]:
+    """Up to max_tokens held-out (x, y-or-None) tokens, in shard order (empty if holdout is off);
+    `half` 0 or 1 takes every other held-out sequence only."""
     parts, total = [], 0
     for i in range(len(shards.shards)):
         if total >= max_tokens or holdout_every <= 0:
             break
-        parts.append(_shard_tokens(shards, i, holdout_every, True, target))
+        parts.append(_shard_tokens(shards, i, holdout_every, True, target, half))
         total += len(parts[-1])
     if not parts:
         return torch.empty(0, shards.d_model), None

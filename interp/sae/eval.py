@@ -16,6 +16,11 @@ HookFn = Callable[[Tensor], Tensor]
 """Maps the activations at the SAE's hookpoint [B, T, d] to replacements of the same shape."""
 RunModel = Callable[[Tensor, Optional[HookFn]], Tensor]
 """run_model(tokens [B, T], hook_fn or None) -> logits [B, T, vocab]."""
+ReplaceFn = Callable[[Tensor, Tensor], Tensor]
+"""Maps (input-hookpoint acts [B, T, d_in], output-hookpoint acts [B, T, d_out]) to a replacement
+of the output-hookpoint acts (a transcoder standing in for the layer between them)."""
+RunReplacement = Callable[[Tensor, Optional[ReplaceFn]], Tensor]
+"""run(tokens [B, T], replace_fn or None) -> logits [B, T, vocab]."""
 
 
 @torch.no_grad()
@@ -26,7 +31,7 @@ def evaluate(sae: SAE, x: Tensor, y: Tensor | None = None, batch_size: int = 409
     for b in range(0, len(x), batch_size):
         xb, yb = x[b:b + batch_size].to(sae.device), y[b:b + batch_size].to(sae.device)
         acts, idx = sae.encode(xb)
-        sse += float((sae.decode(acts, idx) - yb).pow(2).sum())
+        sse += float((sae.reconstruct(xb, (acts, idx)) - yb).pow(2).sum())
         l0 += float((acts > 0).sum())
     total_var = float((y - y.mean(0)).pow(2).sum())
     return {"fvu": sse / max(total_var, 1e-12), "l0": l0 / max(len(x), 1)}
@@ -45,7 +50,7 @@ def eval_downstream(run_model: RunModel, sae: SAE, tokens: Tensor, *,
     tokens [B, T]. Position 0 (BOS, an outlier the SAE never trained on) keeps its activation
     when skip_first. Returns ce_clean, ce_spliced, ce_zero (activations zeroed), ce_loss_recovered
     = (ce_zero - ce_spliced) / (ce_zero - ce_clean), and kl = mean KL(clean || spliced) per token.
-    Transcoders need the replacement at their output hookpoint and are not handled here.
+    Transcoders: see `eval_replacement`.
     """
     if sae.transcode:
         raise ValueError("eval_downstream splices autoencoders; a transcoder's output hookpoint "
@@ -53,7 +58,7 @@ def eval_downstream(run_model: RunModel, sae: SAE, tokens: Tensor, *,
     start = 1 if skip_first else 0
 
     def splice(acts: Tensor) -> Tensor:
-        flat = acts[:, start:].reshape(-1, acts.shape[-1])
+        flat = acts[:, start:].reshape(-1, sae.d_in)  # hook_z: [B, T, heads, d_head]
         codes, idx = sae.encode(flat.to(sae.device, sae.W_dec.dtype))
         out = acts.clone()
         out[:, start:] = sae.decode(codes, idx).reshape(out[:, start:].shape).to(acts.dtype)
@@ -64,9 +69,14 @@ def eval_downstream(run_model: RunModel, sae: SAE, tokens: Tensor, *,
         out[:, start:] = 0
         return out
 
-    clean = run_model(tokens, None)
-    spliced = run_model(tokens, splice)
-    zeroed = run_model(tokens, zero)
+    return _compare(run_model(tokens, None), run_model(tokens, splice), run_model(tokens, zero),
+                    tokens, start)
+
+
+def _compare(clean: Tensor, spliced: Tensor, zeroed: Tensor, tokens: Tensor,
+             start: int) -> dict[str, float]:
+    """CE of the clean, spliced and zero-ablated logits [B, T, V], CE loss recovered and mean
+    KL(clean || spliced) over positions >= start."""
     ce_clean, ce_spliced, ce_zero = (float(_next_token_ce(lg, tokens))
                                      for lg in (clean, spliced, zeroed))
     logp_clean = clean.float().log_softmax(-1)
@@ -75,3 +85,30 @@ def eval_downstream(run_model: RunModel, sae: SAE, tokens: Tensor, *,
     return {"ce_clean": ce_clean, "ce_spliced": ce_spliced, "ce_zero": ce_zero,
             "ce_loss_recovered": (ce_zero - ce_spliced) / gap if abs(gap) > 1e-12 else float("nan"),
             "kl": float(kl[:, start:].mean())}
+
+
+@torch.no_grad()
+def eval_replacement(run: RunReplacement, sae: SAE, tokens: Tensor, *,
+                     skip_first: bool = True) -> dict[str, float]:
+    """Next-token loss with a transcoder's output (skip connection included) spliced in place of
+    its target hookpoint's activations, computed from its input hookpoint's activations in the
+    same forward pass: the transcoder as a replacement for the layer it models.
+
+    Same outputs as `eval_downstream`; ce_zero zero-ablates the target (the layer's output).
+    """
+    if not sae.transcode:
+        raise ValueError("eval_replacement is for transcoders; use eval_downstream")
+    start = 1 if skip_first else 0
+
+    def replace(x: Tensor, y: Tensor) -> Tensor:
+        flat = x[:, start:].reshape(-1, sae.d_in).to(sae.device, sae.W_dec.dtype)
+        out = y.clone()
+        out[:, start:] = sae.reconstruct(flat).reshape(out[:, start:].shape).to(y.dtype)
+        return out
+
+    def zero(x: Tensor, y: Tensor) -> Tensor:
+        out = y.clone()
+        out[:, start:] = 0
+        return out
+
+    return _compare(run(tokens, None), run(tokens, replace), run(tokens, zero), tokens, start)

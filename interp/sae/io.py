@@ -43,9 +43,9 @@ def save_sae(sae: SAE, directory: Path) -> Path:
 def sae_from_tensors(cfg: dict[str, Any], tensors: dict[str, torch.Tensor],
                      device: str | torch.device, origin: str) -> SAE:
     """Build an SAE from a cfg dict and a state dict in our (sparsify) naming; shapes checked."""
-    if cfg.get("activation", "topk") != "topk" or cfg.get("skip_connection"):
-        raise ValueError(f"{origin}: sparsify options activation={cfg.get('activation')!r} / "
-                         f"skip_connection are not supported")
+    if cfg.get("activation", "topk") != "topk":
+        raise ValueError(f"{origin}: sparsify option activation={cfg.get('activation')!r} is "
+                         f"not supported")
     num_latents, d_in = tensors["encoder.weight"].shape
     if cfg.get("d_in", d_in) != d_in:
         raise ValueError(f"{origin}: cfg d_in {cfg['d_in']} disagrees with encoder.weight {d_in}")

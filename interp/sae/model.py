@@ -69,6 +69,9 @@ class SAE(nn.Module):
             init = float(self.cfg.get("init_threshold", 1e-3))
             self.log_threshold = nn.Parameter(torch.full((num_latents,), math.log(init),
                                                          device=device, dtype=dtype))
+        if self.skip:
+            # sparsify's layout: [d_out, d_in], zero at the start so latents learn first
+            self.W_skip = nn.Parameter(torch.zeros(d_out, d_in, device=device, dtype=dtype))
         if self.arch.learns_threshold:
             self.register_buffer("threshold", torch.zeros(num_latents, device=device, dtype=dtype))
 
@@ -91,6 +94,11 @@ class SAE(nn.Module):
     @property
     def transcode(self) -> bool:
         return bool(self.cfg["transcode"])
+
+    @property
+    def skip(self) -> bool:
+        """True when a linear skip connection (W_skip) adds x @ W_skip.T to the output."""
+        return bool(self.cfg.get("skip_connection"))
 
     @property
     def sparsity_coeff(self) -> float:
@@ -139,6 +147,12 @@ class SAE(nn.Module):
         """(acts [N, K], indices [N, K]) -> [N, d_out]; reads only the selected W_dec rows."""
         return sparse_decode(top_acts, top_indices, self.W_dec) + self.b_dec
 
+    def reconstruct(self, x: Tensor, codes: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """x [N, d_in] -> output [N, d_out] by the inference rule (plus the skip connection);
+        `codes` = sae.encode(x) when the caller already has them."""
+        out = self.decode(*(self.encode(x) if codes is None else codes))
+        return out + x @ self.W_skip.T if self.skip else out
+
     def forward(self, x: Tensor, y: Tensor | None = None, *,
                 dead_mask: Tensor | None = None) -> ForwardOutput:
         """Training pass: reconstruct y (default x) [N, d_out] from x [N, d_in].
@@ -151,6 +165,8 @@ class SAE(nn.Module):
             recon = codes.dense @ self.W_dec + self.b_dec
         else:
             recon = self.decode(codes.acts, codes.indices)
+        if self.skip:
+            recon = recon + x @ self.W_skip.T
         err = y - recon
         total_variance = (y - y.mean(0)).pow(2).sum()
         fvu = err.pow(2).sum() / total_variance
@@ -205,6 +221,8 @@ class SAE(nn.Module):
         self.encoder.weight.mul_(scale_in / scale_out)
         self.encoder.bias.div_(scale_out)
         self.b_dec.div_(scale_out)
+        if self.skip:
+            self.W_skip.mul_(scale_in / scale_out)
         if hasattr(self, "log_threshold"):
             self.log_threshold.sub_(math.log(scale_out))
         if self.arch.learns_threshold:

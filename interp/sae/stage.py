@@ -17,7 +17,7 @@ from interp.config import RunConfig
 from interp.shards import ActivationShards
 
 STAGE = "train"
-VERSION = "1"
+VERSION = "3"  # 3: batch thresholds recalibrated on held-out tokens, one dead_frac definition
 
 
 def _dir_hash(path: Path) -> str:
@@ -40,6 +40,7 @@ def train_key(cfg: RunConfig, collect_key: str) -> str:
 
 def _import_sae(cfg: RunConfig, shards: ActivationShards, out: Path) -> dict[str, Any]:
     """Copy an SAE trained elsewhere into a train artifact, after checking it fits the model."""
+    from interp.sae.calibrate import HELDOUT_TOKENS, dead_fraction
     from interp.sae.data import heldout_tokens
     from interp.sae.eval import evaluate
     from interp.sae.io import check_compatible, load_any_sae, save_sae
@@ -47,22 +48,20 @@ def _import_sae(cfg: RunConfig, shards: ActivationShards, out: Path) -> dict[str
     sae = load_any_sae(cfg.sae.path, hookpoint=shards.hookpoint)
     check_compatible(sae, shards.d_model, shards.hookpoint)
     save_sae(sae, out)
-    x, _ = heldout_tokens(shards, max(cfg.sae.holdout_every, 1), max_tokens=65_536)
+    x, _ = heldout_tokens(shards, max(cfg.sae.holdout_every, 1), max_tokens=HELDOUT_TOKENS)
     metrics: dict[str, Any] = evaluate(sae, x)
-    fired = torch.zeros(sae.num_latents, dtype=torch.bool)
-    with torch.inference_mode():
-        for b in range(0, len(x), 4096):
-            acts, idx = sae.encode(x[b:b + 4096])
-            fired[idx[acts > 0].unique()] = True
-    metrics.update(dead_frac=float(1 - fired.float().mean()), num_latents=sae.num_latents,
-                   k=sae.k, imported_from=str(cfg.sae.path))
+    # the same dead_frac as trained SAEs: never firing on the held-out budget, inference rule
+    metrics.update(dead_frac=dead_fraction(sae, x), dead_tokens_evaluated=min(len(x), HELDOUT_TOKENS),
+                   l0_rule="inference", num_latents=sae.num_latents, k=sae.k,
+                   imported_from=str(cfg.sae.path))
     return metrics
 
 
 def _downstream(cfg: RunConfig, shards: ActivationShards, sae_dir: Path) -> dict[str, float]:
-    """CE loss recovered and KL with the SAE spliced in, on held-out sequences."""
+    """CE loss recovered and KL with the SAE spliced in (a transcoder: its output in place of its
+    target hookpoint's), on held-out sequences."""
     from interp.models import load_model
-    from interp.sae.eval import eval_downstream
+    from interp.sae.eval import eval_downstream, eval_replacement
     from interp.sae.io import load_sae
 
     every = max(cfg.sae.holdout_every, 1)
@@ -72,16 +71,34 @@ def _downstream(cfg: RunConfig, shards: ActivationShards, sae_dir: Path) -> dict
     tokens = torch.cat(seqs)[: cfg.sae.eval_sequences]
     model = load_model(cfg.model, cfg.home)
     sae = load_sae(sae_dir, device=cfg.model.device)
-    run = model.run_model(shards.hookpoint)
+    if sae.transcode:  # the transcoder replaces its target, computed from its input hookpoint
+        run = model.run_replacement(shards.hookpoint, sae.cfg["hookpoint_out"])
+        evaluate = eval_replacement
+    else:
+        run, evaluate = model.run_model(shards.hookpoint), eval_downstream
     pooled = {"ce_clean": 0.0, "ce_spliced": 0.0, "ce_zero": 0.0, "kl": 0.0}
     for b in range(0, len(tokens), 8):  # a few sequences at a time keeps logits memory small
-        part = eval_downstream(run, sae, tokens[b:b + 8])
+        part = evaluate(run, sae, tokens[b:b + 8])
         for k in pooled:
             pooled[k] += part[k] * len(tokens[b:b + 8]) / len(tokens)
     gap = pooled["ce_zero"] - pooled["ce_clean"]
     return {"ce_clean": pooled["ce_clean"], "ce_spliced": pooled["ce_spliced"],
             "ce_zero": pooled["ce_zero"], "kl_div": pooled["kl"], "eval_sequences": len(tokens),
             "ce_loss_recovered": (pooled["ce_zero"] - pooled["ce_spliced"]) / gap if gap else None}
+
+
+def _write_head_shares(key: str, shards: ActivationShards, out: Path) -> None:
+    """head_shares.parquet (sae_key, latent, head, share) for an SAE on a per-head hook (hook_z)."""
+    from interp.artifacts import write_parquet_atomic
+    from interp.hooks import is_head_hook
+    from interp.sae.heads import head_share_table
+    from interp.sae.io import load_sae
+
+    n_heads = int(shards.meta.get("n_heads") or 0)
+    if not is_head_hook(shards.hookpoint) or not n_heads:
+        return
+    sae = load_sae(out)
+    write_parquet_atomic(head_share_table(key, sae.W_dec, n_heads), out / "head_shares.parquet")
 
 
 def train_stage(cfg: RunConfig, collect_ref: ArtifactRef, *, progress: bool = False) -> ArtifactRef:
@@ -95,13 +112,15 @@ def train_stage(cfg: RunConfig, collect_ref: ArtifactRef, *, progress: bool = Fa
         else:
             metrics = train(cfg.sae, shards, tmp, device=cfg.sae.device or cfg.model.device,
                             progress=progress)
-        if cfg.sae.eval_sequences and not cfg.sae.transcode_target:
+        if cfg.sae.eval_sequences:  # transcoders: CE with the replacement spliced in
             metrics.update(_downstream(cfg, shards, tmp))
         write_text_atomic(tmp / "metrics.json", json.dumps(metrics, indent=2))
+        _write_head_shares(key, shards, tmp)
         return {"collect": collect_ref.key, "hookpoint": shards.hookpoint,
                 "model": shards.meta.get("model"), "config": cfg.sae.model_dump(mode="json"),
                 "metrics": metrics}
+    key = train_key(cfg, collect_ref.key)
     # Resumable when training: a crashed run continues from its last checkpoint.
     return ArtifactStore(cfg.home).build_once(
-        STAGE, train_key(cfg, collect_ref.key), fill, inputs={"collect": collect_ref.key},
+        STAGE, key, fill, inputs={"collect": collect_ref.key},
         resumable=cfg.sae.path is None)
