@@ -146,6 +146,9 @@ class MineConfig(_Strict):
     batch_size: int = Field(64, gt=0, description="Sequences encoded at once (fewer when the "
         "encoder's dense [tokens, latents] pre-activations would not fit the memory budget).")
     seed: int = Field(0, description="Seed for quantile and negative sampling.")
+    threads: int | None = Field(1, gt=0, description="torch intra-op threads while mining "
+        "(restored after); None = leave torch's setting. 1 is fastest on a shared 2-core CPU: the "
+        "sorts and scatters of the selection ran 3-8x slower with 2 threads under contention.")
     memory_budget_mb: int | None = Field(None, gt=0, description="Peak resident memory of the "
         "process while mining, in MiB: latents are mined in ranges sized to what is left of it "
         "(output identical at any budget). None = a 512 MiB working set on top of what is in use.")

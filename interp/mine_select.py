@@ -6,7 +6,7 @@ ordered by (maximum descending, window id ascending) as ranks r = 0..n-1:
   top       r < n_top                                              split train
   quantile  bin q = floor((n - 1 - r) * n_quantiles / n)  (equal-count bins over all n windows,
             q = n_quantiles - 1 the strongest); within a bin, the non-top windows ordered by
-            priority = uniform_hash(seed, l, window) (ties by window id): the first per_quantile
+            priority = uniform_hash(seed, l, window) (ties by rank r): the first per_quantile
             are split test, the next train_per_quantile split train
   random    candidates j = 0..3*n_random-1 at window uniform_hash(seed + 1, l, j) mod n_windows
   hard      candidates from interp.negatives, ranked best first
@@ -116,34 +116,47 @@ def fine_bin(value: torch.Tensor, max_act: torch.Tensor, bins: int) -> torch.Ten
     return (value / max_act.clamp_min(1e-12) * bins).ceil().clamp(1, bins).long() - 1
 
 
+def _desc_value_key(val: torch.Tensor) -> torch.Tensor:
+    """31-bit integers that sort positive float32 values descending (their bit patterns are
+    monotone in the value), so one integer sort replaces a sort per key."""
+    return 0x7FFFFFFF - val.float().view(torch.int32).long()
+
+
 def select_positives(win: torch.Tensor, lat: torch.Tensor, val: torch.Tensor, lo: int, hi: int,
                      cfg) -> tuple[Rows, torch.Tensor]:
-    """Top and quantile rows of latents [lo, hi) by the module's rule, and n_active_windows."""
+    """Top and quantile rows of latents [lo, hi) by the module's rule, and n_active_windows.
+
+    win, lat, val: window maxima sorted by window (as window_maxima returns them).
+    """
     n_win = torch.bincount(lat - lo, minlength=hi - lo)
-    order = lexsort(lat, -val, win)
+    # One stable sort: latent, then maximum descending; ties keep window order (ascending).
+    order = torch.argsort((lat << 31) | _desc_value_key(val), stable=True)
     win, lat, val = win[order], lat[order], val[order]
     r = group_rank(lat)
     n = n_win[lat - lo]
     top = r < cfg.n_top
     q = (n - 1 - r) * cfg.n_quantiles // n
-    # Quantile samples: random order (seeded hash) within each (latent, bin), top windows excluded.
+    # Quantile samples: the non-top windows of each (latent, bin) by seeded hash priority; the
+    # stable sort leaves equal priorities in rank order.
     e = (~top).nonzero().squeeze(1)
-    prio = uniform_hash(cfg.seed, lat[e], win[e])
-    e = e[lexsort(lat[e], q[e], prio, win[e])]
+    group = lat[e] * cfg.n_quantiles + q[e]
+    e = e[torch.argsort((group << 32) | uniform_hash(cfg.seed, lat[e], win[e]), stable=True)]
     s = group_rank(lat[e] * cfg.n_quantiles + q[e])
     keep = s < cfg.per_quantile + cfg.train_per_quantile
-    e, test = e[keep], s[keep] < cfg.per_quantile
-    # Rank of a quantile row: within (latent, bin, split) by maximum descending (e is in that order
-    # within a latent and bin only by priority, so re-sort).
-    group = (lat[e] * cfg.n_quantiles + q[e]) * 2 + test.long()
-    o = lexsort(group, -val[e], win[e])
+    e, test = e[keep], (s[keep] < cfg.per_quantile).long()
+    # A quantile row's rank: within (latent, bin, split) by maximum descending, window ascending,
+    # which is position order in the sorted rows.
+    by_pos = torch.argsort(e)
+    e, test = e[by_pos], test[by_pos]
+    group = (lat[e] * cfg.n_quantiles + q[e]) * 2 + test
+    o = torch.argsort(group, stable=True)
     e, test, group = e[o], test[o], group[o]
     t = top.nonzero().squeeze(1)
     rows = Rows.make(torch.cat([lat[t], lat[e]]), torch.cat([win[t], win[e]]),
                      torch.cat([val[t], val[e]]),
                      torch.cat([torch.full_like(t, TOP), torch.full_like(e, QUANTILE)]),
                      torch.cat([torch.full_like(t, -1), q[e]]),
-                     torch.cat([torch.zeros_like(t), test.long()]),
+                     torch.cat([torch.zeros_like(t), test]),
                      torch.cat([r[t], group_rank(group)]))
     return rows, n_win
 

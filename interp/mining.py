@@ -13,6 +13,7 @@ mine.memory_budget_mb, and the output is the same whatever the ranges.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 DEFAULT_WORKING_MB = 512   # working set when mine.memory_budget_mb is None
 MIN_WORKING_MB = 32
 _TRIPLE_BYTES = 96         # a spilled triple while a chunk is processed (long copies, sort, keys)
-_PAIR_BYTES = 64           # a window maximum held for selection (keys, values, sort permutations)
+_PAIR_BYTES = 200          # a window maximum during selection (measured 185: keys, values,
+                           # sorted copies, ranks, hash temporaries)
 _ROW_BYTES = 40            # a compact kept row (Rows) and its sort temporaries
 
 __all__ = ["mine", "mine_into", "mine_key", "iter_encoded", "KINDS"]
@@ -149,6 +151,15 @@ def _hard_rows(sae, shards, cfg, positives: Rows, n_windows: int, embed) -> Rows
     return Rows.make(lat, win, z.float(), z + HARD, z - 1, z - 1, rank)
 
 
+def _release_memory() -> None:
+    """Hand freed heap pages back to the OS between latent ranges: glibc keeps them (its mmap
+    threshold grows after frees), which would let RSS creep past the budget range by range."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _in_range(rows: Rows, lo: int, hi: int) -> Rows:
     return rows.take(((rows.latent >= lo) & (rows.latent < hi)).nonzero().squeeze(1))
 
@@ -166,7 +177,9 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
     n_windows = shards.n_sequences * per_seq
     plan = plan_memory(m, shards.seq_len, cfg, working_bytes)
     spill = CodeSpill(Path(out) / ".code-spill")
+    threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(cfg.threads or threads)
         t0 = time.time()
         stats = encode_pass(sae, shards, spill, plan.encode_seqs, device, encoded=iter_encoded)
         t1 = time.time()
@@ -181,7 +194,8 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
             parts.append(rows.to("cpu"))
             n_win.append(nw.cpu())
             hist.append(h.cpu())
-            del win, lat, val
+            del win, lat, val, rows
+            _release_memory()
         positives = Rows.cat(parts)
         del parts
         caps = {RANDOM: cfg.n_random}
@@ -194,6 +208,7 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
                                     plan, device, Path(out) / "examples.parquet")
         t3 = time.time()
     finally:
+        torch.set_num_threads(threads)
         shutil.rmtree(spill.path, ignore_errors=True)
     write_parquet_atomic(_latents_table(stats, torch.cat(n_win), torch.cat(hist), shards.n_tokens),
                          Path(out) / "latents.parquet")
@@ -225,6 +240,8 @@ def _write_examples(spill, ranges, positives: Rows, hard: Rows | None, caps, cfg
             writer.write_table(table)
             for k, c in zip(*torch.unique(torch.cat([pos.kind, neg.kind]).cpu(), return_counts=True)):
                 n_by_kind[KINDS[int(k)]] += int(c)
+            del table, acts, pos, cand, neg
+            _release_memory()
         if writer is None:  # no latents: still a readable, empty file
             writer = pq.ParquetWriter(tmp, _examples_table(*_empty(cfg.window)).schema)
     finally:
@@ -249,8 +266,8 @@ VERSION = "2"  # 2: exact quantile bins and hashed sampling, negatives deduplica
 def mine_key(cfg, collect_key: str, sae_key: str) -> str:
     settings = cfg.mine.model_dump(mode="json")
     # Fields that cannot change the output stay out of the key (so adding them kept old keys).
-    settings.pop("memory_budget_mb")
-    settings.pop("batch_size")
+    for f in ("memory_budget_mb", "batch_size", "threads"):
+        settings.pop(f)
     if cfg.mine.negatives == "random":
         for f in ("negatives", "n_hard", "n_neighbours", "embed_pool"):
             settings.pop(f)

@@ -39,12 +39,13 @@ def reference(enc, shards, cfg) -> dict:
         n = len(active)
         top = active[:cfg.n_top]
         bins: dict[int, list[int]] = {}
+        rank = {w: r for r, w in enumerate(active)}
         for r, w in enumerate(active):
             if r >= cfg.n_top:
                 bins.setdefault((n - 1 - r) * cfg.n_quantiles // n, []).append(w)
         quant = {}
         for q, ws in bins.items():
-            ws = sorted(ws, key=lambda w: (_h(cfg.seed, l, w), w))
+            ws = sorted(ws, key=lambda w: (_h(cfg.seed, l, w), rank[w]))
             quant[(q, "test")] = set(ws[:cfg.per_quantile])
             extra = ws[cfg.per_quantile:cfg.per_quantile + cfg.train_per_quantile]
             if extra:
