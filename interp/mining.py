@@ -84,12 +84,13 @@ def plan_ranges(count_tok: torch.Tensor, cfg, range_bytes: int) -> list[tuple[in
     """Consecutive latent ranges whose estimated working set each fits range_bytes.
 
     A latent's window maxima are at most its active tokens; its kept rows hold `window` fp32
-    activations three times over (torch, numpy, arrow) while a row group is built.
+    activations up to five times over (gathered, concatenated, reordered, arrow, writer buffers)
+    while a row group is built.
     """
     m = len(count_tok)
     n_pos = cfg.n_top + cfg.n_quantiles * (cfg.per_quantile + cfg.train_per_quantile)
     n_neg = cfg.n_random + (cfg.n_hard if cfg.negatives != "random" else 0)
-    per_row = 3 * 4 * cfg.window + _ROW_BYTES
+    per_row = 5 * 4 * cfg.window + _ROW_BYTES
     fixed = m * n_pos * _ROW_BYTES  # every latent's compact positives live until the end
     per_latent = count_tok.double() * _PAIR_BYTES + (n_pos + n_neg) * per_row + 4 * n_neg * _ROW_BYTES
     cap = max(range_bytes - fixed, 1)
