@@ -136,8 +136,8 @@ def main() -> None:
         print(f"mine_scale: {n_tok:,} tokens (fp16 shards, d={D}), TopK k={K}, "
               f"{os.cpu_count()} CPUs, torch threads {args.threads}; shards written in "
               f"{time.perf_counter() - t0:.1f}s", flush=True)
-        old_file = None
-        if args.old_ref:
+        old_file = args.old_file  # a copy of an old interp/mining.py, or one from --old-ref
+        if args.old_ref and not old_file:
             old_file = str(tmp / "old_mining.py")
             src = subprocess.run(["git", "-C", str(ROOT), "show", f"{args.old_ref}:interp/mining.py"],
                                  capture_output=True, text=True, check=True).stdout
@@ -158,8 +158,9 @@ def main() -> None:
                   f"({bud['seconds']:.1f}s) {'UNDER' if bud['peak_rss_mb'] < budget else 'OVER'}",
                   flush=True)
             if old_file and width == min(args.widths):
+                label = args.old_ref or old_file
                 old = measure("old", width, tmp / "shards", tmp, old_file=old_file)
-                print(f"width={width:>6}: old miner ({args.old_ref}) {n_tok / old['seconds']:.0f} tok/s "
+                print(f"width={width:>6}: old miner ({label}) {n_tok / old['seconds']:.0f} tok/s "
                       f"({old['seconds']:.1f}s) ratio={enc['seconds'] / old['seconds']:.2f} "
                       f"peak_rss={old['peak_rss_mb']:.0f} MB; new/old speed "
                       f"{old['seconds'] / mine['seconds']:.2f}x", flush=True)
