@@ -104,6 +104,12 @@ def plan_ranges(count_tok: torch.Tensor, cfg, range_bytes: int) -> list[tuple[in
     return ranges
 
 
+EXAMPLES_SCHEMA = pa.schema([
+    ("latent", pa.int32()), ("kind", pa.string()), ("split", pa.string()), ("rank", pa.int32()),
+    ("quantile", pa.int16()), ("seq_id", pa.int32()), ("start", pa.int16()),
+    ("max_act", pa.float32()), ("acts", pa.list_(pa.float32()))])
+
+
 def _examples_table(pos: Rows, acts: torch.Tensor, neg: Rows, per_seq: int, window: int) -> pa.Table:
     rows = Rows.cat([pos.to("cpu"), neg.to("cpu")])
     acts = torch.cat([acts.cpu(), torch.zeros(len(neg), window)])
@@ -111,7 +117,7 @@ def _examples_table(pos: Rows, acts: torch.Tensor, neg: Rows, per_seq: int, wind
                         rows.quantile.numpy(), rows.kind.numpy(), rows.latent.numpy()))
     rows, acts = rows.take(torch.from_numpy(order)), acts[torch.from_numpy(order)]
     n = len(rows)
-    return pa.table({
+    return pa.Table.from_pydict({
         "latent": pa.array(rows.latent.int().numpy()),
         "kind": pa.array(KINDS).take(pa.array(rows.kind.long().numpy())),
         "split": pa.array(["train", "test"]).take(pa.array(rows.split.long().numpy())),
@@ -122,7 +128,7 @@ def _examples_table(pos: Rows, acts: torch.Tensor, neg: Rows, per_seq: int, wind
         "max_act": pa.array(acts.amax(1).numpy() if n else np.zeros(0, np.float32)),
         "acts": pa.ListArray.from_arrays(pa.array(np.arange(0, n * window + 1, window, dtype=np.int32)),
                                          pa.array(acts.reshape(-1).numpy())),
-    })
+    }, schema=EXAMPLES_SCHEMA)
 
 
 def _latents_table(stats, n_win: torch.Tensor, tok_hist: torch.Tensor, n_tokens: int) -> pa.Table:
@@ -174,6 +180,9 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
     """
     if (shards.seq_len - 1) % cfg.window:
         raise ValueError(f"mine.window {cfg.window} must divide seq_len-1 = {shards.seq_len - 1}")
+    if shards.n_tokens >= 2**31:
+        raise ValueError(f"{shards.n_tokens} tokens: the code spill indexes tokens with int32; "
+                         "mine at most 2^31 - 1 tokens per collect artifact")
     m, per_seq = sae.num_latents, (shards.seq_len - 1) // cfg.window
     n_windows = shards.n_sequences * per_seq
     plan = plan_memory(m, shards.seq_len, cfg, working_bytes)
@@ -227,7 +236,7 @@ def _write_examples(spill, ranges, positives: Rows, hard: Rows | None, caps, cfg
     group; written under a temp name and renamed, so a half-written file never exists."""
     tmp = path.with_name(f".{path.name}.tmp")
     n_by_kind = dict.fromkeys(KINDS, 0)
-    writer = None
+    writer = pq.ParquetWriter(tmp, EXAMPLES_SCHEMA)
     try:
         for lo, hi in ranges:
             pos = _in_range(positives, lo, hi).to(device)
@@ -237,27 +246,17 @@ def _write_examples(spill, ranges, positives: Rows, hard: Rows | None, caps, cfg
             acts, active = gather_acts(spill, lo, hi, cfg.window, pos, cand, plan.read_triples, device)
             neg = choose_negatives(cand, active, caps)
             table = _examples_table(pos, acts, neg, per_seq, cfg.window)
-            writer = writer or pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table)
             for k, c in zip(*torch.unique(torch.cat([pos.kind, neg.kind]).cpu(), return_counts=True)):
                 n_by_kind[KINDS[int(k)]] += int(c)
             del table, acts, pos, cand, neg
             _release_memory()
-        if writer is None:  # no latents: still a readable, empty file
-            writer = pq.ParquetWriter(tmp, _examples_table(*_empty(cfg.window)).schema)
     finally:
-        if writer is not None:
-            writer.close()
+        writer.close()
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return n_by_kind
-
-
-def _empty(window: int):
-    z = torch.zeros(0, dtype=torch.long)
-    rows = Rows.make(z, z, z.float(), z, z, z, z)
-    return rows, torch.zeros(0, window), rows, 1, window
 
 
 STAGE = "mine"

@@ -178,3 +178,12 @@ def test_memory_budget_below_current_use_still_mines(tmp_path, caplog):
     cfg = MineConfig(window=WINDOW, n_top=2, n_random=1, memory_budget_mb=1)
     stats, ex, _ = _mine(tmp_path, "m", shards, TinyTopK(d=8, m=6, k=2), cfg)
     assert "memory_budget_mb=1" in caplog.text and ex.num_rows > 0
+
+
+def test_all_dead_latents_give_negatives_only(tmp_path):
+    shards = _write_collect(tmp_path / "c", torch.zeros(6, 17, 8))   # relu(0 @ W) = 0 everywhere
+    cfg = MineConfig(window=WINDOW, n_top=2, n_random=2)
+    stats, ex, lat = _mine(tmp_path, "m", shards, TinyTopK(d=8, m=5, k=2), cfg)
+    assert stats["dead"] == 5 and all(lat.column("dead").to_pylist())
+    assert set(ex.column("kind").to_pylist()) == {"random"}
+    assert ex.num_rows == 5 * 2 and all(max(a) == 0 for a in ex.column("acts").to_pylist())
