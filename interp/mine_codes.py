@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,47 +30,70 @@ def rss_bytes() -> int:
         return 0
 
 
-@dataclass
 class CodeSpill:
-    """Append-only files of (token, latent, act) triples; `bounds` holds the triple offset at the
-    end of every encoded chunk (chunks are whole sequences)."""
+    """Append-only files of (token, latent, act) triples, bucketed by latent block so that mining
+    one latent range reads only the buckets it overlaps (not the whole spill once per range).
 
-    path: Path
-    bounds: list[int] = field(default_factory=lambda: [0])
+    Within a bucket, triples are in token order; bounds[b] holds the triple offset at the end of
+    every encoded chunk (chunks are whole sequences, so windows never straddle two chunks).
+    """
 
-    def __post_init__(self) -> None:
+    def __init__(self, path: Path, num_latents: int, n_buckets: int = 64):
+        self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        for name, _ in _FILES:
-            (self.path / name).write_bytes(b"")
+        self.width = -(-num_latents // min(n_buckets, num_latents))   # latents per bucket
+        self.n_buckets = -(-num_latents // self.width)
+        self.bounds = [[0] for _ in range(self.n_buckets)]
+        self._files = {(b, name): open(self._file(b, name), "wb")
+                       for b in range(self.n_buckets) for name, _ in _FILES}
+
+    def _file(self, bucket: int, name: str) -> Path:
+        return self.path / f"{bucket:04d}.{name}"
 
     @property
     def n_triples(self) -> int:
-        return self.bounds[-1]
+        return sum(b[-1] for b in self.bounds)
 
     @property
     def nbytes(self) -> int:
         return self.n_triples * 12
 
     def append(self, tok: torch.Tensor, lat: torch.Tensor, act: torch.Tensor) -> None:
-        for (name, dtype), t in zip(_FILES, (tok, lat, act)):
-            with open(self.path / name, "ab") as f:
-                t.cpu().numpy().astype(dtype, copy=False).tofile(f)
-        self.bounds.append(self.bounds[-1] + len(tok))
+        bucket = lat // self.width
+        order = torch.argsort(bucket, stable=True)  # stable: token order within each bucket
+        counts = torch.bincount(bucket, minlength=self.n_buckets).tolist()
+        arrays = [t[order].cpu().numpy().astype(dtype, copy=False)
+                  for (_, dtype), t in zip(_FILES, (tok, lat, act))]
+        start = 0
+        for b, c in enumerate(counts):
+            for (name, _), a in zip(_FILES, arrays):
+                if c:
+                    a[start:start + c].tofile(self._files[b, name])
+            self.bounds[b].append(self.bounds[b][-1] + c)
+            start += c
 
-    def chunks(self, max_triples: int, device: str | torch.device
+    def close(self) -> None:
+        """Flush the writers; call once after the last append, before reading."""
+        for f in self._files.values():
+            f.close()
+
+    def chunks(self, lo: int, hi: int, max_triples: int, device: str | torch.device
                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """(tok, lat, act) on `device`, merging encoded chunks up to max_triples (at least one)."""
-        i = 0
-        while i < len(self.bounds) - 1:
-            j = i + 1
-            while j < len(self.bounds) - 1 and self.bounds[j + 1] - self.bounds[i] <= max_triples:
-                j += 1
-            start, count = self.bounds[i], self.bounds[j] - self.bounds[i]
-            yield tuple(torch.from_numpy(np.fromfile(self.path / name, dtype=dtype, count=count,
-                                                     offset=start * np.dtype(dtype).itemsize)
-                                         ).to(device)
+        """(tok, lat, act) on `device` from the buckets holding latents [lo, hi) (other latents
+        of those buckets included), merging encoded chunks up to max_triples (at least one)."""
+        for b in range(lo // self.width, min(-(-hi // self.width), self.n_buckets)):
+            bounds, i = self.bounds[b], 0
+            while i < len(bounds) - 1:
+                j = i + 1
+                while j < len(bounds) - 1 and bounds[j + 1] - bounds[i] <= max_triples:
+                    j += 1
+                start, count = bounds[i], bounds[j] - bounds[i]
+                if count:
+                    yield tuple(torch.from_numpy(np.fromfile(
+                        self._file(b, name), dtype=dtype, count=count,
+                        offset=start * np.dtype(dtype).itemsize)).to(device)
                         for name, dtype in _FILES)
-            i = j
+                i = j
 
 
 @dataclass
@@ -125,4 +148,5 @@ def encode_pass(sae, shards: ActivationShards, spill: CodeSpill, chunk_seqs: int
         sum_act += torch.bincount(lat, weights=act.double(), minlength=m)
         max_act.scatter_reduce_(0, lat, act, reduce="amax")
         spill.append(tok, lat, act)
+    spill.close()
     return TokenStats(count.cpu(), sum_act.cpu(), max_act.cpu())

@@ -92,17 +92,18 @@ class Rows:
 
 def window_maxima(spill: CodeSpill, lo: int, hi: int, window: int, max_act: torch.Tensor,
                   hist_bins: int, max_triples: int, device) -> tuple[torch.Tensor, ...]:
-    """Window maxima of latents [lo, hi) as (window, latent, value) sorted by (window, latent),
+    """Window maxima of latents [lo, hi) as (window, latent, value), each latent's in window order,
     and the token-activation histogram [hi - lo, hist_bins] over (0, max_act] of each latent."""
     r = hi - lo
     hist = torch.zeros(r * hist_bins, dtype=torch.long, device=device)
     keys, vals = [], []
-    for tok, lat, act in spill.chunks(max_triples, device):
+    for tok, lat, act in spill.chunks(lo, hi, max_triples, device):
         sel = (lat >= lo) & (lat < hi)
         tok, lat, act = tok[sel].long(), lat[sel].long() - lo, act[sel]
         hist += torch.bincount(lat * hist_bins + fine_bin(act, max_act[lat + lo], hist_bins),
                                minlength=r * hist_bins)
-        # Chunks hold whole sequences, so a window's tokens are all in this chunk.
+        # Chunks hold whole sequences, so a window's tokens are all in this chunk; a latent's
+        # chunks come in token order, so its windows come out ascending.
         uniq, inv = torch.unique(tok // window * r + lat, return_inverse=True)
         keys.append(uniq)
         vals.append(torch.zeros(len(uniq), device=device).scatter_reduce_(0, inv, act, "amax"))
@@ -126,7 +127,7 @@ def select_positives(win: torch.Tensor, lat: torch.Tensor, val: torch.Tensor, lo
                      cfg) -> tuple[Rows, torch.Tensor]:
     """Top and quantile rows of latents [lo, hi) by the module's rule, and n_active_windows.
 
-    win, lat, val: window maxima sorted by window (as window_maxima returns them).
+    win, lat, val: window maxima, each latent's in ascending window order (window_maxima's).
     """
     n_win = torch.bincount(lat - lo, minlength=hi - lo)
     # One stable sort: latent, then maximum descending; ties keep window order (ascending).
@@ -181,7 +182,7 @@ def gather_acts(spill: CodeSpill, lo: int, hi: int, window: int, pos: Rows, neg:
     neg_key, neg_inv = torch.unique(neg.window * r + (neg.latent - lo), return_inverse=True)
     acts = torch.zeros(len(pos), window, device=device)
     hit = torch.zeros(len(neg_key), dtype=torch.bool, device=device)
-    for tok, lat, act in spill.chunks(max_triples, device):
+    for tok, lat, act in spill.chunks(lo, hi, max_triples, device):
         sel = (lat >= lo) & (lat < hi)
         tok, act = tok[sel].long(), act[sel]
         key = tok // window * r + (lat[sel].long() - lo)

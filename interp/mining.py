@@ -80,10 +80,11 @@ def plan_memory(m: int, seq_len: int, cfg, working_bytes: int | None = None) -> 
                       read_triples, working_bytes - read_triples * _TRIPLE_BYTES)
 
 
-def plan_ranges(count_tok: torch.Tensor, cfg, range_bytes: int) -> list[tuple[int, int]]:
+def plan_ranges(count_tok: torch.Tensor, cfg, range_bytes: int,
+                n_windows: int | None = None) -> list[tuple[int, int]]:
     """Consecutive latent ranges whose estimated working set each fits range_bytes.
 
-    A latent's window maxima are at most its active tokens; its kept rows hold `window` fp32
+    A latent's window maxima are at most its active tokens and at most n_windows; its kept rows hold `window` fp32
     activations up to five times over (gathered, concatenated, reordered, arrow, writer buffers)
     while a row group is built.
     """
@@ -92,7 +93,8 @@ def plan_ranges(count_tok: torch.Tensor, cfg, range_bytes: int) -> list[tuple[in
     n_neg = cfg.n_random + (cfg.n_hard if cfg.negatives != "random" else 0)
     per_row = 5 * 4 * cfg.window + _ROW_BYTES
     fixed = m * n_pos * _ROW_BYTES  # every latent's compact positives live until the end
-    per_latent = count_tok.double() * _PAIR_BYTES + (n_pos + n_neg) * per_row + 4 * n_neg * _ROW_BYTES
+    pairs = count_tok if n_windows is None else count_tok.clamp_max(n_windows)
+    per_latent = pairs.double() * _PAIR_BYTES + (n_pos + n_neg) * per_row + 4 * n_neg * _ROW_BYTES
     cap = max(range_bytes - fixed, 1)
     ranges, lo, cum = [], 0, torch.cumsum(per_latent, 0)
     while lo < m:
@@ -186,14 +188,14 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
     m, per_seq = sae.num_latents, (shards.seq_len - 1) // cfg.window
     n_windows = shards.n_sequences * per_seq
     plan = plan_memory(m, shards.seq_len, cfg, working_bytes)
-    spill = CodeSpill(Path(out) / ".code-spill")
+    spill = CodeSpill(Path(out) / ".code-spill", m)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(cfg.threads or threads)
         t0 = time.time()
         stats = encode_pass(sae, shards, spill, plan.encode_seqs, device, encoded=iter_encoded)
         t1 = time.time()
-        ranges = plan_ranges(stats.count, cfg, plan.range_bytes)
+        ranges = plan_ranges(stats.count, cfg, plan.range_bytes, n_windows)
         log.info("mine: %d latents in %d ranges, spill %.0f MiB", m, len(ranges), spill.nbytes / 2**20)
         max_act = stats.max_act.to(device)
         parts, n_win, hist = [], [], []
@@ -219,6 +221,7 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
         t3 = time.time()
     finally:
         torch.set_num_threads(threads)
+        spill.close()
         shutil.rmtree(spill.path, ignore_errors=True)
     write_parquet_atomic(_latents_table(stats, torch.cat(n_win), torch.cat(hist), shards.n_tokens),
                          Path(out) / "latents.parquet")

@@ -187,3 +187,28 @@ def test_all_dead_latents_give_negatives_only(tmp_path):
     assert stats["dead"] == 5 and all(lat.column("dead").to_pylist())
     assert set(ex.column("kind").to_pylist()) == {"random"}
     assert ex.num_rows == 5 * 2 and all(max(a) == 0 for a in ex.column("acts").to_pylist())
+
+
+def test_code_spill_buckets_return_each_latents_triples_in_token_order(tmp_path):
+    from interp.mine_codes import CodeSpill
+    spill = CodeSpill(tmp_path / "s", num_latents=10, n_buckets=3)   # 4 latents per bucket
+    g = torch.Generator().manual_seed(0)
+    parts = []
+    for first in range(0, 40, 8):  # five chunks of 8 tokens, 3 codes each
+        tok = torch.arange(first, first + 8).repeat_interleave(3)
+        lat = torch.randint(0, 10, (24,), generator=g)
+        act = torch.rand(24, generator=g)
+        spill.append(tok, lat, act)
+        parts.append((tok, lat, act))
+    spill.close()
+    tok, lat, act = (torch.cat(x) for x in zip(*parts))
+    assert spill.n_triples == 120
+    for lo, hi, cap in [(0, 10, 1000), (3, 6, 5), (5, 9, 30)]:
+        got = [tuple(t) for t in spill.chunks(lo, hi, cap, "cpu")]
+        t, l, a = (torch.cat(x) for x in zip(*got))
+        keep = (l >= lo) & (l < hi)
+        for latent in range(lo, hi):  # per latent: exactly its triples, in token order
+            mine = (l == latent) & keep
+            want = lat == latent
+            assert t[mine].tolist() == tok[want].tolist()
+            assert torch.equal(a[mine], act[want].float())
