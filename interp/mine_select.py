@@ -8,7 +8,9 @@ ordered by (maximum descending, window id ascending) as ranks r = 0..n-1:
             q = n_quantiles - 1 the strongest); within a bin, the non-top windows ordered by
             priority = uniform_hash(seed, l, window) (ties by rank r): the first per_quantile
             are split test, the next train_per_quantile split train
-  random    candidates j = 0..3*n_random-1 at window uniform_hash(seed + 1, l, j) mod n_windows
+  random    candidates j = 0..c-1 at window uniform_hash(seed + 1, l, j) mod n_windows, where
+            c = clamp(ceil(3 * n_random * n_windows / (n_windows - n_active_windows)), 3 * n_random,
+            48 * n_random): more candidates for dense latents, whose random windows are often active
   hard      candidates from interp.negatives, ranked best first
 A negative candidate is kept when the latent is zero on the whole window, and its (latent, window)
 was not already kept, hard before random; the first n_random / n_hard by rank survive, alternately
@@ -162,11 +164,18 @@ def select_positives(win: torch.Tensor, lat: torch.Tensor, val: torch.Tensor, lo
     return rows, n_win
 
 
-def random_candidates(lo: int, hi: int, n_windows: int, cfg, device) -> Rows:
-    """3 * n_random candidate windows per latent of [lo, hi), by the module's hash rule."""
-    n_cand = 3 * cfg.n_random
-    lat = torch.arange(lo, hi, device=device).repeat_interleave(n_cand)
-    j = torch.arange(n_cand, device=device).repeat(hi - lo)
+def random_candidates(lo: int, hi: int, n_windows: int, n_active_windows: torch.Tensor, cfg,
+                      device) -> Rows:
+    """Candidate windows for random negatives of latents [lo, hi), by the module's hash rule.
+
+    n_active_windows [hi - lo]: a latent active on a fraction f of the windows gets
+    3 * n_random / (1 - f) candidates (at most 16x that), so dense latents still find theirs.
+    """
+    base = 3 * cfg.n_random
+    free = (n_windows - n_active_windows.to(device)).clamp_min(1).double()
+    count = (base * n_windows / free).ceil().long().clamp(base, 16 * base)
+    lat = torch.arange(lo, hi, device=device).repeat_interleave(count)
+    j = group_rank(lat)
     win = uniform_hash(cfg.seed + 1, lat, j) % n_windows
     z = torch.zeros_like(lat)
     return Rows.make(lat, win, z.float(), z + RANDOM, z - 1, z - 1, j)

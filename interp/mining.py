@@ -94,7 +94,9 @@ def plan_ranges(count_tok: torch.Tensor, cfg, range_bytes: int,
     per_row = 5 * 4 * cfg.window + _ROW_BYTES
     fixed = m * n_pos * _ROW_BYTES  # every latent's compact positives live until the end
     pairs = count_tok if n_windows is None else count_tok.clamp_max(n_windows)
-    per_latent = pairs.double() * _PAIR_BYTES + (n_pos + n_neg) * per_row + 4 * n_neg * _ROW_BYTES
+    # negative candidates: up to 48 x n_random (dense latents) and 4 x n_hard
+    n_cand = 48 * cfg.n_random + 4 * (n_neg - cfg.n_random)
+    per_latent = pairs.double() * _PAIR_BYTES + (n_pos + n_neg) * per_row + n_cand * _ROW_BYTES
     cap = max(range_bytes - fixed, 1)
     ranges, lo, cum = [], 0, torch.cumsum(per_latent, 0)
     while lo < m:
@@ -216,14 +218,15 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
             hard = _hard_rows(sae, shards, cfg, positives, n_windows, embed)
             caps[HARD] = cfg.n_hard
         t2 = time.time()
-        n_by_kind = _write_examples(spill, ranges, positives, hard, caps, cfg, n_windows, per_seq,
-                                    plan, device, Path(out) / "examples.parquet")
+        n_win = torch.cat(n_win)
+        n_by_kind = _write_examples(spill, ranges, positives, hard, n_win, caps, cfg, n_windows,
+                                    per_seq, plan, device, Path(out) / "examples.parquet")
         t3 = time.time()
     finally:
         torch.set_num_threads(threads)
         spill.close()
         shutil.rmtree(spill.path, ignore_errors=True)
-    write_parquet_atomic(_latents_table(stats, torch.cat(n_win), torch.cat(hist), shards.n_tokens),
+    write_parquet_atomic(_latents_table(stats, n_win, torch.cat(hist), shards.n_tokens),
                          Path(out) / "latents.parquet")
     return {"n_latents": m, "n_examples": sum(n_by_kind.values()), "dead": int((stats.count == 0).sum()),
             "n_windows": n_windows, "window": cfg.window, "n_by_kind": n_by_kind,
@@ -233,8 +236,9 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
                         "write": round(t3 - t2, 2)}}
 
 
-def _write_examples(spill, ranges, positives: Rows, hard: Rows | None, caps, cfg, n_windows: int,
-                    per_seq: int, plan: MemoryPlan, device, path: Path) -> dict[str, int]:
+def _write_examples(spill, ranges, positives: Rows, hard: Rows | None, n_win: torch.Tensor, caps,
+                    cfg, n_windows: int, per_seq: int, plan: MemoryPlan, device,
+                    path: Path) -> dict[str, int]:
     """Per latent range: token activations of the kept windows, validated negatives, one row
     group; written under a temp name and renamed, so a half-written file never exists."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -243,7 +247,7 @@ def _write_examples(spill, ranges, positives: Rows, hard: Rows | None, caps, cfg
     try:
         for lo, hi in ranges:
             pos = _in_range(positives, lo, hi).to(device)
-            cand = random_candidates(lo, hi, n_windows, cfg, device)
+            cand = random_candidates(lo, hi, n_windows, n_win[lo:hi], cfg, device)
             if hard is not None:
                 cand = Rows.cat([cand, _in_range(hard, lo, hi).to(device)])
             acts, active = gather_acts(spill, lo, hi, cfg.window, pos, cand, plan.read_triples, device)

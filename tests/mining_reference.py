@@ -2,6 +2,8 @@
 maxima, then per latent plain Python sorting, following the rule written in interp/mine_select.py."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from interp.mine_select import uniform_hash
@@ -50,7 +52,9 @@ def reference(enc, shards, cfg) -> dict:
             extra = ws[cfg.per_quantile:cfg.per_quantile + cfg.train_per_quantile]
             if extra:
                 quant[(q, "train")] = set(extra)
-        cands = [_h(cfg.seed + 1, l, j) % n_windows for j in range(3 * cfg.n_random)]
+        base = 3 * cfg.n_random
+        n_cand = min(max(math.ceil(base * n_windows / max(n_windows - n, 1)), base), 16 * base)
+        cands = [_h(cfg.seed + 1, l, j) % n_windows for j in range(n_cand)]
         random, seen = [], set()
         for w in cands:
             if col[w] == 0 and w not in seen:
