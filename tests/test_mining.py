@@ -212,3 +212,17 @@ def test_code_spill_buckets_return_each_latents_triples_in_token_order(tmp_path)
             want = lat == latent
             assert t[mine].tolist() == tok[want].tolist()
             assert torch.equal(a[mine], act[want].float())
+
+
+def test_no_window_is_kept_twice_for_a_latent_across_kinds(tmp_path):
+    shards = ActivationShards(make_shards(tmp_path / "c", n_seq=12, seq_len=17, d=8))
+    enc = TinyTopK(d=8, m=10, k=4)
+    enc.W_dec = torch.randn(10, 8, generator=torch.Generator().manual_seed(3))
+    # Many negatives on few windows: random and hard candidates must collide, and be deduplicated.
+    cfg = MineConfig(window=WINDOW, n_top=3, n_quantiles=2, per_quantile=2, n_random=12,
+                     negatives="neighbours", n_hard=6, n_neighbours=4)
+    _, ex, _ = _mine(tmp_path, "m", shards, enc, cfg)
+    rows = ex.to_pylist()
+    keys = [(r["latent"], _wid(r)) for r in rows]
+    assert len(keys) == len(set(keys))
+    assert {r["kind"] for r in rows} == {"top", "quantile", "random", "hard"}
