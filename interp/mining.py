@@ -199,26 +199,13 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
         t1 = time.time()
         ranges = plan_ranges(stats.count, cfg, plan.range_bytes, n_windows)
         log.info("mine: %d latents in %d ranges, spill %.0f MiB", m, len(ranges), spill.nbytes / 2**20)
-        max_act = stats.max_act.to(device)
-        parts, n_win, hist = [], [], []
-        for lo, hi in ranges:
-            win, lat, val, h = window_maxima(spill, lo, hi, cfg.window, max_act, cfg.hist_bins,
-                                             plan.read_triples, device)
-            rows, nw = select_positives(win, lat, val, lo, hi, cfg)
-            parts.append(rows.to("cpu"))
-            n_win.append(nw.cpu())
-            hist.append(h.cpu())
-            del win, lat, val, rows
-            _release_memory()
-        positives = Rows.cat(parts)
-        del parts
+        positives, n_win, hist = _select_ranges(spill, ranges, stats.max_act, cfg, plan, device)
         caps = {RANDOM: cfg.n_random}
         hard = None
         if cfg.negatives != "random":
             hard = _hard_rows(sae, shards, cfg, positives, n_windows, embed)
             caps[HARD] = cfg.n_hard
         t2 = time.time()
-        n_win = torch.cat(n_win)
         n_by_kind = _write_examples(spill, ranges, positives, hard, n_win, caps, cfg, n_windows,
                                     per_seq, plan, device, Path(out) / "examples.parquet")
         t3 = time.time()
@@ -226,14 +213,31 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
         torch.set_num_threads(threads)
         spill.close()
         shutil.rmtree(spill.path, ignore_errors=True)
-    write_parquet_atomic(_latents_table(stats, n_win, torch.cat(hist), shards.n_tokens),
+    write_parquet_atomic(_latents_table(stats, n_win, hist, shards.n_tokens),
                          Path(out) / "latents.parquet")
     return {"n_latents": m, "n_examples": sum(n_by_kind.values()), "dead": int((stats.count == 0).sum()),
             "n_windows": n_windows, "window": cfg.window, "n_by_kind": n_by_kind,
             "n_ranges": len(ranges), "encode_sequences": plan.encode_seqs,
             "spill_mb": round(spill.nbytes / 2**20, 1),
             "phase_seconds": {"encode": round(t1 - t0, 2), "select": round(t2 - t1, 2),
-                        "write": round(t3 - t2, 2)}}
+                              "write": round(t3 - t2, 2)}}
+
+
+def _select_ranges(spill, ranges, max_act: torch.Tensor, cfg, plan: MemoryPlan, device
+                   ) -> tuple[Rows, torch.Tensor, torch.Tensor]:
+    """Compact top and quantile rows of every latent, n_active_windows [m], histograms [m, bins]."""
+    max_act = max_act.to(device)
+    parts, n_win, hist = [], [], []
+    for lo, hi in ranges:
+        win, lat, val, h = window_maxima(spill, lo, hi, cfg.window, max_act, cfg.hist_bins,
+                                         plan.read_triples, device)
+        rows, nw = select_positives(win, lat, val, lo, hi, cfg)
+        parts.append(rows.to("cpu"))
+        n_win.append(nw.cpu())
+        hist.append(h.cpu())
+        del win, lat, val, rows
+        _release_memory()
+    return Rows.cat(parts), torch.cat(n_win), torch.cat(hist)
 
 
 def _write_examples(spill, ranges, positives: Rows, hard: Rows | None, n_win: torch.Tensor, caps,
