@@ -105,7 +105,11 @@ def measure(what: str, width: int, shards: Path, tmp: Path, budget: int | None =
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if res.returncode:
         raise RuntimeError(f"{what} at {width} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    # One line per measurement as it lands, so a long run's partial results are usable.
+    print(f"  [{what}{' budget=' + str(budget) if budget else ''} width={width}] "
+          f"{out['seconds']:.1f}s peak_rss={out['peak_rss_mb']:.0f} MB", flush=True)
+    return out
 
 
 def main() -> None:
