@@ -34,7 +34,8 @@ def extra_hookpoints(cfg: RunConfig) -> list[str]:
 
 def collect_key(cfg: RunConfig) -> str:
     config = {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
-              "corpus": corpus_identity(cfg.corpus), "shard_sequences": cfg.collect.shard_sequences}
+              "corpus": corpus_identity(cfg.corpus), "shard_sequences": cfg.collect.shard_sequences,
+              "dtype": cfg.collect.dtype}
     if extra := extra_hookpoints(cfg):
         config["extra_hookpoints"] = extra  # absent when empty, so plain-SAE keys are unchanged
     return artifact_key(STAGE, VERSION, config)
@@ -53,20 +54,33 @@ def _write_sequences(tokens: torch.Tensor, tokenizer, out: Path) -> None:
     write_parquet_atomic(table, out / "sequences.parquet")
 
 
+def _to_storage(acts: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
+    """acts on the CPU in the storage dtype; refuses a cast that overflows past BOS (float16 tops
+    out at 65504), since an inf would poison training and mining silently."""
+    out = acts.to(dtype).cpu()
+    if dtype == torch.float16 and not torch.isfinite(out[:, 1:]).all() and \
+            torch.isfinite(acts[:, 1:]).all():
+        raise ValueError(f"activations at {name} overflow float16: set collect.dtype to "
+                         "bfloat16 or float32")
+    return out
+
+
 def _collect_into(cfg: RunConfig, model: SubjectModel, tokens: torch.Tensor, out: Path,
                   progress: bool) -> list[dict]:
     hook, extra = cfg.model.hookpoint, extra_hookpoints(cfg)
     shards = []
     per_shard = cfg.collect.shard_sequences
+    # Cast on the way to disk only: the model computes in its own dtype, readers upcast to fp32.
+    dtype = getattr(torch, cfg.collect.dtype)
     bar = tqdm(total=tokens.numel(), unit="tok", desc="collect", disable=not progress)
     for first in range(0, len(tokens), per_shard):
         chunk = tokens[first:first + per_shard]
         runs = [model.run_to_hooks(chunk[b:b + cfg.collect.batch_size], [hook, *extra])
                 for b in range(0, len(chunk), cfg.collect.batch_size)]
-        tensors = {"acts": torch.cat([r[hook].cpu() for r in runs]).contiguous(),
+        tensors = {"acts": torch.cat([_to_storage(r[hook], dtype, hook) for r in runs]).contiguous(),
                    "tokens": chunk.to(torch.int32).contiguous()}
         for h in extra:  # transcoder targets, read by interp.sae.data as acts.<hookpoint>
-            tensors[f"acts.{h}"] = torch.cat([r[h].cpu() for r in runs]).contiguous()
+            tensors[f"acts.{h}"] = torch.cat([_to_storage(r[h], dtype, h) for r in runs]).contiguous()
         name = f"shard-{len(shards):05d}.safetensors"
         for h in [hook, *extra]:
             require_finite(tensors["acts" if h == hook else f"acts.{h}"],
@@ -95,7 +109,7 @@ def collect(cfg: RunConfig, *, model: SubjectModel | None = None, progress: bool
         t0 = time.time()
         shards = _collect_into(cfg, subject, tokens, tmp, progress)
         return {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
-                "extra_hookpoints": extra_hookpoints(cfg),
+                "extra_hookpoints": extra_hookpoints(cfg), "dtype": cfg.collect.dtype,
                 "d_model": subject.hook_width(cfg.model.hookpoint),  # hook_z: heads x d_head
                 "n_heads": subject.n_heads,  # head attribution of hook_z SAEs
                 "seq_len": int(tokens.shape[1]), "n_sequences": int(len(tokens)),

@@ -65,6 +65,10 @@ class CollectConfig(_Strict):
 
     batch_size: int = Field(32, gt=0, description="Sequences per forward pass.")
     shard_sequences: int = Field(256, gt=0, description="Sequences per activation shard file.")
+    dtype: Literal["float16", "bfloat16", "float32"] = Field("float16", description="Storage dtype "
+        "of the activation shards; readers upcast to float32 batch by batch (SAE training and "
+        "encoding compute in fp32). float16 halves disk and read time; bfloat16 for hookpoints "
+        "whose activations exceed float16's range (65504).")
 
 
 class SAEConfig(_Strict):
@@ -147,8 +151,15 @@ class MineConfig(_Strict):
     embed_pool: int = Field(20_000, gt=0, description="At most this many windows (a seeded "
         "sample) are embedded as candidates for 'similar' negatives; embedded once per mine run.")
     hist_bins: int = Field(32, ge=4, description="Bins of the per-latent activation histogram.")
-    batch_size: int = Field(64, gt=0, description="Sequences encoded at once.")
+    batch_size: int = Field(64, gt=0, description="Sequences encoded at once (fewer when the "
+        "encoder's dense [tokens, latents] pre-activations would not fit the memory budget).")
     seed: int = Field(0, description="Seed for quantile and negative sampling.")
+    threads: int | None = Field(1, gt=0, description="torch intra-op threads while mining "
+        "(restored after); None = leave torch's setting. 1 is fastest on a shared 2-core CPU: the "
+        "sorts and scatters of the selection ran 3-8x slower with 2 threads under contention.")
+    memory_budget_mb: int | None = Field(None, gt=0, description="Peak resident memory of the "
+        "process while mining, in MiB: latents are mined in ranges sized to what is left of it "
+        "(output identical at any budget). None = a 512 MiB working set on top of what is in use.")
 
 
 class LLMConfig(_Strict):

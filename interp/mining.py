@@ -1,352 +1,284 @@
-"""Mine stage: per-latent example windows and statistics, streamed over the activation shards.
+"""Mine stage: per-latent example windows and statistics from one encoder pass over the shards.
 
 Windows are fixed, non-overlapping spans of `window` tokens after each sequence's BOS; a window's
-activation for a latent is the max over its tokens. For every latent we keep
-  top       the n_top highest windows                              (split "train": shown to explainers)
-  quantile  per_quantile random windows from each of n_quantiles   (split "test": held out for scoring)
-            equal-count bins of the latent's activating windows, excluding top windows;
-            plus train_per_quantile more per bin in split "train" (for quantile training sets)
-  random    n_random windows where the latent is zero              (half "train", half "test")
-  hard      n_hard hard negatives (interp.negatives), zero as well  (half "train", half "test")
-Memory is bounded by latents x kept examples, never by tokens: candidates are merged batch by batch
-with `keep_lowest`, a sort-based per-group bounded selection (top-k = lowest -activation, uniform
-sampling = lowest random priority).
+activation for a latent is the max over its tokens. Per latent we keep top windows (train),
+quantile samples (test, plus train_per_quantile in train), random and hard negatives (alternating
+train/test); the exact rule is in interp/mine_select.py.
+
+Passes: (1) encode every token once (interp/mine_codes.py), spilling its sparse codes to a temp
+directory beside the output; (2) per latent range, window maxima from the spill -> exact top-k and
+quantile selection; (3) per latent range, the kept windows' token activations and the negatives'
+validation from the spill, written as one row group. Ranges are sized so the working set fits
+mine.memory_budget_mb, and the output is the same whatever the ranges.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
-from collections.abc import Iterator
+import os
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
+from interp.mine_codes import CodeSpill, encode_chunk_sequences, encode_pass, iter_encoded, rss_bytes
+from interp.mine_select import (HARD, KINDS, QUANTILE, RANDOM, TOP, Rows, choose_negatives,
+                                gather_acts, random_candidates, select_positives, window_maxima)
 from interp.negatives import hard_candidates
 from interp.shards import ActivationShards
 
 log = logging.getLogger(__name__)
 
-FINE_BINS = 128  # resolution of the window-level histogram that defines the quantile edges
+DEFAULT_WORKING_MB = 512   # working set when mine.memory_budget_mb is None
+MIN_WORKING_MB = 32
+_TRIPLE_BYTES = 96         # a spilled triple while a chunk is processed (long copies, sort, keys)
+_PAIR_BYTES = 200          # a window maximum during selection (measured 185: keys, values,
+                           # sorted copies, ranks, hash temporaries)
+_ROW_BYTES = 40            # a compact kept row (Rows) and its sort temporaries
+
+__all__ = ["mine", "mine_into", "mine_key", "iter_encoded", "KINDS"]
 
 
-def keep_lowest(group: torch.Tensor, priority: torch.Tensor, cap: int) -> torch.Tensor:
-    """Indices of the `cap` lowest-priority rows of every group (ties broken by position).
-
-    group, priority: [E]. Returns a 1-D index tensor into the rows, grouped by ascending group.
-    """
-    if group.numel() == 0:
-        return torch.empty(0, dtype=torch.long)
-    order = torch.argsort(priority, stable=True)
-    order = order[torch.argsort(group[order], stable=True)]
-    g = group[order]
-    pos = torch.arange(len(g))
-    is_start = torch.ones(len(g), dtype=torch.bool)
-    is_start[1:] = g[1:] != g[:-1]
-    first = torch.cummax(torch.where(is_start, pos, torch.zeros_like(pos)), 0).values
-    return order[(pos - first) < cap]
-
-
-@dataclass
+@dataclass(frozen=True)
 class Events:
-    """Sparse (latent, window, value) triples."""
+    """Sparse (latent, window, value) triples: the shape interp.negatives reads."""
 
     latent: torch.Tensor
     window: torch.Tensor
     value: torch.Tensor
 
-    @staticmethod
-    def empty() -> Events:
-        return Events(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long),
-                      torch.empty(0))
 
-    def cat(self, other: Events) -> Events:
-        return Events(torch.cat([self.latent, other.latent]), torch.cat([self.window, other.window]),
-                      torch.cat([self.value, other.value]))
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Sizes derived from the budget: encoder chunk, spill read chunk, latent-range working set."""
 
-    def take(self, idx: torch.Tensor) -> Events:
-        return Events(self.latent[idx], self.window[idx], self.value[idx])
+    encode_seqs: int
+    read_triples: int
+    range_bytes: int
 
 
-@dataclass
-class EncodedBatch:
-    """SAE codes of a batch of sequences (BOS dropped)."""
-
-    first_seq: int                # global id of the batch's first sequence
-    top_acts: torch.Tensor        # [S, T-1, k]
-    top_idx: torch.Tensor         # [S, T-1, k]
-    windows: Events               # window-level maxima, window ids global
-
-
-def iter_encoded(sae, shards: ActivationShards, window: int, batch_size: int,
-                 device: str) -> Iterator[EncodedBatch]:
-    """Encode every sequence once, yielding sparse codes and window-level maxima."""
-    m = sae.num_latents
-    per_seq = (shards.seq_len - 1) // window
-    for seq_ids, acts, _tokens in shards.iter_sequences():
-        for b in range(0, len(seq_ids), batch_size):
-            x = acts[b:b + batch_size, 1:]
-            s, t, d = x.shape
-            with torch.inference_mode():
-                vals, idx = sae.encode(x.reshape(-1, d).to(device))
-            vals, idx = vals.float().cpu().view(s, t, -1), idx.cpu().view(s, t, -1)
-            tok_win = (torch.arange(s * t) // window).view(s, t, 1).expand_as(idx)
-            dense = torch.zeros(s * per_seq * m)
-            dense.scatter_reduce_(0, (tok_win * m + idx).flatten(), vals.flatten().clamp_min(0),
-                                  reduce="amax")
-            nz = dense.nonzero().squeeze(1)
-            first = int(seq_ids[b])
-            ev = Events(nz % m, nz // m + first * per_seq, dense[nz])
-            yield EncodedBatch(first, vals, idx, ev)
+def plan_memory(m: int, seq_len: int, cfg, working_bytes: int | None = None) -> MemoryPlan:
+    """Split the working memory (budget minus what the process already holds) between phases."""
+    if working_bytes is None:
+        if cfg.memory_budget_mb is None:
+            working_bytes = DEFAULT_WORKING_MB << 20
+        else:
+            working_bytes = (cfg.memory_budget_mb << 20) - rss_bytes()
+            if working_bytes < MIN_WORKING_MB << 20:
+                log.warning("mine.memory_budget_mb=%d leaves %.0f MiB beside the %.0f MiB in use; "
+                            "mining with %d MiB", cfg.memory_budget_mb, working_bytes / 2**20,
+                            rss_bytes() / 2**20, MIN_WORKING_MB)
+                working_bytes = MIN_WORKING_MB << 20
+    read_triples = int(min(max(working_bytes // 8 // _TRIPLE_BYTES, 1 << 14), 1 << 22))
+    return MemoryPlan(encode_chunk_sequences(m, seq_len, cfg.batch_size, working_bytes // 2),
+                      read_triples, working_bytes - read_triples * _TRIPLE_BYTES)
 
 
-def quantile_lookup(fine_hist: torch.Tensor, n_quantiles: int) -> torch.Tensor:
-    """[m, FINE_BINS] -> quantile index of each fine bin, giving equal-count bins per latent."""
-    cdf = fine_hist.cumsum(1).float()
-    total = cdf[:, -1:].clamp_min(1)
-    # A fine bin belongs to the quantile its cumulative mass starts in.
-    start_mass = (cdf - fine_hist) / total
-    return (start_mass * n_quantiles).floor().clamp(0, n_quantiles - 1).long()
+def plan_ranges(count_tok: torch.Tensor, cfg, range_bytes: int,
+                n_windows: int | None = None) -> list[tuple[int, int]]:
+    """Consecutive latent ranges whose estimated working set each fits range_bytes.
+
+    A latent's window maxima are at most its active tokens and at most n_windows; its kept rows hold `window` fp32
+    activations up to five times over (gathered, concatenated, reordered, arrow, writer buffers)
+    while a row group is built.
+    """
+    m = len(count_tok)
+    n_pos = cfg.n_top + cfg.n_quantiles * (cfg.per_quantile + cfg.train_per_quantile)
+    n_neg = cfg.n_random + (cfg.n_hard if cfg.negatives != "random" else 0)
+    per_row = 5 * 4 * cfg.window + _ROW_BYTES
+    fixed = m * n_pos * _ROW_BYTES  # every latent's compact positives live until the end
+    pairs = count_tok if n_windows is None else count_tok.clamp_max(n_windows)
+    # negative candidates: up to 48 x n_random (dense latents) and 4 x n_hard
+    n_cand = 48 * cfg.n_random + 4 * (n_neg - cfg.n_random)
+    per_latent = pairs.double() * _PAIR_BYTES + (n_pos + n_neg) * per_row + n_cand * _ROW_BYTES
+    cap = max(range_bytes - fixed, 1)
+    ranges, lo, cum = [], 0, torch.cumsum(per_latent, 0)
+    while lo < m:
+        base = float(cum[lo - 1]) if lo else 0.0
+        hi = int(torch.searchsorted(cum, torch.tensor(base + cap, dtype=cum.dtype), right=True))
+        hi = max(hi, lo + 1)
+        ranges.append((lo, min(hi, m)))
+        lo = hi
+    return ranges
 
 
-def fine_bin(value: torch.Tensor, max_act: torch.Tensor, bins: int) -> torch.Tensor:
-    """Bin of each value within (0, max_act] of its latent (max lands in the last bin)."""
-    return (value / max_act.clamp_min(1e-12) * bins).ceil().clamp(1, bins).long() - 1
+EXAMPLES_SCHEMA = pa.schema([
+    ("latent", pa.int32()), ("kind", pa.string()), ("split", pa.string()), ("rank", pa.int32()),
+    ("quantile", pa.int16()), ("seq_id", pa.int32()), ("start", pa.int16()),
+    ("max_act", pa.float32()), ("acts", pa.list_(pa.float32()))])
 
 
-def gather_token_acts(batch: EncodedBatch, seq_local: torch.Tensor, start: torch.Tensor,
-                      latent: torch.Tensor, window: int) -> torch.Tensor:
-    """Per-token activations [E, window] of `latent` in windows starting at `start` (BOS-relative 1)."""
-    out = []
-    pos = torch.arange(window)
-    for c in range(0, len(latent), 4096):
-        sl, st, lt = seq_local[c:c + 4096], start[c:c + 4096], latent[c:c + 4096]
-        tok = (st - 1).unsqueeze(1) + pos                          # [e, W] positions without BOS
-        idx = batch.top_idx[sl.unsqueeze(1), tok]                  # [e, W, k]
-        vals = batch.top_acts[sl.unsqueeze(1), tok]
-        out.append((vals * (idx == lt.view(-1, 1, 1))).sum(-1).clamp_min(0))
-    return torch.cat(out) if out else torch.empty(0, window)
+def _examples_table(pos: Rows, acts: torch.Tensor, neg: Rows, per_seq: int, window: int) -> pa.Table:
+    rows = Rows.cat([pos.to("cpu"), neg.to("cpu")])
+    acts = torch.cat([acts.cpu(), torch.zeros(len(neg), window)])
+    order = np.lexsort((rows.window.numpy(), rows.split.numpy(), rows.rank.numpy(),
+                        rows.quantile.numpy(), rows.kind.numpy(), rows.latent.numpy()))
+    rows, acts = rows.take(torch.from_numpy(order)), acts[torch.from_numpy(order)]
+    n = len(rows)
+    return pa.Table.from_pydict({
+        "latent": pa.array(rows.latent.int().numpy()),
+        "kind": pa.array(KINDS).take(pa.array(rows.kind.long().numpy())),
+        "split": pa.array(["train", "test"]).take(pa.array(rows.split.long().numpy())),
+        "rank": pa.array(rows.rank.numpy()),
+        "quantile": pa.array(rows.quantile.to(torch.int16).numpy()),
+        "seq_id": pa.array((rows.window // per_seq).int().numpy()),
+        "start": pa.array((1 + (rows.window % per_seq) * window).to(torch.int16).numpy()),
+        "max_act": pa.array(acts.amax(1).numpy() if n else np.zeros(0, np.float32)),
+        "acts": pa.ListArray.from_arrays(pa.array(np.arange(0, n * window + 1, window, dtype=np.int32)),
+                                         pa.array(acts.reshape(-1).numpy())),
+    }, schema=EXAMPLES_SCHEMA)
 
 
-# ----------------------------------------------------------------------------- the stage
-
-
-def _stats_and_top(sae, shards, cfg, device):
-    m = sae.num_latents
-    count_tok = torch.zeros(m, dtype=torch.long)
-    sum_act = torch.zeros(m, dtype=torch.float64)
-    n_win = torch.zeros(m, dtype=torch.long)
-    max_act = torch.zeros(m)
-    top = Events.empty()
-    for batch in iter_encoded(sae, shards, cfg.window, cfg.batch_size, device):
-        live = batch.top_acts > 0
-        count_tok += torch.bincount(batch.top_idx[live], minlength=m)
-        sum_act += torch.bincount(batch.top_idx[live], weights=batch.top_acts[live].double(), minlength=m)
-        ev = batch.windows
-        n_win += torch.bincount(ev.latent, minlength=m)
-        max_act.scatter_reduce_(0, ev.latent, ev.value, reduce="amax")
-        top = top.cat(ev)
-        top = top.take(keep_lowest(top.latent, -top.value, cfg.n_top))
-    return count_tok, sum_act, n_win, max_act, top
-
-
-def _histograms(sae, shards, cfg, device, max_act):
-    m = sae.num_latents
-    fine = torch.zeros(m * FINE_BINS, dtype=torch.long)
-    tok_hist = torch.zeros(m * cfg.hist_bins, dtype=torch.long)
-    for batch in iter_encoded(sae, shards, cfg.window, cfg.batch_size, device):
-        ev = batch.windows
-        fine += torch.bincount(ev.latent * FINE_BINS + fine_bin(ev.value, max_act[ev.latent], FINE_BINS),
-                               minlength=m * FINE_BINS)
-        live = batch.top_acts > 0
-        lat, val = batch.top_idx[live], batch.top_acts[live]
-        tok_hist += torch.bincount(lat * cfg.hist_bins + fine_bin(val, max_act[lat], cfg.hist_bins),
-                                   minlength=m * cfg.hist_bins)
-    return fine.view(m, FINE_BINS), tok_hist.view(m, cfg.hist_bins)
-
-
-def _quantile_samples(sae, shards, cfg, device, max_act, lookup, top, n_windows):
-    gen = torch.Generator().manual_seed(cfg.seed)
-    top_keys = top.latent * n_windows + top.window
-    cap = cfg.per_quantile + cfg.train_per_quantile
-    kept, kept_q, kept_prio = Events.empty(), torch.empty(0, dtype=torch.long), torch.empty(0)
-    for batch in iter_encoded(sae, shards, cfg.window, cfg.batch_size, device):
-        ev = batch.windows
-        fresh = ~torch.isin(ev.latent * n_windows + ev.window, top_keys)
-        ev = ev.take(fresh.nonzero().squeeze(1))
-        q = lookup[ev.latent, fine_bin(ev.value, max_act[ev.latent], FINE_BINS)]
-        prio = torch.rand(len(q), generator=gen)
-        kept, kept_q, kept_prio = kept.cat(ev), torch.cat([kept_q, q]), torch.cat([kept_prio, prio])
-        keep = keep_lowest(kept.latent * cfg.n_quantiles + kept_q, kept_prio, cap)
-        kept, kept_q, kept_prio = kept.take(keep), kept_q[keep], kept_prio[keep]
-    # The per_quantile lowest priorities are the held-out set whatever train_per_quantile is
-    # (they are the same windows a smaller cap keeps), so training sets never move the test set.
-    test = _rank_within(kept.latent * cfg.n_quantiles + kept_q, kept_prio) < cfg.per_quantile
-    return kept, kept_q, test
-
-
-def _plan_rows(m: int, top: Events, quant: Events, quant_q: torch.Tensor, quant_test: torch.Tensor,
-               n_windows: int, cfg, n_random_candidates: int) -> dict[str, torch.Tensor]:
-    """All candidate example rows (negatives not yet validated), before activations are read."""
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    neg_lat = torch.arange(m).repeat_interleave(n_random_candidates)
-    neg_win = torch.randint(0, n_windows, (len(neg_lat),), generator=gen)
-    rank_top = _rank_within(top.latent, -top.value)
-    rank_q = _rank_within((quant.latent * cfg.n_quantiles + quant_q) * 2 + quant_test.long(),
-                          -quant.value)
-    kind = torch.cat([torch.zeros(len(top.latent)), torch.ones(len(quant.latent)),
-                      torch.full((len(neg_lat),), 2.0)]).long()
-    return {"latent": torch.cat([top.latent, quant.latent, neg_lat]),
-            "window": torch.cat([top.window, quant.window, neg_win]),
-            "kind": kind,
-            "rank": torch.cat([rank_top, rank_q, torch.arange(len(neg_lat)) % n_random_candidates]),
-            "quantile": torch.cat([torch.full_like(top.latent, -1), quant_q, torch.full_like(neg_lat, -1)]),
-            # 0 train, 1 test; negatives (-1) are assigned after validation.
-            "split": torch.cat([torch.zeros_like(top.latent), quant_test.long(),
-                                torch.full_like(neg_lat, -1)])}
-
-
-def _append_hard(rows: dict[str, torch.Tensor], latent: torch.Tensor, window: torch.Tensor,
-                 rank: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Hard-negative candidates as rows of kind 3, ranked best first within their latent."""
-    new = {"latent": latent, "window": window, "kind": torch.full_like(latent, 3), "rank": rank,
-           "quantile": torch.full_like(latent, -1), "split": torch.full_like(latent, -1)}
-    return {k: torch.cat([rows[k], new[k]]) for k in rows}
-
-
-def _rank_within(group: torch.Tensor, priority: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each row within its group by ascending priority."""
-    order = keep_lowest(group, priority, cap=len(group) + 1)
-    g = group[order]
-    pos = torch.arange(len(g))
-    is_start = torch.ones(len(g), dtype=torch.bool)
-    is_start[1:] = g[1:] != g[:-1]
-    first = torch.cummax(torch.where(is_start, pos, torch.zeros_like(pos)), 0).values
-    rank = torch.empty_like(group)
-    rank[order] = pos - first
-    return rank
-
-
-def _read_acts(sae, shards, cfg, device, rows: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-token activations [E, window] of every planned row (one more pass over the shards)."""
-    per_seq = (shards.seq_len - 1) // cfg.window
-    seq = rows["window"] // per_seq
-    start = 1 + (rows["window"] % per_seq) * cfg.window
-    acts = torch.zeros(len(seq), cfg.window)
-    for batch in iter_encoded(sae, shards, cfg.window, cfg.batch_size, device):
-        n = batch.top_idx.shape[0]
-        sel = ((seq >= batch.first_seq) & (seq < batch.first_seq + n)).nonzero().squeeze(1)
-        if len(sel):
-            acts[sel] = gather_token_acts(batch, seq[sel] - batch.first_seq, start[sel],
-                                          rows["latent"][sel], cfg.window)
-    return acts
-
-
-def _select_negatives(rows: dict[str, torch.Tensor], acts: torch.Tensor, n_windows: int,
-                      caps: dict[int, int]) -> torch.Tensor:
-    """Boolean mask of the rows to keep: all positives, and per latent and negative kind the
-    first caps[kind] distinct candidate windows (by rank) where the latent is truly zero."""
-    mask = rows["kind"] < 2
-    for kind, cap in caps.items():
-        neg = rows["kind"] == kind
-        valid = neg & (acts.amax(1) == 0)
-        key = rows["latent"] * n_windows + rows["window"]
-        idx = valid.nonzero().squeeze(1)
-        idx = idx[torch.argsort(rows["rank"][idx], stable=True)]  # the best-ranked duplicate wins
-        _, first = _first_occurrence(key[idx])
-        idx = idx[first]
-        mask[idx[keep_lowest(rows["latent"][idx], rows["rank"][idx].float(), cap)]] = True
-    return mask
-
-
-def _first_occurrence(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    uniq, inverse = torch.unique(key, return_inverse=True)
-    first = torch.full((len(uniq),), len(key), dtype=torch.long)
-    first.scatter_reduce_(0, inverse, torch.arange(len(key)), reduce="amin")
-    return uniq, first
-
-
-KINDS = ("top", "quantile", "random", "hard")
-
-
-def _examples_table(rows, acts, mask, per_seq: int, window: int):
-    r = {k: v[mask] for k, v in rows.items()}
-    a = acts[mask]
-    # Re-rank negatives densely after validation; alternate them between train and test.
-    neg = r["kind"] >= 2
-    r["rank"][neg] = _rank_within(r["latent"][neg] * 4 + r["kind"][neg], r["rank"][neg].float())
-    split = torch.where(neg, r["rank"] % 2, r["split"])
-    order = torch.from_numpy(np.lexsort((r["rank"].numpy(), r["quantile"].numpy(),
-                                         r["kind"].numpy(), r["latent"].numpy())))
-    r = {k: v[order] for k, v in r.items()}
-    a, split = a[order], split[order]
+def _latents_table(stats, n_win: torch.Tensor, tok_hist: torch.Tensor, n_tokens: int) -> pa.Table:
+    count = stats.count
     return pa.table({
-        "latent": pa.array(r["latent"].int().numpy()),
-        "kind": pa.array([KINDS[i] for i in r["kind"].tolist()]),
-        "split": pa.array(["train" if s == 0 else "test" for s in split.tolist()]),
-        "rank": pa.array(r["rank"].int().numpy()),
-        "quantile": pa.array(r["quantile"].to(torch.int16).numpy()),
-        "seq_id": pa.array((r["window"] // per_seq).int().numpy()),
-        "start": pa.array((1 + (r["window"] % per_seq) * window).to(torch.int16).numpy()),
-        "max_act": pa.array(a.amax(1).numpy()),
-        "acts": pa.array(list(a.numpy()), pa.list_(pa.float32())),
-    })
-
-
-def _latents_table(count_tok, sum_act, n_win, max_act, tok_hist, n_tokens: int):
-    return pa.table({
-        "latent": pa.array(torch.arange(len(count_tok)).int().numpy()),
-        "n_active_tokens": pa.array(count_tok.numpy()),
-        "frequency": pa.array((count_tok.double() / n_tokens).numpy()),
+        "latent": pa.array(torch.arange(len(count)).int().numpy()),
+        "n_active_tokens": pa.array(count.numpy()),
+        "frequency": pa.array((count.double() / n_tokens).numpy()),
         "n_active_windows": pa.array(n_win.numpy()),
-        "max_act": pa.array(max_act.numpy()),
-        "mean_act": pa.array((sum_act / count_tok.clamp_min(1)).float().numpy()),
-        "dead": pa.array((count_tok == 0).numpy()),
-        "hist": pa.array(list(tok_hist.numpy()), pa.list_(pa.int64())),
+        "max_act": pa.array(stats.max_act.numpy()),
+        "mean_act": pa.array((stats.sum_act / count.clamp_min(1)).float().numpy()),
+        "dead": pa.array((count == 0).numpy()),
+        "hist": pa.ListArray.from_arrays(
+            pa.array(np.arange(0, tok_hist.numel() + 1, tok_hist.shape[1], dtype=np.int32)),
+            pa.array(tok_hist.reshape(-1).numpy())),
     })
 
 
-def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu",
-              embed=None) -> dict:
-    """Run all mining passes and write examples.parquet and latents.parquet into `out`.
+def _hard_rows(sae, shards, cfg, positives: Rows, n_windows: int, embed) -> Rows:
+    """Hard-negative candidates of every latent (interp.negatives needs all latents' windows)."""
+    def events(kind: int) -> Events:
+        p = positives.take((positives.kind == kind).nonzero().squeeze(1))
+        return Events(p.latent, p.window, p.value)
 
-    `embed` (texts -> embeddings) replaces MiniLM for mine.negatives 'similar' (tests).
+    lat, win, rank = hard_candidates(sae, shards, cfg, events(TOP), events(QUANTILE), n_windows, embed)
+    z = torch.zeros_like(lat)
+    return Rows.make(lat, win, z.float(), z + HARD, z - 1, z - 1, rank)
+
+
+def _release_memory() -> None:
+    """Hand freed heap pages back to the OS between latent ranges: glibc keeps them (its mmap
+    threshold grows after frees), which would let RSS creep past the budget range by range."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _in_range(rows: Rows, lo: int, hi: int) -> Rows:
+    return rows.take(((rows.latent >= lo) & (rows.latent < hi)).nonzero().squeeze(1))
+
+
+def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu", embed=None,
+              *, working_bytes: int | None = None) -> dict:
+    """Mine every latent of `sae` over `shards`; write examples.parquet and latents.parquet to out.
+
+    `embed` (texts -> embeddings) replaces MiniLM for mine.negatives 'similar' (tests);
+    `working_bytes` overrides the memory plan (tests force several latent ranges with it).
     """
     if (shards.seq_len - 1) % cfg.window:
         raise ValueError(f"mine.window {cfg.window} must divide seq_len-1 = {shards.seq_len - 1}")
+    if shards.n_tokens >= 2**31:
+        raise ValueError(f"{shards.n_tokens} tokens: the code spill indexes tokens with int32; "
+                         "mine at most 2^31 - 1 tokens per collect artifact")
     m, per_seq = sae.num_latents, (shards.seq_len - 1) // cfg.window
     n_windows = shards.n_sequences * per_seq
-    count_tok, sum_act, n_win, max_act, top = _stats_and_top(sae, shards, cfg, device)
-    fine, tok_hist = _histograms(sae, shards, cfg, device, max_act)
-    lookup = quantile_lookup(fine, cfg.n_quantiles)
-    quant, quant_q, quant_test = _quantile_samples(sae, shards, cfg, device, max_act, lookup, top,
-                                                   n_windows)
-    rows = _plan_rows(m, top, quant, quant_q, quant_test, n_windows, cfg,
-                      n_random_candidates=3 * cfg.n_random)
-    caps = {2: cfg.n_random}
-    if cfg.negatives != "random":
-        rows = _append_hard(rows, *hard_candidates(sae, shards, cfg, top, quant, n_windows, embed))
-        caps[3] = cfg.n_hard
-    acts = _read_acts(sae, shards, cfg, device, rows)
-    mask = _select_negatives(rows, acts, n_windows, caps)
-    write_parquet_atomic(_examples_table(rows, acts, mask, per_seq, cfg.window), out / "examples.parquet")
-    write_parquet_atomic(_latents_table(count_tok, sum_act, n_win, max_act, tok_hist, shards.n_tokens),
-                         out / "latents.parquet")
-    kept = rows["kind"][mask]
-    return {"n_latents": m, "n_examples": int(mask.sum()), "dead": int((count_tok == 0).sum()),
-            "n_windows": n_windows, "window": cfg.window,
-            "n_by_kind": {KINDS[k]: int((kept == k).sum()) for k in range(len(KINDS))}}
+    plan = plan_memory(m, shards.seq_len, cfg, working_bytes)
+    spill = CodeSpill(Path(out) / ".code-spill", m)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cfg.threads or threads)
+        t0 = time.time()
+        stats = encode_pass(sae, shards, spill, plan.encode_seqs, device, encoded=iter_encoded)
+        t1 = time.time()
+        ranges = plan_ranges(stats.count, cfg, plan.range_bytes, n_windows)
+        log.info("mine: %d latents in %d ranges, spill %.0f MiB", m, len(ranges), spill.nbytes / 2**20)
+        positives, n_win, hist = _select_ranges(spill, ranges, stats.max_act, cfg, plan, device)
+        caps = {RANDOM: cfg.n_random}
+        hard = None
+        if cfg.negatives != "random":
+            hard = _hard_rows(sae, shards, cfg, positives, n_windows, embed)
+            caps[HARD] = cfg.n_hard
+        t2 = time.time()
+        n_by_kind = _write_examples(spill, ranges, positives, hard, n_win, caps, cfg, n_windows,
+                                    per_seq, plan, device, Path(out) / "examples.parquet")
+        t3 = time.time()
+    finally:
+        torch.set_num_threads(threads)
+        spill.close()
+        shutil.rmtree(spill.path, ignore_errors=True)
+    write_parquet_atomic(_latents_table(stats, n_win, hist, shards.n_tokens),
+                         Path(out) / "latents.parquet")
+    return {"n_latents": m, "n_examples": sum(n_by_kind.values()), "dead": int((stats.count == 0).sum()),
+            "n_windows": n_windows, "window": cfg.window, "n_by_kind": n_by_kind,
+            "n_ranges": len(ranges), "encode_sequences": plan.encode_seqs,
+            "spill_mb": round(spill.nbytes / 2**20, 1),
+            "phase_seconds": {"encode": round(t1 - t0, 2), "select": round(t2 - t1, 2),
+                              "write": round(t3 - t2, 2)}}
+
+
+def _select_ranges(spill, ranges, max_act: torch.Tensor, cfg, plan: MemoryPlan, device
+                   ) -> tuple[Rows, torch.Tensor, torch.Tensor]:
+    """Compact top and quantile rows of every latent, n_active_windows [m], histograms [m, bins]."""
+    max_act = max_act.to(device)
+    parts, n_win, hist = [], [], []
+    for lo, hi in ranges:
+        win, lat, val, h = window_maxima(spill, lo, hi, cfg.window, max_act, cfg.hist_bins,
+                                         plan.read_triples, device)
+        rows, nw = select_positives(win, lat, val, lo, hi, cfg)
+        parts.append(rows.to("cpu"))
+        n_win.append(nw.cpu())
+        hist.append(h.cpu())
+        del win, lat, val, rows
+        _release_memory()
+    return Rows.cat(parts), torch.cat(n_win), torch.cat(hist)
+
+
+def _write_examples(spill, ranges, positives: Rows, hard: Rows | None, n_win: torch.Tensor, caps,
+                    cfg, n_windows: int, per_seq: int, plan: MemoryPlan, device,
+                    path: Path) -> dict[str, int]:
+    """Per latent range: token activations of the kept windows, validated negatives, one row
+    group; written under a temp name and renamed, so a half-written file never exists."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    n_by_kind = dict.fromkeys(KINDS, 0)
+    writer = pq.ParquetWriter(tmp, EXAMPLES_SCHEMA)
+    try:
+        for lo, hi in ranges:
+            pos = _in_range(positives, lo, hi).to(device)
+            cand = random_candidates(lo, hi, n_windows, n_win[lo:hi], cfg, device)
+            if hard is not None:
+                cand = Rows.cat([cand, _in_range(hard, lo, hi).to(device)])
+            acts, active = gather_acts(spill, lo, hi, cfg.window, pos, cand, plan.read_triples, device)
+            neg = choose_negatives(cand, active, caps)
+            table = _examples_table(pos, acts, neg, per_seq, cfg.window)
+            writer.write_table(table)
+            for k, c in zip(*torch.unique(torch.cat([pos.kind, neg.kind]).cpu(), return_counts=True)):
+                n_by_kind[KINDS[int(k)]] += int(c)
+            del table, acts, pos, cand, neg
+            _release_memory()
+    finally:
+        writer.close()
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return n_by_kind
 
 
 STAGE = "mine"
-VERSION = "1"
+VERSION = "2"  # 2: exact quantile bins and hashed sampling, negatives deduplicated across kinds
 
 
 def mine_key(cfg, collect_key: str, sae_key: str) -> str:
     settings = cfg.mine.model_dump(mode="json")
     # Fields that cannot change the output stay out of the key (so adding them kept old keys).
+    for f in ("memory_budget_mb", "batch_size", "threads"):
+        settings.pop(f)
     if cfg.mine.negatives == "random":
         for f in ("negatives", "n_hard", "n_neighbours", "embed_pool"):
             settings.pop(f)
@@ -361,12 +293,14 @@ def mine(cfg, collect_ref: ArtifactRef, sae_ref: ArtifactRef) -> ArtifactRef:
     """Mine stage: examples.parquet + latents.parquet for every latent of the SAE."""
     from interp.sae import load_sae
 
+    device = cfg.sae.device or cfg.model.device
+
     def fill(tmp: Path) -> dict:
         shards = ActivationShards(collect_ref.path)
-        sae = load_sae(sae_ref.path, device=cfg.model.device)
+        sae = load_sae(sae_ref.path, device=device)
         return {"collect": collect_ref.key, "sae": sae_ref.key,
                 "config": cfg.mine.model_dump(mode="json"),
-                **mine_into(sae, shards, cfg.mine, tmp, device=cfg.model.device)}
+                **mine_into(sae, shards, cfg.mine, tmp, device=device)}
     return ArtifactStore(cfg.home).build_once(
         STAGE, mine_key(cfg, collect_ref.key, sae_ref.key), fill,
         inputs={"collect": collect_ref.key, "train": sae_ref.key})

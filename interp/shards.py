@@ -1,9 +1,12 @@
 """Reader for the collect stage's activation shards.
 
 Layout of a collect artifact directory:
-  shard-00000.safetensors  tensors "acts" float32 [n_seq, seq_len, d_model], "tokens" int32 [n_seq, seq_len]
+  shard-00000.safetensors  tensors "acts" float16 (collect.dtype; older artifacts float32)
+                           [n_seq, seq_len, d_model], "tokens" int32 [n_seq, seq_len]
   sequences.parquet        seq_id, tokens (list<int32>), token_str (list<string>)
-  manifest.json            d_model, seq_len, n_sequences, hookpoint, model, shards [{file, first_seq, n_seq}]
+  manifest.json            d_model, seq_len, n_sequences, hookpoint, model, dtype (absent = float32),
+                           shards [{file, first_seq, n_seq}]
+Each tensor carries its dtype in the safetensors header, so readers accept either storage.
 Position 0 of every sequence is the BOS token; its activation is an outlier (attention sink) and is
 excluded from training and mining.
 """
@@ -45,11 +48,13 @@ class ActivationShards:
         """Tokens usable for training (BOS excluded)."""
         return self.n_sequences * (self.seq_len - 1)
 
-    def load_shard(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(acts [n_seq, seq_len, d] float32, tokens [n_seq, seq_len] int64) of shard i."""
+    def load_shard(self, i: int, dtype: torch.dtype | None = torch.float32
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(acts [n_seq, seq_len, d], tokens [n_seq, seq_len] int64) of shard i; acts in `dtype`,
+        or as stored when dtype is None (the miner upcasts chunk by chunk, halving its memory)."""
         path = self.path / self.shards[i].file
         t = load_file(str(path))
-        acts = t["acts"].float()
+        acts = t["acts"] if dtype is None else t["acts"].to(dtype)
         require_finite(acts, f"activation shard {path}", "collect it again (delete this artifact)")
         return acts, t["tokens"].long()
 
