@@ -51,7 +51,8 @@ def cpu_s() -> float:
 async def raw_loop(url: str, n: int, concurrency: int) -> float:
     """Seconds for n plain POSTs with `concurrency` in flight."""
     sem = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as c:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as c:
         async def one() -> None:
             async with sem:
                 r = await c.post(f"{url}/chat/completions", json={
