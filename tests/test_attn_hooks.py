@@ -15,7 +15,7 @@ def _cfg(tmp_path, model_cache, hookpoint):
     return build_config({"home": str(tmp_path), "model": {"cache_dir": str(model_cache),
                                                           "hookpoint": hookpoint},
                          "corpus": {"n_tokens": 256, "seq_len": 33},
-                         "collect": {"batch_size": 4, "shard_sequences": 4},
+                         "collect": {"batch_size": 4, "shard_sequences": 4, "dtype": "float32"},
                          "mine": {"window": 16, "n_top": 5}, "explain": {"n_examples": 3},
                          "sae": {"expansion_factor": 1, "k": 4, "batch_size": 64, "epochs": 1,
                                  "eval_sequences": 2, "holdout_every": 4}})
