@@ -334,6 +334,16 @@ class MatchConfig(_Strict):
                                "else model.device.")
 
 
+class LogitsConfig(_Strict):
+    """The output side of each latent: its decoder direction through the final norm and unembedding."""
+
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device", "block"})
+    k: int = Field(10, ge=0, description="Top promoted and top suppressed tokens kept per latent; "
+                   "0 = skip the stage's work (an empty table).")
+    block: int = Field(4096, ge=1, description="Latents projected at once: memory is block x vocab.")
+    device: str | None = Field(None, description="Device of the projection; None = model.device.")
+
+
 class RunConfig(_Strict):
     """A whole labelling run."""
 
@@ -348,6 +358,7 @@ class RunConfig(_Strict):
     explain: ExplainConfig = ExplainConfig()
     score: ScoreConfig = ScoreConfig()
     match: MatchConfig = MatchConfig()
+    logits: LogitsConfig = LogitsConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> RunConfig:

@@ -41,6 +41,8 @@ def tiny_config(home, url: str, **over):
         # MiniLM takes ~10 s to load per process: only the tests about embeddings turn it on.
         "explain": {"n_examples": 3, "min_examples": 2, "n_latents": None, "embed": False},
         "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4},
+        # Synthetic activations have no subject model behind them: no logit lens (test_logit_lens).
+        "logits": {"k": 0},
     }
     for k, v in over.items():
         data.setdefault(k, {}).update(v)
