@@ -93,3 +93,20 @@ def test_k_zero_skips_the_model(tmp_path, monkeypatch, k):
     cfg = tiny_config(tmp_path, "http://127.0.0.1:9/v1", logits={"k": k})
     ref = logit_lens.logits_stage(cfg, ArtifactRef("train", "t0", tmp_path))
     assert pq.read_table(ref.path / "latent_logits.parquet").num_rows == 0
+
+
+def test_readout_of_the_embedded_model_through_the_bridge(tmp_path, model_cache):
+    """TransformerLens 4's bridge gives W_U [d_model, vocab] and the RMSNorm's scale; the
+    unembedding row of ' cat' (divided by that scale) puts ' cat' first."""
+    from interp.config import ModelConfig
+    from interp.models import load_model
+
+    model = load_model(ModelConfig(cache_dir=str(model_cache)), tmp_path)
+    readout = logit_lens.readout_of(model)
+    assert readout.W_U.shape == (model.d_model, len(model.tokenizer))
+    assert readout.gamma is not None and readout.gamma.shape == (model.d_model,)
+    assert not readout.center  # SmolLM2's final norm is an RMSNorm
+    cat = model.tokenizer.encode(" cat")[0]
+    pi, pv, ni, nv = top_tokens((readout.W_U[:, cat] / readout.gamma)[None], readout, 3)
+    assert int(pi[0, 0]) == cat and readout.decode([cat]) == [" cat"]
+    assert float(nv[0, 0]) < 0 < float(pv[0, 0])
