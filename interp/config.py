@@ -340,7 +340,8 @@ class LogitsConfig(_Strict):
     NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device", "block"})
     k: int = Field(10, ge=0, description="Top promoted and top suppressed tokens kept per latent; "
                    "0 = skip the stage's work (an empty table).")
-    block: int = Field(4096, ge=1, description="Latents projected at once: memory is block x vocab.")
+    block: int = Field(1024, ge=1, description="Latents projected at once: memory is block x vocab "
+                       "x 4 bytes (200 MB for a 49k vocabulary).")
     device: str | None = Field(None, description="Device of the projection; None = model.device.")
 
 
