@@ -211,6 +211,9 @@ class ExplainConfig(_Strict):
         "that use $negatives (hard negatives first when mined).")
     top_tokens: bool = Field(True, description="Show the most frequent activating tokens "
         "($top_tokens; helps small explainers); False drops the template line holding it.")
+    output_tokens: bool = Field(False, description="Show the tokens the latent's decoder "
+        "direction promotes ($output_tokens, from the logits stage; prompt explain_output uses "
+        "it); False drops the template line holding it.")
     max_tokens: int = Field(40, gt=0, description="Completion token budget.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
     n_latents: int | None = Field(24, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")

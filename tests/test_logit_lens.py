@@ -110,3 +110,41 @@ def test_readout_of_the_embedded_model_through_the_bridge(tmp_path, model_cache)
     pi, pv, ni, nv = top_tokens((readout.W_U[:, cat] / readout.gamma)[None], readout, 3)
     assert int(pi[0, 0]) == cat and readout.decode([cat]) == [" cat"]
     assert float(nv[0, 0]) < 0 < float(pv[0, 0])
+
+
+def test_explainer_sees_promoted_tokens_with_output_tokens_on(tmp_path, collected, monkeypatch):
+    """explain.output_tokens with the explain_output prompt shows each latent's promoted tokens
+    (from the logits artifact); the default prompt's key does not change with the switch."""
+    from interp.explain import explain, explain_key
+    from interp.mining import mine
+    from interp.sae.stage import train_stage
+    from tests.fakeserver import FakeLLMServer
+
+    g = torch.Generator().manual_seed(0)
+    readout = Readout(torch.randn(8, 30, generator=g), None, False,
+                      lambda ids: [f"out{i}" for i in ids])
+    monkeypatch.setattr(logit_lens, "load_readout", lambda cfg: readout)
+    seen: list = []
+
+    def answer(messages):
+        seen.append(messages[-2]["content"])
+        return "[EXPLANATION]: the marked tokens"
+    with FakeLLMServer(answer) as srv:
+        base = tiny_config(tmp_path, srv.base_url, logits={"k": 3})
+        cfg = tiny_config(tmp_path, srv.base_url, logits={"k": 3},
+                          explain={"prompt": "explain_output", "output_tokens": True})
+        sae = train_stage(cfg, collected)
+        logits = logit_lens.logits_stage(cfg, sae)
+        mined = mine(cfg, collected, sae)
+        off = tiny_config(tmp_path, srv.base_url, explain={"output_tokens": True})
+        assert explain_key(off, mined.key) == explain_key(base, mined.key)
+        exp = explain(cfg, mined)
+    rows = pq.read_table(exp.path / "explanations.parquet").to_pylist()
+    table = pq.read_table(logits.path / "latent_logits.parquet").to_pylist()
+    assert rows and len(seen) == len(rows)
+    assert all("Next tokens this neuron makes more likely: \"out" in u for u in seen)
+    for r in rows:  # each explained latent's own top promoted token was shown (in some request)
+        first = next(t["token"] for t in table if t["latent"] == r["latent"]
+                     and t["direction"] == "promoted" and t["rank"] == 1)
+        assert any(f'"{first}"' in u for u in seen)
+    assert explain_key(cfg, mined.key) != explain_key(base, mined.key)
