@@ -226,6 +226,28 @@ def show(sae: str = typer.Argument(..., help="SAE key (a unique prefix is enough
 
 @app.command()
 @cli_errors
+def export(sae: str = typer.Argument(..., help="SAE key (a unique prefix is enough)."),
+           fmt: str = typer.Option(..., "--format", help="neuronpedia | saebench"),
+           out: Path = typer.Option(Path("exports"), "--out", "-o", help="Output directory."),
+           home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
+           model_id: Optional[str] = typer.Option(None, help="Neuronpedia modelId (default: "
+                                                  "the model's name)."),
+           source_id: Optional[str] = typer.Option(None, help="Neuronpedia source id (default: "
+                                                   "<layer>-interp-<arch>-<key>).")) -> None:
+    """Export an SAE's latents, explanations and scores for Neuronpedia or as SAEBench JSON."""
+    from storage.export import export as run_export
+    from storage.read import CatalogError
+
+    ids = {"model_id": model_id, "source_id": source_id} if fmt == "neuronpedia" else {}
+    try:
+        files = run_export(home or RunConfig().home, sae, fmt, out, **ids)
+    except (ValueError, FileNotFoundError, CatalogError) as err:
+        _fail(str(err))
+    typer.echo(f"wrote {len(files)} file(s) under {out}")
+
+
+@app.command()
+@cli_errors
 def publish(home: Optional[Path] = typer.Option(None, help="Artifact home ($INTERP_HOME)."),
             rebuild: bool = typer.Option(False, help="Recreate the catalogue from all artifacts.")) -> None:
     """Publish finished runs into the catalogue (or rebuild it from the Parquet artifacts)."""

@@ -229,6 +229,9 @@ class ExplainConfig(_Strict):
         "that use $negatives (hard negatives first when mined).")
     top_tokens: bool = Field(True, description="Show the most frequent activating tokens "
         "($top_tokens; helps small explainers); False drops the template line holding it.")
+    output_tokens: bool = Field(False, description="Show the tokens the latent's decoder "
+        "direction promotes ($output_tokens, from the logits stage; prompt explain_output uses "
+        "it); False drops the template line holding it.")
     max_tokens: int = Field(40, gt=0, description="Completion token budget.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
     n_latents: int | None = Field(24, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")
@@ -249,6 +252,17 @@ class MatchConfig(_Strict):
                                "else model.device.")
 
 
+class LogitsConfig(_Strict):
+    """The output side of each latent: its decoder direction through the final norm and unembedding."""
+
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device", "block"})
+    k: int = Field(10, ge=0, description="Top promoted and top suppressed tokens kept per latent; "
+                   "0 = skip the stage's work (an empty table).")
+    block: int = Field(1024, ge=1, description="Latents projected at once: memory is block x vocab "
+                       "x 4 bytes (200 MB for a 49k vocabulary).")
+    device: str | None = Field(None, description="Device of the projection; None = model.device.")
+
+
 class RunConfig(_Strict):
     """A whole labelling run."""
 
@@ -263,6 +277,7 @@ class RunConfig(_Strict):
     explain: ExplainConfig = ExplainConfig()
     score: ScoreConfig = ScoreConfig()
     match: MatchConfig = MatchConfig()
+    logits: LogitsConfig = LogitsConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> RunConfig:

@@ -116,15 +116,47 @@ def _settings(cfg: RunConfig, prompt: Prompt) -> dict:
 
     used = {name for _, text in prompt.turns for name in Template(text).get_identifiers()}
     drop = ({"n_negatives"} if "negatives" not in used else set()) | \
-        ({"top_tokens"} if "top_tokens" not in used else set())
+        ({"top_tokens"} if "top_tokens" not in used else set()) | \
+        ({"output_tokens"} if "output_tokens" not in used else set())
     return cfg.explain.model_dump(mode="json", exclude=drop)
+
+
+def _logits_ref(cfg: RunConfig, mine_key: str) -> ArtifactRef | None:
+    """The logits artifact of the mined SAE when the prompt shows output tokens, else None."""
+    from interp.logit_lens import STAGE as LOGITS, logits_key
+
+    if not (cfg.explain.output_tokens and "output_tokens" in _settings(cfg, load_prompt(cfg.explain.prompt))):
+        return None
+    store = ArtifactStore(cfg.home)
+    sae = store.require("mine", mine_key).manifest()["sae"]
+    ref = store.get(LOGITS, logits_key(cfg, sae))
+    if ref is None:
+        raise ValueError("explain.output_tokens needs the logits stage's artifact of this SAE "
+                         "(logits.k > 0): run the logits stage first")
+    return ref
 
 
 def explain_key(cfg: RunConfig, mine_key: str) -> str:
     prompt = load_prompt(cfg.explain.prompt)
     settings = _settings(cfg, prompt)
+    logits = _logits_ref(cfg, mine_key)
+    extra = {"prompt": prompt.sha} | ({"logits": logits.key} if logits else {})
     return artifact_key(STAGE, VERSION, {"explain": settings, "llm": cfg.llm.identity()},
-                        {"mine": mine_key}, {"prompt": prompt.sha})
+                        {"mine": mine_key}, extra)
+
+
+def output_tokens(logits: ArtifactRef | None, n: int = 10) -> dict[int, str]:
+    """latent -> its promoted tokens as prompt text ('" cat" (+4.2), ...'); {} without logits."""
+    import json
+
+    if logits is None:
+        return {}
+    t = pq.read_table(logits.path / "latent_logits.parquet",
+                      filters=[("direction", "=", "promoted"), ("rank", "<=", n)])
+    out: dict[int, list[str]] = {}
+    for lat, tok, val in zip(*(t.column(c).to_pylist() for c in ("latent", "token", "value"))):
+        out.setdefault(lat, []).append(f"{json.dumps(tok)} ({val:+.2g})")
+    return {lat: ", ".join(v) for lat, v in out.items()}
 
 
 def select_latents(mine_dir: Path, cfg: RunConfig) -> list[int]:
@@ -152,31 +184,35 @@ _DROP = "\x00drop-line\x00"
 
 
 def build_messages(prompt: Prompt, cfg: RunConfig, train: list[Example],
-                   negatives: list[Example]) -> list[dict[str, str]]:
-    """Fill the template: $examples, $top_tokens, $negatives, $n_examples.
+                   negatives: list[Example], output: str | None = None) -> list[dict[str, str]]:
+    """Fill the template: $examples, $top_tokens, $negatives, $n_examples, $output_tokens.
 
     With explain.top_tokens off, every template line holding $top_tokens (the summary line) is
-    dropped, with the blank line after it, so one template serves both settings.
+    dropped, with the blank line after it, so one template serves both settings; likewise the
+    $output_tokens line without explain.output_tokens or without promoted tokens (`output`).
     """
     tokens = top_tokens(train) if cfg.explain.top_tokens else _DROP
     try:
         messages = prompt.messages(
             examples=format_for_explainer(train, max(e.max_act for e in train)), top_tokens=tokens,
-            negatives=format_negatives(negatives), n_examples=len(train))
+            negatives=format_negatives(negatives), n_examples=len(train),
+            output_tokens=output if (output and cfg.explain.output_tokens) else _DROP)
     except (KeyError, ValueError) as err:
         raise ValueError(f"prompt {prompt.name!r} (explain.prompt) uses an unknown placeholder "
-                         f"{err}; explainer prompts may use $examples, $top_tokens, $negatives "
-                         "and $n_examples") from None
+                         f"{err}; explainer prompts may use $examples, $top_tokens, $negatives, "
+                         "$n_examples and $output_tokens") from None
     for m in messages:
         if _DROP in m["content"]:
             m["content"] = re.sub(rf"[^\n]*{_DROP}[^\n]*\n?\n?", "", m["content"])
     return messages
 
 
-def make_work(cfg: RunConfig, key: str, llm):
-    """work(latent, examples) -> the latent's one explanation row."""
+def make_work(cfg: RunConfig, key: str, llm, outputs: dict[int, str] | None = None):
+    """work(latent, examples) -> the latent's one explanation row. `outputs`: latent -> its
+    promoted tokens as text (explain.output_tokens)."""
     prompt = load_prompt(cfg.explain.prompt)
     settings_hash = stable_hash(_settings(cfg, prompt))
+    outputs = outputs or {}
 
     async def work(latent: int, examples: list[Example]) -> list[dict]:
         eid = stable_hash({"explain": key, "latent": latent})
@@ -185,7 +221,7 @@ def make_work(cfg: RunConfig, key: str, llm):
             return [_row(eid, latent, cfg, prompt, settings_hash, len(train), status="skipped",
                          error=f"only {len(train)} activating examples")]
         negatives = training_negatives(examples, cfg.explain.n_negatives)
-        messages = build_messages(prompt, cfg, train, negatives)
+        messages = build_messages(prompt, cfg, train, negatives, outputs.get(latent))
         try:
             r = await llm.generate(messages, max_tokens=cfg.explain.max_tokens,
                                    temperature=cfg.explain.temperature, stage=STAGE, latent=latent)
@@ -224,9 +260,10 @@ def explain(cfg: RunConfig, mine_ref: ArtifactRef, *, llm: LLM | Callable[[], LL
     store = ArtifactStore(cfg.home)
     key = explain_key(cfg, mine_ref.key)
     latents = select_latents(mine_ref.path, cfg)
+    outputs = output_tokens(_logits_ref(cfg, mine_ref.key))
 
     def run(partial: Path, part: tuple[int, int] | None) -> dict[str, int]:
-        return drive(cfg, latents, lambda client: make_work(cfg, key, client),
+        return drive(cfg, latents, lambda client: make_work(cfg, key, client, outputs),
                      lambda block: load_examples(mine_ref.path, block), partial=partial,
                      schema=SCHEMA, desc=STAGE if part is None else f"{STAGE} {part[0]}/{part[1]}",
                      llm=llm, shard=part, progress=progress)

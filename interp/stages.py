@@ -21,6 +21,7 @@ from interp.activations import collect, collect_key
 from interp.artifacts import ArtifactRef, ArtifactStore, write_text_atomic
 from interp.config import RunConfig, dump_config
 from interp.explain import explain, explain_key
+from interp.logit_lens import logits_key, logits_stage
 from interp.match import match, match_key
 from interp.mining import mine, mine_key
 from interp.sae.dark_matter import dark_matter, dark_matter_key
@@ -89,6 +90,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("dark_matter", ("collect", "train"),
           lambda cfg, k: dark_matter_key(cfg, k["collect"], k["train"]),
           lambda cfg, refs, ctx: dark_matter(cfg, refs["collect"], refs["train"])),
+    Stage("logits", ("train",), lambda cfg, k: logits_key(cfg, k["train"]),
+          lambda cfg, refs, ctx: logits_stage(cfg, refs["train"])),
     Stage("mine", ("collect", "train"), lambda cfg, k: mine_key(cfg, k["collect"], k["train"]),
           lambda cfg, refs, ctx: mine(cfg, refs["collect"], refs["train"])),
     Stage("explain", ("mine",), lambda cfg, k: explain_key(cfg, k["mine"]),

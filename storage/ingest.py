@@ -77,6 +77,12 @@ def _match(con, home, key):
                     select="sae_a, latent_a, sae_b, latent_b, cosine")
 
 
+def _logits(con, home, key):
+    """Top promoted / suppressed tokens of each latent, written by the logits stage."""
+    _insert_parquet(con, "latent_logits", artifact_dir(home, "logits", key) / "latent_logits.parquet",
+                    {}, select="sae_key, latent, direction, rank, token_id, token, value")
+
+
 def _mine(con, home, key):
     man = _manifest(home, "mine", key)
     d = artifact_dir(home, "mine", key)
@@ -113,7 +119,7 @@ def _score(con, home, key):
     _calls(con, home, "score", key, man["sae"])
 
 
-PUBLISHERS = {"collect": _collect, "train": _train, "match": _match,
+PUBLISHERS = {"collect": _collect, "train": _train, "match": _match, "logits": _logits,
               "dark_matter": _dark_matter, "mine": _mine,
               "explain": _explain, "score": _score}
 

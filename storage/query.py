@@ -105,6 +105,22 @@ _SHOW_SCORES_SQL = ("SELECT scorer, headline_metric, headline, balanced_accuracy
 _SHOW_EXAMPLES_SQL = ("SELECT tokens, acts, max_act FROM examples WHERE sae_key = ? AND latent = ? "
                       "AND kind = ? ORDER BY quantile, rank LIMIT ?")
 
+_SHOW_LOGITS_SQL = ("SELECT direction, list(token ORDER BY rank), list(value ORDER BY rank) "
+                    "FROM latent_logits WHERE sae_key = ? AND latent = ? GROUP BY direction "
+                    "ORDER BY direction")
+_HAS_LOGITS_SQL = "SELECT 1 FROM duckdb_tables() WHERE table_name = 'latent_logits'"
+
+
+def _show_logits(con, key: str, latent: int, n: int) -> list[str]:
+    """One line per direction: the top tokens the decoder direction promotes / suppresses."""
+    if con.execute(_HAS_LOGITS_SQL).fetchone() is None:
+        return []
+    out = []
+    for direction, tokens, values in con.execute(_SHOW_LOGITS_SQL, [key, latent]).fetchall():
+        cells = [f"{json.dumps(t)} {v:+.3g}" for t, v in list(zip(tokens, values))[:max(n, 1) * 2]]
+        out.append(f"  {direction:10s} {'  '.join(cells)}")
+    return ["", "output side (logit lens):", *out] if out else []
+
 
 def _show_explanations(con, key: str, latent: int) -> list[str]:
     out = []
@@ -130,7 +146,7 @@ def show_latent(home: Path, sae: str, latent: int, n: int = 5) -> str:
                f"CE recovered={_cell(sae_row[7])}",
                f"latent {latent}: frequency {stats[0]:.4%}, max act {stats[1]:.3g}, "
                f"mean act {stats[2]:.3g}, active windows {stats[3]}", "", "explanations:",
-               *_show_explanations(con, key, latent)]
+               *_show_explanations(con, key, latent), *_show_logits(con, key, latent, n)]
         for kind in ("top", "quantile", "random", "hard"):
             out.append(f"\n{kind} examples:")
             for tokens, acts, mx in con.execute(_SHOW_EXAMPLES_SQL, [key, latent, kind, n]).fetchall():

@@ -74,3 +74,25 @@ def write_match_artifact(home: Path, sae_a: str, sae_b: str) -> str:
     pq.write_table(decoder_matches(train / sae_a, train / sae_b, sae_a, sae_b), d / "matches.parquet")
     (d / "manifest.json").write_text(json.dumps({"stage": "match", "key": key, "saes": [sae_a, sae_b]}))
     return key
+
+
+LOGIT_TOKEN = "<b>tok{}</b>"  # token strings with markup: pages must show them as text
+
+
+def write_logits_artifact(home: Path, sae_key: str, vocab: int = 40, k: int = 3) -> str:
+    """artifacts/logits/<key>/latent_logits.parquet of a trained SAE through a random stand-in
+    unembedding (no subject model); returns the key (publish it with {"logits": key})."""
+    import torch
+
+    from interp.logit_lens import Readout, project
+
+    train = Path(home) / "artifacts" / "train" / sae_key
+    d_model = json.loads((train / "cfg.json").read_text())["d_in"]
+    W_U = torch.randn(d_model, vocab, generator=torch.Generator().manual_seed(0))
+    readout = Readout(W_U, None, False, lambda ids: [LOGIT_TOKEN.format(i) for i in ids])
+    key = f"logits-{sae_key[:8]}"
+    d = Path(home) / "artifacts" / "logits" / key
+    d.mkdir(parents=True, exist_ok=True)
+    project(train, sae_key, readout, d / "latent_logits.parquet", k=k, block=7)
+    (d / "manifest.json").write_text(json.dumps({"stage": "logits", "key": key, "train": sae_key}))
+    return key

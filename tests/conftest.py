@@ -42,6 +42,8 @@ def tiny_config(home, url: str, **over):
         "explain": {"n_examples": 3, "min_examples": 2, "n_latents": None, "embed": False},
         # Controls (on by default) triple the judge calls; tests of them turn them on.
         "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4, "controls": []},
+        # Synthetic activations have no subject model behind them: no logit lens (test_logit_lens).
+        "logits": {"k": 0},
     }
     for k, v in over.items():
         data.setdefault(k, {}).update(v)

@@ -96,8 +96,8 @@ def test_explain_stage_shows_only_train_windows_and_records_settings(tmp_path, c
     built = []   # (examples shown, negatives shown, messages) of every explainer request
     real_build = explain_mod.build_messages
 
-    def spy(prompt, cfg, train, negatives):
-        messages = real_build(prompt, cfg, train, negatives)
+    def spy(prompt, cfg, train, negatives, output=None):
+        messages = real_build(prompt, cfg, train, negatives, output)
         built.append((train, negatives, messages))
         return messages
 

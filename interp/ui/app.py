@@ -147,8 +147,10 @@ def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | N
         yield
         catalog.close()
 
+    from interp.ui import api
+
     return Starlette(lifespan=lifespan, routes=[
-        Route("/", index), Route("/latents", latents),
+        *api.routes(catalog, _resolve), Route("/", index), Route("/latents", latents),
         Route("/sae/{key}/latent/{n:int}", latent), Route("/sae/{key}", sae),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static")])
 

@@ -1,5 +1,6 @@
 """Everything the latent page shows: stats, explanations with provenance and scores, shaded
-examples, the activation histogram, and matched latents of other SAEs on the same hookpoint."""
+examples, the activation histogram, the tokens its decoder direction promotes and suppresses,
+and matched latents of other SAEs on the same hookpoint."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,6 +67,16 @@ def _matches(cur, sae: str, latent: int, hookpoint: str,
     return dicts(cur, Q["latent_matches"], {"sae": sae, "lat": latent, "hook": hookpoint})
 
 
+def _logits(cur, sae: str, latent: int, tables: frozenset[str] | None) -> dict[str, list] | None:
+    """Promoted / suppressed tokens (None when the catalogue predates the logits stage)."""
+    if not ("latent_logits" in tables if tables is not None else has_table(cur, "latent_logits")):
+        return None
+    out: dict[str, list] = {"promoted": [], "suppressed": []}
+    for r in dicts(cur, Q["latent_logits"], [sae, latent]):
+        out.setdefault(r["direction"], []).append(r)
+    return out if out["promoted"] or out["suppressed"] else None
+
+
 def latent_page(cur, sae: str, latent: int,
                 tables: frozenset[str] | None = None) -> dict[str, Any] | None:
     """The latent page's data, or None if the SAE has no such latent. `tables`: the catalogue's
@@ -79,5 +90,6 @@ def latent_page(cur, sae: str, latent: int,
             "explanations": _explanations(cur, sae, latent),
             "examples": _examples(cur, sae, latent, st["mine_key"], st["max_act"] or 0.0),
             "matches": _matches(cur, sae, latent, sae_row[0]["hookpoint"], tables),
+            "logits": _logits(cur, sae, latent, tables),
             "prev": latent - 1 if latent > 0 else None,
             "next": latent + 1 if latent + 1 < (sae_row[0]["num_latents"] or 0) else None}

@@ -73,3 +73,8 @@ SELECT m.sae_key, m.latent, max(m.cosine) AS cosine, any_value(a.architecture) A
 FROM m JOIN saes a ON a.sae_key = m.sae_key AND a.hookpoint = $hook
 WHERE m.sae_key <> $sae
 GROUP BY m.sae_key, m.latent ORDER BY cosine DESC LIMIT 20;
+
+-- name: latent_logits
+-- The output side (logits stage): top promoted and suppressed tokens of the decoder direction.
+SELECT direction, rank, token, value FROM latent_logits
+WHERE sae_key = ? AND latent = ? ORDER BY direction, rank;

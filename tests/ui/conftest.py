@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from interp.artifacts import ArtifactRef
-from tests.builders import make_shards, write_explanation_embeddings
+from tests.builders import make_shards, write_explanation_embeddings, write_logits_artifact
 from tests.conftest import scripted_answer, tiny_config
 from tests.fakeserver import FakeLLMServer
 
@@ -47,7 +47,7 @@ def _answer_with_plant():
 
 @pytest.fixture(scope="session")
 def ui_home(tmp_path_factory) -> Path:
-    """A home with one run (train, mine, explain with embeddings, score) published."""
+    """A home with one run (train, mine, explain with embeddings, score, logits) published."""
     from interp.explain import explain
     from interp.mining import mine
     from interp.sae.stage import train_stage
@@ -66,7 +66,7 @@ def ui_home(tmp_path_factory) -> Path:
         sc = score(cfg, exp, mined)
     write_explanation_embeddings(exp.path)
     arts = {"collect": collected.key, "train": sae.key, "mine": mined.key,
-            "explain": exp.key, "score": sc.key}
+            "explain": exp.key, "score": sc.key, "logits": write_logits_artifact(home, sae.key)}
     run = {"run_id": "20260101T000000-test", "started_at": time.time() - 60,
            "finished_at": time.time(), "artifacts": arts, "seconds": {k: 1.0 for k in arts},
            "cached": {}}

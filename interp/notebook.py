@@ -1,0 +1,99 @@
+"""The notebook-sized Python API: `cat = interp.open(home)`, then a handful of calls returning
+pyarrow tables (`.to_pandas()` for pandas) or plain strings, all through the catalogue's
+locked-down read-only connection.
+
+    import interp
+    cat = interp.open("~/.interp")
+    cat.saes()                          # SAEs with training metrics
+    cat.latents(sae="3fa2", explained=True)
+    cat.explanations(sae="3fa2", latent=7)   # text, status, {scorer: headline} per explanation
+    cat.examples("3fa2", 7, kind="top")      # ['the <<cat>> sat', ...]
+    cat.logits("3fa2", 7)                    # promoted / suppressed tokens
+    cat.sql("SELECT count(*) FROM latents WHERE dead").to_pandas()
+
+A front end (like the browser): it reads the catalogue through storage, and each call opens and
+closes its own connection, so a publish between two calls is seen by the second.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from interp.examples import mark_tokens
+from storage.query import check_read_only
+from storage.read import connect_readonly, queries, resolve_sae
+
+Q = queries("notebook")
+
+
+def _arrow(con, sql: str, params: dict[str, Any] | list | None) -> pa.Table:
+    # sql(...).to_arrow_table() materialises once (execute(...).to_arrow_table() copies twice); on
+    # a cursor of its own, as the browser does: the opening checks leave a result on `con`.
+    cur = con.cursor()
+    try:
+        return cur.sql(sql, params=params or None).to_arrow_table()
+    finally:
+        cur.close()
+
+
+class Catalogue:
+    """Read-only access to `<home>/catalog.duckdb`. SAE arguments take a key or a unique prefix."""
+
+    def __init__(self, home: str | Path | None = None):
+        self.home = Path(home or os.environ.get("INTERP_HOME", ".interp")).expanduser()
+
+    def __repr__(self) -> str:
+        return f"interp.Catalogue({str(self.home)!r})"
+
+    @contextlib.contextmanager
+    def _con(self) -> Iterator[Any]:
+        con = connect_readonly(self.home)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _table(self, sql: str, params: dict[str, Any] | list | None = None) -> pa.Table:
+        with self._con() as con:
+            return _arrow(con, sql, params)
+
+    def _key(self, con, sae: str | None) -> str | None:
+        return None if sae is None else resolve_sae(con, sae)
+
+    def sql(self, query: str, params: list | dict | None = None) -> pa.Table:
+        """Any one SELECT (values bound from `params`) as a pyarrow table; refuses anything else."""
+        check_read_only(query)
+        return self._table(query, params)
+
+    def saes(self) -> pa.Table:
+        """Every SAE with its training metrics, newest first."""
+        return self._table(Q["saes"])
+
+    def latents(self, sae: str | None = None, *, explained: bool = False) -> pa.Table:
+        """One row per latent (frequency, max/mean activation, dead) with its newest ok
+        explanation; `explained=True` keeps only explained latents."""
+        with self._con() as con:
+            return _arrow(con, Q["latents"], {"sae": self._key(con, sae), "explained": explained})
+
+    def explanations(self, sae: str | None = None, latent: int | None = None) -> pa.Table:
+        """Explanations (newest first per latent) with `scores`: {scorer: headline metric}."""
+        with self._con() as con:
+            return _arrow(con, Q["explanations"], {"sae": self._key(con, sae), "lat": latent})
+
+    def examples(self, sae: str, latent: int, kind: str = "top", n: int = 10) -> list[str]:
+        """Example windows as text, activating tokens marked <<like this>>; kind is one of
+        top, quantile, random, hard."""
+        with self._con() as con:
+            rows = con.execute(Q["examples"], {"sae": resolve_sae(con, sae), "lat": latent,
+                                               "kind": kind, "n": n}).fetchall()
+        return [mark_tokens(tuple(r[4]), [a > 0 for a in r[5]]) for r in rows]
+
+    def logits(self, sae: str, latent: int) -> pa.Table:
+        """The tokens the latent's decoder direction promotes and suppresses (logit lens)."""
+        with self._con() as con:
+            return _arrow(con, Q["logits"], {"sae": resolve_sae(con, sae), "lat": latent})

@@ -1,0 +1,187 @@
+"""`interp export`: a catalogue's SAE in formats other tools read.
+
+- `neuronpedia`: the layout and fields of Neuronpedia's exports/imports
+  (utils/neuronpedia-utils/neuronpedia_utils/export-data.py in hijohnnylin/neuronpedia; field
+  types from apps/webapp/prisma/schema.prisma): `<model>/<source>/features|activations|
+  explanations/batch-<n>.jsonl.gz`, one JSON object per line, 1,024 latents per batch. The
+  latent's logit lens goes into the Neuron fields made for it (pos_str/pos_values, neg_str/...).
+- `saebench`: one JSON in the shape of SAEBench's autointerp eval output (BaseEvalOutput +
+  AutoInterpMetrics: eval_type_id, eval_config, eval_id, datetime_epoch_millis,
+  eval_result_metrics.autointerp.{autointerp_score, autointerp_std_dev}, ...). The score is the
+  mean detection accuracy of our detection scorer, not SAEBench's own protocol: comparable in
+  kind, not in number (`--preset saebench` would follow theirs; not built).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import re
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from storage.read import connect_readonly, dicts, queries, resolve_sae
+
+Q = queries("export")
+BATCH = 1024  # latents per Neuronpedia batch file, as their export writes them
+FORMATS = ("neuronpedia", "saebench")
+
+
+def _slug(text: str) -> str:
+    """Neuronpedia ids: letters, digits, dashes and underscores, lower case."""
+    return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-") or "model"
+
+
+def _model_name(sae: dict[str, Any]) -> str:
+    """The model's name from the saes row's JSON (the train manifest's model identity)."""
+    model = json.loads(sae["model"]) if isinstance(sae["model"], str) else None
+    return str(model.get("name", "model")) if isinstance(model, dict) else "model"
+
+
+def default_ids(sae: dict[str, Any]) -> tuple[str, str]:
+    """(modelId, source id) for an SAE: the model's name, and '<layer>-interp-<arch>-<key[:8]>'
+    (Neuronpedia's sources are '<layer>-<set name>')."""
+    name = _model_name(sae)
+    name = "smollm2-135m-instruct" if name == "embedded" else name.rsplit("/", 1)[-1]
+    layer = (sae["hookpoint"] or "blocks.0").split(".")[1]
+    return _slug(name), _slug(f"{layer}-interp-{sae['architecture']}-{sae['sae_key'][:8]}")
+
+
+def _id(*parts: Any) -> str:
+    """A stable id for a row (re-exporting gives the same ids; Neuronpedia ids are opaque)."""
+    return "interp" + hashlib.sha1("/".join(map(str, parts)).encode()).hexdigest()[:20]
+
+
+def _finite(v: float | None, default: float | None = 0.0) -> float | None:
+    return default if v is None or not math.isfinite(v) else float(v)
+
+
+def _write_batches(out: Path, rows_by_latent: dict[int, list[dict]], num_latents: int) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for b in range(0, max(num_latents, 1), BATCH):
+        lines = [json.dumps(r) for lat in range(b, min(b + BATCH, num_latents))
+                 for r in rows_by_latent.get(lat, [])]
+        path = out / f"batch-{b // BATCH}.jsonl.gz"
+        path.write_bytes(gzip.compress(("\n".join(lines) + "\n" if lines else "").encode(), 5))
+        files.append(path)
+    return files
+
+
+def _features(cur, key, ids, creator, hookpoint) -> dict[int, list[dict]]:
+    model_id, source = ids
+    logits: dict[int, dict[str, tuple]] = {}
+    for r in dicts(cur, Q["logits"], [key]):
+        logits.setdefault(r["latent"], {})[r["direction"]] = (r["tokens"], r["vals"])
+    out = {}
+    for r in dicts(cur, Q["latents"], [key]):
+        pos, neg = (logits.get(r["latent"], {}).get(d, ([], [])) for d in ("promoted", "suppressed"))
+        out[r["latent"]] = [{
+            "modelId": model_id, "layer": source, "index": str(r["latent"]),
+            "maxActApprox": _finite(r["max_act"]), "creatorId": creator,
+            "frac_nonzero": _finite(r["frequency"]), "hookName": hookpoint,
+            "sourceSetName": source.split("-", 1)[1],
+            "pos_str": list(pos[0]), "pos_values": [_finite(v) for v in pos[1]],
+            "neg_str": list(neg[0]), "neg_values": [_finite(v) for v in neg[1]],
+            "hasVector": False, "vector": []}]
+    return out
+
+
+def _activations(cur, key, ids, creator) -> dict[int, list[dict]]:
+    model_id, source = ids
+    out: dict[int, list[dict]] = {}
+    for r in dicts(cur, Q["activations"], [key]):
+        values = [_finite(a) for a in r["acts"]]
+        top = max(range(len(values)), key=values.__getitem__) if values else 0
+        out.setdefault(r["latent"], []).append({
+            "id": _id(key, r["latent"], r["seq_id"], r["start"]), "modelId": model_id,
+            "layer": source, "index": str(r["latent"]), "creatorId": creator,
+            "dataSource": f"interp:{r['kind']}", "dataIndex": f"{r['seq_id']}:{r['start']}",
+            "tokens": list(r["tokens"]), "values": values, "maxValue": max(values, default=0.0),
+            "minValue": min(values, default=0.0), "maxValueTokenIndex": top, "dfaValues": []})
+    return out
+
+
+def _explanations(cur, key, ids, creator) -> dict[int, list[dict]]:
+    model_id, source = ids
+    return {r["latent"]: [{
+        "id": _id(r["explanation_id"]), "modelId": model_id, "layer": source,
+        "index": str(r["latent"]), "authorId": creator, "description": r["text"],
+        "typeName": f"interp-{r['prompt_name'] or 'explain'}",
+        "explanationModelName": r["explainer_model"], "embedding": None,
+        "umap_x": None, "umap_y": None, "umap_cluster": None, "umap_log_feature_sparsity": None}]
+        for r in dicts(cur, Q["explanations"], [key])}
+
+
+def export_neuronpedia(home: Path, sae: str, out: Path, *, model_id: str | None = None,
+                       source_id: str | None = None, creator_id: str = "interp") -> list[Path]:
+    """Write the SAE's features, activations and explanations under out/<model>/<source>/."""
+    con = connect_readonly(home)
+    try:
+        cur = con.cursor()
+        key = resolve_sae(cur, sae)
+        row = dicts(cur, Q["sae"], [key])[0]
+        dm, ds = default_ids(row)
+        ids = (model_id or dm, source_id or ds)
+        base = Path(out) / ids[0] / ids[1]
+        n = row["num_latents"] or 0
+        files = []
+        for name, rows in (("features", _features(cur, key, ids, creator_id, row["hookpoint"])),
+                           ("activations", _activations(cur, key, ids, creator_id)),
+                           ("explanations", _explanations(cur, key, ids, creator_id))):
+            files += _write_batches(base / name, rows, n)
+        return files
+    finally:
+        con.close()
+
+
+def saebench_result(home: Path, sae: str) -> dict[str, Any]:
+    """The SAE's autointerp results in SAEBench's eval-output shape."""
+    con = connect_readonly(home)
+    try:
+        cur = con.cursor()
+        key = resolve_sae(cur, sae)
+        row = dicts(cur, Q["sae"], [key])[0]
+        exps = dicts(cur, Q["explanations"], [key])
+    finally:
+        con.close()
+    accs = [e["detection_accuracy"] for e in exps
+            if e["detection_accuracy"] is not None and math.isfinite(e["detection_accuracy"])]
+    return {
+        "eval_type_id": "autointerp",
+        "eval_config": {"model_name": _model_name(row), "scorer": "detection",
+                        "metric": "accuracy", "n_latents": len(exps),
+                        "explainer_models": sorted({e["explainer_model"] for e in exps if e["explainer_model"]})},
+        "eval_id": str(uuid.uuid4()),
+        "datetime_epoch_millis": int(time.time() * 1000),
+        "eval_result_metrics": {"autointerp": {
+            "autointerp_score": statistics.fmean(accs) if accs else None,
+            "autointerp_std_dev": statistics.pstdev(accs) if len(accs) > 1 else 0.0 if accs else None}},
+        "eval_result_details": [],
+        "sae_bench_commit_hash": "none (exported by interp)",
+        "sae_lens_id": None, "sae_lens_release_id": None, "sae_lens_version": None,
+        "sae_cfg_dict": {"sae_key": key, "hookpoint": row["hookpoint"], "architecture":
+                         row["architecture"], "d_in": row["d_in"], "d_sae": row["num_latents"],
+                         "k": row["k"]},
+        "eval_result_unstructured": {str(e["latent"]): {
+            "explanation": e["text"], "score": e["detection_accuracy"],
+            "scores": {k: _finite(v, None) for k, v in (e["scores"] or {}).items()}}
+            for e in exps},
+    }
+
+
+def export(home: Path, sae: str, fmt: str, out: Path, **ids: Any) -> list[Path]:
+    """Write the export in `fmt` under `out`; returns the files written."""
+    if fmt == "neuronpedia":
+        return export_neuronpedia(home, sae, out, **ids)
+    if fmt == "saebench":
+        result = saebench_result(home, sae)
+        path = Path(out) / f"{result['sae_cfg_dict']['sae_key'][:12]}_autointerp_eval_results.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2, allow_nan=False))
+        return [path]
+    raise ValueError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
