@@ -97,28 +97,41 @@ class SimulationScorer:
         items = detection_items(examples, cfg.n_positive, cfg.n_negative,
                                 random.Random(f"{cfg.seed}:{latent}:simulation"))
         by_pos = {(e.seq_id, e.start): e for e in examples}
-        scale = max((e.max_act for e in examples), default=0.0) or 1.0
-        preds, probs, errors, sim_all, true_all, windows, kinds = [], [], [], [], [], [], []
+        answers = []
         for it in items:  # one after another: the instructions + explanation prefix stays cached
-            ex = by_pos[(it.seq_id, it.start)]
-            sim, err = await self._one(ctx, prompt, explanation, ex, latent)
-            if sim is None:
-                preds.append(None)
-                probs.append(None)
-                errors.append(err)
-                continue
-            true = [a / scale for a in ex.acts]
-            sim_all += sim
-            true_all += true
-            windows.append(window_stats(sim, true))
-            kinds.append(it.label)
-            probs.append(max(sim, default=0.0) / 9)
-            preds.append(int(probs[-1] >= 0.5))
-        metrics = classification_metrics([it.label for it in items], preds, probs)
-        metrics["corr"] = pearson(sim_all, true_all)
-        ci = correlation_interval(windows, kinds, seed=(cfg.seed, latent, "simulation"),
-                                  n_boot=cfg.n_bootstrap)
-        metrics["ci_low"], metrics["ci_high"] = ci if ci else (None, None)
-        return Outcome([Prediction(it.seq_id, it.start, it.quantile, it.label, p, q)
-                        for it, p, q in zip(items, preds, probs)], metrics,
-                       ctx.cfg.llm.model, prompt.sha, list(dict.fromkeys(errors)))
+            answers.append(await self._one(ctx, prompt, explanation, by_pos[(it.seq_id, it.start)],
+                                           latent))
+        return simulation_outcome(ctx, latent, "simulation", prompt, items, examples, answers,
+                                  top=9, positive=lambda sim: max(sim, default=0.0) / 9 >= 0.5)
+
+
+def simulation_outcome(ctx: ScoreContext, latent: int, name: str, prompt, items, examples,
+                       answers, *, top: float, positive) -> Outcome:
+    """A simulator's Outcome from its per-window answers ((simulated values or None, error)):
+    the correlation with the true normalised activations over all tokens of the answered windows
+    (unanswered ones are counted failed, never zeros), its window-bootstrap interval, and a
+    classification view (P = max simulated value / `top`, prediction = `positive(sim)`)."""
+    cfg = ctx.cfg.score
+    by_pos = {(e.seq_id, e.start): e for e in examples}
+    scale = max((e.max_act for e in examples), default=0.0) or 1.0
+    preds, probs, errors, sim_all, true_all, windows, kinds = [], [], [], [], [], [], []
+    for it, (sim, err) in zip(items, answers):
+        if sim is None:
+            preds.append(None)
+            probs.append(None)
+            errors.append(err)
+            continue
+        true = [a / scale for a in by_pos[(it.seq_id, it.start)].acts]
+        sim_all += sim
+        true_all += true
+        windows.append(window_stats(sim, true))
+        kinds.append(it.label)
+        probs.append(max(sim, default=0.0) / top)
+        preds.append(int(positive(sim)))
+    metrics = classification_metrics([it.label for it in items], preds, probs)
+    metrics["corr"] = pearson(sim_all, true_all)
+    ci = correlation_interval(windows, kinds, seed=(cfg.seed, latent, name), n_boot=cfg.n_bootstrap)
+    metrics["ci_low"], metrics["ci_high"] = ci if ci else (None, None)
+    return Outcome([Prediction(it.seq_id, it.start, it.quantile, it.label, p, q)
+                    for it, p, q in zip(items, preds, probs)], metrics,
+                   ctx.cfg.llm.model, prompt.sha, list(dict.fromkeys(errors)))

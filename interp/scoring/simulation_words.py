@@ -21,10 +21,9 @@ from interp.config import RunConfig
 from interp.examples import Example
 from interp.llm import LLMError
 from interp.prompts import load_prompt
-from interp.scoring.base import Outcome, Prediction, ScoreContext
+from interp.scoring.base import Outcome, ScoreContext
 from interp.scoring.classify import detection_items
-from interp.scoring.metrics import classification_metrics, pearson
-from interp.scoring.stats import correlation_interval, window_stats
+from interp.scoring.simulation import simulation_outcome
 
 _MARKER = re.compile(r"\[?\s*ACTIVATIONS\s*\]?\s*:(.*)", re.IGNORECASE | re.DOTALL)
 _ENTRY = re.compile(r"^(.*?)(?:\s*[:=(]\s*|\s+-\s*|\s+)(\d{1,2})\)?$")
@@ -95,30 +94,9 @@ class WordListSimulationScorer:
         items = detection_items(examples, cfg.n_positive, cfg.n_negative,
                                 random.Random(f"{cfg.seed}:{latent}:simulation"))
         by_pos = {(e.seq_id, e.start): e for e in examples}
-        scale = max((e.max_act for e in examples), default=0.0) or 1.0
         answers = await asyncio.gather(*(self._one(ctx, prompt, explanation, it.text, latent)
                                          for it in items))  # the client bounds concurrency
-        preds, probs, errors, sim_all, true_all, windows, kinds = [], [], [], [], [], [], []
-        for it, (words, err) in zip(items, answers):
-            if words is None:
-                preds.append(None)
-                probs.append(None)
-                errors.append(err)
-                continue
-            ex = by_pos[(it.seq_id, it.start)]
-            sim = simulate(ex.tokens, words)
-            true = [a / scale for a in ex.acts]
-            sim_all += sim
-            true_all += true
-            windows.append(window_stats(sim, true))
-            kinds.append(it.label)
-            preds.append(int(max(sim, default=0) > 0))
-            probs.append(max(sim, default=0) / 10)
-        metrics = classification_metrics([it.label for it in items], preds, probs)
-        metrics["corr"] = pearson(sim_all, true_all)
-        ci = correlation_interval(windows, kinds, seed=(cfg.seed, latent, "simulation_words"),
-                                  n_boot=cfg.n_bootstrap)
-        metrics["ci_low"], metrics["ci_high"] = ci if ci else (None, None)
-        return Outcome([Prediction(it.seq_id, it.start, it.quantile, it.label, p, q)
-                        for it, p, q in zip(items, preds, probs)], metrics,
-                       ctx.cfg.llm.model, prompt.sha, list(dict.fromkeys(errors)))
+        sims = [(None if words is None else simulate(by_pos[(it.seq_id, it.start)].tokens, words),
+                 err) for it, (words, err) in zip(items, answers)]
+        return simulation_outcome(ctx, latent, "simulation_words", prompt, items, examples, sims,
+                                  top=10, positive=lambda sim: max(sim, default=0) > 0)
