@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, stable_hash, write_parquet_atomic
 from interp.config import RunConfig
-from interp.examples import (Example, format_for_explainer, format_negatives, load_examples,
+from interp.examples import (Example, format_for_explainer, format_negatives,
                              top_tokens, training_examples, training_negatives)
 from interp.llm import LLM, LLMError
 from interp.prompts import Prompt, load_prompt, parse_prompt, prompt_dirs
@@ -263,10 +263,9 @@ def explain(cfg: RunConfig, mine_ref: ArtifactRef, *, llm: LLM | Callable[[], LL
     outputs = output_tokens(_logits_ref(cfg, mine_ref.key))
 
     def run(partial: Path, part: tuple[int, int] | None) -> dict[str, int]:
-        return drive(cfg, latents, lambda client: make_work(cfg, key, client, outputs),
-                     lambda block: load_examples(mine_ref.path, block), partial=partial,
-                     schema=SCHEMA, desc=STAGE if part is None else f"{STAGE} {part[0]}/{part[1]}",
-                     llm=llm, shard=part, progress=progress)
+        return drive(cfg, STAGE, latents, lambda client: make_work(cfg, key, client, outputs),
+                     mine_ref.path, partial=partial, schema=SCHEMA, llm=llm, shard=part,
+                     progress=progress)
 
     def finish(tmp: Path) -> dict:
         table = merge_parts(tmp, SCHEMA, "explanations.parquet", ("latent",))

@@ -173,16 +173,18 @@ async def run_latents(latents: list[int], work: Work, load: Loader, *, partial: 
                       schema: pa.Schema, ledger: Ledger, inflight: int, desc: str,
                       shard: tuple[int, int] | None = None, progress: bool = False,
                       close: Callable[[], Awaitable[None]] | None = None,
-                      max_prompt_tokens: int | None = None) -> dict[str, int]:
+                      max_prompt_tokens: int | None = None,
+                      todo: list[int] | None = None) -> dict[str, int]:
     """Run `work` for every latent (of `shard`) without rows in `partial`; returns counts.
 
     Ledger rows go to a calls-*.jsonl file of `partial` as each request ends. `close` (the LLM
     client's aclose) runs in this loop at the end. Raises StageIncomplete when latents got no
     answer, after writing everything that did, and BudgetReached once the ledger's prompt
-    tokens reach `max_prompt_tokens` (no new latent starts; those in flight finish).
+    tokens reach `max_prompt_tokens` (no new latent starts; those in flight finish). `todo`:
+    the pending latents when the caller already listed them.
     """
     mine = shard_of(latents, shard)
-    todo = pending(latents, partial, shard)
+    todo = pending(latents, partial, shard) if todo is None else todo
     resumed = len(mine) - len(todo)
     if resumed:
         log.info("%s: resuming, %d of %d latents already done", desc, resumed, len(mine))
@@ -230,25 +232,30 @@ def merge_parts(partial: Path, schema: pa.Schema, out_name: str, key_cols: tuple
     return table
 
 
-def drive(cfg, latents: list[int], make_work: Callable[[Any], Work], load: Loader, *,
-          partial: Path, schema: pa.Schema, desc: str, llm=None,
-          shard: tuple[int, int] | None = None, progress: bool = False) -> dict[str, int]:
-    """Run an LLM stage's pending latents (of `shard`) into `partial` with `llm`: a client, a
-    function that opens one (called only if there is work), or None to open one here."""
-    if not pending(latents, partial, shard):
-        n = len(shard_of(latents, shard))
-        return {"latents": n, "resumed": n, "computed": 0}
+def drive(cfg, stage: str, latents: list[int], make_work: Callable[[Any], Work], mine_dir: Path, *,
+          partial: Path, schema: pa.Schema, llm=None, shard: tuple[int, int] | None = None,
+          progress: bool = False) -> dict[str, int]:
+    """Run an LLM stage's pending latents (of `shard`) into `partial`, their examples read from
+    the mine artifact in `mine_dir` a block at a time, with `llm`: a client, a function that
+    opens one (called only if there is work), or None to open one here."""
+    from interp.examples import load_examples
     from interp.llm import open_llm
 
+    todo = pending(latents, partial, shard)  # read the part files once, here
+    if not todo:
+        n = len(shard_of(latents, shard))
+        return {"latents": n, "resumed": n, "computed": 0}
     with contextlib.ExitStack() as stack:
         if llm is None:
             llm = stack.enter_context(open_llm(cfg.llm, home=cfg.home))
         elif not hasattr(llm, "generate"):
             llm = llm()
         return asyncio.run(run_latents(
-            latents, make_work(llm), load, partial=partial, schema=schema, ledger=llm.ledger,
-            inflight=2 * cfg.llm.concurrency, desc=desc, shard=shard, progress=progress,
-            close=llm.aclose, max_prompt_tokens=cfg.llm.max_prompt_tokens))
+            latents, make_work(llm), lambda block: load_examples(mine_dir, block),
+            partial=partial, schema=schema, ledger=llm.ledger, inflight=2 * cfg.llm.concurrency,
+            desc=stage if shard is None else f"{stage} {shard[0]}/{shard[1]}", shard=shard,
+            progress=progress, close=llm.aclose, max_prompt_tokens=cfg.llm.max_prompt_tokens,
+            todo=todo))
 
 
 def latent_stage(store, stage: str, key: str, inputs: dict[str, str],

@@ -108,9 +108,11 @@ def test_fifty_latents_survive_a_faulty_server(tmp_path):
         FROM llm_calls c WHERE c.status = 'error'""").fetchall()
     assert any("empty" not in err for _, _, err, _ in failed_calls)  # outages happened...
     for latent, stage, err, asked_again in failed_calls:
-        if "empty" in err:
-            assert latent not in ok if stage == "explain" else any(
+        if "empty" in err:  # recorded as the latent's failure, unless another request of that
+            # latent got no answer, so the whole latent was asked again on the next run
+            recorded = latent not in ok if stage == "explain" else any(
                 r[0] == latent and r[4] > 0 for r in rows)
+            assert recorded or asked_again, (latent, stage, err)
         else:
             assert asked_again, (latent, stage, err)  # ...and were never final
     con.close()

@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 from interp.artifacts import (ArtifactRef, ArtifactStore, artifact_key, stable_hash,
                               write_parquet_atomic, write_text_atomic)
 from interp.config import RunConfig
-from interp.examples import load_examples
 from interp.llm import LLMUnavailable
 from interp.models import model_identity
 from interp.prompts import load_prompt
@@ -200,10 +199,9 @@ def score(cfg: RunConfig, explain_ref: ArtifactRef, mine_ref: ArtifactRef, *, ll
     resources = Resources(cfg, mine_ref.path)
 
     def run(partial: Path, part: tuple[int, int] | None) -> dict[str, int]:
-        return drive(cfg, latents, lambda client: make_work(cfg, explanations, client, resources),
-                     lambda block: load_examples(mine_ref.path, block), partial=partial,
-                     schema=SCHEMA, desc=STAGE if part is None else f"{STAGE} {part[0]}/{part[1]}",
-                     llm=llm, shard=part, progress=progress)
+        return drive(cfg, STAGE, latents, lambda client: make_work(cfg, explanations, client, resources),
+                     mine_ref.path, partial=partial, schema=SCHEMA, llm=llm, shard=part,
+                     progress=progress)
 
     def finish(tmp: Path) -> dict:
         scores = merge_parts(tmp, SCHEMA, "scores.parquet", ("latent", "scorer", "control"))
