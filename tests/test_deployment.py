@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from interp.rescore import run_after_collect
 from storage.catalog import load_run, publish

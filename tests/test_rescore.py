@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import duckdb
 import pytest
-import torch
 
 from interp.config import ConfigError
 from interp.rescore import find_run, rescore_config, run_after_collect
