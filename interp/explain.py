@@ -125,8 +125,13 @@ def _logits_ref(cfg: RunConfig, mine_key: str) -> ArtifactRef | None:
     """The logits artifact of the mined SAE when the prompt shows output tokens, else None."""
     from interp.logit_lens import STAGE as LOGITS, logits_key
 
-    if not (cfg.explain.output_tokens and "output_tokens" in _settings(cfg, load_prompt(cfg.explain.prompt))):
+    if not cfg.explain.output_tokens:
         return None
+    if "output_tokens" not in _settings(cfg, load_prompt(cfg.explain.prompt)):
+        # Silently ignoring the flag made an A/B run compare a prompt with itself.
+        raise ValueError(f"explain.output_tokens is true but explain.prompt "
+                         f"{cfg.explain.prompt!r} has no $output_tokens line: set "
+                         "explain.prompt: explain_output (or add the line to your prompt)")
     store = ArtifactStore(cfg.home)
     sae = store.require("mine", mine_key).manifest()["sae"]
     ref = store.get(LOGITS, logits_key(cfg, sae))

@@ -114,7 +114,8 @@ def test_readout_of_the_embedded_model_through_the_bridge(tmp_path, model_cache)
 
 def test_explainer_sees_promoted_tokens_with_output_tokens_on(tmp_path, collected, monkeypatch):
     """explain.output_tokens with the explain_output prompt shows each latent's promoted tokens
-    (from the logits artifact); the default prompt's key does not change with the switch."""
+    (from the logits artifact); with the default prompt, which has no line for them, the switch
+    is an error rather than silently ignored."""
     from interp.explain import explain, explain_key
     from interp.mining import mine
     from interp.sae.stage import train_stage
@@ -137,7 +138,8 @@ def test_explainer_sees_promoted_tokens_with_output_tokens_on(tmp_path, collecte
         logits = logit_lens.logits_stage(cfg, sae)
         mined = mine(cfg, collected, sae)
         off = tiny_config(tmp_path, srv.base_url, explain={"output_tokens": True})
-        assert explain_key(off, mined.key) == explain_key(base, mined.key)
+        with pytest.raises(ValueError, match="explain.prompt: explain_output"):
+            explain_key(off, mined.key)  # the default prompt has no line to show them on
         exp = explain(cfg, mined)
     rows = pq.read_table(exp.path / "explanations.parquet").to_pylist()
     table = pq.read_table(logits.path / "latent_logits.parquet").to_pylist()
