@@ -36,6 +36,8 @@ def collect_key(cfg: RunConfig) -> str:
     config = {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
               "corpus": corpus_identity(cfg.corpus), "shard_sequences": cfg.collect.shard_sequences,
               "dtype": cfg.collect.dtype}
+    if cfg.collect.store != "dense":
+        config["store"] = cfg.collect.store  # absent for dense, so existing keys are unchanged
     if extra := extra_hookpoints(cfg):
         config["extra_hookpoints"] = extra  # absent when empty, so plain-SAE keys are unchanged
     return artifact_key(STAGE, VERSION, config)
@@ -65,6 +67,19 @@ def _to_storage(acts: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tens
     return out
 
 
+def shard_activations(model: SubjectModel, chunk: torch.Tensor, hookpoints: list[str],
+                      batch_size: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Activations [n_seq, seq_len, d] of one shard's sequences at each hookpoint, in the storage
+    dtype: forward passes of `batch_size` sequences, cast batch by batch. The one definition of
+    what collect stores, shared with the streamed source (interp/stream.py), which must
+    reproduce the stored values bit for bit."""
+    runs = []
+    for b in range(0, len(chunk), batch_size):
+        acts = model.run_to_hooks(chunk[b:b + batch_size], hookpoints)
+        runs.append({h: _to_storage(acts[h], dtype, h) for h in hookpoints})
+    return {h: torch.cat([r[h] for r in runs]).contiguous() for h in hookpoints}
+
+
 def _collect_into(cfg: RunConfig, model: SubjectModel, tokens: torch.Tensor, out: Path,
                   progress: bool) -> list[dict]:
     hook, extra = cfg.model.hookpoint, extra_hookpoints(cfg)
@@ -75,13 +90,16 @@ def _collect_into(cfg: RunConfig, model: SubjectModel, tokens: torch.Tensor, out
     bar = tqdm(total=tokens.numel(), unit="tok", desc="collect", disable=not progress)
     for first in range(0, len(tokens), per_shard):
         chunk = tokens[first:first + per_shard]
-        runs = [model.run_to_hooks(chunk[b:b + cfg.collect.batch_size], [hook, *extra])
-                for b in range(0, len(chunk), cfg.collect.batch_size)]
-        tensors = {"acts": torch.cat([_to_storage(r[hook], dtype, hook) for r in runs]).contiguous(),
-                   "tokens": chunk.to(torch.int32).contiguous()}
-        for h in extra:  # transcoder targets, read by interp.sae.data as acts.<hookpoint>
-            tensors[f"acts.{h}"] = torch.cat([_to_storage(r[h], dtype, h) for r in runs]).contiguous()
         name = f"shard-{len(shards):05d}.safetensors"
+        if cfg.collect.store == "tokens":  # the forward pass runs where the activations are read
+            save_file({"tokens": chunk.to(torch.int32).contiguous()}, str(out / name))
+            shards.append({"file": name, "first_seq": first, "n_seq": len(chunk)})
+            bar.update(chunk.numel())
+            continue
+        acts = shard_activations(model, chunk, [hook, *extra], cfg.collect.batch_size, dtype)
+        tensors = {"acts": acts[hook], "tokens": chunk.to(torch.int32).contiguous()}
+        for h in extra:  # transcoder targets, read by interp.sae.data as acts.<hookpoint>
+            tensors[f"acts.{h}"] = acts[h]
         for h in [hook, *extra]:
             require_finite(tensors["acts" if h == hook else f"acts.{h}"],
                            f"collect: activations at {h} for {name} (sequences {first}.."
@@ -114,6 +132,8 @@ def collect(cfg: RunConfig, *, model: SubjectModel | None = None, progress: bool
                 "n_heads": subject.n_heads,  # head attribution of hook_z SAEs
                 "seq_len": int(tokens.shape[1]), "n_sequences": int(len(tokens)),
                 "corpus": corpus_identity(cfg.corpus), "shards": shards,
+                # tokens-only artifacts: the stream replays collect's batches (interp/stream.py)
+                "store": cfg.collect.store, "batch_size": cfg.collect.batch_size,
                 "tokens_per_s": round(tokens.numel() / (time.time() - t0), 1),
                 "seconds": round(time.time() - started, 2)}
     return ArtifactStore(cfg.home).build_once(STAGE, collect_key(cfg), fill)

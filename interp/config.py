@@ -69,6 +69,12 @@ class CollectConfig(_Strict):
         "of the activation shards; readers upcast to float32 batch by batch (SAE training and "
         "encoding compute in fp32). float16 halves disk and read time; bfloat16 for hookpoints "
         "whose activations exceed float16's range (65504).")
+    store: Literal["dense", "tokens"] = Field("dense", description="What collect writes: 'dense' "
+        "= the activations (tokens x d_model, in collect.dtype) beside the token ids; 'tokens' = "
+        "the token ids only, and every stage that reads activations (mine, the imported SAE's "
+        "metrics, dark_matter) recomputes them with the subject model's forward pass, shard by "
+        "shard, exactly as collect would have stored them. Needs sae.path (an imported SAE): "
+        "training reads the activations many times.")
 
 
 class SAEConfig(_Strict):
@@ -287,6 +293,9 @@ class RunConfig(_Strict):
         if self.explain.train_set != "top" and not self.mine.train_per_quantile:
             raise ValueError(f"explain.train_set {self.explain.train_set!r} needs quantile windows "
                              "in the train split: set mine.train_per_quantile > 0")
+        if self.collect.store == "tokens" and self.sae.path is None:
+            raise ValueError("collect.store 'tokens' needs sae.path (an imported SAE): training "
+                             "an SAE reads the activations every epoch; use collect.store 'dense'")
         if self.sae.transcode_target and self.sae.path is None:
             check_downstream(self.model.hookpoint, self.sae.transcode_target)
         if self.explain.n_examples > self.mine.n_top:

@@ -1,4 +1,5 @@
-"""Mine stage: per-latent example windows and statistics from one encoder pass over the shards.
+"""Mine stage: per-latent example windows and statistics from one encoder pass over the shards
+(stored, or recomputed by the subject model as they are read: collect.store 'tokens').
 
 Windows are fixed, non-overlapping spans of `window` tokens after each sequence's BOS; a window's
 activation for a latent is the max over its tokens. Per latent we keep top windows (train),
@@ -32,6 +33,7 @@ from interp.mine_select import (HARD, KINDS, QUANTILE, RANDOM, TOP, Rows, choose
                                 gather_acts, random_candidates, select_positives, window_maxima)
 from interp.negatives import hard_candidates
 from interp.shards import ActivationShards
+from interp.stream import StreamedShards, open_activations
 
 log = logging.getLogger(__name__)
 
@@ -296,11 +298,14 @@ def mine(cfg, collect_ref: ArtifactRef, sae_ref: ArtifactRef) -> ArtifactRef:
     device = cfg.sae.device or cfg.model.device
 
     def fill(tmp: Path) -> dict:
-        shards = ActivationShards(collect_ref.path)
+        shards = open_activations(cfg, collect_ref.path)  # collect.store 'tokens': the model runs
         sae = load_sae(sae_ref.path, device=device)
+        info = mine_into(sae, shards, cfg.mine, tmp, device=device)
+        if isinstance(shards, StreamedShards):  # the encode phase includes these forward passes
+            info["source"] = {"store": "tokens", "forward_tokens": shards.forward_tokens,
+                              "forward_seconds": round(shards.forward_seconds, 2)}
         return {"collect": collect_ref.key, "sae": sae_ref.key,
-                "config": cfg.mine.model_dump(mode="json"),
-                **mine_into(sae, shards, cfg.mine, tmp, device=device)}
+                "config": cfg.mine.model_dump(mode="json"), **info}
     return ArtifactStore(cfg.home).build_once(
         STAGE, mine_key(cfg, collect_ref.key, sae_ref.key), fill,
         inputs={"collect": collect_ref.key, "train": sae_ref.key})

@@ -5,7 +5,8 @@ Layout of a collect artifact directory:
                            [n_seq, seq_len, d_model], "tokens" int32 [n_seq, seq_len]
   sequences.parquet        seq_id, tokens (list<int32>), token_str (list<string>)
   manifest.json            d_model, seq_len, n_sequences, hookpoint, model, dtype (absent = float32),
-                           shards [{file, first_seq, n_seq}]
+                           shards [{file, first_seq, n_seq}], store (absent = dense)
+With collect.store 'tokens' a shard holds "tokens" only; interp/stream.py recomputes its "acts".
 Each tensor carries its dtype in the safetensors header, so readers accept either storage.
 Position 0 of every sequence is the BOS token; its activation is an outlier (attention sink) and is
 excluded from training and mining.
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from interp.finite import require_finite
@@ -48,11 +50,25 @@ class ActivationShards:
         """Tokens usable for training (BOS excluded)."""
         return self.n_sequences * (self.seq_len - 1)
 
+    @property
+    def store(self) -> str:
+        """'dense' (activations on disk) or 'tokens' (token ids only: collect.store)."""
+        return self.meta.get("store", "dense")
+
+    def load_tokens(self, i: int) -> torch.Tensor:
+        """tokens [n_seq, seq_len] int64 of shard i, without reading its activations."""
+        with safe_open(str(self.path / self.shards[i].file), framework="pt") as f:
+            return f.get_tensor("tokens").long()
+
     def load_shard(self, i: int, dtype: torch.dtype | None = torch.float32
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(acts [n_seq, seq_len, d], tokens [n_seq, seq_len] int64) of shard i; acts in `dtype`,
         or as stored when dtype is None (the miner upcasts chunk by chunk, halving its memory)."""
         path = self.path / self.shards[i].file
+        if self.store != "dense":
+            raise ValueError(f"collect artifact {self.path} holds token ids only (collect.store: "
+                             f"{self.store}): open it with interp.stream.open_activations, which "
+                             f"recomputes the activations with the subject model")
         t = load_file(str(path))
         acts = t["acts"] if dtype is None else t["acts"].to(dtype)
         require_finite(acts, f"activation shard {path}", "collect it again (delete this artifact)")

@@ -29,6 +29,7 @@ from interp.config import RunConfig
 from interp.sae.data import load_pairs
 from interp.sae.model import SAE
 from interp.shards import ActivationShards
+from interp.stream import open_activations
 
 STAGE = "dark_matter"
 VERSION = "1"
@@ -208,7 +209,7 @@ def dark_matter(cfg: RunConfig, collect_ref: ArtifactRef, train_ref: ArtifactRef
     from interp.sae.io import load_sae
 
     def fill(tmp: Path) -> dict[str, Any]:
-        shards = ActivationShards(collect_ref.path)
+        shards = open_activations(cfg, collect_ref.path)  # 'tokens': recomputed, bounded prefix
         sae = load_sae(train_ref.path)
         holdout = cfg.sae.holdout_every if shards.n_sequences >= 2 * cfg.sae.holdout_every else 0
         row = analyse(sae, shards, holdout, train_ref.key, tmp)

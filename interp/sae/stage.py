@@ -15,6 +15,7 @@ from interp.artifacts import (ArtifactRef, ArtifactStore, artifact_key, file_has
                               write_text_atomic)
 from interp.config import RunConfig
 from interp.shards import ActivationShards
+from interp.stream import open_activations
 
 STAGE = "train"
 VERSION = "3"  # 3: batch thresholds recalibrated on held-out tokens, one dead_frac definition
@@ -66,8 +67,9 @@ def _downstream(cfg: RunConfig, shards: ActivationShards, sae_dir: Path) -> dict
 
     every = max(cfg.sae.holdout_every, 1)
     seqs = []
-    for seq_ids, _acts, tokens in shards.iter_sequences():
-        seqs.append(tokens[seq_ids % every == 0])
+    for i, info in enumerate(shards.shards):  # token ids only: no activations are read
+        seq_ids = torch.arange(info.first_seq, info.first_seq + info.n_seq)
+        seqs.append(shards.load_tokens(i)[seq_ids % every == 0])
     tokens = torch.cat(seqs)[: cfg.sae.eval_sequences]
     model = load_model(cfg.model, cfg.home)
     sae = load_sae(sae_dir, device=cfg.model.device)
@@ -106,7 +108,12 @@ def train_stage(cfg: RunConfig, collect_ref: ArtifactRef, *, progress: bool = Fa
     from interp.sae.train import train
 
     def fill(tmp: Path) -> dict[str, Any]:
-        shards = ActivationShards(collect_ref.path)
+        # collect.store 'tokens': the imported SAE's metrics run the model on held-out shards
+        shards = open_activations(cfg, collect_ref.path)
+        if cfg.sae.path is None and shards.store != "dense":
+            raise ValueError(f"collect artifact {collect_ref.key} holds token ids only "
+                             f"(collect.store 'tokens'): training needs stored activations; set "
+                             f"sae.path to label an imported SAE, or collect.store 'dense'")
         if cfg.sae.path is not None:
             metrics = _import_sae(cfg, shards, tmp)
         else:
