@@ -38,10 +38,10 @@ def test_parse_indices_is_strict(raw, n, want):
     assert parse_indices(raw, n) == want
 
 
-def _build(home):
+def _build(home, latents: int = len(KEYWORDS)):
     rng = random.Random(0)
     seqs, examples, explanations = [], [], []
-    for latent, kw in enumerate(KEYWORDS):
+    for latent, kw in enumerate(KEYWORDS[:latents]):
         for kind, split, n, active in KINDS:
             for rank in range(n):
                 toks = [f" {rng.choice(FILLER)}" for _ in range(4)]
