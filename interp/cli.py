@@ -314,8 +314,7 @@ def rescore(
         overrides[key.strip()] = yaml.safe_load(value)
     try:
         changes = yaml.safe_load(config.read_text()) if config else {}
-        if preset:  # under the user's changes, over the base run's config
-            changes = merge(load_preset(preset), changes or {})
+        changes = merge(load_preset(preset), changes or {}) if preset else changes  # under them
         run_dir = find_run(h, from_run)
         cfg, collect_key = rescore_config(h, run_dir, changes, overrides, sae)  # fail fast
         check_run(cfg, corpus=False)  # fail fast; the activations exist: no corpus is read again
@@ -352,12 +351,13 @@ def presets(name: Optional[str] = typer.Argument(None, help="Print this preset's
 @app.command("config")
 @cli_errors
 def show_config(config: Optional[Path] = typer.Option(None, "--config", "-c"),
+                preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
                 as_json: bool = typer.Option(False, "--json", help="JSON schema of every field.")) -> None:
     """Print the resolved config (defaults, or a file's) as YAML, or the JSON schema."""
     if as_json:
         typer.echo(json.dumps(RunConfig.model_json_schema(), indent=2))
         return
-    typer.echo(dump_config(_config(config, {}, runnable=False)))
+    typer.echo(dump_config(_config(config, {}, runnable=False, preset=preset)))
 
 
 @app.command()
