@@ -76,3 +76,19 @@ def test_mining_writes_iw_rows_only_when_asked(tmp_path):
             assert iw and all(r["max_act"] > 0 and len(r["acts"]) == 4 for r in iw)
     assert ("iw", "train") not in kinds["plain"] and ("top", "test") not in kinds["plain"]
     assert {("iw", "train"), ("iw", "test"), ("top", "test")} <= kinds["iw"]
+
+
+def test_top_iw_train_set_shows_the_iw_train_windows_and_top_ones_never_held_out():
+    from interp.examples import Example, training_examples
+
+    def ex(kind, split, rank, act):
+        return Example(0, kind, split, rank, -1, rank, 1, act, ("a",), (act,))
+    rows = [ex("top", "train", r, 10.0 - r) for r in range(10)] + \
+           [ex("iw", "train", r, 1.0 + r) for r in range(5)] + \
+           [ex("iw", "test", r, 5.0) for r in range(2)] + [ex("top", "test", 0, 9.5)]
+    shown = training_examples(rows, "top_iw", 15)
+    assert len(shown) == 15 and all(e.split == "train" for e in shown)
+    assert sum(e.kind == "iw" for e in shown) == 5          # SAEBench: 10 top + 5 iw
+    assert [e.max_act for e in shown] == sorted((e.max_act for e in shown), reverse=True)
+    few = training_examples(rows, "top_iw", 8)               # fewer shown: half top, half iw
+    assert sum(e.kind == "iw" for e in few) == 4 and sum(e.kind == "top" for e in few) == 4
