@@ -94,8 +94,12 @@ def preset_cost(home: Path, preset: str, n_latents: int, explanations: dict[int,
             "calls_config": llm_calls(cfg),
             "calls_measured": {k: statistics.fmean(v) for k, v in calls.items()},
             "prompt_tokens_per_latent": {k: round(statistics.fmean(v)) for k, v in out.items() if v},
-            "max_completion_tokens_per_call": {"explain": cfg.explain.max_tokens,
-                                               "score": cfg.score.max_tokens * cfg.score.batch_size}}
+            "max_completion_tokens_per_call": {
+                "explain": cfg.explain.max_tokens,
+                **{n: (cfg.score.saebench.max_tokens or 2 * (cfg.score.saebench.n_top +
+                       cfg.score.saebench.n_iw + cfg.score.saebench.n_random) + 5)
+                   if n == "saebench" else cfg.score.max_tokens * cfg.score.batch_size
+                   for n in cfg.score.scorers}}}
 
 
 def main() -> None:
