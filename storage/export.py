@@ -9,7 +9,7 @@
   AutoInterpMetrics: eval_type_id, eval_config, eval_id, datetime_epoch_millis,
   eval_result_metrics.autointerp.{autointerp_score, autointerp_std_dev}, ...). The score is the
   mean accuracy of the saebench scorer (SAEBench's protocol, `--preset saebench`) when the SAE
-  has one, else of our detection scorer (comparable in kind, not in number); eval_config.scorer
+  was scored with it, else of our detection scorer (comparable in kind, not in number); eval_config.scorer
   says which.
 """
 from __future__ import annotations
@@ -150,7 +150,8 @@ def saebench_result(home: Path, sae: str) -> dict[str, Any]:
         exps = dicts(cur, Q["explanations"], [key])
     finally:
         con.close()
-    scorer = "saebench" if any(e["saebench_accuracy"] is not None for e in exps) else "detection"
+    # Scored with the saebench scorer at all (even if every answer failed): its score or None.
+    scorer = "saebench" if any(e["n_saebench"] for e in exps) else "detection"
     col = f"{scorer}_accuracy"
     accs = [e[col] for e in exps if e[col] is not None and math.isfinite(e[col])]
     return {

@@ -29,6 +29,7 @@ WITH newest AS (
 SELECT x.latent, x.explanation_id, x.text, x.explainer_model, x.prompt_name, x.created_at,
        max(s.accuracy) FILTER (WHERE s.scorer = 'detection') AS detection_accuracy,
        max(s.accuracy) FILTER (WHERE s.scorer = 'saebench') AS saebench_accuracy,
+       count(*) FILTER (WHERE s.scorer = 'saebench') AS n_saebench,
        map_from_entries(list((s.scorer, s.headline)) FILTER (WHERE s.scorer IS NOT NULL)) AS scores
 FROM newest x LEFT JOIN score_headlines s USING (explanation_id)
 GROUP BY ALL ORDER BY x.latent;
