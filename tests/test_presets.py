@@ -69,3 +69,32 @@ def test_rescore_layers_a_preset_between_the_base_run_and_the_changes():
     tree = merge(base, changes)
     assert tree["score"]["batch_size"] == 10 and tree["score"]["n_positive"] == 100
     assert tree["mine"]["n_top"] == 40
+
+
+def test_rescore_with_the_saebench_preset_reaches_the_catalogue(tmp_path, collected, fake_llm):
+    import duckdb
+
+    from interp.rescore import run_after_collect
+    from storage.catalog import load_run, publish
+    from tests.conftest import tiny_config
+
+    base = run_after_collect(tiny_config(tmp_path, fake_llm.base_url), collected.key)
+    publish(tmp_path, base.artifacts, [load_run(tmp_path / "runs" / base.run_id)])
+    r = CliRunner().invoke(app, ["rescore", "--home", str(tmp_path), "--preset", "saebench",
+                                 "--set", "explain.n_latents=3", "--set", "explain.min_examples=2",
+                                 "--no-prefect"])
+    assert r.exit_code == 0, r.output
+    con = duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True)
+    try:
+        kinds = {k for (k,) in con.execute("SELECT DISTINCT kind FROM example_rows").fetchall()}
+        prompts = con.execute("SELECT DISTINCT prompt_name FROM explanations").fetchall()
+        rows = con.execute("SELECT latent, status, metric, n_examples, error FROM score_headlines "
+                           "WHERE scorer = 'saebench'").fetchall()
+    finally:
+        con.close()
+    assert "iw" in kinds and ("explain_saebench",) in prompts
+    assert 0 < len(rows) <= 3 and all(m == "accuracy" for _, _, m, _, _ in rows)   # the user's 3 win
+    # 2 top + 2 iw + 10 random windows each; the scripted judge's bare 1 parses, its 0 (not a
+    # window number) is a counted failure
+    assert all(n == 14 for *_, n, _ in rows), rows
+    assert all(s == "ok" or (s == "failed" and "unparseable" in e) for _, s, _, _, e in rows), rows
