@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - older typer on the real click
 from interp.config import RunConfig, dump_config, load_config
 
 log = logging.getLogger("interp")
+PRESET_HELP = "Protocol preset under the config (user values win); see `interp presets`."
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -106,14 +107,14 @@ def cli_errors(fn: F) -> F:
 
 
 def _config(config: Optional[Path], overrides: dict[str, Any], *,
-            runnable: bool = True) -> RunConfig:
+            runnable: bool = True, preset: Optional[str] = None) -> RunConfig:
     """The config, and with `runnable` the preflight checks (interp.preflight.check_run: unset
     API-key variable, home that is a file, missing prompt, bad --sae, unreadable corpus), so a
     run fails in its first second, before any model or server starts."""
     from interp.preflight import check_run
 
     try:
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, overrides, preset)
         if runnable:
             check_run(cfg)
     except ValueError as err:  # ConfigError and the preflight's errors: they name field or file
@@ -126,6 +127,7 @@ def _config(config: Optional[Path], overrides: dict[str, Any], *,
 @cli_errors
 def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
+    preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
     home: Optional[Path] = typer.Option(None, help="Artifact root and catalogue ($INTERP_HOME)."),
     model: Optional[str] = typer.Option(None, help="Subject model ('embedded' or HF id/path)."),
     hookpoint: Optional[str] = typer.Option(None, help="Hook to read, e.g. blocks.15.hook_resid_post."),
@@ -152,7 +154,7 @@ def run(
                  "explain.n_latents": n_latents, "llm.base_url": llm_base_url,
                  "llm.backend": "openai" if llm_base_url else None, "llm.model": llm_model,
                  "llm.api_key_env": llm_api_key_env, "model.device": device}
-    cfg = _config(config, overrides)
+    cfg = _config(config, overrides, preset=preset)
     cfg.home.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     try:
@@ -283,6 +285,7 @@ def rescore(
                                            "(default: the newest run)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML of config changes, "
                                           "merged onto the base run's config."),
+    preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
     sae: Optional[Path] = typer.Option(None, help="Label this SAE (sparsify or SAELens directory)."),
     set_: list[str] = typer.Option([], "--set", help="Dotted override, e.g. --set sae.k=16 "
                                    "(value parsed as YAML); repeatable."),
@@ -298,6 +301,7 @@ def rescore(
     import yaml
 
     from interp.preflight import check_run
+    from interp.presets import load_preset, merge
     from interp.rescore import find_run, rescore_config, run_after_collect
 
     _setup_logging(verbose)
@@ -310,6 +314,7 @@ def rescore(
         overrides[key.strip()] = yaml.safe_load(value)
     try:
         changes = yaml.safe_load(config.read_text()) if config else {}
+        changes = merge(load_preset(preset), changes or {}) if preset else changes  # under them
         run_dir = find_run(h, from_run)
         cfg, collect_key = rescore_config(h, run_dir, changes, overrides, sae)  # fail fast
         check_run(cfg, corpus=False)  # fail fast; the activations exist: no corpus is read again
@@ -333,15 +338,26 @@ def rescore(
     _summary(cfg, result, time.time() - t0)
 
 
+@app.command()
+@cli_errors
+def presets(name: Optional[str] = typer.Argument(None, help="Print this preset's YAML.")) -> None:
+    """List the protocol presets (`--preset NAME` of run and rescore), or print one."""
+    from interp.presets import preset_names, preset_text, summary
+
+    for n in [name] if name else preset_names():
+        typer.echo(preset_text(n) if name else f"{n}: {summary(n)}\n")
+
+
 @app.command("config")
 @cli_errors
 def show_config(config: Optional[Path] = typer.Option(None, "--config", "-c"),
+                preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
                 as_json: bool = typer.Option(False, "--json", help="JSON schema of every field.")) -> None:
     """Print the resolved config (defaults, or a file's) as YAML, or the JSON schema."""
     if as_json:
         typer.echo(json.dumps(RunConfig.model_json_schema(), indent=2))
         return
-    typer.echo(dump_config(_config(config, {}, runnable=False)))
+    typer.echo(dump_config(_config(config, {}, runnable=False, preset=preset)))
 
 
 @app.command()

@@ -143,6 +143,14 @@ class MineConfig(_Strict):
     n_quantiles: int = Field(5, gt=0, description="Activation quantile bins for stratified samples.")
     per_quantile: int = Field(4, gt=0, description="Windows sampled per quantile bin.")
     n_random: int = Field(20, ge=0, description="Random non-activating windows per latent.")
+    n_top_test: int = Field(0, ge=0, description="Held-out strong windows (kind 'top', split "
+        "test): the strongest windows after the n_top train ones that no quantile row took "
+        "(SAEBench scores 2 top windows; the saebench scorer shows them). 0 = none.")
+    n_iw: int = Field(0, ge=0, description="Importance-weighted windows per latent (kind 'iw'): "
+        "drawn without replacement with probability proportional to the squared window maximum "
+        "among windows no other kind took (SAEBench's sampling; interp/mine_iw.py). 0 = none.")
+    n_iw_test: int = Field(0, ge=0, description="How many of the n_iw windows are held out "
+        "(split test, for the saebench scorer); the rest go to the explainer (train_set top_iw).")
     train_per_quantile: int = Field(0, ge=0, description="Extra windows per quantile bin put in "
         "the train split (for explain.train_set quantile/mixed); drawn after the held-out ones, "
         "so the test set does not depend on this value.")
@@ -228,9 +236,11 @@ class ExplainConfig(_Strict):
         "explain_default, explain_contrastive (also shows non-activating windows, $negatives), "
         "explain_cot (reasons first; the answer after its one [EXPLANATION]: marker), ...")
     n_examples: int = Field(6, gt=0, description="Activating (train-split) windows shown to the explainer.")
-    train_set: Literal["top", "quantile", "mixed"] = Field("top", description="Which activating "
-        "windows are shown: the top ones, ones stratified over activation quantiles (needs "
-        "mine.train_per_quantile), or half of each. Held-out (test) windows are never shown.")
+    train_set: Literal["top", "quantile", "mixed", "top_iw"] = Field("top", description="Which "
+        "activating windows are shown: the top ones, ones stratified over activation quantiles "
+        "(needs mine.train_per_quantile), half of each (mixed), or the top ones plus the "
+        "importance-weighted train windows (top_iw, SAEBench's; needs mine.n_iw). Held-out "
+        "(test) windows are never shown.")
     n_negatives: int = Field(4, ge=0, description="Non-activating train windows shown by prompts "
         "that use $negatives (hard negatives first when mined).")
     top_tokens: bool = Field(True, description="Show the most frequent activating tokens "
@@ -290,7 +300,10 @@ class RunConfig(_Strict):
         if (self.corpus.seq_len - 1) % self.mine.window:
             raise ValueError(f"mine.window ({self.mine.window}) must divide corpus.seq_len - 1 "
                              f"({self.corpus.seq_len - 1}): windows tile each sequence after BOS")
-        if self.explain.train_set != "top" and not self.mine.train_per_quantile:
+        if self.explain.train_set == "top_iw" and self.mine.n_iw <= self.mine.n_iw_test:
+            raise ValueError("explain.train_set 'top_iw' needs importance-weighted train windows: "
+                             "set mine.n_iw > mine.n_iw_test")
+        if self.explain.train_set in ("quantile", "mixed") and not self.mine.train_per_quantile:
             raise ValueError(f"explain.train_set {self.explain.train_set!r} needs quantile windows "
                              "in the train split: set mine.train_per_quantile > 0")
         if self.collect.store == "tokens" and self.sae.path is None:
@@ -298,9 +311,12 @@ class RunConfig(_Strict):
                              "an SAE reads the activations every epoch; use collect.store 'dense'")
         if self.sae.transcode_target and self.sae.path is None:
             check_downstream(self.model.hookpoint, self.sae.transcode_target)
-        if self.explain.n_examples > self.mine.n_top:
+        if self.mine.n_iw_test > self.mine.n_iw:
+            raise ValueError(f"mine.n_iw_test ({self.mine.n_iw_test}) exceeds mine.n_iw "
+                             f"({self.mine.n_iw})")
+        if self.explain.n_examples > self.mine.n_top + self.mine.n_iw - self.mine.n_iw_test:
             raise ValueError(f"explain.n_examples ({self.explain.n_examples}) exceeds mine.n_top "
-                             f"({self.mine.n_top})")
+                             f"({self.mine.n_top}) plus the importance-weighted train windows")
         return self
 
 
@@ -342,8 +358,10 @@ def build_config(data: dict[str, Any] | None = None, overrides: dict[str, Any] |
         raise ConfigError(_format_errors(err, origin)) from None
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Load a YAML config file (or the defaults) and apply overrides."""
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None,
+                preset: str | None = None) -> RunConfig:
+    """Load a YAML config file (or the defaults) over a protocol preset (interp/presets; the
+    file's values win), then apply overrides."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -355,7 +373,12 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
-    return build_config(data, overrides, origin=str(path) if path else "defaults")
+    origin = str(path) if path else "defaults"
+    if preset is not None:
+        from interp.presets import load_preset, merge
+
+        data, origin = merge(load_preset(preset), data), f"preset {preset} + {origin}"
+    return build_config(data, overrides, origin=origin)
 
 
 def dump_config(cfg: RunConfig) -> str:

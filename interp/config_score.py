@@ -68,6 +68,21 @@ class IntruderConfig(_Strict):
     max_tokens: int = Field(4, gt=0, description="Completion budget (the intruder's number).")
 
 
+class SAEBenchScorerConfig(_Strict):
+    """SAEBench's autointerp scoring: the judge lists which of a shuffled set of held-out strong,
+    importance-weighted and random windows the latent fires on (one call per latent)."""
+
+    prompt: str = Field("score_saebench", description="Template ($explanation, $examples, $n, "
+                        "$example: a sample answer).")
+    n_top: int = Field(2, gt=0, description="Held-out strong windows shown (mine.n_top_test).")
+    n_iw: int = Field(2, ge=0, description="Held-out importance-weighted windows shown "
+                      "(mine.n_iw_test).")
+    n_random: int = Field(10, gt=0, description="Random non-activating windows shown (the test "
+                          "half of mine.n_random).")
+    max_tokens: int | None = Field(None, gt=0, description="Completion budget; None = 2 per "
+                                   "window + 5 (SAEBench's).")
+
+
 class InterventionConfig(_Strict):
     """Intervention (the paper's): steer along the latent; how much likelier does the explanation
     become after steered than after clean continuations?"""
@@ -99,12 +114,13 @@ class ScoreConfig(_Strict):
 
     scorers: tuple[Literal["detection", "fuzzing", "embedding", "surprisal", "simulation",
                            "intervention", "intruder", "simulation_words",
-                           "intervention_judge"], ...] = Field(("detection", "fuzzing"),
+                           "intervention_judge", "saebench"], ...] = Field(("detection", "fuzzing"),
         description="Scorers to run (README 'Scorers' gives each one's cost): detection, fuzzing, "
         "embedding (MiniLM, no LLM), surprisal (subject model, no LLM), simulation (OpenAI's), "
         "simulation_words (word list, for small judges), intervention "
         "(the paper's: steers the subject model), intervention_judge (a judge tells steered "
-        "from clean text), intruder (no explanation: is the latent coherent?).")
+        "from clean text), intruder (no explanation: is the latent coherent?), saebench "
+        "(SAEBench's autointerp score: pick the activating windows among random ones).")
     n_positive: int = Field(5, gt=0, description="Held-out activating windows per latent.")
     n_negative: int = Field(5, gt=0, description="Non-activating windows per latent.")
     batch_size: int = Field(1, gt=0, description="Windows judged per LLM request. 1 asks for "
@@ -134,6 +150,7 @@ class ScoreConfig(_Strict):
     intervention: InterventionConfig = InterventionConfig()
     intervention_judge: InterventionJudgeConfig = InterventionJudgeConfig()
     intruder: IntruderConfig = IntruderConfig()
+    saebench: SAEBenchScorerConfig = SAEBenchScorerConfig()
 
     @field_validator("scorers")
     @classmethod

@@ -129,7 +129,9 @@ def training_examples(examples: list[Example], train_set: str, n: int) -> list[E
     """The activating windows an explainer may see: split 'train' only, never a held-out window.
 
     top: the n strongest; quantile: n spread over activation quantiles; mixed: half of each (the
-    other fills in when one is short). Returned strongest first.
+    other fills in when one is short); top_iw: top windows and the importance-weighted train
+    windows (SAEBench's generation set; at least half top, iw filling the rest). Returned
+    strongest first.
     """
     top = [e for e in examples if e.kind == "top" and e.split == "train" and e.active]
     quant = _by_quantile([e for e in examples
@@ -138,12 +140,18 @@ def training_examples(examples: list[Example], train_set: str, n: int) -> list[E
         chosen = top[:n]
     elif train_set == "quantile":
         chosen = quant[:n]
+    elif train_set == "top_iw":
+        iw = sorted((e for e in examples if e.kind == "iw" and e.split == "train" and e.active),
+                    key=lambda e: e.rank)
+        chosen = top[: max(n - len(iw), (n + 1) // 2)]
+        chosen += iw[: n - len(chosen)]
     elif train_set == "mixed":
         n_top = max(n - len(quant), (n + 1) // 2)
         chosen = top[:n_top]
         chosen += quant[: n - len(chosen)]
     else:
-        raise ValueError(f"explain.train_set {train_set!r} is not one of top, quantile, mixed")
+        raise ValueError(f"explain.train_set {train_set!r} is not one of top, quantile, mixed, "
+                         "top_iw")
     return sorted(chosen, key=lambda e: -e.max_act)
 
 

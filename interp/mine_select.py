@@ -25,8 +25,8 @@ import torch
 from interp.mine_codes import CodeSpill
 
 _MASK = 0xFFFFFFFF
-TOP, QUANTILE, RANDOM, HARD = 0, 1, 2, 3
-KINDS = ("top", "quantile", "random", "hard")
+TOP, QUANTILE, RANDOM, HARD, IW = 0, 1, 2, 3, 4
+KINDS = ("top", "quantile", "random", "hard", "iw")  # iw: importance-weighted (interp/mine_iw.py)
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
 from interp.mine_codes import CodeSpill, encode_chunk_sequences, encode_pass, iter_encoded, rss_bytes
+from interp.mine_iw import select_extra, wants_extra
 from interp.mine_select import (HARD, KINDS, QUANTILE, RANDOM, TOP, Rows, choose_negatives,
                                 gather_acts, random_candidates, select_positives, window_maxima)
 from interp.negatives import hard_candidates
@@ -234,6 +235,8 @@ def _select_ranges(spill, ranges, max_act: torch.Tensor, cfg, plan: MemoryPlan, 
         win, lat, val, h = window_maxima(spill, lo, hi, cfg.window, max_act, cfg.hist_bins,
                                          plan.read_triples, device)
         rows, nw = select_positives(win, lat, val, lo, hi, cfg)
+        if wants_extra(cfg):  # SAEBench's held-out top and importance-weighted windows
+            rows = Rows.cat([rows, select_extra(win, lat, val, rows, cfg)])
         parts.append(rows.to("cpu"))
         n_win.append(nw.cpu())
         hist.append(h.cpu())
@@ -288,6 +291,9 @@ def mine_key(cfg, collect_key: str, sae_key: str) -> str:
         settings.pop("embed_pool")
     if not cfg.mine.train_per_quantile:
         settings.pop("train_per_quantile")
+    for f in ("n_top_test", "n_iw", "n_iw_test"):  # 0 (the default) kept the old keys
+        if not settings[f]:
+            settings.pop(f)
     return artifact_key(STAGE, VERSION, settings, {"collect": collect_key, "sae": sae_key})
 
 

@@ -8,8 +8,9 @@
 - `saebench`: one JSON in the shape of SAEBench's autointerp eval output (BaseEvalOutput +
   AutoInterpMetrics: eval_type_id, eval_config, eval_id, datetime_epoch_millis,
   eval_result_metrics.autointerp.{autointerp_score, autointerp_std_dev}, ...). The score is the
-  mean detection accuracy of our detection scorer, not SAEBench's own protocol: comparable in
-  kind, not in number (`--preset saebench` would follow theirs; not built).
+  mean accuracy of the saebench scorer (SAEBench's protocol, `--preset saebench`) when the SAE
+  was scored with it, else of our detection scorer (comparable in kind, not in number); eval_config.scorer
+  says which.
 """
 from __future__ import annotations
 
@@ -149,11 +150,13 @@ def saebench_result(home: Path, sae: str) -> dict[str, Any]:
         exps = dicts(cur, Q["explanations"], [key])
     finally:
         con.close()
-    accs = [e["detection_accuracy"] for e in exps
-            if e["detection_accuracy"] is not None and math.isfinite(e["detection_accuracy"])]
+    # Scored with the saebench scorer at all (even if every answer failed): its score or None.
+    scorer = "saebench" if any(e["n_saebench"] for e in exps) else "detection"
+    col = f"{scorer}_accuracy"
+    accs = [e[col] for e in exps if e[col] is not None and math.isfinite(e[col])]
     return {
         "eval_type_id": "autointerp",
-        "eval_config": {"model_name": _model_name(row), "scorer": "detection",
+        "eval_config": {"model_name": _model_name(row), "scorer": scorer,
                         "metric": "accuracy", "n_latents": len(exps),
                         "explainer_models": sorted({e["explainer_model"] for e in exps if e["explainer_model"]})},
         "eval_id": str(uuid.uuid4()),
@@ -168,7 +171,7 @@ def saebench_result(home: Path, sae: str) -> dict[str, Any]:
                          row["architecture"], "d_in": row["d_in"], "d_sae": row["num_latents"],
                          "k": row["k"]},
         "eval_result_unstructured": {str(e["latent"]): {
-            "explanation": e["text"], "score": e["detection_accuracy"],
+            "explanation": e["text"], "score": e[col],
             "scores": {k: _finite(v, None) for k, v in (e["scores"] or {}).items()}}
             for e in exps},
     }

@@ -7,6 +7,7 @@ from interp.scoring.intervention import InterventionScorer
 from interp.scoring.intervention_judge import JudgeInterventionScorer
 from interp.scoring.intruder import IntruderScorer
 from interp.scoring.judge import JudgeScorer
+from interp.scoring.saebench import SAEBenchScorer
 from interp.scoring.simulation import SimulationScorer
 from interp.scoring.simulation_words import WordListSimulationScorer
 from interp.scoring.surprisal import SurprisalScorer
@@ -21,4 +22,5 @@ SCORERS: dict[str, Scorer] = {
     "intervention": InterventionScorer(),
     "intervention_judge": JudgeInterventionScorer(),
     "intruder": IntruderScorer(),
+    "saebench": SAEBenchScorer(),
 }

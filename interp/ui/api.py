@@ -1,6 +1,7 @@
 """The JSON API beside the HTML pages: the same reads, as data, for notebooks and other tools.
 
-`/api/latents?...` takes exactly the latent table's URL parameters (sae, q, s, min_<scorer>,
+`/api/runs` lists the runs, each with `judge`: per scorer, whether the judge beat shuffled
+explanations (informative) and that verdict in one sentence. `/api/latents?...` takes exactly the latent table's URL parameters (sae, q, s, min_<scorer>,
 fmin, fmax, all, sort, page); `/api/sae/<key>/latent/<n>` is the latent page's content. GET only
 over the same read-only catalogue connection; non-finite floats become null (JSON has no NaN).
 """
@@ -86,4 +87,9 @@ def routes(catalog: data.Catalog, resolve) -> list:
             return response({"error": f"no latent {n} in an SAE with key {key!r}"}, 404)
         return response(page)
 
-    return [Route("/api/latents", latents), Route("/api/sae/{key}/latent/{n:int}", latent)]
+    def runs(request):
+        with catalog.cursor() as cur:
+            return response({"runs": data.overview(cur)["runs"]})
+
+    return [Route("/api/runs", runs), Route("/api/latents", latents),
+            Route("/api/sae/{key}/latent/{n:int}", latent)]

@@ -78,8 +78,14 @@ def scorers(cur) -> list[str]:
 
 
 def overview(cur) -> dict[str, Any]:
-    """Runs (newest first) and SAEs with their training metrics and labelling progress."""
+    """Runs (newest first, each with `judge`: per scorer, whether the judge beat shuffled
+    explanations, in one sentence) and SAEs with their training metrics and labelling progress."""
     runs, saes = dicts(cur, Q["runs"]), dicts(cur, Q["saes"])
+    verdicts: dict[str, list[dict]] = {}
+    for v in dicts(cur, Q["judge_verdicts"]):
+        verdicts.setdefault(v.pop("score_key"), []).append(v)
+    for r in runs:  # [] when the run scored no shuffled control (score.controls)
+        r["judge"] = verdicts.get(r["score_key"], [])
     return {"runs": runs, "saes": saes}
 
 

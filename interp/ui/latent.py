@@ -11,7 +11,7 @@ from markupsafe import Markup, escape
 from storage.read import dicts, has_table, queries
 
 Q = queries("browse")
-KIND_LIMITS = {"top": 20, "quantile": 40, "random": 20, "hard": 20}  # examples shown per kind
+KIND_LIMITS = {"top": 20, "quantile": 40, "random": 20, "hard": 20, "iw": 20}  # examples shown per kind
 
 
 @dataclass(frozen=True)

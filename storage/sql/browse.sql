@@ -7,6 +7,12 @@ SELECT run_id, started_at, finished_at, collect_key, sae_key, mine_key, explain_
        seconds, cached
 FROM runs ORDER BY started_at DESC;
 
+-- name: judge_verdicts
+-- Whether each score run's judge tells explanations from another latent's (the shuffled
+-- control, one sentence per scorer; see `controls`).
+SELECT score_key, scorer, informative, verdict FROM controls
+WHERE control = 'shuffled' ORDER BY score_key, scorer;
+
 -- name: saes
 -- SAEs with training metrics, labelling progress and the mean headline score.
 SELECT a.sae_key, a.hookpoint, a.model, a.architecture, a.d_in, a.num_latents, a.k,

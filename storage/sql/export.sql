@@ -20,14 +20,16 @@ WHERE sae_key = ? AND kind IN ('top', 'quantile') AND max_act > 0
 ORDER BY latent, kind DESC, quantile DESC NULLS FIRST, rank;
 
 -- name: explanations
--- The newest ok explanation of each latent, its detection accuracy (SAEBench's autointerp score
--- is an accuracy) and every scorer's headline metric as a map.
+-- The newest ok explanation of each latent, its saebench and detection accuracies (SAEBench's
+-- autointerp score is an accuracy) and every scorer's headline metric as a map.
 WITH newest AS (
     SELECT latent, explanation_id, text, explainer_model, prompt_name, created_at
     FROM explanations WHERE sae_key = ? AND status = 'ok'
     QUALIFY row_number() OVER (PARTITION BY latent ORDER BY created_at DESC) = 1)
 SELECT x.latent, x.explanation_id, x.text, x.explainer_model, x.prompt_name, x.created_at,
        max(s.accuracy) FILTER (WHERE s.scorer = 'detection') AS detection_accuracy,
+       max(s.accuracy) FILTER (WHERE s.scorer = 'saebench') AS saebench_accuracy,
+       count(*) FILTER (WHERE s.scorer = 'saebench') AS n_saebench,
        map_from_entries(list((s.scorer, s.headline)) FILTER (WHERE s.scorer IS NOT NULL)) AS scores
 FROM newest x LEFT JOIN score_headlines s USING (explanation_id)
 GROUP BY ALL ORDER BY x.latent;

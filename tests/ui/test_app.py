@@ -210,3 +210,36 @@ def test_pages_carry_a_content_security_policy(client):
         csp = client.get(url).headers.get("content-security-policy", "")
         assert "default-src 'none'" in csp and "script-src 'self'" in csp, url
         assert "unsafe-inline" not in csp.split("style-src-attr")[0], url  # no inline scripts/sheets
+
+
+def test_overview_and_api_say_whether_the_judge_is_informative(home_copy):
+    from starlette.testclient import TestClient
+
+    from interp.scoring.controls import verdict
+    from interp.ui.app import create_app
+
+    con = duckdb.connect(str(home_copy / "catalog.duckdb"))
+    score_key, sae = con.execute("SELECT score_key, sae_key FROM runs").fetchone()
+    rows = [("detection", 12, 0.9, 0.5, 0.4, 0.2, 0.6, True),
+            ("fuzzing", 12, 0.6, 0.58, 0.02, -0.1, 0.15, False)]
+    for scorer, n, real, ctrl, lift, lo, hi, informative in rows:
+        row = {"control": "shuffled", "n_latents": n, "lift": lift, "ci_low": lo, "ci_high": hi,
+               "informative": informative}
+        con.execute("INSERT INTO controls (score_key, sae_key, scorer, control, metric, n_latents, "
+                    "real_mean, control_mean, lift, ci_low, ci_high, informative, verdict) "
+                    "VALUES (?, ?, ?, 'shuffled', 'balanced_accuracy', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [score_key, sae, scorer, n, real, ctrl, lift, lo, hi, informative, verdict(row)])
+    con.close()
+    with TestClient(create_app(home_copy, preload_model=False)) as c:
+        html = unescape(c.get("/").text)
+        runs = c.get("/api/runs").json()["runs"]
+    assert "detection</b>: explanations beat shuffled ones by 0.40 [0.20, 0.60]." in html
+    assert "fuzzing</b>: the judge cannot tell explanations from shuffled ones" in html
+    judge = {j["scorer"]: j for j in runs[0]["judge"]}
+    assert judge["detection"]["informative"] is True and judge["fuzzing"]["informative"] is False
+    assert judge["fuzzing"]["verdict"].startswith("the judge cannot tell")
+
+
+def test_overview_says_when_no_control_was_scored(client):
+    assert "no shuffled control scored" in client.get("/").text
+    assert client.get("/api/runs").json()["runs"][0]["judge"] == []

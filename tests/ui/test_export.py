@@ -80,3 +80,23 @@ def test_saebench_json_and_the_cli(ui_home, tmp_path):
                          "sae_bench_commit_hash", "sae_lens_id", "sae_cfg_dict"}
     bad = CliRunner().invoke(app, ["export", "zz", "--format", "csv", "--home", str(ui_home)])
     assert bad.exit_code != 0
+
+
+def test_saebench_json_takes_the_saebench_scorer_when_there_is_one(home_copy, tmp_path):
+    import duckdb
+
+    from storage.export import saebench_result
+
+    con = duckdb.connect(str(home_copy / "catalog.duckdb"))   # fuzzing rows stand in for saebench
+    con.execute("UPDATE scores SET scorer = 'saebench' WHERE scorer = 'fuzzing'")
+    accs = [r[0] for r in con.execute("""
+        SELECT s.accuracy FROM explanations x JOIN scores s USING (explanation_id)
+        WHERE x.status = 'ok' AND s.scorer = 'saebench' AND s.control IS NULL
+        QUALIFY row_number() OVER (PARTITION BY x.latent ORDER BY x.created_at DESC) = 1""").fetchall()
+        if r[0] is not None and math.isfinite(r[0])]
+    key = con.execute("SELECT sae_key FROM saes").fetchone()[0]
+    con.close()
+    data = saebench_result(home_copy, key)
+    assert data["eval_config"]["scorer"] == "saebench" and accs
+    assert data["eval_result_metrics"]["autointerp"]["autointerp_score"] == pytest.approx(
+        sum(accs) / len(accs))

@@ -1,0 +1,102 @@
+"""SAEBench's autointerp scorer: the judge picks the activating windows out of a shuffled set.
+
+Following sae_bench/evals/autointerp/main.py (its scoring phase): one judge call per latent shows
+the explanation and, shuffled and numbered without marks, the held-out strong windows (kind
+'top', split test), held-out importance-weighted windows (kind 'iw') and random non-activating
+windows (SAEBench: 2 + 2 + 10 = 14). The judge answers the numbers of the windows in which the
+latent fires, or "None". The score is the fraction of windows classified correctly, positives
+and negatives alike (SAEBench's `score_predictions`), i.e. `accuracy` over the shown windows.
+
+The answer's parser is strict: after the [RESULT]: marker, exactly "None" or distinct numbers in
+1..n separated by commas/spaces (an optional trailing period). Anything else is a parse failure:
+every window's prediction is None and the latent is counted as failed, never scored (SAEBench
+drops such latents from its mean too). Cost: 1 call per latent.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+from interp.config import RunConfig
+from interp.examples import Example
+from interp.llm import LLMError
+from interp.prompts import load_prompt
+from interp.scoring.base import Outcome, Prediction, ScoreContext
+from interp.scoring.classify import _RESULT, Item, _plain
+from interp.scoring.metrics import classification_metrics
+
+_NUMBERS = re.compile(r"\d+(?:\s*,\s*\d+|\s+\d+)*")
+
+
+def parse_indices(raw: str, n: int) -> set[int] | None:
+    """The 1-based window numbers after the [RESULT]: marker; an empty set for "None"; None when
+    the answer is anything else (prose, out-of-range or repeated numbers, no marker)."""
+    m = _RESULT.search(raw)
+    if not m:
+        return None
+    body = m.group(1).split("\n\n")[0].strip().strip('"').rstrip(".").strip()
+    if body.lower() == "none":
+        return set()
+    if not _NUMBERS.fullmatch(body):
+        return None
+    nums = [int(x) for x in re.findall(r"\d+", body)]
+    if len(set(nums)) != len(nums) or not all(1 <= x <= n for x in nums):
+        return None
+    return set(nums)
+
+
+def scoring_items(examples: list[Example], n_top: int, n_iw: int, n_random: int,
+                  rng: random.Random) -> list[Item]:
+    """The shuffled windows of one latent: held-out top and iw ones (label 1), random ones (0)."""
+    test = [e for e in examples if e.split == "test"]
+    top = sorted((e for e in test if e.kind == "top" and e.active), key=lambda e: e.rank)[:n_top]
+    iw = sorted((e for e in test if e.kind == "iw" and e.active), key=lambda e: e.rank)[:n_iw]
+    neg = sorted((e for e in test if e.kind == "random" and not e.active),
+                 key=lambda e: e.rank)[:n_random]
+    if not (top or iw) or not neg:
+        return []
+    items = [Item(_plain(e), 1, e.seq_id, e.start, -1) for e in top + iw] + \
+            [Item(_plain(e), 0, e.seq_id, e.start, -1) for e in neg]
+    rng.shuffle(items)
+    return items
+
+
+class SAEBenchScorer:
+    uses_subject_model = False
+    needs = ("negatives",)   # its positives are top/iw windows, checked in scoring_items
+    headline = "accuracy"
+
+    def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
+        return (cfg.score.saebench.prompt,)
+
+    async def run(self, ctx: ScoreContext, latent: int, explanation: str,
+                  examples: list[Example]) -> Outcome:
+        sec = ctx.cfg.score.saebench
+        prompt = load_prompt(sec.prompt)
+        rng = random.Random(f"{ctx.cfg.score.seed}:{latent}:saebench")
+        items = scoring_items(examples, sec.n_top, sec.n_iw, sec.n_random, rng)
+        labels = [it.label for it in items]
+        if not items:
+            return Outcome([], classification_metrics([], []), ctx.cfg.llm.model, prompt.sha,
+                           ["no held-out top/iw windows or no random ones (see mine.n_top_test, "
+                            "mine.n_iw_test)"])
+        # SAEBench's example answer: as many sorted random numbers as there are positives.
+        example = ", ".join(map(str, sorted(rng.sample(range(1, len(items) + 1), sum(labels)))))
+        body = "\n".join(f"{i}. {it.text}" for i, it in enumerate(items, 1))
+        chosen, error = None, None
+        try:
+            r = await ctx.llm.generate(
+                prompt.messages(explanation=explanation, examples=body, n=len(items),
+                                example=example),
+                max_tokens=sec.max_tokens or 2 * len(items) + 5, temperature=0.0,
+                stage="score", latent=latent)
+            chosen = parse_indices(r.text, len(items))
+            if chosen is None:
+                error = f"unparseable answer: {r.text[:80]!r}"
+        except LLMError as err:
+            error = f"llm: {err.reason}"
+        preds = [None if chosen is None else int(i in chosen) for i in range(1, len(items) + 1)]
+        return Outcome([Prediction(it.seq_id, it.start, it.quantile, it.label, p, None)
+                        for it, p in zip(items, preds)],
+                       classification_metrics(labels, preds), ctx.cfg.llm.model, prompt.sha,
+                       [error] if error else [])
