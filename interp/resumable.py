@@ -173,7 +173,7 @@ async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, infligh
         raise
     finally:
         flusher.cancel()
-        if ahead is not None and not ahead.cancel():
+        if ahead is not None and not ahead.cancel() and not ahead.cancelled():
             ahead.exception()  # retrieved: a load that failed after the run stopped is no news
         run.flush()  # keep every finished latent, whatever happened to the rest
 
