@@ -72,7 +72,8 @@ class LeanHTTP:
         self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
         self.prefix = url.path.rstrip("/")
         self.timeout_s, self.size = timeout_s, size
-        self._headers = (f"Host: {url.netloc}\r\nUser-Agent: interp\r\nAccept: application/json\r\n"
+        host = url.netloc.rpartition("@")[2]  # never user:password@ in a header
+        self._headers = (f"Host: {host}\r\nUser-Agent: interp\r\nAccept: application/json\r\n"
                          f"Content-Type: application/json\r\nAuthorization: Bearer {api_key}\r\n"
                          ).encode("latin-1")
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
