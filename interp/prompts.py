@@ -18,8 +18,11 @@ _SECTION = re.compile(r"^### (SYSTEM|USER|ASSISTANT)\s*$", re.MULTILINE)
 
 def prompt_dirs() -> list[Path]:
     """Where templates are looked up: the source checkout, then the installed data files."""
-    return [Path(__file__).resolve().parents[1] / "prompts",
-            Path(sys.prefix) / "share" / "interp" / "prompts"]
+    return [_SOURCE_PROMPTS, Path(sys.prefix) / "share" / "interp" / "prompts"]
+
+
+# Resolved once: scorers load their template per latent, and resolving a path is several stats.
+_SOURCE_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,12 @@ def fake_llm():
         yield srv
 
 
+@pytest.fixture(params=["lean", "openai"])
+def transport(request) -> str:
+    """llm.transport: the tests of HTTP behaviour run against both clients."""
+    return request.param
+
+
 @pytest.fixture
 def collected(tmp_path) -> ArtifactRef:
     """A collect artifact of random activations (d=8, 40 sequences of BOS + 16 tokens)."""

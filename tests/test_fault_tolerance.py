@@ -49,14 +49,14 @@ def _until_complete(build, tries: int = 40):
     raise AssertionError(f"stage still incomplete after {tries} runs")
 
 
-def test_fifty_latents_survive_a_faulty_server(tmp_path):
+def test_fifty_latents_survive_a_faulty_server(tmp_path, transport):
     path = make_shards(tmp_path / "artifacts" / "collect" / "fa017", n_seq=80, seq_len=17, d=8)
     collected = ArtifactRef("collect", "fa017", path)
     with FakeLLMServer(answer, fault_rate=0.3, hang_s=1.0, seed=3) as srv:
         cfg = tiny_config(tmp_path, srv.base_url,
                           sae={"expansion_factor": 8, "k": 4},
                           llm={"timeout_s": 0.4, "max_retries": 2, "backoff_s": 0.01,
-                               "concurrency": 8},
+                               "concurrency": 8, "transport": transport},
                           explain={"n_latents": N_LATENTS},
                           score={"scorers": list(SCORERS), "batch_size": 1,
                                  "simulation_words": {"max_tokens": 8}})

@@ -28,10 +28,10 @@ def _run(llm, coro):
 
 
 @pytest.mark.parametrize("fault", ["429", "500", "timeout", "malformed", "empty"])
-def test_transient_faults_are_retried_and_recorded(fault):
+def test_transient_faults_are_retried_and_recorded(fault, transport):
     with FakeLLMServer(lambda m: "hello", script=[fault, fault], hang_s=1.0) as srv:
         ledger = Ledger()
-        llm = OpenAICompatibleLLM(_cfg(srv.base_url), srv.base_url, ledger)
+        llm = OpenAICompatibleLLM(_cfg(srv.base_url, transport=transport), srv.base_url, ledger)
         r = _run(llm, llm.generate(MSG, max_tokens=5, stage="t", latent=3))
     assert r.text == "hello" and r.attempts == 3
     rows = ledger.drain()
@@ -40,10 +40,10 @@ def test_transient_faults_are_retried_and_recorded(fault):
     assert rows[-1]["completion_tokens"] == 1 and rows[0]["error"]
 
 
-def test_client_errors_are_not_retried():
+def test_client_errors_are_not_retried(transport):
     with FakeLLMServer(lambda m: "x", script=["400"]) as srv:
         ledger = Ledger()
-        llm = OpenAICompatibleLLM(_cfg(srv.base_url), srv.base_url, ledger)
+        llm = OpenAICompatibleLLM(_cfg(srv.base_url, transport=transport), srv.base_url, ledger)
         with pytest.raises(LLMError) as err:
             _run(llm, llm.generate(MSG, max_tokens=5))
         assert srv.requests == ["400"]
@@ -51,10 +51,10 @@ def test_client_errors_are_not_retried():
     assert [r["status"] for r in ledger.drain()] == ["error"]
 
 
-def test_gives_up_after_max_retries_as_unavailable():
+def test_gives_up_after_max_retries_as_unavailable(transport):
     """No answer after every retry is an outage (never a result), naming the server."""
     with FakeLLMServer(lambda m: "x", script=["500"] * 10) as srv:
-        llm = OpenAICompatibleLLM(_cfg(srv.base_url, max_retries=2), srv.base_url)
+        llm = OpenAICompatibleLLM(_cfg(srv.base_url, max_retries=2, transport=transport), srv.base_url)
         with pytest.raises(LLMUnavailable) as err:
             _run(llm, llm.generate(MSG, max_tokens=5))
         assert len(srv.requests) == 3
@@ -62,27 +62,27 @@ def test_gives_up_after_max_retries_as_unavailable():
 
 
 @pytest.mark.parametrize("code", ["401", "403", "404"])
-def test_configuration_errors_are_fatal_at_once(code):
+def test_configuration_errors_are_fatal_at_once(code, transport):
     with FakeLLMServer(lambda m: "x", script=[code] * 5) as srv:
-        llm = OpenAICompatibleLLM(_cfg(srv.base_url), srv.base_url)
+        llm = OpenAICompatibleLLM(_cfg(srv.base_url, transport=transport), srv.base_url)
         with pytest.raises(LLMUnavailable) as err:
             _run(llm, llm.generate(MSG, max_tokens=5))
         assert srv.requests == [code]
     assert err.value.fatal and code in err.value.reason
 
 
-def test_an_empty_answer_every_time_is_the_models_answer():
+def test_an_empty_answer_every_time_is_the_models_answer(transport):
     with FakeLLMServer(lambda m: "x", script=["empty"] * 5) as srv:
-        llm = OpenAICompatibleLLM(_cfg(srv.base_url, max_retries=2), srv.base_url)
+        llm = OpenAICompatibleLLM(_cfg(srv.base_url, max_retries=2, transport=transport), srv.base_url)
         with pytest.raises(LLMError) as err:
             _run(llm, llm.generate(MSG, max_tokens=5))
     assert not isinstance(err.value, LLMUnavailable) and "empty" in err.value.reason
 
 
-def test_one_client_serves_successive_event_loops():
+def test_one_client_serves_successive_event_loops(transport):
     """explain and score each run their own loop with the one client the caller opened."""
     with FakeLLMServer(lambda m: "hello") as srv:
-        llm = OpenAICompatibleLLM(_cfg(srv.base_url), srv.base_url)
+        llm = OpenAICompatibleLLM(_cfg(srv.base_url, transport=transport), srv.base_url)
         for _ in range(2):
             assert _run(llm, llm.generate(MSG, max_tokens=3)).text == "hello"
 
@@ -108,7 +108,7 @@ def test_open_llm_probes_the_server_first(tmp_path):
             assert llm.width == 4 and _run(llm, llm.generate(MSG, max_tokens=3)).text == "x"
 
 
-def test_concurrency_is_bounded():
+def test_concurrency_is_bounded(transport):
     import threading
     import time
 
@@ -124,7 +124,7 @@ def test_concurrency_is_bounded():
         return "ok"
 
     with FakeLLMServer(slow) as srv:
-        llm = OpenAICompatibleLLM(_cfg(srv.base_url, concurrency=2), srv.base_url)
+        llm = OpenAICompatibleLLM(_cfg(srv.base_url, concurrency=2, transport=transport), srv.base_url)
 
         async def many():
             return await asyncio.gather(*(llm.generate(MSG, max_tokens=3) for _ in range(8)))
@@ -132,9 +132,9 @@ def test_concurrency_is_bounded():
     assert peak[0] == 2
 
 
-def test_prefill_is_prepended_when_server_returns_continuation():
+def test_prefill_is_prepended_when_server_returns_continuation(transport):
     with FakeLLMServer(lambda m: " years") as srv:
-        llm = OpenAICompatibleLLM(_cfg(srv.base_url), srv.base_url)
+        llm = OpenAICompatibleLLM(_cfg(srv.base_url, transport=transport), srv.base_url)
         msgs = MSG + [{"role": "assistant", "content": "[EXPLANATION]:"}]
         r = _run(llm, llm.generate(msgs, max_tokens=5))
     assert r.text == "[EXPLANATION]: years"

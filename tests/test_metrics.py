@@ -7,7 +7,17 @@ import pytest
 
 from interp.examples import Example
 from interp.scoring.classify import detection_items, fuzzing_items
-from interp.scoring.metrics import classification_metrics
+from interp.scoring.metrics import auc, classification_metrics
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_auc_equals_sklearn_with_ties(seed):
+    roc_auc_score = pytest.importorskip("sklearn.metrics").roc_auc_score
+    rng = random.Random(seed)
+    n = rng.randint(2, 40)
+    labels = [1, 0] + [rng.randint(0, 1) for _ in range(n - 2)]
+    scores = [round(rng.random(), 1) for _ in range(n)]  # rounding makes ties
+    assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
 
 
 def test_metrics_known_values():

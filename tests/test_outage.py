@@ -25,9 +25,9 @@ def _dead_url() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
 
 
-def test_server_going_down_mid_stage_then_back(tmp_path, collected):
+def test_server_going_down_mid_stage_then_back(tmp_path, collected, transport):
     with FakeLLMServer(scripted_answer, script=["ok"] * 5 + ["500"] * 400) as srv:
-        cfg = tiny_config(tmp_path, srv.base_url, llm={"concurrency": 1})
+        cfg = tiny_config(tmp_path, srv.base_url, llm={"concurrency": 1, "transport": transport})
         mined = mine(cfg, collected, train_stage(cfg, collected))
         with pytest.raises(StageIncomplete, match=srv.base_url) as err:
             explain(cfg, mined)

@@ -27,13 +27,14 @@ def test_redact(text, secrets, expected):
 
 
 @pytest.mark.parametrize("outcome, attempts", [("401", 1), ("echo500", 2)])
-def test_a_key_echoed_by_the_server_is_never_stored_or_logged(monkeypatch, caplog, outcome, attempts):
+def test_a_key_echoed_by_the_server_is_never_stored_or_logged(monkeypatch, caplog, outcome, attempts,
+                                                             transport):
     key = "not-key-shaped-7f3a9c"  # only the environment's value can catch this one
     monkeypatch.setenv("INTERP_TEST_KEY", key)
     caplog.set_level(logging.DEBUG)
     with FakeLLMServer(lambda m: "hi", script=[outcome] * 5) as srv:
         cfg = LLMConfig(backend="openai", base_url=srv.base_url, api_key_env="INTERP_TEST_KEY",
-                        max_retries=1, backoff_s=0.01, timeout_s=2)
+                        max_retries=1, backoff_s=0.01, timeout_s=2, transport=transport)
         ledger = Ledger()
         llm = OpenAICompatibleLLM(cfg, srv.base_url, ledger)
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import re
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import orjson
 
 REDACTED = "[REDACTED]"
 # Key-shaped strings, whatever key is configured: a server may echo another one (an OpenAI-style
@@ -112,7 +114,7 @@ class Ledger:
                 self.totals["prompt_tokens"] += prompt_tokens or 0
                 self.totals["completion_tokens"] += completion_tokens or 0
             if self._sink is not None:
-                self._sink.write(json.dumps(row) + "\n")
+                self._sink.write(orjson.dumps(row).decode() + "\n")
             else:
                 self.rows.append(row)
 
@@ -151,7 +153,7 @@ def read_ledger(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def new_call_id() -> str:
-    return uuid.uuid4().hex[:16]
+    return f"{random.getrandbits(64):016x}"  # reseeded after fork; no syscall (uuid4: urandom)
 
 
 LEDGER_SCHEMA_FIELDS = ("call_id", "stage", "latent", "model", "attempt", "status", "error",

