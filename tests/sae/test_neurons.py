@@ -103,6 +103,9 @@ def test_neurons_run_and_sae_run_compare_in_one_query(tmp_path, fake_llm, monkey
         "SELECT architecture, fvu, metrics FROM saes WHERE sae_key = ?",
         [runs["neurons"].artifacts["train"]]).fetchone()
     assert arch == "neurons" and 0 < fvu < 1 and '"trained": false' in metrics
+    # dark matter: the error of the MLP output, whose exact target comes from hook_post
+    assert con.execute("SELECT count(*) FROM sae_error_stats WHERE sae_key = ?",
+                       [runs["neurons"].artifacts["train"]]).fetchone()[0] == 1
     ids = [runs["neurons"].run_id, runs["topk"].run_id]
     rows = con.execute(queries("compare")["architecture_scores"], {"runs": ids}).fetchall()
     pairs = [(r[0], r[1]) for r in rows]
