@@ -135,6 +135,8 @@ def run(
     n_tokens: Optional[int] = typer.Option(None, help="Tokens of activations to collect."),
     expansion_factor: Optional[int] = typer.Option(None, help="SAE width / d_model."),
     k: Optional[int] = typer.Option(None, help="TopK active latents per token."),
+    architecture: Optional[str] = typer.Option(None, help="sae.architecture, e.g. 'neurons' "
+                                               "(label MLP neurons at blocks.L.mlp.hook_post)."),
     sae: Optional[Path] = typer.Option(None, help="Label this SAE (sparsify or SAELens directory) "
                                        "instead of training one."),
     n_latents: Optional[int] = typer.Option(None, help="Latents to explain and score."),
@@ -150,7 +152,7 @@ def run(
     overrides = {"home": home, "model.name": model, "model.hookpoint": hookpoint,
                  "corpus.source": corpus, "corpus.n_tokens": n_tokens,
                  "sae.expansion_factor": expansion_factor, "sae.k": k,
-                 "sae.path": str(sae) if sae else None,
+                 "sae.architecture": architecture, "sae.path": str(sae) if sae else None,
                  "explain.n_latents": n_latents, "llm.base_url": llm_base_url,
                  "llm.backend": "openai" if llm_base_url else None, "llm.model": llm_model,
                  "llm.api_key_env": llm_api_key_env, "model.device": device}

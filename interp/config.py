@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from interp.config_base import _Strict
 from interp.config_score import ScoreConfig
-from interp.hooks import check_downstream
+from interp.hooks import check_downstream, neurons_hookpoint_error
 
 EMBEDDED = "embedded"
 
@@ -80,13 +80,18 @@ class CollectConfig(_Strict):
 class SAEConfig(_Strict):
     """SAE recipe (or an SAE trained elsewhere, via `path`)."""
 
-    architecture: Literal["topk", "batchtopk", "relu", "jumprelu", "feature_choice", "mutual_choice"] = \
+    architecture: Literal["topk", "batchtopk", "relu", "jumprelu", "feature_choice", "mutual_choice",
+                          "neurons"] = \
         Field("topk", description="SAE architecture: topk, batchtopk, relu (L1), jumprelu, "
-              "feature_choice, mutual_choice.")
+              "feature_choice, mutual_choice; or 'neurons': no SAE, the MLP's own neurons at "
+              "model.hookpoint blocks.<L>.mlp.hook_post (identity encoder, decoder = the MLP's "
+              "output weights W_out; nothing trained), the baseline SAE latents are compared with.")
     path: Path | None = Field(None, description="Label an SAE trained elsewhere (sparsify or SAELens "
                               "directory) instead of training one.")
     expansion_factor: int = Field(4, gt=0, description="Latents = expansion_factor x d_model.")
-    k: int = Field(32, gt=0, description="Active latents per token (TopK and batch variants).")
+    k: int = Field(32, gt=0, description="Active latents per token (TopK and batch variants). "
+                   "For 'neurons': each token keeps its k largest positive neuron activations "
+                   "(top-k sparsified neurons); k >= the MLP width keeps every positive one.")
     lr: float | None = Field(None, gt=0, description="Learning rate; None scales 2e-4/sqrt(width/2^14).")
     batch_size: int = Field(1024, gt=0, description="Tokens per optimiser step.")
     epochs: int = Field(4, gt=0, description="Passes over the collected activations.")
@@ -128,11 +133,25 @@ class SAEConfig(_Strict):
         if self.skip_connection and not self.transcode_target:
             raise ValueError("sae.skip_connection needs sae.transcode_target: an autoencoder with "
                              "a linear skip would learn the identity")
+        if self.architecture == "neurons":
+            self._neurons_consistent()
         if self.aux_zipf and self.architecture not in ("topk", "batchtopk", "feature_choice",
                                                        "mutual_choice"):
             raise ValueError("sae.aux_zipf needs a sparse architecture (topk, batchtopk, "
                              "feature_choice, mutual_choice)")
         return self
+
+    def _neurons_consistent(self) -> None:
+        """Options that mean nothing for MLP neurons, which are read from the model, not trained."""
+        if self.path is not None:
+            raise ValueError("sae.path and sae.architecture 'neurons' exclude each other: neurons "
+                             "are read from the subject model's MLP, not from an SAE directory")
+        if self.transcode_target or self.skip_connection:
+            raise ValueError("sae.transcode_target / sae.skip_connection do not apply to "
+                             "'neurons': their output hookpoint is the MLP's own (hook_mlp_out)")
+        if self.normalize_activations != "none":
+            raise ValueError("sae.normalize_activations does not apply to 'neurons' (nothing is "
+                             "trained): leave it 'none'")
 
 
 class MineConfig(_Strict):
@@ -317,6 +336,9 @@ class RunConfig(_Strict):
         if self.collect.store == "tokens" and self.sae.path is None:
             raise ValueError("collect.store 'tokens' needs sae.path (an imported SAE): training "
                              "an SAE reads the activations every epoch; use collect.store 'dense'")
+        if self.sae.architecture == "neurons":
+            if (why := neurons_hookpoint_error(self.model.hookpoint)) is not None:
+                raise ValueError(why)
         if self.sae.transcode_target and self.sae.path is None:
             check_downstream(self.model.hookpoint, self.sae.transcode_target)
         if self.mine.n_iw_test > self.mine.n_iw:

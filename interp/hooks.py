@@ -44,3 +44,16 @@ def check_downstream(hook_in: str, hook_out: str) -> None:
 def is_head_hook(hookpoint: str) -> bool:
     """True for hooks whose activations are per attention head (hook_z)."""
     return any(hookpoint.endswith(h) for h in HEAD_HOOKS)
+
+
+NEURON_HOOK = ".mlp.hook_post"  # the MLP's neurons: what its output projection W_out reads
+
+
+def neurons_hookpoint_error(hookpoint: str) -> str | None:
+    """Why `hookpoint` cannot carry MLP neurons as latents (sae.architecture 'neurons'), or None."""
+    if hookpoint.endswith(NEURON_HOOK):
+        return None
+    return (f"sae.architecture 'neurons' needs model.hookpoint 'blocks.<L>{NEURON_HOOK}' (got "
+            f"{hookpoint!r}): only there do the activations reach the MLP's output linearly "
+            f"through W_out, which gives neuron i its decoder direction (row i of W_out); "
+            f"mlp.hook_pre is before the nonlinearity and residual-stream hooks hold no neurons")

@@ -3,7 +3,9 @@
 Plots are inline SVG drawn in Python (interp.ui.svg), the stylesheet is inlined, and there is no
 script: score distributions per scorer, explanation quality against firing frequency, the SAE's
 metrics, and the LLM ledger's tokens, latency and failures, plus the best and worst explanations
-with their top examples shaded. All corpus and LLM text is escaped by the template.
+with their top examples shaded, and the run's scores beside other architectures' (SAE latents vs
+MLP neurons) on the same model, layer and corpus. All corpus and LLM text is escaped by the
+template.
 """
 from __future__ import annotations
 
@@ -109,6 +111,17 @@ def _summary(cur, run: dict[str, Any], scores: list[dict[str, Any]]) -> dict[str
     return {"means": means, "controls": controls}
 
 
+def _architectures(cur, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per scorer, this run's mean headline score beside the newest run of each other
+    architecture (SAE latents vs MLP neurons) on the same model, layer and token sequences."""
+    compare = queries("compare")
+    found = cur.execute(compare["comparable_runs"], {"id": run["run_id"]}).fetchall()
+    peers = [r[0] for r in found]
+    if not peers:
+        return []
+    return dicts(cur, compare["architecture_scores"], {"runs": [run["run_id"], *peers]})
+
+
 def build_report(cur, run_id: str | None = None) -> str:
     """The report's HTML for one run (the newest if run_id is None)."""
     run = _run(cur, run_id)
@@ -127,6 +140,7 @@ def build_report(cur, run_id: str | None = None) -> str:
         css=css, run=run, sae=s0, status=status, n_scores=len(scores), score_hists=hists,
         scatter=scatter, sae_plot=sae_plot, ledger=_ledger(cur, run),
         showcase=_showcase(cur, run, scores), summary=_summary(cur, run, scores),
+        architectures=_architectures(cur, run),
         generated=time.time())
 
 

@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 
 
 def make_shards(path: Path, n_seq: int = 24, seq_len: int = 17, d: int = 8, per_shard: int = 10,
-                seed: int = 0, vocab: int = 50) -> Path:
+                seed: int = 0, vocab: int = 50,
+                hookpoint: str = "blocks.0.hook_resid_post") -> Path:
     """A collect artifact of random activations in the documented shard format."""
     path.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
@@ -29,7 +30,7 @@ def make_shards(path: Path, n_seq: int = 24, seq_len: int = 17, d: int = 8, per_
         "token_str": [[f"t{t}" for t in row] for row in tokens.tolist()]}), path / "sequences.parquet")
     (path / "manifest.json").write_text(json.dumps({
         "stage": "collect", "key": "test", "d_model": d, "seq_len": seq_len, "n_sequences": n_seq,
-        "hookpoint": "blocks.0.hook_resid_post", "shards": shards}))
+        "hookpoint": hookpoint, "shards": shards}))
     return path
 
 

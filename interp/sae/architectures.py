@@ -8,6 +8,8 @@ slots have act 0). They differ in who chooses the token-latent matches (Ayonrind
   feature_choice  each latent picks its N*k/m best tokens (exactly N*k matches in all)
   relu            ReLU + L1 penalty (dense training path)
   jumprelu        per-latent learnt threshold, straight-through L0 penalty (Rajamanoharan et al. 2024)
+  neurons         not learnt: the MLP's own neurons (identity encoder, interp.sae.neurons), each
+                  token keeping its k largest positive activations (Paulo et al. 2024's baseline)
 The batch-level choices cannot be applied to one token at inference, so they learn thresholds
 (an EMA of the smallest selected activation while training, recalibrated on the final weights by
 interp.sae.calibrate) and encode like a JumpReLU after training.
@@ -228,8 +230,30 @@ def _dense_codes(acts: Tensor, penalty: Tensor) -> Codes:
     return Codes(values, indices, penalty, dense=acts)
 
 
+@dataclass(frozen=True)
+class Neurons:
+    """MLP neurons as latents (built by interp.sae.neurons, never trained): the encoder is the
+    identity, so pre-activations are the neuron activations; each token keeps its k largest, and
+    only positive ones (a code is an activation > 0; see interp.sae.neurons on signed neurons)."""
+
+    learns_threshold = False
+
+    def train_codes(self, sae: SAE, x: Tensor) -> Codes:
+        raise ValueError("sae.architecture 'neurons' is built from the model's MLP weights, not "
+                         "trained (interp.sae.neurons.build_neurons)")
+
+    def infer_codes(self, sae: SAE, x: Tensor) -> tuple[Tensor, Tensor]:
+        pre = sae.pre_acts(x)
+        if sae.k >= pre.shape[1]:  # every neuron: the positive ones, padded
+            return dense_to_padded(pre.clamp_min(0))
+        values, indices = pre.topk(sae.k, dim=1, sorted=False)
+        return values.clamp_min(0), indices
+
+
 ARCHITECTURES = {"topk": TopK(), "batchtopk": BatchTopK(), "mutual_choice": BatchTopK(),
                  "feature_choice": FeatureChoice(), "relu": ReLU(), "jumprelu": JumpReLU()}
+ARCHITECTURES["neurons"] = Neurons()  # not trainable: built by interp.sae.neurons
+TRAINABLE = frozenset(ARCHITECTURES) - {"neurons"}
 DENSE = frozenset({"relu", "jumprelu"})  # trained through the dense [N, m] path
 
 

@@ -148,9 +148,13 @@ def _token_table(sae_key: str, split: str, toks: TokenSet, e: Tensor, rest_norm:
 def analyse(sae: SAE, shards: ActivationShards, holdout_every: int, sae_key: str,
             out: Path) -> dict[str, Any]:
     """Write the dark-matter statistics and per-token error norms of `sae` on `shards` into out."""
-    target = sae.cfg.get("hookpoint_out") if sae.transcode else None
+    neurons = sae.cfg["architecture"] == "neurons"  # target = the MLP output, exact from x
+    target = sae.cfg.get("hookpoint_out") if sae.transcode and not neurons else None
     fit = gather_tokens(shards, target, holdout_every, False, FIT_TOKENS)
     held = gather_tokens(shards, target, holdout_every, True, HELDOUT_TOKENS)
+    if neurons:
+        from interp.sae.neurons import mlp_output
+        fit, held = (t._replace(y=mlp_output(sae, t.x).cpu()) for t in (fit, held))
     split = "heldout"
     if len(held.x) == 0:  # no held-out sequences: score on the fit tokens and say so
         held, split = fit, "train"

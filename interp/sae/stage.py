@@ -19,6 +19,7 @@ from interp.stream import open_activations
 
 STAGE = "train"
 VERSION = "3"  # 3: batch thresholds recalibrated on held-out tokens, one dead_frac definition
+NEURONS_VERSION = "1"  # of the neurons build (interp.sae.neurons), in its keys only
 
 
 def _dir_hash(path: Path) -> str:
@@ -31,7 +32,10 @@ def _dir_hash(path: Path) -> str:
 
 
 def train_key(cfg: RunConfig, collect_key: str) -> str:
-    if cfg.sae.path is not None:
+    if cfg.sae.architecture == "neurons":  # read from the model (its key is in collect's)
+        recipe = {"architecture": "neurons", "k": cfg.sae.k, "holdout_every": cfg.sae.holdout_every,
+                  "eval_sequences": cfg.sae.eval_sequences, "neurons_version": NEURONS_VERSION}
+    elif cfg.sae.path is not None:
         recipe = {"external": _dir_hash(cfg.sae.path), "eval_sequences": cfg.sae.eval_sequences,
                   "holdout_every": cfg.sae.holdout_every}
     else:
@@ -56,6 +60,23 @@ def _import_sae(cfg: RunConfig, shards: ActivationShards, out: Path) -> dict[str
                    l0_rule="inference", num_latents=sae.num_latents, k=sae.k,
                    imported_from=str(cfg.sae.path))
     return metrics
+
+
+def load_mlp_weights(cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(W_out, b_out) of the MLP at model.hookpoint, from the subject model (a seam that tests
+    replace with planted weights)."""
+    from interp.models import load_model
+    from interp.sae.neurons import model_mlp_weights
+
+    return model_mlp_weights(load_model(cfg.model, cfg.home), cfg.model.layer)
+
+
+def _build_neurons(cfg: RunConfig, shards: ActivationShards, out: Path) -> dict[str, Any]:
+    """The MLP's neurons as the train artifact's dictionary (nothing trained)."""
+    from interp.sae.neurons import build_neurons
+
+    return build_neurons(cfg.sae.k, shards, out, lambda: load_mlp_weights(cfg),
+                         holdout_every=cfg.sae.holdout_every)
 
 
 def _downstream(cfg: RunConfig, shards: ActivationShards, sae_dir: Path) -> dict[str, float]:
@@ -114,7 +135,9 @@ def train_stage(cfg: RunConfig, collect_ref: ArtifactRef, *, progress: bool = Fa
             raise ValueError(f"collect artifact {collect_ref.key} holds token ids only "
                              f"(collect.store 'tokens'): training needs stored activations; set "
                              f"sae.path to label an imported SAE, or collect.store 'dense'")
-        if cfg.sae.path is not None:
+        if cfg.sae.architecture == "neurons":
+            metrics = _build_neurons(cfg, shards, tmp)
+        elif cfg.sae.path is not None:
             metrics = _import_sae(cfg, shards, tmp)
         else:
             metrics = train(cfg.sae, shards, tmp, device=cfg.sae.device or cfg.model.device,
@@ -130,4 +153,4 @@ def train_stage(cfg: RunConfig, collect_ref: ArtifactRef, *, progress: bool = Fa
     # Resumable when training: a crashed run continues from its last checkpoint.
     return ArtifactStore(cfg.home).build_once(
         STAGE, key, fill, inputs={"collect": collect_ref.key},
-        resumable=cfg.sae.path is None)
+        resumable=cfg.sae.path is None and cfg.sae.architecture != "neurons")

@@ -104,6 +104,9 @@ def train(cfg: SAEConfig, shards: ActivationShards, out_dir: Path, *, device: st
     too few, see `fvu_split`), fvu_train (mean over the last epoch), dead_frac, tokens_seen,
     tokens_per_s, train_seconds, num_latents, k.
     """
+    if cfg.architecture == "neurons":
+        raise ValueError("sae.architecture 'neurons' is not trained: the train stage builds it "
+                         "from the model's MLP (interp.sae.neurons.build_neurons)")
     with _torch_threads(cfg.threads):
         return _train(cfg, shards, Path(out_dir), device, progress)
 

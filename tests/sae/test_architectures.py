@@ -7,7 +7,7 @@ from conftest import planted_data
 
 from interp.config import SAEConfig
 from interp.sae import SAE, load_any_sae, load_sae, save_saelens, train
-from interp.sae.architectures import ARCHITECTURES, pairs_to_padded, threshold_codes
+from interp.sae.architectures import TRAINABLE, pairs_to_padded, threshold_codes
 from interp.sae.trainer import underused_mask
 
 
@@ -32,7 +32,7 @@ def planted(tmp_path_factory):
     return ActivationShards(path), dictionary
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", sorted(TRAINABLE))
 def test_architecture_trains_and_round_trips(arch, planted, tmp_path):
     shards, dictionary = planted
     cfg = SAEConfig(architecture=arch, expansion_factor=4, k=4, batch_size=512, epochs=3,
