@@ -8,6 +8,7 @@ slots have act 0). They differ in who chooses the token-latent matches (Ayonrind
   feature_choice  each latent picks its N*k/m best tokens (exactly N*k matches in all)
   relu            ReLU + L1 penalty (dense training path)
   jumprelu        per-latent learnt threshold, straight-through L0 penalty (Rajamanoharan et al. 2024)
+  gsae            topk on scores weighted by the loss gradient (Olmo et al. 2024; interp.sae.gsae)
 The batch-level choices cannot be applied to one token at inference, so they learn thresholds
 (an EMA of the smallest selected activation while training, recalibrated on the final weights by
 interp.sae.calibrate) and encode like a JumpReLU after training.
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from interp.sae.gsae import GradientTopK
 from interp.sae.kernels import argsort_ints
 
 if TYPE_CHECKING:
@@ -229,7 +231,8 @@ def _dense_codes(acts: Tensor, penalty: Tensor) -> Codes:
 
 
 ARCHITECTURES = {"topk": TopK(), "batchtopk": BatchTopK(), "mutual_choice": BatchTopK(),
-                 "feature_choice": FeatureChoice(), "relu": ReLU(), "jumprelu": JumpReLU()}
+                 "feature_choice": FeatureChoice(), "relu": ReLU(), "jumprelu": JumpReLU(),
+                 "gsae": GradientTopK()}
 DENSE = frozenset({"relu", "jumprelu"})  # trained through the dense [N, m] path
 
 
