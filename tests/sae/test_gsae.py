@@ -7,7 +7,7 @@ import torch
 from conftest import planted_data, write_shards
 
 from interp.config import SAEConfig
-from interp.sae import SAE, load_sae, train
+from interp.sae import SAE, load_any_sae, load_sae, save_saelens, train
 from interp.sae.gsae import gradient_scores, gradient_tensor_name
 from interp.shards import ActivationShards
 
@@ -82,7 +82,11 @@ def test_planted_directions_recovered_like_topk(planted, tmp_path):
         recovered[arch] = float((best_cos >= 0.9).float().mean())
         assert metrics["fvu"] < 0.15, (arch, metrics)
     assert recovered["gsae"] >= 0.95 and recovered["gsae"] >= recovered["topk"] - 0.05, recovered
-    assert load_sae(tmp_path / "gsae").cfg["gsae_beta"] == 1.0
+    sae = load_sae(tmp_path / "gsae")
+    assert sae.cfg["gsae_beta"] == 1.0
+    back = load_any_sae(save_saelens(sae, tmp_path / "lens"))  # exported as SAELens topk
+    x = torch.randn(20, 32)
+    assert torch.allclose(back.encode_dense(x), sae.encode_dense(x), atol=1e-5)
 
 
 def test_collected_gradient_matches_finite_differences(tmp_path, model_cache):
