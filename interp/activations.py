@@ -19,6 +19,7 @@ from interp.config import RunConfig
 from interp.corpus import corpus_identity, token_sequences
 from interp.finite import require_finite
 from interp.models import SubjectModel, load_model, model_identity
+from interp.sae.gsae import gradient_tensor_name
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,11 @@ def extra_hookpoints(cfg: RunConfig) -> list[str]:
     return [target] if target and cfg.sae.path is None else []
 
 
+def collects_gradient(cfg: RunConfig) -> bool:
+    """True when the configured SAE trains on loss gradients (g-SAE): collect records dL/dx."""
+    return cfg.sae.architecture == "gsae" and cfg.sae.path is None
+
+
 def collect_key(cfg: RunConfig) -> str:
     config = {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
               "corpus": corpus_identity(cfg.corpus), "shard_sequences": cfg.collect.shard_sequences,
@@ -40,6 +46,8 @@ def collect_key(cfg: RunConfig) -> str:
         config["store"] = cfg.collect.store  # absent for dense, so existing keys are unchanged
     if extra := extra_hookpoints(cfg):
         config["extra_hookpoints"] = extra  # absent when empty, so plain-SAE keys are unchanged
+    if collects_gradient(cfg):
+        config["gradient"] = "sum next-token CE"  # likewise absent unless a g-SAE needs it
     return artifact_key(STAGE, VERSION, config)
 
 
@@ -80,6 +88,23 @@ def shard_activations(model: SubjectModel, chunk: torch.Tensor, hookpoints: list
     return {h: torch.cat([r[h] for r in runs]).contiguous() for h in hookpoints}
 
 
+def _gradient_runs(cfg: RunConfig, model: SubjectModel, chunk: torch.Tensor, hook: str
+                   ) -> list[dict[str, torch.Tensor]]:
+    """A g-SAE's batches: activations at `hook` and "grad" (dL/dx there), in smaller batches
+    (collect.grad_batch_size): the backward pass holds every later layer."""
+    step = cfg.collect.grad_batch_size
+    pairs = [model.run_with_gradient(chunk[b:b + step], hook) for b in range(0, len(chunk), step)]
+    return [{hook: acts, "grad": grad} for acts, grad in pairs]
+
+
+def _gradient_storage(runs: list[dict[str, torch.Tensor]], dtype: torch.dtype) -> torch.Tensor:
+    """dL/dx for the shard, finite-checked; float16 storage becomes bfloat16 (gradients are tiny
+    numbers that float16 would flush to 0; the selection needs their size, not many digits)."""
+    grad = torch.cat([r["grad"] for r in runs])
+    require_finite(grad, "collect: loss gradients", "use model.dtype float32")
+    return grad.to(torch.bfloat16 if dtype == torch.float16 else dtype).cpu().contiguous()
+
+
 def _collect_into(cfg: RunConfig, model: SubjectModel, tokens: torch.Tensor, out: Path,
                   progress: bool) -> list[dict]:
     hook, extra = cfg.model.hookpoint, extra_hookpoints(cfg)
@@ -96,10 +121,16 @@ def _collect_into(cfg: RunConfig, model: SubjectModel, tokens: torch.Tensor, out
             shards.append({"file": name, "first_seq": first, "n_seq": len(chunk)})
             bar.update(chunk.numel())
             continue
-        acts = shard_activations(model, chunk, [hook, *extra], cfg.collect.batch_size, dtype)
+        if collects_gradient(cfg):  # a g-SAE (never a transcoder): one forward + backward
+            runs = _gradient_runs(cfg, model, chunk, hook)
+            acts = {hook: torch.cat([_to_storage(r[hook], dtype, hook) for r in runs]).contiguous()}
+        else:
+            acts = shard_activations(model, chunk, [hook, *extra], cfg.collect.batch_size, dtype)
         tensors = {"acts": acts[hook], "tokens": chunk.to(torch.int32).contiguous()}
         for h in extra:  # transcoder targets, read by interp.sae.data as acts.<hookpoint>
             tensors[f"acts.{h}"] = acts[h]
+        if collects_gradient(cfg):
+            tensors[gradient_tensor_name(hook)] = _gradient_storage(runs, dtype)
         for h in [hook, *extra]:
             require_finite(tensors["acts" if h == hook else f"acts.{h}"],
                            f"collect: activations at {h} for {name} (sequences {first}.."
@@ -128,6 +159,7 @@ def collect(cfg: RunConfig, *, model: SubjectModel | None = None, progress: bool
         shards = _collect_into(cfg, subject, tokens, tmp, progress)
         return {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
                 "extra_hookpoints": extra_hookpoints(cfg), "dtype": cfg.collect.dtype,
+                "gradient": collects_gradient(cfg),
                 "d_model": subject.hook_width(cfg.model.hookpoint),  # hook_z: heads x d_head
                 "n_heads": subject.n_heads,  # head attribution of hook_z SAEs
                 "seq_len": int(tokens.shape[1]), "n_sequences": int(len(tokens)),

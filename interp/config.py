@@ -65,6 +65,9 @@ class CollectConfig(_Strict):
 
     batch_size: int = Field(32, gt=0, description="Sequences per forward pass.")
     shard_sequences: int = Field(256, gt=0, description="Sequences per activation shard file.")
+    grad_batch_size: int = Field(8, gt=0, description="Sequences per forward+backward pass when "
+                                 "loss gradients are collected (sae.architecture gsae): the "
+                                 "backward pass keeps every later layer's activations in memory.")
     dtype: Literal["float16", "bfloat16", "float32"] = Field("float16", description="Storage dtype "
         "of the activation shards; readers upcast to float32 batch by batch (SAE training and "
         "encoding compute in fp32). float16 halves disk and read time; bfloat16 for hookpoints "
@@ -81,11 +84,16 @@ class SAEConfig(_Strict):
     """SAE recipe (or an SAE trained elsewhere, via `path`)."""
 
     architecture: Literal["topk", "batchtopk", "relu", "jumprelu", "feature_choice", "mutual_choice",
-                          "neurons"] = \
+                          "gsae", "neurons"] = \
         Field("topk", description="SAE architecture: topk, batchtopk, relu (L1), jumprelu, "
-              "feature_choice, mutual_choice; or 'neurons': no SAE, the MLP's own neurons at "
-              "model.hookpoint blocks.<L>.mlp.hook_post (identity encoder, decoder = the MLP's "
-              "output weights W_out; nothing trained), the baseline SAE latents are compared with.")
+              "feature_choice, mutual_choice, gsae (TopK selecting by activation and loss "
+              "gradient while training; collect then also records the gradient); or 'neurons': "
+              "no SAE, the MLP's own neurons at model.hookpoint blocks.<L>.mlp.hook_post "
+              "(identity encoder, decoder = the MLP's output weights W_out; nothing trained), "
+              "the baseline SAE latents are compared with.")
+    gsae_beta: float = Field(1.0, ge=0, description="gsae only: weight of a latent's downstream "
+                             "effect |W_dec dL/dx| (divided by its batch mean) in the training "
+                             "selection score z * (1 + beta * effect); 0 = plain TopK.")
     path: Path | None = Field(None, description="Label an SAE trained elsewhere (sparsify or SAELens "
                               "directory) instead of training one.")
     expansion_factor: int = Field(4, gt=0, description="Latents = expansion_factor x d_model.")
@@ -135,8 +143,14 @@ class SAEConfig(_Strict):
                              "a linear skip would learn the identity")
         if self.architecture == "neurons":
             self._neurons_consistent()
+        if self.gsae_beta != 1.0 and self.architecture != "gsae":
+            raise ValueError(f"sae.gsae_beta applies to architecture gsae, not "
+                             f"{self.architecture!r}")
+        if self.architecture == "gsae" and self.transcode_target:
+            raise ValueError("sae.architecture gsae autoencodes model.hookpoint: drop "
+                             "sae.transcode_target (gradients are collected at the input only)")
         if self.aux_zipf and self.architecture not in ("topk", "batchtopk", "feature_choice",
-                                                       "mutual_choice"):
+                                                       "mutual_choice", "gsae"):
             raise ValueError("sae.aux_zipf needs a sparse architecture (topk, batchtopk, "
                              "feature_choice, mutual_choice)")
         return self

@@ -111,6 +111,37 @@ class SubjectModel:
         # per-head hooks (hook_z: [batch, seq, heads, d_head]) are stored heads x d_head, concatenated
         return {h: cache[h].float().flatten(2) for h in hookpoints}
 
+    def run_with_gradient(self, tokens: torch.Tensor, hookpoint: str
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(acts, dL/dacts), each [batch, seq, d] (per-head hooks flattened), at `hookpoint`.
+
+        L is the next-token cross-entropy summed over every position of every sequence, so a
+        token's gradient does not depend on the batch size (and is 0 at the last position, which
+        predicts nothing scored). A full forward and one backward to the hookpoint: the parameters
+        are frozen meanwhile, so neither parameter gradients nor the layers below the hookpoint
+        keep anything for the backward pass.
+        """
+        seen: dict[str, torch.Tensor] = {}
+
+        def leaf(acts, hook):
+            seen["x"] = acts.detach().requires_grad_(True)
+            return seen["x"]
+        frozen = [p for p in self.bridge.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                tokens = tokens.to(self.device)
+                logits = self.bridge.run_with_hooks(tokens, fwd_hooks=[(hookpoint, leaf)],
+                                                    return_type="logits")
+                loss = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="sum")
+                (grad,) = torch.autograd.grad(loss, seen["x"])
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        return seen["x"].detach().float().flatten(2), grad.float().flatten(2)
+
     def hook_width(self, hookpoint: str) -> int:
         """Width of the (flattened) activations at `hookpoint`, from a one-token forward pass."""
         bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else 0

@@ -122,6 +122,20 @@ def _show_logits(con, key: str, latent: int, n: int) -> list[str]:
     return ["", "output side (logit lens):", *out] if out else []
 
 
+_SHOW_HEADS_SQL = ("SELECT head, share FROM head_shares WHERE sae_key = ? AND latent = ? "
+                   "ORDER BY share DESC, head LIMIT 3")
+_HAS_HEADS_SQL = "SELECT 1 FROM duckdb_tables() WHERE table_name = 'head_shares'"
+
+
+def _show_heads(con, key: str, latent: int) -> list[str]:
+    """'attention heads: head 7: 64%, head 3: 21%, ...' for SAEs on hook_z (else nothing)."""
+    if con.execute(_HAS_HEADS_SQL).fetchone() is None:
+        return []
+    rows = con.execute(_SHOW_HEADS_SQL, [key, latent]).fetchall()
+    return [f"attention heads (share of decoder norm): "
+            f"{', '.join(f'head {h}: {s:.0%}' for h, s in rows)}"] if rows else []
+
+
 def _show_explanations(con, key: str, latent: int) -> list[str]:
     out = []
     for eid, status, text, model, ph, err in con.execute(_SHOW_EXPLANATIONS_SQL, [key, latent]).fetchall():
@@ -145,7 +159,8 @@ def show_latent(home: Path, sae: str, latent: int, n: int = 5) -> str:
                f"FVU={_cell(sae_row[4])} L0={_cell(sae_row[5])} dead={_cell(sae_row[6])} "
                f"CE recovered={_cell(sae_row[7])}",
                f"latent {latent}: frequency {stats[0]:.4%}, max act {stats[1]:.3g}, "
-               f"mean act {stats[2]:.3g}, active windows {stats[3]}", "", "explanations:",
+               f"mean act {stats[2]:.3g}, active windows {stats[3]}",
+               *_show_heads(con, key, latent), "", "explanations:",
                *_show_explanations(con, key, latent), *_show_logits(con, key, latent, n)]
         for kind in ("top", "quantile", "random", "hard"):
             out.append(f"\n{kind} examples:")

@@ -10,6 +10,7 @@ slots have act 0). They differ in who chooses the token-latent matches (Ayonrind
   jumprelu        per-latent learnt threshold, straight-through L0 penalty (Rajamanoharan et al. 2024)
   neurons         not learnt: the MLP's own neurons (identity encoder, interp.sae.neurons), each
                   token keeping its k largest positive activations (Paulo et al. 2024's baseline)
+  gsae            topk on scores weighted by the loss gradient (Olmo et al. 2024; interp.sae.gsae)
 The batch-level choices cannot be applied to one token at inference, so they learn thresholds
 (an EMA of the smallest selected activation while training, recalibrated on the final weights by
 interp.sae.calibrate) and encode like a JumpReLU after training.
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from interp.sae.gsae import GradientTopK
 from interp.sae.kernels import argsort_ints
 
 if TYPE_CHECKING:
@@ -251,7 +253,8 @@ class Neurons:
 
 
 ARCHITECTURES = {"topk": TopK(), "batchtopk": BatchTopK(), "mutual_choice": BatchTopK(),
-                 "feature_choice": FeatureChoice(), "relu": ReLU(), "jumprelu": JumpReLU()}
+                 "feature_choice": FeatureChoice(), "relu": ReLU(), "jumprelu": JumpReLU(),
+                 "gsae": GradientTopK()}
 ARCHITECTURES["neurons"] = Neurons()  # not trainable: built by interp.sae.neurons
 TRAINABLE = frozenset(ARCHITECTURES) - {"neurons"}
 DENSE = frozenset({"relu", "jumprelu"})  # trained through the dense [N, m] path

@@ -154,13 +154,15 @@ class SAE(nn.Module):
         return out + x @ self.W_skip.T if self.skip else out
 
     def forward(self, x: Tensor, y: Tensor | None = None, *,
-                dead_mask: Tensor | None = None) -> ForwardOutput:
+                dead_mask: Tensor | None = None, grad: Tensor | None = None) -> ForwardOutput:
         """Training pass: reconstruct y (default x) [N, d_out] from x [N, d_in].
 
         dead_mask [m] bool selects latents for the AuxK loss (dead or, with aux_zipf, underused).
+        grad [N, d_in]: the loss gradient at x, which the gsae architecture's selection needs.
         """
         y = x if y is None else y
-        codes = self.arch.train_codes(self, x)
+        codes = self.arch.train_codes(self, x) if grad is None else \
+            self.arch.train_codes(self, x, grad)
         if codes.dense is not None:
             recon = codes.dense @ self.W_dec + self.b_dec
         else:

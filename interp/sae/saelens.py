@@ -20,7 +20,8 @@ from interp.sae.model import SAE
 
 # our architecture -> SAELens architecture (inference semantics)
 _TO_SAELENS = {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu", "batchtopk": "jumprelu",
-               "mutual_choice": "jumprelu", "feature_choice": "jumprelu"}
+               "mutual_choice": "jumprelu", "feature_choice": "jumprelu",
+               "gsae": "topk"}  # a g-SAE infers by plain TopK (interp.sae.gsae)
 _FROM_SAELENS = {"topk": "topk", "standard": "relu", "jumprelu": "jumprelu"}
 
 
@@ -46,7 +47,7 @@ def save_saelens(sae: SAE, directory: Path) -> Path:
            "apply_b_dec_to_input": True, "normalize_activations": "none",
            "reshape_activations": "none", "hook_name": meta["hook_name"],
            "model_name": meta["model_name"], "metadata": meta}
-    if arch == "topk":
+    if arch in ("topk", "gsae"):
         cfg["k"] = sae.k
         cfg["activation_fn_kwargs"] = {"k": sae.k}
     write_text_atomic(directory / CFG_FILE, json.dumps(cfg, indent=2, default=str))

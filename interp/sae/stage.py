@@ -39,7 +39,10 @@ def train_key(cfg: RunConfig, collect_key: str) -> str:
         recipe = {"external": _dir_hash(cfg.sae.path), "eval_sequences": cfg.sae.eval_sequences,
                   "holdout_every": cfg.sae.holdout_every}
     else:
-        recipe = cfg.sae.model_dump(mode="json", exclude={"device", "threads", "checkpoint_every"})
+        # gsae_beta only when it can matter, so other architectures keep their keys
+        skip = {"device", "threads", "checkpoint_every"} | \
+            (set() if cfg.sae.architecture == "gsae" else {"gsae_beta"})
+        recipe = cfg.sae.model_dump(mode="json", exclude=skip)
     return artifact_key(STAGE, VERSION, recipe, {"collect": collect_key})
 
 

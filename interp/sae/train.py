@@ -72,6 +72,8 @@ def build_sae(cfg: SAEConfig, shards: ActivationShards, device: str, *, holdout:
             "model": shards.meta.get("model"), "expansion_factor": cfg.expansion_factor,
             "sparsity_coeff": sparsity_coeff(cfg), "normalisation": None,
             "skip_connection": cfg.skip_connection}
+    if cfg.architecture == "gsae":
+        meta["gsae_beta"] = cfg.gsae_beta
     sae = SAE(shards.d_model, cfg.expansion_factor * shards.d_model, cfg.k, cfg=meta,
               architecture=cfg.architecture, transcode=target is not None, d_out=y.shape[1],
               device=device, generator=torch.Generator().manual_seed(cfg.seed))
@@ -167,6 +169,7 @@ def _run_epochs(cfg: SAEConfig, shards: ActivationShards, trainer: Trainer,
                 position: dict[str, Any] | None, progress: bool) -> list[float]:
     """The training loop; returns the per-step FVUs of the last epoch."""
     every, target = cfg.checkpoint_every, cfg.transcode_target
+    gradient = cfg.architecture == "gsae"
     first_epoch, skip = (position["epoch"], position["batch"]) if position else (0, 0)
     fvus: list[float] = position["fvus"] if position else []
     bar = _progress_bar(cfg.epochs * math.ceil(count_train_tokens(shards, holdout) /
@@ -175,13 +178,16 @@ def _run_epochs(cfg: SAEConfig, shards: ActivationShards, trainer: Trainer,
     for epoch in range(first_epoch, cfg.epochs):
         fvus = fvus if epoch == first_epoch else []
         batches = train_batches(shards, cfg.batch_size, seed=cfg.seed + epoch,
-                                holdout_every=holdout, target=target)
+                                holdout_every=holdout, target=target, gradient=gradient)
         for i, (x, y) in enumerate(batches):
             if epoch == first_epoch and i < skip:
                 continue  # already trained on before the checkpoint
             x = x.to(device) * scales[0]
-            y = None if y is None else y.to(device) * scales[1]
-            fvus.append(trainer.step(x, y)["fvu"])
+            if gradient:  # y is dL/dx: gsae's selection is scale-free, so it is not rescaled
+                fvus.append(trainer.step(x, None, grad=y.to(device))["fvu"])
+            else:
+                y = None if y is None else y.to(device) * scales[1]
+                fvus.append(trainer.step(x, y)["fvu"])
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(fvu=f"{fvus[-1]:.3f}", refresh=False)

@@ -83,10 +83,12 @@ class Trainer:
         mask = self.dead_mask()
         return mask | underused_mask(self.freq) if self.aux_zipf else mask
 
-    def step(self, x: Tensor, y: Tensor | None = None) -> dict[str, float]:
-        """One optimiser step on x [N, d_in] (target y [N, d_out], default x)."""
+    def step(self, x: Tensor, y: Tensor | None = None, grad: Tensor | None = None
+             ) -> dict[str, float]:
+        """One optimiser step on x [N, d_in] (target y [N, d_out], default x; grad [N, d_in] the
+        loss gradient at x, for gsae)."""
         sae = self.sae
-        out = sae(x, y, dead_mask=self.aux_mask())
+        out = sae(x, y, dead_mask=self.aux_mask(), grad=grad)
         loss = out.fvu + self.auxk_alpha * out.auxk_loss + out.sparsity_loss
         # One scalar sync per step; a NaN step would otherwise poison every weight via Adam.
         require_finite(loss.detach(), f"SAE training loss at step {self.steps}",

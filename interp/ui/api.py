@@ -62,7 +62,8 @@ def latent_payload(cur, key: str, n: int, tables: frozenset[str]) -> dict[str, A
                            "acts": [t.act for t in r["shaded"]]} for r in rows]
     stats = {k: v for k, v in page["stats"].items() if k != "hist"}
     return {"sae": page["sae"], "latent": n, "stats": stats, "explanations": page["explanations"],
-            "logits": page["logits"], "matches": page["matches"], "examples": examples}
+            "logits": page["logits"], "heads": page["heads"], "matches": page["matches"],
+            "examples": examples}
 
 
 def routes(catalog: data.Catalog, resolve) -> list:

@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from interp import embed
 from interp.ui import data, svg
-from interp.ui.latent import latent_page
+from interp.ui.latent import heads_text, latent_page
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -45,7 +45,7 @@ def make_env() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(num=_num, pct=_pct, when=_when, short=lambda k: (k or "")[:10],
                        fromjson=lambda s: json.loads(s) if s else {})
-    env.globals.update(histogram=svg.histogram, urlencode=urlencode)
+    env.globals.update(histogram=svg.histogram, urlencode=urlencode, heads_text=heads_text)
     return env
 
 

@@ -1,6 +1,7 @@
 """Everything the latent page shows: stats, explanations with provenance and scores, shaded
 examples, the activation histogram, the tokens its decoder direction promotes and suppresses,
-and matched latents of other SAEs on the same hookpoint."""
+the attention heads its decoder direction lives in (hook_z SAEs), and matched latents of other
+SAEs on the same hookpoint."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from storage.read import dicts, has_table, queries
 
 Q = queries("browse")
 KIND_LIMITS = {"top": 20, "quantile": 40, "random": 20, "hard": 20, "iw": 20}  # examples shown per kind
+TOP_HEADS = 3  # heads shown per latent, largest share first
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,19 @@ def _logits(cur, sae: str, latent: int, tables: frozenset[str] | None) -> dict[s
     return out if out["promoted"] or out["suppressed"] else None
 
 
+def _heads(cur, sae: str, latent: int, tables: frozenset[str] | None) -> list[dict] | None:
+    """The TOP_HEADS heads with the largest share of the decoder direction (hook_z SAEs only;
+    None for other SAEs and for catalogues without head_shares)."""
+    if not ("head_shares" in tables if tables is not None else has_table(cur, "head_shares")):
+        return None
+    return dicts(cur, Q["latent_heads"], [sae, latent])[:TOP_HEADS] or None
+
+
+def heads_text(heads: list[dict] | None) -> str:
+    """'head 7: 64%, head 3: 21%' (empty without head shares)."""
+    return ", ".join(f"head {h['head']}: {h['share']:.0%}" for h in heads or [])
+
+
 def latent_page(cur, sae: str, latent: int,
                 tables: frozenset[str] | None = None) -> dict[str, Any] | None:
     """The latent page's data, or None if the SAE has no such latent. `tables`: the catalogue's
@@ -91,5 +106,6 @@ def latent_page(cur, sae: str, latent: int,
             "examples": _examples(cur, sae, latent, st["mine_key"], st["max_act"] or 0.0),
             "matches": _matches(cur, sae, latent, sae_row[0]["hookpoint"], tables),
             "logits": _logits(cur, sae, latent, tables),
+            "heads": _heads(cur, sae, latent, tables),
             "prev": latent - 1 if latent > 0 else None,
             "next": latent + 1 if latent + 1 < (sae_row[0]["num_latents"] or 0) else None}

@@ -84,3 +84,7 @@ GROUP BY m.sae_key, m.latent ORDER BY cosine DESC LIMIT 20;
 -- The output side (logits stage): top promoted and suppressed tokens of the decoder direction.
 SELECT direction, rank, token, value FROM latent_logits
 WHERE sae_key = ? AND latent = ? ORDER BY direction, rank;
+
+-- name: latent_heads
+-- SAEs on attention head outputs (hook_z): the latent's share of squared decoder norm per head.
+SELECT head, share FROM head_shares WHERE sae_key = ? AND latent = ? ORDER BY share DESC, head;

@@ -68,3 +68,32 @@ def test_latent_page_and_show_list_promoted_and_suppressed_tokens(client, ui_hom
     assert "<b>" not in section
     text = show_latent(ui_home, sae[:8], latent)
     assert "output side" in text and all(json.dumps(t) in text for _, t in rows)
+
+
+def test_head_shares_on_latent_page_api_and_show(home_copy):
+    """An SAE on hook_z: the top heads of a latent's decoder direction, largest first, on the
+    page, in the API and in `interp show`; latents without head shares show none."""
+    import duckdb
+    from starlette.testclient import TestClient
+
+    from interp.ui.app import create_app
+
+    sae, latent, other = *query(home_copy, "SELECT sae_key, latent FROM latents ORDER BY latent "
+                                           "LIMIT 1")[0], 1
+    shares = [(7, 0.64), (3, 0.21), (0, 0.10), (1, 0.05)]
+    con = duckdb.connect(str(home_copy / "catalog.duckdb"))
+    con.executemany("INSERT INTO head_shares (sae_key, latent, head, share) VALUES (?, ?, ?, ?)",
+                    [(sae, latent, h, s) for h, s in reversed(shares)])
+    con.close()
+    want = query(home_copy, "SELECT head, share FROM head_shares WHERE sae_key = ? AND latent = ? "
+                            "ORDER BY share DESC LIMIT 3", [sae, latent])
+    with TestClient(create_app(home_copy, preload_model=False)) as c:
+        html = c.get(f"/sae/{sae}/latent/{latent}").text
+        assert html.split('id="heads">')[1].split("</dd>")[0] == "head 7: 64%, head 3: 21%, head 0: 10%"
+        got = c.get(f"/api/sae/{sae[:8]}/latent/{latent}").json()["heads"]
+        assert [(h["head"], h["share"]) for h in got] == [(h, pytest.approx(s)) for h, s in want]
+        assert c.get(f"/api/sae/{sae}/latent/{other}").json()["heads"] is None
+        assert 'id="heads"' not in c.get(f"/sae/{sae}/latent/{other}").text
+    text = show_latent(home_copy, sae[:8], latent)
+    assert "attention heads (share of decoder norm): head 7: 64%, head 3: 21%, head 0: 10%" in text
+    assert "attention heads" not in show_latent(home_copy, sae[:8], other)
