@@ -6,9 +6,10 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from interp.config import CorpusConfig
-from interp.corpus import corpus_identity, documents, token_sequences
+from interp.corpus import corpus_identity, documents, token_sequences, token_stream
 
 
 class CharTokenizer:
@@ -39,6 +40,10 @@ def test_sequences_are_bos_plus_running_text(tmp_path):
     seqs = token_sequences(cfg, CharTokenizer())
     assert seqs.shape == (2, 8) and (seqs[:, 0] == 1).all()
     assert (seqs[:, 1:] == 2).sum() == 1  # one EOS between the two documents
+    same, starts = token_stream(cfg, CharTokenizer())
+    assert torch.equal(same, seqs)
+    body = seqs[:, 1:].reshape(-1)
+    assert starts.tolist() == [0, 9] and body[8] == 2   # the second starts after the first's EOS
 
 
 def test_errors_name_the_file_or_field(tmp_path):
