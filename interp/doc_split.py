@@ -12,6 +12,7 @@ a few bytes each (10^4 rows for 10^7 tokens of Wikipedia). The mine stage then
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,6 +21,8 @@ import torch
 
 from interp.artifacts import write_parquet_atomic
 from interp.mine_select import uniform_hash
+
+log = logging.getLogger(__name__)
 
 DOCUMENTS = "documents.parquet"
 TRAIN, TEST, NONE = 0, 1, -1
@@ -82,3 +85,14 @@ def window_splits(doc_starts: torch.Tensor, doc_test: torch.Tensor, n_windows: i
         split[n_test == last - first + 1] = TEST
         out[lo:lo + len(w)] = split.to(torch.int8)
     return out
+
+
+def warn_if_lopsided(held_out: torch.Tensor, n_train: int, n_test: int, fraction: float) -> None:
+    """Log when whole documents could not give each split near its share of the windows (a
+    corpus of a few long documents): explanations or scores then rest on few windows."""
+    total = max(n_train + n_test, 1)
+    if abs(n_test / total - fraction) > 0.25 or not n_train or not n_test:
+        log.warning("mine: %d of %d documents held out give %d train and %d test windows "
+                    "(mine.test_fraction %.2f): too few documents for a balanced split; "
+                    "collect more corpus.n_tokens", int(held_out.sum()), len(held_out), n_train,
+                    n_test, fraction)

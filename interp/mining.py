@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import torch
 
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
-from interp.doc_split import held_out_documents, read_doc_starts, window_splits
+from interp.doc_split import held_out_documents, read_doc_starts, warn_if_lopsided, window_splits
 from interp.mine_codes import CodeSpill, encode_chunk_sequences, encode_pass, iter_encoded, rss_bytes
 from interp.mine_select import (HARD, KINDS, QUANTILE, RANDOM, TOP, Rows, choose_negatives,
                                 gather_acts, random_candidates, select_positives, window_maxima)
@@ -196,6 +196,7 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
     held_out = held_out_documents(doc_starts, shards.n_tokens, cfg.test_fraction, cfg.seed)
     wsplit = window_splits(doc_starts, held_out, n_windows, cfg.window, device)
     split_windows = tuple((wsplit == s).nonzero().squeeze(1).int() for s in (0, 1))
+    warn_if_lopsided(held_out, len(split_windows[0]), len(split_windows[1]), cfg.test_fraction)
     spill = CodeSpill(Path(out) / ".code-spill", m)
     threads = torch.get_num_threads()
     try:

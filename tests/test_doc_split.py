@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 
 from interp.config import CorpusConfig, MineConfig
 from interp.corpus import token_stream
-from interp.doc_split import DOCUMENTS, held_out_documents, read_doc_starts, write_documents
+from interp.doc_split import (DOCUMENTS, held_out_documents, read_doc_starts, warn_if_lopsided,
+                              write_documents)
 from interp.examples import Example
 from interp.mining import mine_into
 from interp.scoring.base import unscorable_reason
@@ -140,7 +141,7 @@ def test_no_held_out_window_shares_a_document_with_a_training_window(tmp_path, n
     assert unscorable_reason(("positives", "negatives"), examples(1)) is None
 
 
-def test_held_out_documents_balance_tokens_and_follow_the_seed():
+def test_held_out_documents_balance_tokens_and_follow_the_seed(caplog):
     sizes = torch.randint(1, 400, (300,), generator=torch.Generator().manual_seed(0))
     starts = torch.cumsum(sizes, 0) - sizes
     n = int(sizes.sum())
@@ -150,6 +151,10 @@ def test_held_out_documents_balance_tokens_and_follow_the_seed():
         assert abs(share - fraction) <= 400 / n                     # within one document
         assert torch.equal(held, held_out_documents(starts, n, fraction, seed=0))
     assert not torch.equal(held_out_documents(starts, n, 0.5, 0), held_out_documents(starts, n, 0.5, 1))
+    warn_if_lopsided(held, 480, 520, 0.5)
+    assert not caplog.text
+    warn_if_lopsided(torch.tensor([True, False]), 6, 58, 0.5)   # two documents, one long
+    assert "too few documents" in caplog.text
 
 
 def test_mining_refuses_an_artifact_without_document_boundaries(tmp_path):
