@@ -3,6 +3,7 @@ reader, no held-out window shares a document with a window the explainer may see
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,6 +16,7 @@ from interp.corpus import token_stream
 from interp.doc_split import (DOCUMENTS, held_out_documents, read_doc_starts, warn_if_lopsided,
                               write_documents)
 from interp.examples import Example
+from interp.explain import select_latents
 from interp.mining import mine_into
 from interp.scoring.base import unscorable_reason
 from interp.shards import ActivationShards
@@ -139,6 +141,14 @@ def test_no_held_out_window_shares_a_document_with_a_training_window(tmp_path, n
     # Latent 1 fires only in a held-out document: nothing to explain from, held-out positives only.
     assert not any(r["max_act"] > 0 and r["split"] == "train" for r in rows if r["latent"] == 1)
     assert unscorable_reason(("positives", "negatives"), examples(1)) is None
+    # The explain stage picks latents it can both explain and score: neither of these two.
+    pick = SimpleNamespace(explain=SimpleNamespace(min_examples=2, n_latents=None),
+                           mine=SimpleNamespace(seed=0))
+    eligible = select_latents(tmp_path / "m", pick)
+    assert eligible and 0 not in eligible and 1 not in eligible
+    for l in eligible:
+        active = [r["split"] for r in rows if r["latent"] == l and r["max_act"] > 0]
+        assert active.count("train") >= 2 and "test" in active
 
 
 def test_held_out_documents_balance_tokens_and_follow_the_seed(caplog):
