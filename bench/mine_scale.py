@@ -35,6 +35,8 @@ def make_shards(path: Path, n_tokens: int) -> None:
     import torch
     from safetensors.torch import save_file
 
+    from interp.doc_split import write_documents
+
     path.mkdir(parents=True, exist_ok=True)
     n_seq = n_tokens // (SEQ_LEN - 1)
     gen = torch.Generator().manual_seed(0)
@@ -48,6 +50,11 @@ def make_shards(path: Path, n_tokens: int) -> None:
     pq.write_table(pa.table({"seq_id": list(range(n_seq)),
                              "tokens": [[1] * SEQ_LEN] * n_seq,
                              "token_str": [["x"] * SEQ_LEN] * n_seq}), path / "sequences.parquet")
+    # Documents of 64..4095 tokens (the embedded Wikipedia sample's run 758..19,180): mining
+    # splits train/test by document.
+    lengths = torch.randint(64, 4096, (n_seq * (SEQ_LEN - 1) // 64 + 1,), generator=gen)
+    starts = torch.cumsum(lengths, 0) - lengths
+    write_documents(starts[starts < n_seq * (SEQ_LEN - 1)], n_seq * (SEQ_LEN - 1), path)
     (path / "manifest.json").write_text(json.dumps({
         "d_model": D, "seq_len": SEQ_LEN, "n_sequences": n_seq, "hookpoint": "synthetic",
         "dtype": "float16", "shards": shards}))

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
 from interp.config import RunConfig
-from interp.corpus import corpus_identity, token_sequences
+from interp.corpus import corpus_identity, token_stream
+from interp.doc_split import write_documents
 from interp.finite import require_finite
 from interp.models import SubjectModel, load_model, model_identity
 from interp.sae.gsae import gradient_tensor_name
@@ -151,10 +152,11 @@ def collect(cfg: RunConfig, *, model: SubjectModel | None = None, progress: bool
         subject = model or load_model(cfg.model, cfg.home)
         for h in [cfg.model.hookpoint, *extra_hookpoints(cfg)]:
             subject.check_hookpoint(h)
-        tokens = token_sequences(cfg.corpus, subject.tokenizer)
+        tokens, doc_starts = token_stream(cfg.corpus, subject.tokenizer)
         log.info("collecting %d sequences x %d tokens at %s", len(tokens), tokens.shape[1],
                  cfg.model.hookpoint)
         _write_sequences(tokens, subject.tokenizer, tmp)
+        write_documents(doc_starts, tokens.shape[0] * (tokens.shape[1] - 1), tmp)
         t0 = time.time()
         shards = _collect_into(cfg, subject, tokens, tmp, progress)
         return {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
@@ -163,6 +165,7 @@ def collect(cfg: RunConfig, *, model: SubjectModel | None = None, progress: bool
                 "d_model": subject.hook_width(cfg.model.hookpoint),  # hook_z: heads x d_head
                 "n_heads": subject.n_heads,  # head attribution of hook_z SAEs
                 "seq_len": int(tokens.shape[1]), "n_sequences": int(len(tokens)),
+                "n_documents": len(doc_starts),
                 "corpus": corpus_identity(cfg.corpus), "shards": shards,
                 # tokens-only artifacts: the stream replays collect's batches (interp/stream.py)
                 "store": cfg.collect.store, "batch_size": cfg.collect.batch_size,

@@ -3,7 +3,8 @@
 Sources: the embedded Wikipedia sample shipped in the gensim wheel, local .txt / .jsonl / .parquet
 files (or a directory of them), and Hugging Face datasets (`hf:<name>[:<split>]`, when online).
 Documents are shuffled with a seed, joined with EOS and cut into sequences, so every token of the
-corpus is used and the result is reproducible.
+corpus is used and the result is reproducible; where each document starts in that stream is kept,
+so that mining can split train and test windows by document (interp/doc_split.py).
 """
 from __future__ import annotations
 
@@ -220,9 +221,17 @@ def corpus_identity(cfg: CorpusConfig) -> dict[str, Any]:
 
 
 def token_sequences(cfg: CorpusConfig, tokenizer: Any) -> torch.Tensor:
-    """[n_seq, seq_len] int64: BOS followed by seq_len-1 tokens of running text.
+    """[n_seq, seq_len] int64: BOS followed by seq_len-1 tokens of running text (token_stream's)."""
+    return token_stream(cfg, tokenizer)[0]
 
-    n_seq = ceil(n_tokens / (seq_len-1)); raises if the corpus is too small.
+
+def token_stream(cfg: CorpusConfig, tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sequences [n_seq, seq_len] int64, doc_starts [n_docs] int64).
+
+    A sequence is BOS followed by seq_len-1 tokens of running text; n_seq =
+    ceil(n_tokens / (seq_len-1)); raises if the corpus is too small. Document i (with its EOS)
+    covers body tokens [doc_starts[i], doc_starts[i+1]) of the stream with BOS dropped, i.e. token
+    t = seq_id * (seq_len-1) + position - 1; the last document may be cut at the end.
     """
     body = cfg.seq_len - 1
     n_seq = -(-cfg.n_tokens // body)
@@ -230,7 +239,9 @@ def token_sequences(cfg: CorpusConfig, tokenizer: Any) -> torch.Tensor:
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     eos = tokenizer.eos_token_id
     stream: list[int] = []
+    starts: list[int] = []
     for doc in documents(cfg):
+        starts.append(len(stream))
         stream.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
         if eos is not None:
             stream.append(eos)
@@ -240,4 +251,5 @@ def token_sequences(cfg: CorpusConfig, tokenizer: Any) -> torch.Tensor:
         raise ValueError(f"corpus.source {cfg.source!r} has only {len(stream)} tokens; "
                          f"corpus.n_tokens asks for {cfg.n_tokens}: lower it or add text")
     body_tokens = torch.tensor(stream[:need], dtype=torch.long).view(n_seq, body)
-    return torch.cat([torch.full((n_seq, 1), bos, dtype=torch.long), body_tokens], dim=1)
+    seqs = torch.cat([torch.full((n_seq, 1), bos, dtype=torch.long), body_tokens], dim=1)
+    return seqs, torch.tensor(starts, dtype=torch.long)

@@ -165,13 +165,17 @@ def output_tokens(logits: ArtifactRef | None, n: int = 10) -> dict[int, str]:
 
 
 def select_latents(mine_dir: Path, cfg: RunConfig) -> list[int]:
-    """Latents with enough top examples and at least one held-out one; a seeded sample of them."""
+    """Latents with min_examples activating train windows (what the explainer may be shown) and
+    one activating held-out window; a seeded sample of them. Counted from the mined examples,
+    since train and test are whole documents: a latent of one document has windows in one only."""
     import random
 
-    lat = pq.read_table(Path(mine_dir) / "latents.parquet", columns=["latent", "n_active_windows"])
-    need = cfg.explain.min_examples + 1
-    eligible = [l for l, n in zip(lat["latent"].to_pylist(), lat["n_active_windows"].to_pylist())
-                if n >= need]
+    ex = pq.read_table(Path(mine_dir) / "examples.parquet", columns=["latent", "split", "max_act"])
+    ex = ex.filter(pa.compute.greater(ex["max_act"], 0))
+    counts = ex.group_by(["latent", "split"]).aggregate([("max_act", "count")]).to_pylist()
+    n = {(r["latent"], r["split"]): r["max_act_count"] for r in counts}
+    eligible = sorted(l for (l, split), c in n.items() if split == "train"
+                      and c >= cfg.explain.min_examples and n.get((l, "test"), 0) >= 1)
     if cfg.explain.n_latents is None or cfg.explain.n_latents >= len(eligible):
         return eligible
     return sorted(random.Random(cfg.mine.seed).sample(eligible, cfg.explain.n_latents))

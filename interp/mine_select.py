@@ -1,20 +1,24 @@
 """Exact per-latent selection of example windows from the spilled codes of one latent range.
 
 All of it is sorting and scatter/segment operations on the device; nothing is a dense
-windows x latents buffer. The rule, for each latent l with n activating windows (window maximum > 0),
-ordered by (maximum descending, window id ascending) as ranks r = 0..n-1:
-  top       r < n_top                                              split train
-  quantile  bin q = floor((n - 1 - r) * n_quantiles / n)  (equal-count bins over all n windows,
-            q = n_quantiles - 1 the strongest); within a bin, the non-top windows ordered by
-            priority = uniform_hash(seed, l, window) (ties by rank r): the first per_quantile
-            are split test, the next train_per_quantile split train
-  random    candidates j = 0..c-1 at window uniform_hash(seed + 1, l, j) mod n_windows, where
-            c = clamp(ceil(3 * n_random * n_windows / (n_windows - n_active_windows)), 3 * n_random,
-            48 * n_random): more candidates for dense latents, whose random windows are often active
-  hard      candidates from interp.negatives, ranked best first
+windows x latents buffer. Every window has the split of its documents (interp/doc_split.py):
+train, test, or none when it spans a train and a test document (never kept, in any kind). The
+rule, for each latent l and split s, with the latent's n_s activating windows of that split
+(window maximum > 0) ordered by (maximum descending, window id ascending) as ranks r = 0..n_s-1:
+  top       train windows with r < n_top                                           split train
+  quantile  bin q = floor((n_s - 1 - r) * n_quantiles / n_s)  (equal-count bins over the split's
+            windows, q = n_quantiles - 1 the strongest); within a (bin, split), the windows that
+            are not top ordered by priority = uniform_hash(seed, l, window) (ties by rank r): the
+            first per_quantile (test) or train_per_quantile (train) are kept
+  random    c_s = split_caps(n_random)[s] per split; candidates j = 0..k-1 at window
+            W_s[uniform_hash(seed + 1, 2l + s, j) mod |W_s|], W_s the split's windows ascending,
+            k = clamp(ceil(3 * c_s * n_windows / (n_windows - n_active_windows)), 3 * c_s,
+            48 * c_s): more candidates for dense latents, whose random windows are often active
+  hard      candidates from interp.negatives, ranked best first, in the split of their window
 A negative candidate is kept when the latent is zero on the whole window, and its (latent, window)
-was not already kept, hard before random; the first n_random / n_hard by rank survive, alternately
-train and test. Nothing depends on batch sizes, devices or how latents are split into ranges.
+was not already kept, hard before random (a window has one split, so this also deduplicates
+across splits); per (kind, split) the first split_caps(n_random or n_hard)[s] by rank survive,
+re-ranked densely. Nothing depends on batch sizes, devices or how latents are split into ranges.
 """
 from __future__ import annotations
 
@@ -125,60 +129,79 @@ def _desc_value_key(val: torch.Tensor) -> torch.Tensor:
     return 0x7FFFFFFF - val.float().view(torch.int32).long()
 
 
+def split_caps(n: int) -> tuple[int, int]:
+    """(train, test) share of n negatives per latent: ceil and floor of half."""
+    return n - n // 2, n // 2
+
+
 def select_positives(win: torch.Tensor, lat: torch.Tensor, val: torch.Tensor, lo: int, hi: int,
-                     cfg) -> tuple[Rows, torch.Tensor]:
+                     cfg, wsplit: torch.Tensor) -> tuple[Rows, torch.Tensor]:
     """Top and quantile rows of latents [lo, hi) by the module's rule, and n_active_windows.
 
-    win, lat, val: window maxima, each latent's in ascending window order (window_maxima's).
+    win, lat, val: window maxima, each latent's in ascending window order (window_maxima's);
+    wsplit: [n_windows] int8 split of every window (interp.doc_split.window_splits).
     """
     n_win = torch.bincount(lat - lo, minlength=hi - lo)
-    # One stable sort: latent, then maximum descending; ties keep window order (ascending).
-    order = torch.argsort((lat << 31) | _desc_value_key(val), stable=True)
-    win, lat, val = win[order], lat[order], val[order]
-    r = group_rank(lat)
-    n = n_win[lat - lo]
-    top = r < cfg.n_top
+    split = wsplit[win].long()
+    ok = (split >= 0).nonzero().squeeze(1)
+    win, lat, val, split = win[ok], lat[ok], val[ok], split[ok]
+    g = (lat - lo) * 2 + split  # (latent, split)
+    # One stable sort: (latent, split), then maximum descending; ties keep window order.
+    order = torch.argsort((g << 31) | _desc_value_key(val), stable=True)
+    win, lat, val, split, g = win[order], lat[order], val[order], split[order], g[order]
+    r = group_rank(g)
+    n = torch.bincount(g, minlength=2 * (hi - lo))[g]
+    top = (split == 0) & (r < cfg.n_top)
     q = (n - 1 - r) * cfg.n_quantiles // n
-    # Quantile samples: the non-top windows of each (latent, bin) by seeded hash priority; the
-    # stable sort leaves equal priorities in rank order.
+    # Quantile samples: the non-top windows of each (latent, split, bin) by seeded hash priority;
+    # the stable sort leaves equal priorities in rank order.
     e = (~top).nonzero().squeeze(1)
-    group = lat[e] * cfg.n_quantiles + q[e]
+    group = g[e] * cfg.n_quantiles + q[e]
     e = e[torch.argsort((group << 32) | uniform_hash(cfg.seed, lat[e], win[e]), stable=True)]
-    s = group_rank(lat[e] * cfg.n_quantiles + q[e])
-    keep = s < cfg.per_quantile + cfg.train_per_quantile
-    e, test = e[keep], (s[keep] < cfg.per_quantile).long()
-    # A quantile row's rank: within (latent, bin, split) by maximum descending, window ascending,
+    s = group_rank(g[e] * cfg.n_quantiles + q[e])
+    quota = torch.tensor([cfg.train_per_quantile, cfg.per_quantile], device=s.device)
+    e = e[s < quota[split[e]]]
+    # A quantile row's rank: within (latent, split, bin) by maximum descending, window ascending,
     # which is position order in the sorted rows.
-    by_pos = torch.argsort(e)
-    e, test = e[by_pos], test[by_pos]
-    group = (lat[e] * cfg.n_quantiles + q[e]) * 2 + test
+    e = torch.sort(e).values
+    group = g[e] * cfg.n_quantiles + q[e]
     o = torch.argsort(group, stable=True)
-    e, test, group = e[o], test[o], group[o]
+    e, group = e[o], group[o]
     t = top.nonzero().squeeze(1)
     rows = Rows.make(torch.cat([lat[t], lat[e]]), torch.cat([win[t], win[e]]),
                      torch.cat([val[t], val[e]]),
                      torch.cat([torch.full_like(t, TOP), torch.full_like(e, QUANTILE)]),
                      torch.cat([torch.full_like(t, -1), q[e]]),
-                     torch.cat([torch.zeros_like(t), test]),
+                     torch.cat([torch.zeros_like(t), split[e]]),
                      torch.cat([r[t], group_rank(group)]))
     return rows, n_win
 
 
 def random_candidates(lo: int, hi: int, n_windows: int, n_active_windows: torch.Tensor, cfg,
-                      device) -> Rows:
+                      split_windows: tuple[torch.Tensor, torch.Tensor], device) -> Rows:
     """Candidate windows for random negatives of latents [lo, hi), by the module's hash rule.
 
     n_active_windows [hi - lo]: a latent active on a fraction f of the windows gets
-    3 * n_random / (1 - f) candidates (at most 16x that), so dense latents still find theirs.
+    3 * c_s / (1 - f) candidates per split (at most 16x that), so dense latents still find theirs;
+    split_windows: the (train, test) window ids, ascending.
     """
-    base = 3 * cfg.n_random
     free = (n_windows - n_active_windows.to(device)).clamp_min(1).double()
-    count = (base * n_windows / free).ceil().long().clamp(base, 16 * base)
-    lat = torch.arange(lo, hi, device=device).repeat_interleave(count)
-    j = group_rank(lat)
-    win = uniform_hash(cfg.seed + 1, lat, j) % n_windows
-    z = torch.zeros_like(lat)
-    return Rows.make(lat, win, z.float(), z + RANDOM, z - 1, z - 1, j)
+    parts = []
+    for s, cap in enumerate(split_caps(cfg.n_random)):
+        pool = split_windows[s].to(device)
+        if cap == 0 or len(pool) == 0:
+            continue
+        base = 3 * cap
+        count = (base * n_windows / free).ceil().long().clamp(base, 16 * base)
+        lat = torch.arange(lo, hi, device=device).repeat_interleave(count)
+        j = group_rank(lat)
+        win = pool[uniform_hash(cfg.seed + 1, lat * 2 + s, j) % len(pool)]
+        z = torch.zeros_like(lat)
+        parts.append(Rows.make(lat, win, z.float(), z + RANDOM, z - 1, z + s, j))
+    if not parts:
+        z = torch.zeros(0, dtype=torch.long, device=device)
+        return Rows.make(z, z, z.float(), z, z, z, z)
+    return Rows.cat(parts)
 
 
 def gather_acts(spill: CodeSpill, lo: int, hi: int, window: int, pos: Rows, neg: Rows,
@@ -211,10 +234,11 @@ def _lookup(sorted_keys: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def choose_negatives(cand: Rows, active: torch.Tensor, caps: dict[int, int]) -> Rows:
-    """Per latent and kind the first caps[kind] candidates (by rank) that are zero on their window
-    and not already kept for this latent by a hard candidate or a better-ranked one; re-ranked
-    densely, alternately train (even) and test (odd)."""
-    ok = ~active & torch.isin(cand.kind.long(), torch.tensor(list(caps), device=active.device))
+    """Per latent, kind and split the first split_caps(caps[kind]) candidates (by rank) that are
+    zero on their window, in a split, and not already kept for this latent by a hard candidate or
+    a better-ranked one; re-ranked densely within (latent, kind, split)."""
+    ok = ~active & (cand.split >= 0) & \
+        torch.isin(cand.kind.long(), torch.tensor(list(caps), device=active.device))
     cand = cand.take(ok.nonzero().squeeze(1))
     # Hard before random, then by rank: the first occurrence of a (latent, window) wins.
     order = lexsort(cand.latent, cand.window, -cand.kind.long(), cand.rank)
@@ -222,12 +246,13 @@ def choose_negatives(cand: Rows, active: torch.Tensor, caps: dict[int, int]) -> 
     first = torch.ones(len(cand), dtype=torch.bool, device=cand.latent.device)
     first[1:] = (cand.latent[1:] != cand.latent[:-1]) | (cand.window[1:] != cand.window[:-1])
     cand = cand.take(first.nonzero().squeeze(1))
-    cand = cand.take(lexsort(cand.latent, cand.kind.long(), cand.rank))
-    rank = group_rank(cand.latent * 4 + cand.kind.long())
-    cap = torch.zeros(4, dtype=torch.long, device=rank.device)
+    cand = cand.take(lexsort(cand.latent, cand.kind.long(), cand.split.long(), cand.rank))
+    cell = cand.kind.long() * 2 + cand.split.long()
+    rank = group_rank(cand.latent * 8 + cell)
+    cap = torch.zeros(8, dtype=torch.long, device=rank.device)
     for kind, c in caps.items():
-        cap[kind] = c
-    keep = rank < cap[cand.kind.long()]
+        cap[2 * kind], cap[2 * kind + 1] = split_caps(c)
+    keep = rank < cap[cell]
     cand, rank = cand.take(keep.nonzero().squeeze(1)), rank[keep]
-    cand.rank, cand.split = rank.int(), (rank % 2).to(torch.int8)
+    cand.rank = rank.int()
     return cand

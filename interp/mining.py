@@ -2,9 +2,10 @@
 (stored, or recomputed by the subject model as they are read: collect.store 'tokens').
 
 Windows are fixed, non-overlapping spans of `window` tokens after each sequence's BOS; a window's
-activation for a latent is the max over its tokens. Per latent we keep top windows (train),
-quantile samples (test, plus train_per_quantile in train), random and hard negatives (alternating
-train/test); the exact rule is in interp/mine_select.py.
+activation for a latent is the max over its tokens. Train and test are split by document
+(interp/doc_split.py). Per latent we keep top windows (train), quantile samples (test, plus
+train_per_quantile in train), random and hard negatives (both splits); the exact rule is in
+interp/mine_select.py.
 
 Passes: (1) encode every token once (interp/mine_codes.py), spilling its sparse codes to a temp
 directory beside the output; (2) per latent range, window maxima from the spill -> exact top-k and
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 import torch
 
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
+from interp.doc_split import held_out_documents, read_doc_starts, warn_if_lopsided, window_splits
 from interp.mine_codes import CodeSpill, encode_chunk_sequences, encode_pass, iter_encoded, rss_bytes
 from interp.mine_iw import select_extra, wants_extra
 from interp.mine_select import (HARD, KINDS, QUANTILE, RANDOM, TOP, Rows, choose_negatives,
@@ -154,7 +156,7 @@ def _latents_table(stats, n_win: torch.Tensor, tok_hist: torch.Tensor, n_tokens:
     })
 
 
-def _hard_rows(sae, shards, cfg, positives: Rows, n_windows: int, embed) -> Rows:
+def _hard_rows(sae, shards, cfg, positives: Rows, n_windows: int, embed, wsplit) -> Rows:
     """Hard-negative candidates of every latent (interp.negatives needs all latents' windows)."""
     def events(kind: int) -> Events:
         p = positives.take((positives.kind == kind).nonzero().squeeze(1))
@@ -162,7 +164,7 @@ def _hard_rows(sae, shards, cfg, positives: Rows, n_windows: int, embed) -> Rows
 
     lat, win, rank = hard_candidates(sae, shards, cfg, events(TOP), events(QUANTILE), n_windows, embed)
     z = torch.zeros_like(lat)
-    return Rows.make(lat, win, z.float(), z + HARD, z - 1, z - 1, rank)
+    return Rows.make(lat, win, z.float(), z + HARD, z - 1, wsplit.cpu()[win], rank)
 
 
 def _release_memory() -> None:
@@ -193,6 +195,11 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
     m, per_seq = sae.num_latents, (shards.seq_len - 1) // cfg.window
     n_windows = shards.n_sequences * per_seq
     plan = plan_memory(m, shards.seq_len, cfg, working_bytes)
+    doc_starts = read_doc_starts(shards.path, shards.n_tokens)
+    held_out = held_out_documents(doc_starts, shards.n_tokens, cfg.test_fraction, cfg.seed)
+    wsplit = window_splits(doc_starts, held_out, n_windows, cfg.window, device)
+    split_windows = tuple((wsplit == s).nonzero().squeeze(1).int() for s in (0, 1))
+    warn_if_lopsided(held_out, len(split_windows[0]), len(split_windows[1]), cfg.test_fraction)
     spill = CodeSpill(Path(out) / ".code-spill", m)
     threads = torch.get_num_threads()
     try:
@@ -202,15 +209,16 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
         t1 = time.time()
         ranges = plan_ranges(stats.count, cfg, plan.range_bytes, n_windows)
         log.info("mine: %d latents in %d ranges, spill %.0f MiB", m, len(ranges), spill.nbytes / 2**20)
-        positives, n_win, hist = _select_ranges(spill, ranges, stats.max_act, cfg, plan, device)
+        positives, n_win, hist = _select_ranges(spill, ranges, stats.max_act, cfg, plan, device,
+                                                wsplit)
         caps = {RANDOM: cfg.n_random}
         hard = None
         if cfg.negatives != "random":
-            hard = _hard_rows(sae, shards, cfg, positives, n_windows, embed)
+            hard = _hard_rows(sae, shards, cfg, positives, n_windows, embed, wsplit)
             caps[HARD] = cfg.n_hard
         t2 = time.time()
-        n_by_kind = _write_examples(spill, ranges, positives, hard, n_win, caps, cfg, n_windows,
-                                    per_seq, plan, device, Path(out) / "examples.parquet")
+        n_by_kind = _write_examples(spill, ranges, positives, hard, n_win, caps, cfg, split_windows,
+                                    n_windows, per_seq, plan, device, Path(out) / "examples.parquet")
         t3 = time.time()
     finally:
         torch.set_num_threads(threads)
@@ -220,23 +228,25 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
                          Path(out) / "latents.parquet")
     return {"n_latents": m, "n_examples": sum(n_by_kind.values()), "dead": int((stats.count == 0).sum()),
             "n_windows": n_windows, "window": cfg.window, "n_by_kind": n_by_kind,
+            "n_documents": len(doc_starts), "n_test_documents": int(held_out.sum()),
+            "n_windows_by_split": {"train": len(split_windows[0]), "test": len(split_windows[1])},
             "n_ranges": len(ranges), "encode_sequences": plan.encode_seqs,
             "spill_mb": round(spill.nbytes / 2**20, 1),
             "phase_seconds": {"encode": round(t1 - t0, 2), "select": round(t2 - t1, 2),
                               "write": round(t3 - t2, 2)}}
 
 
-def _select_ranges(spill, ranges, max_act: torch.Tensor, cfg, plan: MemoryPlan, device
-                   ) -> tuple[Rows, torch.Tensor, torch.Tensor]:
+def _select_ranges(spill, ranges, max_act: torch.Tensor, cfg, plan: MemoryPlan, device,
+                   wsplit: torch.Tensor) -> tuple[Rows, torch.Tensor, torch.Tensor]:
     """Compact top and quantile rows of every latent, n_active_windows [m], histograms [m, bins]."""
     max_act = max_act.to(device)
     parts, n_win, hist = [], [], []
     for lo, hi in ranges:
         win, lat, val, h = window_maxima(spill, lo, hi, cfg.window, max_act, cfg.hist_bins,
                                          plan.read_triples, device)
-        rows, nw = select_positives(win, lat, val, lo, hi, cfg)
+        rows, nw = select_positives(win, lat, val, lo, hi, cfg, wsplit)
         if wants_extra(cfg):  # SAEBench's held-out top and importance-weighted windows
-            rows = Rows.cat([rows, select_extra(win, lat, val, rows, cfg)])
+            rows = Rows.cat([rows, select_extra(win, lat, val, rows, cfg, wsplit)])
         parts.append(rows.to("cpu"))
         n_win.append(nw.cpu())
         hist.append(h.cpu())
@@ -246,7 +256,7 @@ def _select_ranges(spill, ranges, max_act: torch.Tensor, cfg, plan: MemoryPlan, 
 
 
 def _write_examples(spill, ranges, positives: Rows, hard: Rows | None, n_win: torch.Tensor, caps,
-                    cfg, n_windows: int, per_seq: int, plan: MemoryPlan, device,
+                    cfg, split_windows, n_windows: int, per_seq: int, plan: MemoryPlan, device,
                     path: Path) -> dict[str, int]:
     """Per latent range: token activations of the kept windows, validated negatives, one row
     group; written under a temp name and renamed, so a half-written file never exists."""
@@ -256,7 +266,7 @@ def _write_examples(spill, ranges, positives: Rows, hard: Rows | None, n_win: to
     try:
         for lo, hi in ranges:
             pos = _in_range(positives, lo, hi).to(device)
-            cand = random_candidates(lo, hi, n_windows, n_win[lo:hi], cfg, device)
+            cand = random_candidates(lo, hi, n_windows, n_win[lo:hi], cfg, split_windows, device)
             if hard is not None:
                 cand = Rows.cat([cand, _in_range(hard, lo, hi).to(device)])
             acts, active = gather_acts(spill, lo, hi, cfg.window, pos, cand, plan.read_triples, device)
@@ -276,7 +286,7 @@ def _write_examples(spill, ranges, positives: Rows, hard: Rows | None, n_win: to
 
 
 STAGE = "mine"
-VERSION = "2"  # 2: exact quantile bins and hashed sampling, negatives deduplicated across kinds
+VERSION = "3"  # 3: train/test split by document; 2: exact quantile bins, hashed sampling
 
 
 def mine_key(cfg, collect_key: str, sae_key: str) -> str:

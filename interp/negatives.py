@@ -3,11 +3,12 @@ but do not activate it, so detection scoring tests the explanation's specificity
 
   similar     windows nearest (cosine of MiniLM embeddings) to the mean embedding of the latent's
               top windows; the candidate pool is embedded once per mine run, not per latent
-  neighbours  top windows of the latents whose decoder directions are closest (cosine of W_dec rows)
+  neighbours  strongest mined windows (top and quantile, so both splits) of the latents whose
+              decoder directions are closest (cosine of W_dec rows)
 
 Both return *candidates* ranked best first; the mine stage reads their activations in its final
 pass and keeps only windows where the latent is exactly zero, so a candidate that does activate
-the latent is never kept as a negative.
+the latent is never kept as a negative; a kept one goes to the split of its document.
 """
 from __future__ import annotations
 
@@ -102,8 +103,10 @@ def similar_candidates(embed: Embedder, texts: Callable[[torch.Tensor], list[str
 def neighbour_candidates(w_dec: torch.Tensor, top_latent: torch.Tensor, top_window: torch.Tensor,
                          top_value: torch.Tensor, known_active: list[set[int]],
                          n_neighbours: int, n_cand: int) -> tuple[torch.Tensor, ...]:
-    """(latent, window, rank): top windows of each latent's n_neighbours nearest latents by decoder
-    cosine (nearest neighbour first, its strongest window first), minus windows known to activate it.
+    """(latent, window, rank): mined windows of each latent's n_neighbours nearest latents by
+    decoder cosine (nearest neighbour first, its strongest window first), minus windows known to
+    activate it. top_*: the neighbours' windows to draw from (the mine stage passes top and
+    quantile ones: top windows are all in train documents, and test needs candidates too).
 
     w_dec: [m, d] decoder rows.
     """
@@ -140,7 +143,9 @@ def hard_candidates(sae, shards, cfg, top, quant, n_windows: int, embed: Embedde
     if cfg.negatives == "neighbours":
         if getattr(sae, "W_dec", None) is None:
             raise ValueError("mine.negatives 'neighbours' needs an SAE with decoder rows (W_dec)")
-        return neighbour_candidates(sae.W_dec, top.latent, top.window, top.value, known,
+        return neighbour_candidates(sae.W_dec, torch.cat([top.latent, quant.latent]),
+                                    torch.cat([top.window, quant.window]),
+                                    torch.cat([top.value, quant.value]), known,
                                     cfg.n_neighbours, n_cand)
     per_seq = (shards.seq_len - 1) // cfg.window
 

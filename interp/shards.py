@@ -4,8 +4,12 @@ Layout of a collect artifact directory:
   shard-00000.safetensors  tensors "acts" float16 (collect.dtype; older artifacts float32)
                            [n_seq, seq_len, d_model], "tokens" int32 [n_seq, seq_len]
   sequences.parquet        seq_id, tokens (list<int32>), token_str (list<string>)
-  manifest.json            d_model, seq_len, n_sequences, hookpoint, model, dtype (absent = float32),
-                           shards [{file, first_seq, n_seq}], store (absent = dense)
+  documents.parquet        doc, start, n_tokens: where each document starts in the token stream
+                           with BOS dropped (interp/doc_split.py; absent in artifacts collected
+                           before it existed, which mining refuses)
+  manifest.json            d_model, seq_len, n_sequences, n_documents, hookpoint, model,
+                           dtype (absent = float32), shards [{file, first_seq, n_seq}],
+                           store (absent = dense)
 With collect.store 'tokens' a shard holds "tokens" only; interp/stream.py recomputes its "acts".
 Each tensor carries its dtype in the safetensors header, so readers accept either storage.
 Position 0 of every sequence is the BOS token; its activation is an outlier (attention sink) and is

@@ -9,11 +9,25 @@ import pyarrow.parquet as pq
 import torch
 from safetensors.torch import save_file
 
+from interp.doc_split import write_documents
+
+
+def write_random_documents(path: Path, n_tokens: int, seed: int = 0, mean_len: int = 24) -> torch.Tensor:
+    """documents.parquet of a collect artifact: documents of seeded random lengths (1 to
+    2 * mean_len tokens) covering n_tokens; returns their starts."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    lengths = torch.randint(1, 2 * mean_len + 1, (n_tokens,), generator=gen)
+    starts = torch.cumsum(lengths, 0) - lengths
+    starts = starts[starts < n_tokens]
+    write_documents(starts, n_tokens, path)
+    return starts
+
 
 def make_shards(path: Path, n_seq: int = 24, seq_len: int = 17, d: int = 8, per_shard: int = 10,
-                seed: int = 0, vocab: int = 50,
+                seed: int = 0, vocab: int = 50, doc_len: int = 24,
                 hookpoint: str = "blocks.0.hook_resid_post") -> Path:
-    """A collect artifact of random activations in the documented shard format."""
+    """A collect artifact of random activations in the documented shard format, over documents
+    of random lengths averaging doc_len tokens."""
     path.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
     acts = torch.randn(n_seq, seq_len, d, generator=gen)
@@ -28,6 +42,7 @@ def make_shards(path: Path, n_seq: int = 24, seq_len: int = 17, d: int = 8, per_
     pq.write_table(pa.table({
         "seq_id": list(range(n_seq)), "tokens": tokens.tolist(),
         "token_str": [[f"t{t}" for t in row] for row in tokens.tolist()]}), path / "sequences.parquet")
+    write_random_documents(path, n_seq * (seq_len - 1), seed, doc_len)
     (path / "manifest.json").write_text(json.dumps({
         "stage": "collect", "key": "test", "d_model": d, "seq_len": seq_len, "n_sequences": n_seq,
         "hookpoint": hookpoint, "shards": shards}))

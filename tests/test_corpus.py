@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from interp.config import CorpusConfig
-from interp.corpus import corpus_identity, documents, token_sequences
+from interp.corpus import corpus_identity, documents, token_stream
 
 
 class CharTokenizer:
@@ -36,9 +36,11 @@ def test_local_sources(tmp_path):
 def test_sequences_are_bos_plus_running_text(tmp_path):
     (tmp_path / "t.txt").write_text("abcdefgh\n\nijklmnop")
     cfg = CorpusConfig(source=str(tmp_path / "t.txt"), n_tokens=14, seq_len=8, seed=0)
-    seqs = token_sequences(cfg, CharTokenizer())
+    seqs, starts = token_stream(cfg, CharTokenizer())
     assert seqs.shape == (2, 8) and (seqs[:, 0] == 1).all()
     assert (seqs[:, 1:] == 2).sum() == 1  # one EOS between the two documents
+    body = seqs[:, 1:].reshape(-1)
+    assert starts.tolist() == [0, 9] and body[8] == 2   # the second starts after the first's EOS
 
 
 def test_errors_name_the_file_or_field(tmp_path):
@@ -55,7 +57,7 @@ def test_errors_name_the_file_or_field(tmp_path):
     small = tmp_path / "small.txt"
     small.write_text("tiny")
     with pytest.raises(ValueError, match="corpus.n_tokens"):
-        token_sequences(CorpusConfig(source=str(small), n_tokens=100, seq_len=9), CharTokenizer())
+        token_stream(CorpusConfig(source=str(small), n_tokens=100, seq_len=9), CharTokenizer())
 
 
 def test_identity_tracks_file_contents(tmp_path):

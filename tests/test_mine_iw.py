@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import torch
 
 from interp.config import MineConfig
+from interp.doc_split import NONE
 from interp.mine_iw import select_extra
 from interp.mine_select import IW, TOP, select_positives
 from interp.mining import mine_into
@@ -26,11 +27,12 @@ def test_iw_sampling_is_proportional_to_the_squared_maximum():
     n = 4000
     win, lat, val = _maxima([[10.0, 9.0, 1.0, 3.0]] * n)
     cfg = MineConfig(n_top=2, n_quantiles=1, per_quantile=1, n_iw=1, seed=5)
-    taken, _ = select_positives(win, lat, val, 0, n, cfg)
+    wsplit = torch.zeros(4, dtype=torch.int8)             # every window in a train document
+    taken, _ = select_positives(win, lat, val, 0, n, cfg, wsplit)
     # A quantile row takes one of the two candidates: exclude only the top rows, so that the
     # draw is between both.
     top_only = taken.take((taken.kind == TOP).nonzero().squeeze(1))
-    rows = select_extra(win, lat, val, top_only, cfg)
+    rows = select_extra(win, lat, val, top_only, cfg, wsplit)
     assert len(rows) == n and set(rows.kind.tolist()) == {IW}
     frac = (rows.value == 3.0).float().mean().item()
     assert abs(frac - 0.9) < 0.02, frac   # 4000 draws: 3 sigma is 0.014
@@ -41,20 +43,24 @@ def test_held_out_top_and_iw_windows_are_disjoint_from_every_other_kind():
     values = [(torch.rand(30, generator=g) + 0.01).tolist() for _ in range(5)]
     win, lat, val = _maxima(values)
     cfg = MineConfig(n_top=4, n_quantiles=2, per_quantile=2, n_top_test=2, n_iw=5, n_iw_test=2)
-    taken, _ = select_positives(win, lat, val, 0, 5, cfg)
-    extra = select_extra(win, lat, val, taken, cfg)
+    # windows 0-13 in train documents, 14 spans a train and a test one, 15-29 in test ones
+    wsplit = torch.tensor([0] * 14 + [NONE] + [1] * 15, dtype=torch.int8)
+    taken, _ = select_positives(win, lat, val, 0, 5, cfg, wsplit)
+    extra = select_extra(win, lat, val, taken, cfg, wsplit)
     for latent, v in enumerate(values):
         mine = extra.take((extra.latent == latent).nonzero().squeeze(1))
         held = mine.window[(mine.kind == TOP)].tolist()
         iw = mine.window[(mine.kind == IW)]
         used = set(taken.window[taken.latent == latent].tolist())
-        # held-out top: the strongest windows no top/quantile row took, all split test
+        # held-out top: the strongest test-document windows no quantile row took, split test
         order = sorted(range(30), key=lambda w: -v[w])
-        assert held == [w for w in order if w not in used][:2]
+        assert held == [w for w in order if w not in used and wsplit[w] == 1][:2]
         assert (mine.split[mine.kind == TOP] == 1).all()
-        assert len(iw) == 5 and not (set(iw.tolist()) & (used | set(held)))
+        assert len(iw) == 5 and not (set(iw.tolist()) & (used | set(held) | {14}))
+        # each iw row has its document's split: 2 held out from test documents, 3 from train ones
+        assert torch.equal(mine.split[mine.kind == IW].long(), wsplit[iw].long())
         assert (mine.split[mine.kind == IW] == 1).sum() == 2
-    again = select_extra(win, lat, val, taken, cfg)   # seeded: the same draw every time
+    again = select_extra(win, lat, val, taken, cfg, wsplit)   # seeded: the same draw every time
     assert torch.equal(again.window, extra.window) and torch.equal(again.split, extra.split)
 
 

@@ -12,7 +12,7 @@ from interp.config import MineConfig
 from interp.mine_select import lexsort, select_positives, uniform_hash
 from interp.mining import mine_into, plan_ranges
 from interp.shards import ActivationShards
-from tests.builders import TinyTopK, make_shards
+from tests.builders import TinyTopK, make_shards, write_random_documents
 from tests.mining_reference import reference
 
 PER_SEQ, WINDOW = 4, 4
@@ -54,13 +54,17 @@ def _check_against_reference(ex, lat, enc, shards, cfg):
             grp = [r for r in mine if r["kind"] == "quantile" and (r["quantile"], r["split"]) == (q, split)]
             assert [r["rank"] for r in grp] == list(range(len(grp)))
             assert [r["max_act"] for r in grp] == sorted((r["max_act"] for r in grp), reverse=True)
-        random = sorted((r for r in mine if r["kind"] == "random"), key=lambda r: r["rank"])
-        assert [_wid(r) for r in random] == want["random"]
-        assert [r["split"] for r in random] == ["train", "test"] * (len(random) // 2) + ["train"] * (len(random) % 2)
+        for split, ws in want["random"].items():
+            random = sorted((r for r in mine if r["kind"] == "random" and r["split"] == split),
+                            key=lambda r: r["rank"])
+            assert [_wid(r) for r in random] == ws
+            assert [r["rank"] for r in random] == list(range(len(random)))
         for r in mine:  # stored per-token activations are the reference codes of that window
+            assert r["split"] == ref["split"][_wid(r)]  # every row in the split of its documents
             ref_acts = codes[r["seq_id"], r["start"] - 1:r["start"] - 1 + WINDOW, l]
             assert r["acts"] == pytest.approx(ref_acts.tolist(), rel=1e-6, abs=1e-7)
             assert r["max_act"] == pytest.approx(want["values"][_wid(r)], rel=1e-6)
+    return ref["split"]
 
 
 @pytest.mark.parametrize("batch_size, working_bytes", [(3, None), (64, None), (5, 1)])
@@ -73,7 +77,9 @@ def test_mine_matches_naive_reference(tmp_path, batch_size, working_bytes):
     # working_bytes=1 forces one latent per range: the output must not depend on ranges.
     assert stats["n_ranges"] == (12 if working_bytes == 1 else 1)
     assert stats["n_windows"] == 24 * PER_SEQ
-    _check_against_reference(ex, lat, enc, shards, cfg)
+    ref_split = _check_against_reference(ex, lat, enc, shards, cfg)
+    assert set(ref_split) == {"train", "test", None}   # windows spanning both are exercised
+    assert set(ex.column("split").to_pylist()) == {"train", "test"}
 
 
 def test_output_is_identical_across_batch_sizes_and_ranges(tmp_path):
@@ -95,6 +101,7 @@ def _write_collect(path, acts, dtype=torch.float32):
     import pyarrow as pa
     pq.write_table(pa.table({"seq_id": list(range(n)), "tokens": tokens.tolist(),
                              "token_str": [["x"] * t] * n}), path / "sequences.parquet")
+    write_random_documents(path, n * (t - 1))
     (path / "manifest.json").write_text(json.dumps({
         "d_model": d, "seq_len": t, "n_sequences": n, "hookpoint": "h",
         "shards": [{"file": "shard-00000.safetensors", "first_seq": 0, "n_seq": n}]}))
@@ -108,9 +115,11 @@ def test_ties_go_to_the_earliest_window(tmp_path):
     cfg = MineConfig(window=WINDOW, n_top=3, n_quantiles=2, per_quantile=1, n_random=1)
     _, ex, _ = _mine(tmp_path, "m", shards, enc, cfg)
     _check_against_reference(ex, _mine(tmp_path, "m2", shards, enc, cfg)[2], enc, shards, cfg)
-    for r in ex.to_pylist():
-        if r["kind"] == "top":  # the strongest window of sequence 0 ties with every copy of it
-            assert r["seq_id"] == r["rank"]
+    for l in range(6):  # the strongest window ties with every copy of it: earliest copies first
+        tops = sorted((r for r in ex.to_pylist() if r["kind"] == "top" and r["latent"] == l),
+                      key=lambda r: r["rank"])
+        same = [r["seq_id"] for r in tops if r["start"] == tops[0]["start"]]
+        assert len(same) > 1 and same == sorted(same)
 
 
 def test_fp16_shards_mine_like_their_fp32_values(tmp_path):
@@ -129,14 +138,15 @@ def test_fp16_shards_mine_like_their_fp32_values(tmp_path):
 def test_quantile_samples_are_uniform_within_each_bin():
     """Over seeds, every non-top window of a bin is drawn equally often (the hash is unbiased)."""
     n, n_q, per_q, n_top = 60, 3, 4, 6
-    cfg = MineConfig(window=4, n_top=n_top, n_quantiles=n_q, per_quantile=per_q)
+    cfg = MineConfig(window=4, n_top=n_top, n_quantiles=n_q, train_per_quantile=per_q)
     win = torch.arange(n)
     val = torch.linspace(5, 0.1, n)          # window w has rank w
+    train = torch.zeros(n, dtype=torch.int8)  # all in train documents: the top ones are not drawn
     hits = torch.zeros(n)
     seeds = 400
     for seed in range(seeds):
         rows, _ = select_positives(win, torch.zeros(n, dtype=torch.long), val, 0, 1,
-                                   cfg.model_copy(update={"seed": seed}))
+                                   cfg.model_copy(update={"seed": seed}), train)
         q_rows = rows.kind == 1
         hits[rows.window[q_rows]] += 1
     assert hits[:n_top].sum() == 0

@@ -15,7 +15,9 @@ from interp.mining import mine_into
 from interp.negatives import CANDIDATE_FACTOR
 from interp.scoring.classify import detection_items
 from interp.shards import ActivationShards
+from interp.mine_select import split_caps
 from tests.builders import TinyTopK, make_shards
+from tests.mining_reference import split_of_windows
 
 PER_SEQ, WINDOW = 4, 4
 
@@ -74,16 +76,18 @@ def test_quantile_train_windows_leave_the_test_set_unchanged(tmp_path):
             assert len(n) <= 3 and sorted(r["rank"] for r in n) == list(range(len(n)))
 
 
-def _check_hard(ex, win, cfg, expected_candidates):
+def _check_hard(ex, win, cfg, shards, expected_candidates):
+    split = split_of_windows(shards, cfg, len(win))
     for l in range(12):
         rows = [r for r in ex if r["latent"] == l]
         known = {_wid(r) for r in rows if r["kind"] in ("top", "quantile")}
         cands = [w for w in expected_candidates(l, known)][: CANDIDATE_FACTOR * cfg.n_hard]
-        expect = [w for w in cands if win[w, l] == 0][: cfg.n_hard]
-        hard = sorted((r for r in rows if r["kind"] == "hard"), key=lambda r: r["rank"])
-        assert [_wid(r) for r in hard] == expect
-        assert all(max(r["acts"]) == 0 for r in hard)
-        assert [r["split"] for r in hard] == ["train", "test"] * (len(hard) // 2) + ["train"] * (len(hard) % 2)
+        for name, cap in zip(("train", "test"), split_caps(cfg.n_hard)):
+            expect = [w for w in cands if win[w, l] == 0 and split[w] == name][:cap]
+            hard = sorted((r for r in rows if r["kind"] == "hard" and r["split"] == name),
+                          key=lambda r: r["rank"])
+            assert [_wid(r) for r in hard] == expect
+            assert all(max(r["acts"]) == 0 for r in hard)
 
 
 def test_similar_negatives_match_bruteforce(tmp_path):
@@ -101,7 +105,7 @@ def test_similar_negatives_match_bruteforce(tmp_path):
         order = torch.argsort(emb @ cent, descending=True, stable=True).tolist()
         return [w for w in order if w not in known]
 
-    _check_hard(ex, win, cfg, nearest)
+    _check_hard(ex, win, cfg, shards, nearest)
     assert stats["n_by_kind"]["hard"] > 0
 
 
@@ -115,13 +119,13 @@ def test_neighbour_negatives_match_bruteforce(tmp_path):
         cos = (unit @ unit[l]).tolist()
         nbrs = sorted((j for j in range(12) if j != l), key=lambda j: -cos[j])[:3]
         out = []
-        for j in nbrs:
-            tops = sorted((r for r in ex if r["latent"] == j and r["kind"] == "top"),
-                          key=lambda r: r["rank"])
-            out += [_wid(r) for r in tops if _wid(r) not in known and _wid(r) not in out]
+        for j in nbrs:  # the neighbour's mined windows (top and quantile), strongest first
+            mined = sorted((r for r in ex if r["latent"] == j and r["kind"] in ("top", "quantile")),
+                           key=lambda r: (-r["max_act"], _wid(r)))
+            out += [_wid(r) for r in mined if _wid(r) not in known and _wid(r) not in out]
         return out
 
-    _check_hard(ex, win, cfg, neighbour_tops)
+    _check_hard(ex, win, cfg, shards, neighbour_tops)
     assert stats["n_by_kind"]["hard"] > 0
 
 

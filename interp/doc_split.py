@@ -1,0 +1,98 @@
+"""Train/test split of mined windows by document, so a held-out window never shares a document
+(or its neighbouring text) with a window the explainer sees.
+
+The collect stage writes documents.parquet beside the shards: where each document starts in the
+token stream (BOS dropped; token t = seq_id * (seq_len-1) + position - 1), one row per document,
+a few bytes each (10^4 rows for 10^7 tokens of Wikipedia). The mine stage then
+  1. orders documents by a seeded hash and puts a prefix of that order holding test_fraction of
+     the tokens in test (the document straddling the cut goes where its midpoint lies), so the
+     split balances tokens, not document counts, which matters when a few long documents dominate;
+  2. gives each window the split of its documents, or NONE when it spans a train and a test
+     document: such windows are neither shown to the explainer nor held out.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from interp.artifacts import write_parquet_atomic
+from interp.mine_select import uniform_hash
+
+log = logging.getLogger(__name__)
+
+DOCUMENTS = "documents.parquet"
+TRAIN, TEST, NONE = 0, 1, -1
+_CHUNK = 1 << 22   # windows per step of window_splits (bounds its int64 temporaries)
+
+
+def write_documents(doc_starts: torch.Tensor, n_tokens: int, out: Path) -> None:
+    """documents.parquet: doc (stream order), start and n_tokens (of this stream) per document."""
+    starts = doc_starts.long()
+    ends = torch.cat([starts[1:], torch.tensor([n_tokens])]).clamp_max(n_tokens)
+    write_parquet_atomic(pa.table({
+        "doc": pa.array(torch.arange(len(starts)).int().numpy()),
+        "start": pa.array(starts.numpy()),
+        "n_tokens": pa.array((ends - starts).numpy())}), Path(out) / DOCUMENTS)
+
+
+def read_doc_starts(collect_dir: Path, n_tokens: int) -> torch.Tensor:
+    """[n_docs] int64 start token of each document of a collect artifact of n_tokens tokens."""
+    path = Path(collect_dir) / DOCUMENTS
+    if not path.is_file():
+        raise ValueError(f"collect artifact {collect_dir} has no {DOCUMENTS} (it was collected "
+                         "before document boundaries were recorded, and mining splits train/test "
+                         "by document): delete that directory and run again; collect rebuilds it "
+                         "under the same key, so the trained SAE stays valid")
+    starts = torch.from_numpy(pq.read_table(path, columns=["start"]).column("start")
+                              .to_numpy().astype("int64"))
+    if len(starts) == 0 or starts[0] != 0 or (starts[1:] < starts[:-1]).any() or \
+            starts[-1] >= n_tokens:
+        raise ValueError(f"{path}: document starts must begin at 0, never decrease and lie "
+                         f"below the artifact's {n_tokens} tokens; collect the artifact again")
+    return starts
+
+
+def held_out_documents(doc_starts: torch.Tensor, n_tokens: int, fraction: float, seed: int
+                   ) -> torch.Tensor:
+    """[n_docs] bool: which documents are held out (step 1 of the module's rule)."""
+    starts = doc_starts.long().cpu()
+    sizes = (torch.cat([starts[1:], torch.tensor([n_tokens])]).clamp_max(n_tokens) - starts).double()
+    ids = torch.arange(len(starts))
+    order = torch.argsort(uniform_hash(seed + 3, torch.zeros_like(ids), ids), stable=True)
+    mid = torch.cumsum(sizes[order], 0) - sizes[order] / 2
+    test = torch.zeros(len(starts), dtype=torch.bool)
+    test[order] = mid < fraction * float(sizes.sum())
+    return test
+
+
+def window_splits(doc_starts: torch.Tensor, doc_test: torch.Tensor, n_windows: int, window: int,
+                  device) -> torch.Tensor:
+    """[n_windows] int8 TRAIN / TEST / NONE of window w (tokens [w * window, (w+1) * window))."""
+    starts = doc_starts.to(device)
+    cum = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(doc_test.long(), 0)]).to(device)
+    out = torch.empty(n_windows, dtype=torch.int8, device=device)
+    for lo in range(0, n_windows, _CHUNK):
+        w = torch.arange(lo, min(lo + _CHUNK, n_windows), device=device)
+        first = torch.searchsorted(starts, w * window, right=True) - 1
+        last = torch.searchsorted(starts, w * window + window - 1, right=True) - 1
+        n_test = cum[last + 1] - cum[first]
+        split = torch.full_like(w, NONE)
+        split[n_test == 0] = TRAIN
+        split[n_test == last - first + 1] = TEST
+        out[lo:lo + len(w)] = split.to(torch.int8)
+    return out
+
+
+def warn_if_lopsided(held_out: torch.Tensor, n_train: int, n_test: int, fraction: float) -> None:
+    """Log when whole documents could not give each split near its share of the windows (a
+    corpus of a few long documents): explanations or scores then rest on few windows."""
+    total = max(n_train + n_test, 1)
+    if abs(n_test / total - fraction) > 0.25 or not n_train or not n_test:
+        log.warning("mine: %d of %d documents held out give %d train and %d test windows "
+                    "(mine.test_fraction %.2f): too few documents for a balanced split; "
+                    "collect more corpus.n_tokens", int(held_out.sum()), len(held_out), n_train,
+                    n_test, fraction)
