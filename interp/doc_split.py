@@ -39,14 +39,51 @@ def write_documents(doc_starts: torch.Tensor, n_tokens: int, out: Path) -> None:
         "n_tokens": pa.array((ends - starts).numpy())}), Path(out) / DOCUMENTS)
 
 
+def backfill_documents(collect_dir: Path, tokenizer) -> bool:
+    """Give a collect artifact from before documents.parquet existed its document table.
+
+    Re-reads the artifact's own corpus config (from its manifest) with the subject model's
+    tokenizer, and writes the table only when that reproduces the stored token sequences exactly,
+    so a nightly home keeps its activations and SAE instead of collecting again. Returns whether
+    it wrote one; a corpus that changed since (or a tokenizer that differs) leaves the artifact
+    as it is, and read_doc_starts then says what to do.
+    """
+    import json
+
+    from interp.config import CorpusConfig
+    from interp.corpus import token_stream
+
+    collect_dir = Path(collect_dir)
+    if (collect_dir / DOCUMENTS).is_file():
+        return False
+    meta = json.loads((collect_dir / "manifest.json").read_text())
+    corpus = {k: v for k, v in (meta.get("corpus") or {}).items() if k in CorpusConfig.model_fields}
+    try:
+        seqs, starts = token_stream(CorpusConfig(**corpus), tokenizer)
+    except (OSError, ValueError) as err:  # the corpus or tokenizer is gone or changed
+        log.warning("collect artifact %s: cannot re-read its corpus for document boundaries: %s",
+                    collect_dir, err)
+        return False
+    stored = pq.read_table(collect_dir / "sequences.parquet", columns=["tokens"]).column("tokens")
+    if len(stored) != len(seqs) or not torch.equal(torch.tensor(stored.to_pylist()), seqs):
+        log.warning("collect artifact %s: its corpus no longer reproduces the stored tokens",
+                    collect_dir)
+        return False
+    write_documents(starts, seqs[:, 1:].numel(), collect_dir)
+    log.info("collect artifact %s: document boundaries recovered from its corpus (%d documents)",
+             collect_dir, len(starts))
+    return True
+
+
 def read_doc_starts(collect_dir: Path, n_tokens: int) -> torch.Tensor:
     """[n_docs] int64 start token of each document of a collect artifact of n_tokens tokens."""
     path = Path(collect_dir) / DOCUMENTS
     if not path.is_file():
         raise ValueError(f"collect artifact {collect_dir} has no {DOCUMENTS} (it was collected "
                          "before document boundaries were recorded, and mining splits train/test "
-                         "by document): delete that directory and run again; collect rebuilds it "
-                         "under the same key, so the trained SAE stays valid")
+                         "by document), and its corpus no longer reproduces its tokens: delete "
+                         "that directory and run again; collect rebuilds it under the same key, "
+                         "so the trained SAE stays valid")
     starts = torch.from_numpy(pq.read_table(path, columns=["start"]).column("start")
                               .to_numpy().astype("int64"))
     if len(starts) == 0 or starts[0] != 0 or (starts[1:] < starts[:-1]).any() or \

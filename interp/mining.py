@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 import torch
 
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
-from interp.doc_split import held_out_documents, read_doc_starts, warn_if_lopsided, window_splits
+from interp.doc_split import (DOCUMENTS, backfill_documents, held_out_documents, read_doc_starts,
+                              warn_if_lopsided, window_splits)
 from interp.mine_codes import CodeSpill, encode_chunk_sequences, encode_pass, iter_encoded, rss_bytes
 from interp.mine_iw import select_extra, wants_extra
 from interp.mine_select import (HARD, KINDS, QUANTILE, RANDOM, TOP, Rows, choose_negatives,
@@ -314,6 +315,12 @@ def mine(cfg, collect_ref: ArtifactRef, sae_ref: ArtifactRef) -> ArtifactRef:
     device = cfg.sae.device or cfg.model.device
 
     def fill(tmp: Path) -> dict:
+        if not (collect_ref.path / DOCUMENTS).is_file():  # collected before documents.parquet
+            from transformers import AutoTokenizer
+
+            from interp.models import resolve_hf_source
+            backfill_documents(collect_ref.path, AutoTokenizer.from_pretrained(
+                resolve_hf_source(cfg.model, cfg.home)))
         shards = open_activations(cfg, collect_ref.path)  # collect.store 'tokens': the model runs
         sae = load_sae(sae_ref.path, device=device)
         info = mine_into(sae, shards, cfg.mine, tmp, device=device)

@@ -171,3 +171,22 @@ def test_mining_refuses_an_artifact_without_document_boundaries(tmp_path):
     (tmp_path / "c").mkdir()
     with pytest.raises(ValueError, match=f"no {DOCUMENTS}.*delete that directory"):
         read_doc_starts(tmp_path / "c", 100)
+
+
+def test_an_old_artifact_gets_its_document_table_back_from_its_corpus(tmp_path):
+    """A collect artifact from before documents.parquet: its own corpus config re-read with the
+    tokenizer gives the table back when it reproduces the stored tokens, and nothing otherwise."""
+    from interp.doc_split import backfill_documents
+
+    cfg, tok, seqs, starts = _corpus(tmp_path)
+    shards = _collect(tmp_path / "c", tok, seqs, starts, {})
+    (shards.path / DOCUMENTS).unlink()
+    manifest = json.loads((shards.path / "manifest.json").read_text())
+    (shards.path / "manifest.json").write_text(json.dumps(manifest | {"corpus": cfg.model_dump(mode="json")}))
+    assert backfill_documents(shards.path, tok)
+    assert torch.equal(read_doc_starts(shards.path, shards.n_tokens), starts)
+    assert not backfill_documents(shards.path, tok)               # already there: untouched
+    (shards.path / DOCUMENTS).unlink()
+    (tmp_path / "docs.txt").write_text("other text entirely\n" * 200)   # the corpus changed
+    assert not backfill_documents(shards.path, tok)
+    assert not (shards.path / DOCUMENTS).exists()
