@@ -22,7 +22,8 @@ HOOK = "blocks.2.hook_resid_post"  # a shallow hook: the forward pass stops afte
 
 def _cfg(home, model_cache, sae_path, store: str, **over):
     data = {"home": str(home), "model": {"cache_dir": str(model_cache), "hookpoint": HOOK},
-            "corpus": {"n_tokens": 128, "seq_len": 17},
+            # short documents, so the split by document gives both splits windows
+            "corpus": {"source": str(home / "docs.txt"), "n_tokens": 128, "seq_len": 17},
             # shards of 3 sequences in batches of 2: the stream must replay the 2 + 1 batches
             "collect": {"batch_size": 2, "shard_sequences": 3, "store": store},
             "sae": {"path": str(sae_path), "holdout_every": 3, "eval_sequences": 0},
@@ -39,6 +40,10 @@ def runs(model_cache, tmp_path_factory):
     """The same tokens and imported SAE through collect -> train (import) -> mine, stored and
     streamed, in one home."""
     home = tmp_path_factory.mktemp("stream")
+    (home / "docs.txt").write_text("\n\n".join(
+        f"The {animal} of the {place} walked to the river on day {i} and drank some water."
+        for i, (animal, place) in enumerate(zip(["cat", "dog", "horse", "owl", "fox", "deer"] * 2,
+                                                ["hill", "farm", "town", "wood"] * 3))) + "\n")
     sae = SAE(576, 48, 4, generator=torch.Generator().manual_seed(3), cfg={"hookpoint": HOOK})
     save_sae(sae, home / "ext_sae")
     out = {}
