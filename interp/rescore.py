@@ -37,11 +37,14 @@ def find_run(home: Path, run_id: str | None = None) -> Path:
             raise FileNotFoundError(f"no run {run_id!r} under {runs}; see `interp query "
                                     f"\"select run_id from runs\"`")
         return d
-    found = sorted(p.parent for p in runs.glob("*/run.json")
-                   if json.loads(p.read_text()).get("status", "complete") == "complete")
+    # Newest by start time: run ids begin with the second they started, then a random suffix,
+    # so two runs within one second would sort by chance on their names alone.
+    found = sorted((rec.get("started_at", 0.0), p.parent.name, p.parent)
+                   for p in runs.glob("*/run.json")
+                   if (rec := json.loads(p.read_text())).get("status", "complete") == "complete")
     if not found:
         raise FileNotFoundError(f"no runs under {runs}: rescore needs a finished `interp run` first")
-    return found[-1]
+    return found[-1][2]
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,8 @@ def answer(messages: list[dict]):
         return f"[EXPLANATION]: the token {word}"
     if "ACTIVATIONS" in prefill:
         return f"[ACTIVATIONS]: {word}: 7"
+    if len(user) % 13 == 0:  # a prompt this model always answers with nothing: final failures
+        return ""                # occur whatever the retries absorb (about 1 request in 13)
     p1 = 0.2 + 0.6 * (len(user) % 7) / 6
     return (" 1" if p1 >= 0.5 else " 0"), [[("1", math.log(p1)), ("0", math.log(1 - p1))]]
 

@@ -185,3 +185,15 @@ def test_interp_rescore_cli(tmp_path, collected, fake_llm):
     assert all("(cached)" in lines[s] for s in STAGES[:5]) and "(cached)" not in lines["score"]
     r = cli.invoke(app, ["rescore", "--home", str(tmp_path), "--set", "corpus.seed=3", "--no-prefect"])
     assert r.exit_code == 2 and "'corpus' section changed" in r.output
+
+
+def test_the_newest_run_is_the_one_started_last_even_within_one_second(tmp_path):
+    """Run ids start with the second they began, then a random suffix: two runs in one second
+    must still be told apart by their start time, not by the suffix."""
+    import json
+
+    for run_id, started in (("20261130T010203-ffffff", 100.0), ("20261130T010203-000000", 100.5)):
+        (tmp_path / "runs" / run_id).mkdir(parents=True)
+        (tmp_path / "runs" / run_id / "run.json").write_text(json.dumps(
+            {"run_id": run_id, "status": "complete", "started_at": started}))
+    assert find_run(tmp_path).name == "20261130T010203-000000"

@@ -1,5 +1,5 @@
 """All scorers through the real pipeline: the embedded subject model, the llama.cpp server,
-MiniLM and the DuckDB catalogue, on a tiny run (1k tokens, 2 latents, 1+1 windows: 8 LLM calls per latent). Slow-ish
+MiniLM and the DuckDB catalogue, on a tiny run (2k tokens, 2 latents, 1+1 windows: 8 LLM calls per latent). Slow-ish
 (~1-3 min on 2 cores), so it is the one real test of the scorers; it also checks that steering
 really acts at the SAE's hookpoint of the real TransformerBridge."""
 from __future__ import annotations
@@ -20,7 +20,7 @@ from storage.catalog import load_run, publish
 def _cfg(tmp_path, model_cache):
     return build_config({
         "home": str(tmp_path), "model": {"cache_dir": str(model_cache)},
-        "corpus": {"n_tokens": 1024},
+        "corpus": {"n_tokens": 2048},  # two documents: the split by document needs both splits
         "sae": {"expansion_factor": 1, "k": 8, "epochs": 1, "batch_size": 256, "eval_sequences": 0},
         "mine": {"n_top": 5, "n_quantiles": 2, "per_quantile": 2, "n_random": 4},
         "llm": {"concurrency": 2, "n_ctx": 4096},
