@@ -48,12 +48,12 @@ def select_extra(win: torch.Tensor, lat: torch.Tensor, val: torch.Tensor, taken:
     s = group_rank(lat[e])
     held, held_rank = e[s < cfg.n_top_test], s[s < cfg.n_top_test]
     free[held] = False
-    u = (uniform_hash(cfg.seed + 2, lat, win).double() + 0.5) / 2.0**32
-    key = torch.log(u) / val.double().clamp_min(1e-30) ** 2  # <= 0; the largest keys are the sample
     iw, iw_split, iw_rank = [], [], []
     for sp, quota in ((1, cfg.n_iw_test), (0, cfg.n_iw - cfg.n_iw_test)):
         rest = (free & (split == sp)).nonzero().squeeze(1)
-        rest = rest[lexsort(lat[rest], -key[rest])]
+        u = (uniform_hash(cfg.seed + 2, lat[rest], win[rest]).double() + 0.5) / 2.0**32
+        key = torch.log(u) / val[rest].double().clamp_min(1e-30) ** 2  # <= 0; largest are drawn
+        rest = rest[lexsort(lat[rest], -key)]
         j = group_rank(lat[rest])
         iw.append(rest[j < quota])
         iw_rank.append(j[j < quota])
