@@ -8,6 +8,9 @@ continues where the last one stopped and asks the LLM only about missing latents
 barrier between latents: up to `inflight` latents run at once (their own requests one after
 another, which keeps a latent's shared prompt prefix hot in the server's cache), and examples are
 loaded a block at a time just ahead of use, so memory is O(latents in flight), not O(latents).
+Once every latent has started and fewer run than the LLM has slots, `fan_out()` turns true: the
+last latents then send their remaining requests at once (`in_order`), so the server is not left
+with idle slots while a few long chains finish one request at a time.
 
 A latent whose requests got no answer (LLMUnavailable: unreachable server, timeouts, 401/403) is
 never written: the run stops early when the server looks down, keeps what finished, and raises
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 import uuid
@@ -47,6 +51,40 @@ assert tuple(LEDGER_SCHEMA.names) == LEDGER_SCHEMA_FIELDS
 FLUSH_S = 2.0          # a crash loses at most this much finished work
 FLUSH_LATENTS = 256    # ... or this many latents, whichever comes first
 DOWN_AFTER = 3         # consecutive latents without an answer before the server counts as down
+
+
+_FAN_OUT: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar(
+    "interp_fan_out", default=None)
+
+
+def fan_out() -> bool:
+    """True in a latent's work once the stage has started every latent and fewer of them are
+    running than the LLM has slots: its remaining requests should then go at once."""
+    event = _FAN_OUT.get()
+    return event is not None and event.is_set()
+
+
+async def gather_settled(coros) -> list:
+    """Results of the awaitables run concurrently, in order. Each runs to its end even when
+    another fails (a request already sent is answered and goes into the ledger, never cut off),
+    then the first error is raised as it is (no ExceptionGroup: callers catch LLMUnavailable)."""
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return list(results)
+
+
+async def in_order(steps: list[Callable[[], Awaitable[Any]]]) -> list:
+    """Results of `steps` (coroutine factories): one after another, which keeps a latent's
+    shared prompt prefix hot in one server slot, until `fan_out()` turns true; what is left
+    then runs at once."""
+    out = []
+    for i, step in enumerate(steps):
+        if fan_out():
+            return out + await gather_settled([s() for s in steps[i:]])
+        out.append(await step())
+    return out
 
 
 class StageIncomplete(RuntimeError):
@@ -117,10 +155,27 @@ class _Run:
         self.rows, self.n_rows_latents, self.last_flush = [], 0, time.monotonic()
 
 
+def _blocks(todo: list[int], size: int) -> list[list[int]]:
+    """Blocks of latents whose examples load together: a small first one, so the first requests
+    go out after a short load, then doubling up to `size`."""
+    blocks, b, n = [], 0, max(1, size // 4)
+    while b < len(todo):
+        blocks.append(todo[b:b + n])
+        b, n = b + n, min(size, 2 * n)
+    return blocks
+
+
 async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, inflight: int,
-                   bar: tqdm, spent: Callable[[], bool]) -> None:
+                   bar: tqdm, spent: Callable[[], bool], slots: int) -> None:
     sem = asyncio.Semaphore(inflight)
     tasks: set[asyncio.Task] = set()
+    fan = asyncio.Event()
+    token = _FAN_OUT.set(fan)  # copied into every task made below; set() later reaches them all
+    started_all = False
+
+    def check_fan_out() -> None:
+        if started_all and len(tasks) < slots:
+            fan.set()
 
     async def one(latent: int, examples: Any) -> None:
         try:
@@ -133,6 +188,8 @@ async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, infligh
         finally:
             sem.release()
             bar.update(1)
+            tasks.discard(asyncio.current_task())
+            check_fan_out()
 
     async def flush_periodically() -> None:  # finished latents never wait on slow ones
         while True:
@@ -141,8 +198,7 @@ async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, infligh
                 run.flush()
 
     flusher = asyncio.create_task(flush_periodically())
-    size = max(64, inflight)
-    blocks = [todo[b:b + size] for b in range(0, len(todo), size)]
+    blocks = _blocks(todo, max(64, inflight))
     # The next block's examples load (in a thread) while this block's latents run: loading
     # waited for on the loop left every slot idle meanwhile (~0.1-0.3 s a block, which capped
     # explain, one request per latent, well below the server's rate).
@@ -165,6 +221,8 @@ async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, infligh
                 t = asyncio.create_task(one(latent, examples.pop(latent, [])))
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
+        started_all = True
+        check_fan_out()
         await asyncio.gather(*tasks)
     except BaseException:
         for t in tasks:
@@ -172,6 +230,7 @@ async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, infligh
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
     finally:
+        _FAN_OUT.reset(token)
         flusher.cancel()
         if ahead is not None and not ahead.cancel() and not ahead.cancelled():
             ahead.exception()  # retrieved: a load that failed after the run stopped is no news
@@ -183,14 +242,15 @@ async def run_latents(latents: list[int], work: Work, load: Loader, *, partial: 
                       shard: tuple[int, int] | None = None, progress: bool = False,
                       close: Callable[[], Awaitable[None]] | None = None,
                       max_prompt_tokens: int | None = None,
-                      todo: list[int] | None = None) -> dict[str, int]:
+                      todo: list[int] | None = None, slots: int | None = None) -> dict[str, int]:
     """Run `work` for every latent (of `shard`) without rows in `partial`; returns counts.
 
     Ledger rows go to a calls-*.jsonl file of `partial` as each request ends. `close` (the LLM
     client's aclose) runs in this loop at the end. Raises StageIncomplete when latents got no
     answer, after writing everything that did, and BudgetReached once the ledger's prompt
     tokens reach `max_prompt_tokens` (no new latent starts; those in flight finish). `todo`:
-    the pending latents when the caller already listed them.
+    the pending latents when the caller already listed them. `slots`: requests the LLM serves
+    at once (default inflight // 2), below which running latents fan out (`fan_out`).
     """
     mine = shard_of(latents, shard)
     todo = pending(latents, partial, shard) if todo is None else todo
@@ -202,7 +262,8 @@ async def run_latents(latents: list[int], work: Work, load: Loader, *, partial: 
     try:
         with ledger.writing_to(partial / f"calls-{uuid.uuid4().hex[:12]}.jsonl"):
             await _produce(todo, load, work, run, inflight, bar, lambda: max_prompt_tokens is not None
-                           and ledger.totals["prompt_tokens"] >= max_prompt_tokens)
+                           and ledger.totals["prompt_tokens"] >= max_prompt_tokens,
+                           slots or max(1, inflight // 2))
     finally:
         bar.close()
         if close is not None:
@@ -264,7 +325,7 @@ def drive(cfg, stage: str, latents: list[int], make_work: Callable[[Any], Work],
             partial=partial, schema=schema, ledger=llm.ledger, inflight=2 * cfg.llm.concurrency,
             desc=stage if shard is None else f"{stage} {shard[0]}/{shard[1]}", shard=shard,
             progress=progress, close=llm.aclose, max_prompt_tokens=cfg.llm.max_prompt_tokens,
-            todo=todo))
+            todo=todo, slots=getattr(llm, "width", cfg.llm.concurrency)))
 
 
 def latent_stage(store, stage: str, key: str, inputs: dict[str, str],

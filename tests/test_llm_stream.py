@@ -1,6 +1,6 @@
 """run_latents over several blocks of latents: the next block's examples load while the current
 block's latents run, every latent runs once with its own examples, a failing load stops the run
-keeping what finished."""
+keeping what finished; the last latents fan their requests out once slots would idle."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from interp.llm.base import Ledger
-from interp.resumable import done_latents, run_latents
+from interp.resumable import done_latents, gather_settled, in_order, run_latents
 
 SCHEMA = pa.schema([("latent", pa.int32()), ("n", pa.int32())])
 
@@ -50,11 +50,12 @@ def _run(tmp_path, loader: Loader, latents: list[int]):
 
 
 def test_next_block_loads_while_the_current_one_runs(tmp_path):
-    latents = list(range(0, 400, 2))  # 200 latents: blocks of 64, 64, 64, 8
+    latents = list(range(0, 400, 2))  # 200 latents: a small first block, doubling up to 64
     loader = Loader()
     counts = _run(tmp_path, loader, latents)
     assert counts == {"latents": 200, "resumed": 0, "computed": 200}
-    assert loader.blocks == [latents[b:b + 64] for b in range(0, 200, 64)]
+    bounds = [0, 16, 48, 112, 176, 200]
+    assert loader.blocks == [latents[a:b] for a, b in zip(bounds, bounds[1:])]
     assert loader.in_flight_at_load[0] == 0 and all(n > 0 for n in loader.in_flight_at_load[1:])
     assert done_latents(tmp_path) == set(latents)
 
@@ -64,7 +65,56 @@ def test_a_failing_load_stops_the_run_and_keeps_what_finished(tmp_path):
     with pytest.raises(OSError, match="block 2"):
         _run(tmp_path, Loader(fail_at=2), latents)
     done = done_latents(tmp_path)
-    assert set(range(128)) >= done >= set(range(64))  # block 0 finished, block 2 never started
+    assert set(range(48)) >= done >= set(range(16))  # block 0 finished, block 2 never started
     loader = Loader()
     assert _run(tmp_path, loader, latents)["computed"] == 200 - len(done)  # the rest, once
     assert done_latents(tmp_path) == set(latents)
+
+
+def test_the_last_latents_fan_out_once_slots_would_idle(tmp_path):
+    """Latents run their steps one after another (prefix cache) until every latent has started
+    and fewer run than there are slots; then what is left of a chain goes at once."""
+    running: dict[int, int] = {}
+    widest: dict[int, int] = {}
+
+    def step(latent: int, seconds: float):
+        async def go() -> int:
+            running[latent] = running.get(latent, 0) + 1
+            widest[latent] = max(widest.get(latent, 0), running[latent])
+            await asyncio.sleep(seconds)
+            running[latent] -= 1
+            return latent
+        return go
+
+    async def work(latent: int, examples) -> list[dict]:
+        seconds = 0.03 if latent == 9 else 0.01  # the last latent is slow: a long tail
+        out = await in_order([step(latent, seconds) for _ in range(6)])
+        assert out == [latent] * 6
+        return [{"latent": latent, "n": len(out)}]
+
+    counts = asyncio.run(run_latents(list(range(10)), work, lambda b: {l: [] for l in b},
+                                     partial=tmp_path, schema=SCHEMA, ledger=Ledger(),
+                                     inflight=4, slots=2, desc="t"))
+    assert counts["computed"] == 10
+    assert all(widest[l] == 1 for l in range(8))  # one request at a time while slots are busy
+    assert widest[9] > 1  # alone at the end: its remaining steps went at once
+
+
+def test_gather_settled_lets_every_request_end_then_raises_the_first_error():
+    ended = []
+
+    async def slow(i: int) -> int:
+        await asyncio.sleep(0.01)
+        ended.append(i)  # an answer already asked for is awaited (and would be in the ledger)
+        return i
+
+    async def bad() -> None:
+        await asyncio.sleep(0)
+        raise KeyError("no answer")
+
+    async def main() -> None:
+        with pytest.raises(KeyError, match="no answer"):  # as it is, not an ExceptionGroup
+            await gather_settled([slow(0), bad(), slow(2)])
+        assert sorted(ended) == [0, 2]
+        assert await gather_settled([asyncio.sleep(0, result=i) for i in range(3)]) == [0, 1, 2]
+    asyncio.run(main())

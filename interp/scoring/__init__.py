@@ -1,6 +1,7 @@
 """Score stage: each ok explanation judged by every configured scorer on held-out windows."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -16,7 +17,7 @@ from interp.config import RunConfig
 from interp.llm import LLMUnavailable
 from interp.models import model_identity
 from interp.prompts import load_prompt
-from interp.resumable import drive, latent_stage, merge_parts
+from interp.resumable import drive, in_order, latent_stage, merge_parts
 from interp.scoring.base import Outcome, Resources, ScoreContext, unscorable_reason
 from interp.scoring.controls import control_lifts, control_texts, derangement
 from interp.scoring.metrics import classification_metrics
@@ -137,19 +138,20 @@ def make_work(cfg: RunConfig, explanations: dict[int, dict], llm, resources: Res
 
     async def work(latent: int, examples) -> list[dict]:
         exp = explanations[latent]
-        rows = []
+        rows, steps = [], []
         for name in cfg.score.scorers:
             reason = unscorable_reason(getattr(SCORERS[name], "needs", ()), examples)
             if reason:  # recorded, never scored on what is left (e.g. negatives only)
                 empty = Outcome([], classification_metrics([], []), name)
                 rows.append(_row(cfg, exp, latent, name, empty, settings_hash, unscorable=reason))
                 continue
-            rows.append(await judge(name, latent, exp, exp["text"], examples, None))
+            steps.append(functools.partial(judge, name, latent, exp, exp["text"], examples, None))
             if name in cfg.score.control_scorers and latent in controlled:
                 for control, text in control_texts(cfg.score.controls, latent, shuffled,
                                                    examples).items():
-                    rows.append(await judge(name, latent, exp, text, examples, control))
-        return rows
+                    steps.append(functools.partial(judge, name, latent, exp, text, examples, control))
+        # Scorers one after another (each keeps its prompt prefix hot), all at once in the tail.
+        return rows + await in_order(steps)
     return work
 
 
