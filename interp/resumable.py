@@ -308,7 +308,7 @@ def drive(cfg, stage: str, latents: list[int], make_work: Callable[[Any], Work],
     """Run an LLM stage's pending latents (of `shard`) into `partial`, their examples read from
     the mine artifact in `mine_dir` a block at a time, with `llm`: a client, a function that
     opens one (called only if there is work), or None to open one here."""
-    from interp.examples import load_examples
+    from interp.examples import ExampleReader
     from interp.llm import open_llm
 
     todo = pending(latents, partial, shard)  # read the part files once, here
@@ -316,12 +316,14 @@ def drive(cfg, stage: str, latents: list[int], make_work: Callable[[Any], Work],
         n = len(shard_of(latents, shard))
         return {"latents": n, "resumed": n, "computed": 0}
     with contextlib.ExitStack() as stack:
+        reader = ExampleReader(mine_dir)
+        stack.callback(reader.close)
         if llm is None:
             llm = stack.enter_context(open_llm(cfg.llm, home=cfg.home))
         elif not hasattr(llm, "generate"):
             llm = llm()
         return asyncio.run(run_latents(
-            latents, make_work(llm), lambda block: load_examples(mine_dir, block),
+            latents, make_work(llm), reader,
             partial=partial, schema=schema, ledger=llm.ledger, inflight=2 * cfg.llm.concurrency,
             desc=stage if shard is None else f"{stage} {shard[0]}/{shard[1]}", shard=shard,
             progress=progress, close=llm.aclose, max_prompt_tokens=cfg.llm.max_prompt_tokens,
