@@ -1,7 +1,7 @@
 """The scale benchmark of interp, in one run: each figure a ratio against a reference measured
 side by side, and an extrapolation to a million latents.
 
-    python bench/scale.py            # ~15 minutes on 2 cores; pieces: bench/{mine,llm,publish}_scale.py
+    python bench/scale.py            # ~25 minutes on 2 quiet cores; pieces: bench/{mine,llm,publish}_scale.py
 
 - mine: one-pass mining at 2,304 and 65,536 latents (d = 576, 262,144 fp16 tokens) against one
   bare encoder pass over the same shards; peak RSS (bench/mine_scale.py);
