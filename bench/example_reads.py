@@ -1,6 +1,7 @@
 """Reading a block of latents' examples at scale: the stages' ExampleReader (a token index built
-once, examples.parquet alone per block) next to the SQL join with sequences.parquet it replaced,
-on the same synthetic artifacts, side by side in one run.
+once, examples.parquet alone per block) next to the SQL join with sequences.parquet it replaced
+(with a DuckDB connection per block, as the old loader had), on the same synthetic artifacts,
+side by side in one run.
 
     python bench/example_reads.py [--tokens 10000000] [--latents 65536] [--block 64]
 
@@ -19,24 +20,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from interp.examples import Example, ExampleReader, TokenIndex  # noqa: E402
+from interp.examples import ExampleReader, TokenIndex  # noqa: E402
 from interp.mining import EXAMPLES_SCHEMA  # noqa: E402
+from tests.test_examples_reader import examples_by_join  # noqa: E402  (the old SQL join)
 
 SEQ_LEN, VOCAB, PER_LATENT, WINDOW, GROUP_LATENTS = 256, 49_152, 36, 32, 8_192
-JOIN = """
-SELECT e.latent, e.kind, e.split, e.rank, e.quantile, e.seq_id, e.start, e.max_act, e.acts,
-       list_slice(s.token_str, e.start + 1, e.start + len(e.acts)) AS tokens
-FROM read_parquet($examples) e JOIN read_parquet($sequences) s USING (seq_id)
-WHERE e.latent IN (SELECT unnest($latents))
-ORDER BY e.latent, e.kind, e.quantile, e.rank
-"""
 
 
 def make(tmp: Path, n_tokens: int, n_latents: int) -> None:
@@ -68,15 +62,6 @@ def make(tmp: Path, n_tokens: int, n_latents: int) -> None:
                 schema=EXAMPLES_SCHEMA))
 
 
-def by_join(con, tmp: Path, latents: list[int]) -> dict[int, list[Example]]:
-    out: dict[int, list[Example]] = {l: [] for l in latents}
-    for r in con.execute(JOIN, {"examples": str(tmp / "examples.parquet"),
-                                "sequences": str(tmp / "sequences.parquet"),
-                                "latents": latents}).fetchall():
-        out[r[0]].append(Example(*r[:8], tuple(r[9]), tuple(r[8])))
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=10_000_000)
@@ -94,7 +79,6 @@ def main() -> None:
         t0 = time.perf_counter()
         reader._tokens = TokenIndex(tmp / "sequences.parquet")  # the collect artifact's, here
         build = time.perf_counter() - t0
-        con = duckdb.connect(config={"autoinstall_known_extensions": False})
         starts = np.linspace(0, args.latents - args.block, args.blocks).astype(int).tolist()
         new, old, same = [], [], True
         for s in starts:  # alternated, so the machine's load falls on both alike
@@ -103,7 +87,7 @@ def main() -> None:
             a = reader(latents)
             new.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            b = by_join(con, tmp, latents)
+            b = examples_by_join(tmp / "examples.parquet", tmp / "sequences.parquet", latents)
             old.append(time.perf_counter() - t0)
             same &= a == b
         reader.close()

@@ -25,14 +25,21 @@ ORDER BY e.latent, e.kind, e.quantile, e.rank
 """
 
 
-def _by_join(mine: Path, collect: Path, latents: list[int]) -> dict[int, list[Example]]:
-    rows = duckdb.connect().execute(_JOIN, {
-        "examples": str(mine / "examples.parquet"), "sequences": str(collect / "sequences.parquet"),
-        "latents": latents}).fetchall()
+def examples_by_join(examples: Path, sequences: Path, latents: list[int]) -> dict[int, list[Example]]:
+    """The reference: examples of `latents` with their text joined in SQL (also used by
+    bench/example_reads.py)."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False})
+    rows = con.execute(_JOIN, {"examples": str(examples), "sequences": str(sequences),
+                               "latents": latents}).fetchall()
+    con.close()
     out: dict[int, list[Example]] = {l: [] for l in latents}
     for r in rows:
         out[r[0]].append(Example(*r[:8], tuple(r[9]), tuple(r[8])))
     return out
+
+
+def _by_join(mine: Path, collect: Path, latents: list[int]) -> dict[int, list[Example]]:
+    return examples_by_join(mine / "examples.parquet", collect / "sequences.parquet", latents)
 
 
 def _artifacts(tmp_path: Path, n_seq: int = 40, seq_len: int = 12) -> tuple[Path, Path]:
