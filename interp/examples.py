@@ -49,8 +49,8 @@ class TokenIndex:
     text is a slice, not a join.
 
     Joining each block's examples with sequences.parquet in SQL scanned every token string of
-    the corpus per block: 0.45 of 0.5 s per 64 latents at 10^7 tokens, on every block of a
-    million-latent stage. The codes come from Arrow's dictionary reading of the column itself, so
+    the corpus per block: 0.36-0.51 s per 64 latents at 10^7 tokens against 0.07-0.11 s this way
+    (bench/example_reads.py), on every block of a million-latent stage. The codes come from Arrow's dictionary reading of the column itself, so
     a window's tokens are exactly the stored strings (no tokenizer involved).
     """
 
