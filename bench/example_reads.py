@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from interp.examples import ExampleReader, TokenIndex  # noqa: E402
+from interp.examples import ExampleReader  # noqa: E402
 from interp.mining import EXAMPLES_SCHEMA  # noqa: E402
 from tests.test_examples_reader import examples_by_join  # noqa: E402  (the old SQL join)
 
@@ -75,9 +75,9 @@ def main() -> None:
         make(tmp, args.tokens, args.latents)
         print(f"synthetic: {args.tokens:,} tokens, {args.latents:,} latents x {PER_LATENT} examples "
               f"({time.perf_counter() - t0:.0f}s to write)", flush=True)
-        reader = ExampleReader(tmp)
+        reader = ExampleReader(tmp, sequences=tmp / "sequences.parquet")  # no collect artifact
         t0 = time.perf_counter()
-        reader._tokens = TokenIndex(tmp / "sequences.parquet")  # the collect artifact's, here
+        reader.tokens()
         build = time.perf_counter() - t0
         starts = np.linspace(0, args.latents - args.block, args.blocks).astype(int).tolist()
         new, old, same = [], [], True

@@ -91,8 +91,9 @@ class ExampleReader:
     and a DuckDB connection are made once, on the first call (a stage calls this for every
     block, in a worker thread; opening a connection alone took 16-20 ms of a ~30 ms block)."""
 
-    def __init__(self, mine_dir: Path):
+    def __init__(self, mine_dir: Path, sequences: Path | None = None):
         self.mine_dir = Path(mine_dir)
+        self.sequences = sequences  # None: the sequences.parquet of the mine's collect input
         self._tokens: TokenIndex | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
@@ -100,7 +101,8 @@ class ExampleReader:
     def tokens(self) -> TokenIndex:
         with self._lock:
             if self._tokens is None:
-                self._tokens = TokenIndex(input_dir(self.mine_dir, "collect") / "sequences.parquet")
+                self._tokens = TokenIndex(self.sequences or
+                                          input_dir(self.mine_dir, "collect") / "sequences.parquet")
             return self._tokens
 
     def _rows(self, latents: list[int]) -> pa.Table:

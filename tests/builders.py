@@ -112,3 +112,18 @@ def write_logits_artifact(home: Path, sae_key: str, vocab: int = 40, k: int = 3)
     project(train, sae_key, readout, d / "latent_logits.parquet", k=k, block=7)
     (d / "manifest.json").write_text(json.dumps({"stage": "logits", "key": key, "train": sae_key}))
     return key
+
+
+def keyword_windows(rng, keyword: str, n: int, active: bool, filler: list[str],
+                    act: float = 3.0) -> list[tuple[list[str], list[float]]]:
+    """n windows of 4 filler tokens; an active one has `keyword` at a random position with
+    activation `act` (scorer tests whose judge recognises the keyword)."""
+    out = []
+    for _ in range(n):
+        toks = [f" {rng.choice(filler)}" for _ in range(4)]
+        acts = [0.0] * 4
+        if active:
+            pos = rng.randrange(4)
+            toks[pos], acts[pos] = f" {keyword}", act
+        out.append((toks, acts))
+    return out

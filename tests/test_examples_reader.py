@@ -86,12 +86,11 @@ def test_same_examples_as_the_sql_join(tmp_path, monkeypatch):
     assert load_examples(mine, [1]) == _by_join(mine, collect, [1])
 
 
-def test_an_example_of_a_missing_sequence_is_a_clear_error(tmp_path, monkeypatch):
+def test_an_example_of_a_missing_sequence_is_a_clear_error(tmp_path):
     mine, collect = _artifacts(tmp_path, n_seq=10)
     t = pq.read_table(mine / "examples.parquet")
     t = t.set_column(t.schema.get_field_index("seq_id"), "seq_id",
                      pa.array([99] * t.num_rows, pa.int32()))
     pq.write_table(t, mine / "examples.parquet")
-    monkeypatch.setattr("interp.examples.input_dir", lambda d, stage: collect)
     with pytest.raises(ValueError, match="sequence 99 .*do not match"):
-        ExampleReader(mine)([0])
+        ExampleReader(mine, sequences=collect / "sequences.parquet")([0])

@@ -21,6 +21,7 @@ import pytest
 from interp.artifacts import ArtifactStore
 from interp.scoring import score
 from interp.scoring.controls import verdict
+from tests.builders import keyword_windows
 from tests.conftest import tiny_config
 from tests.fakeserver import FakeLLMServer
 
@@ -29,18 +30,6 @@ KEYWORDS = ["banana", "guitar", "volcano", "senator", "umbrella", "penguin", "vi
 FILLER = ["the", "walked", "slowly", "across", "a", "quiet", "street", "before", "evening", "and",
           "then", "turned", "left", "near", "old", "house", "with", "friends"]
 NO_POSITIVES = 99   # a latent whose activating windows all went to the explainer
-
-
-def _windows(rng, keyword, n, active):
-    out = []
-    for _ in range(n):
-        toks = [f" {rng.choice(FILLER)}" for _ in range(4)]
-        acts = [0.0] * 4
-        if active:
-            pos = rng.randrange(4)
-            toks[pos], acts[pos] = f" {keyword}", 3.0
-        out.append((toks, acts))
-    return out
 
 
 def _build(home):
@@ -54,7 +43,7 @@ def _build(home):
         if latent != NO_POSITIVES:
             kinds.append(("quantile", "test", 4, True))
         for kind, split, n, active in kinds:
-            for rank, (toks, acts) in enumerate(_windows(rng, kw, n, active)):
+            for rank, (toks, acts) in enumerate(keyword_windows(rng, kw, n, active, FILLER)):
                 seq_id = len(seqs)
                 seqs.append({"seq_id": seq_id, "tokens": list(range(4)), "token_str": toks})
                 examples.append({"latent": latent, "kind": kind, "split": split, "rank": rank,

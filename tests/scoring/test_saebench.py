@@ -13,6 +13,7 @@ import pytest
 from interp.artifacts import ArtifactStore
 from interp.scoring import score
 from interp.scoring.saebench import parse_indices
+from tests.builders import keyword_windows
 from tests.conftest import tiny_config
 from tests.fakeserver import FakeLLMServer
 
@@ -43,12 +44,7 @@ def _build(home, latents: int = len(KEYWORDS)):
     seqs, examples, explanations = [], [], []
     for latent, kw in enumerate(KEYWORDS[:latents]):
         for kind, split, n, active in KINDS:
-            for rank in range(n):
-                toks = [f" {rng.choice(FILLER)}" for _ in range(4)]
-                acts = [0.0] * 4
-                if active:
-                    pos = rng.randrange(4)
-                    toks[pos], acts[pos] = f" {kw}", 2.0
+            for rank, (toks, acts) in enumerate(keyword_windows(rng, kw, n, active, FILLER, 2.0)):
                 seq_id = len(seqs)
                 seqs.append({"seq_id": seq_id, "tokens": list(range(4)), "token_str": toks})
                 examples.append({"latent": latent, "kind": kind, "split": split, "rank": rank,
