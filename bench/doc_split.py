@@ -32,9 +32,9 @@ def with_documents(collect: Path, tokenizer: str, tmp: Path) -> Path:
     import torch
     from transformers import AutoTokenizer
 
-    from interp.config import CorpusConfig
-    from interp.corpus import token_stream
-    from interp.doc_split import DOCUMENTS, write_documents
+    from interp.collect.config import CorpusConfig
+    from interp.collect.corpus import token_stream
+    from interp.collect.documents import DOCUMENTS, write_documents
 
     if (collect / DOCUMENTS).is_file():
         return collect
@@ -72,10 +72,10 @@ def child(args: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
     import torch
 
-    from interp.config import MineConfig
-    from interp.mining import mine_into
+    from interp.mine.config import MineConfig
+    from interp.mine.stage import mine_into
     from interp.sae import load_sae
-    from interp.shards import ActivationShards
+    from interp.collect.shards import ActivationShards
 
     torch.set_num_threads(1)
     sae = load_sae(Path(args.sae))

@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from interp.examples import ExampleReader  # noqa: E402
-from interp.mining import EXAMPLES_SCHEMA  # noqa: E402
+from interp.mine.examples import ExampleReader  # noqa: E402
+from interp.mine.stage import EXAMPLES_SCHEMA  # noqa: E402
 from tests.test_examples_reader import examples_by_join  # noqa: E402  (the old SQL join)
 
 SEQ_LEN, VOCAB, PER_LATENT, WINDOW, GROUP_LATENTS = 256, 49_152, 36, 32, 8_192

@@ -26,9 +26,9 @@ from sklearn.metrics import roc_auc_score
 
 from interp.artifacts import ArtifactStore
 from interp.config import build_config
-from interp.examples import Example, load_examples
-from interp.explain import explain
-from interp.scoring import score
+from interp.mine.examples import Example, load_examples
+from interp.explain.stage import explain
+from interp.scoring.stage import score
 
 VARIANTS: dict[str, dict] = {
     "default": {},
@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=2, help="llm.concurrency (server slots)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from interp.mining import mine_key
+    from interp.mine.stage import mine_key
     from interp.embed import load_model
 
     minilm = load_model("cpu")

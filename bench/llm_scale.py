@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from interp.artifacts import ArtifactRef  # noqa: E402
 from interp.config import build_config  # noqa: E402
-from interp.explain import explain  # noqa: E402
+from interp.explain.stage import explain  # noqa: E402
 from interp.llm import open_llm  # noqa: E402
 from interp.llm.http import choose_transport  # noqa: E402
-from interp.mining import mine  # noqa: E402
+from interp.mine.stage import mine  # noqa: E402
 from interp.sae.stage import train_stage  # noqa: E402
-from interp.scoring import score  # noqa: E402
+from interp.scoring.stage import score  # noqa: E402
 from tests.builders import make_shards  # noqa: E402
 
 MSG = [{"role": "system", "content": "You judge whether a text fits a description. " * 8},

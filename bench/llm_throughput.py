@@ -20,7 +20,7 @@ import time
 
 import httpx
 
-from interp.config import LLMConfig
+from interp.llm.config import LLMConfig
 from interp.llm import Ledger, OpenAICompatibleLLM, llm_endpoint
 
 TOPICS = ["rivers", "elections", "chemistry", "football", "medieval castles", "jazz", "volcanoes",

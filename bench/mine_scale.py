@@ -35,7 +35,7 @@ def make_shards(path: Path, n_tokens: int) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from interp.doc_split import write_documents
+    from interp.collect.documents import write_documents
 
     path.mkdir(parents=True, exist_ok=True)
     n_seq = n_tokens // (SEQ_LEN - 1)
@@ -66,11 +66,11 @@ def child(args: argparse.Namespace) -> None:
 
     import torch
 
-    from interp.config import MineConfig
-    from interp.mine_codes import iter_encoded
-    from interp.mining import plan_memory
+    from interp.mine.config import MineConfig
+    from interp.mine.codes import iter_encoded
+    from interp.mine.stage import plan_memory
     from interp.sae.model import SAE
-    from interp.shards import ActivationShards
+    from interp.collect.shards import ActivationShards
 
     torch.set_num_threads(args.threads)
     shards = ActivationShards(Path(args.shards))
@@ -93,7 +93,7 @@ def child(args: argparse.Namespace) -> None:
         spec.loader.exec_module(old)
         old.mine_into(sae, shards, cfg, out)
     else:
-        from interp.mining import mine_into
+        from interp.mine.stage import mine_into
         info = mine_into(sae, shards, cfg, out)
     seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -125,7 +125,7 @@ def main() -> None:
     p.add_argument("--widths", type=int, nargs="+", default=[2304, 65536])
     p.add_argument("--budgets", type=int, nargs="+", default=[600, 1000],
                    help="mine.memory_budget_mb per width (MiB)")
-    p.add_argument("--old-ref", default=None, help="git revision whose interp/mining.py to compare")
+    p.add_argument("--old-ref", default=None, help="git revision whose interp/mine/stage.py to compare")
     p.add_argument("--child", default=None)
     p.add_argument("--width", type=int)
     p.add_argument("--shards")
@@ -147,10 +147,10 @@ def main() -> None:
         print(f"mine_scale: {n_tok:,} tokens (fp16 shards, d={D}), TopK k={K}, "
               f"{os.cpu_count()} CPUs, torch threads {args.threads}; shards written in "
               f"{time.perf_counter() - t0:.1f}s", flush=True)
-        old_file = args.old_file  # a copy of an old interp/mining.py, or one from --old-ref
+        old_file = args.old_file  # a copy of an old interp/mine/stage.py, or one from --old-ref
         if args.old_ref and not old_file:
             old_file = str(tmp / "old_mining.py")
-            src = subprocess.run(["git", "-C", str(ROOT), "show", f"{args.old_ref}:interp/mining.py"],
+            src = subprocess.run(["git", "-C", str(ROOT), "show", f"{args.old_ref}:interp/mine/stage.py"],
                                  capture_output=True, text=True, check=True).stdout
             Path(old_file).write_text(src)
         summary = []

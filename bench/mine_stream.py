@@ -45,10 +45,10 @@ def child(args: argparse.Namespace) -> None:
 
     import torch
 
-    from interp.activations import collect
-    from interp.mining import mine
+    from interp.collect.stage import collect
+    from interp.mine.stage import mine
     from interp.sae import SAE, save_sae
-    from interp.sae.dark_matter import dark_matter
+    from interp.analysis.dark_matter import dark_matter
     from interp.sae.stage import train_stage
 
     home = Path(args.home)

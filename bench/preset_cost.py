@@ -23,9 +23,10 @@ from transformers import AutoTokenizer
 
 from interp.artifacts import ArtifactStore
 from interp.config import load_config
-from interp.examples import load_examples, training_examples, training_negatives
-from interp.explain import build_messages, select_latents
-from interp.mining import mine
+from interp.mine.examples import load_examples
+from interp.explain.format import training_examples, training_negatives
+from interp.explain.stage import build_messages, select_latents
+from interp.mine.stage import mine
 from interp.models import resolve_hf_source
 from interp.presets import llm_calls, preset_names
 from interp.prompts import load_prompt

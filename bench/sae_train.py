@@ -37,7 +37,7 @@ def synthetic(n: int, d: int, seed: int) -> Tensor:
 
 def load_collect(path: str, n: int) -> Tensor:
     from interp.sae.data import train_batches
-    from interp.shards import ActivationShards
+    from interp.collect.shards import ActivationShards
     shards = ActivationShards(path)
     x, _ = next(train_batches(shards, n, seed=0, holdout_every=0))
     return x.contiguous()

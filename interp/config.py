@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from interp.config_base import _Strict
-from interp.config_mine import MineConfig
-from interp.config_score import ScoreConfig
+from interp.analysis.config import LogitsConfig, MatchConfig
+from interp.collect.config import CollectConfig, CorpusConfig
+from interp.config_base import EMBEDDED, _Strict
+from interp.explain.config import ExplainConfig
 from interp.hooks import check_downstream, neurons_hookpoint_error
-
-EMBEDDED = "embedded"
-
-
+from interp.llm.config import LLMConfig
+from interp.mine.config import MineConfig
+from interp.scoring.config import ScoreConfig
 
 
 class ModelConfig(_Strict):
@@ -48,37 +48,6 @@ class ModelConfig(_Strict):
     def layer(self) -> int:
         """Index of the block that owns the hookpoint."""
         return int(self.hookpoint.split(".")[1])
-
-
-class CorpusConfig(_Strict):
-    """Where text comes from and how it is cut into token sequences."""
-
-    source: str = Field(EMBEDDED, description="'embedded' (gensim's Wikipedia sample), a path to a "
-                        ".txt/.jsonl/.parquet file or directory, or 'hf:<dataset>[:<split>]'.")
-    text_field: str = Field("text", description="Column / JSON key holding the text (jsonl, parquet, hf).")
-    n_tokens: int = Field(32_768, gt=0, description="Tokens of activations to collect.")
-    seq_len: int = Field(65, ge=8, description="Tokens per sequence fed to the model (BOS + 64).")
-    seed: int = Field(0, description="Seed for shuffling documents.")
-
-
-class CollectConfig(_Strict):
-    """Activation collection."""
-
-    batch_size: int = Field(32, gt=0, description="Sequences per forward pass.")
-    shard_sequences: int = Field(256, gt=0, description="Sequences per activation shard file.")
-    grad_batch_size: int = Field(8, gt=0, description="Sequences per forward+backward pass when "
-                                 "loss gradients are collected (sae.architecture gsae): the "
-                                 "backward pass keeps every later layer's activations in memory.")
-    dtype: Literal["float16", "bfloat16", "float32"] = Field("float16", description="Storage dtype "
-        "of the activation shards; readers upcast to float32 batch by batch (SAE training and "
-        "encoding compute in fp32). float16 halves disk and read time; bfloat16 for hookpoints "
-        "whose activations exceed float16's range (65504).")
-    store: Literal["dense", "tokens"] = Field("dense", description="What collect writes: 'dense' "
-        "= the activations (tokens x d_model, in collect.dtype) beside the token ids; 'tokens' = "
-        "the token ids only, and every stage that reads activations (mine, the imported SAE's "
-        "metrics, dark_matter) recomputes them with the subject model's forward pass, shard by "
-        "shard, exactly as collect would have stored them. Needs sae.path (an imported SAE): "
-        "training reads the activations many times.")
 
 
 class SAEConfig(_Strict):
@@ -167,117 +136,6 @@ class SAEConfig(_Strict):
         if self.normalize_activations != "none":
             raise ValueError("sae.normalize_activations does not apply to 'neurons' (nothing is "
                              "trained): leave it 'none'")
-
-
-class LLMConfig(_Strict):
-    """The explainer / scorer LLM: the embedded llama.cpp server or any OpenAI-compatible server."""
-
-    backend: Literal["embedded", "openai", "vllm"] = Field(EMBEDDED, description="'embedded' starts "
-        "a local xllamacpp server; 'openai' uses base_url; 'vllm' loads `model` in-process with "
-        "vllm.LLM (GPU machines, `pip install interp[vllm]`).")
-    vllm_options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword "
-        "arguments for vllm.LLM (backend vllm), e.g. {tensor_parallel_size: 2, max_model_len: 8192}.")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1.")
-    model: str = Field("smollm2-135m-instruct", description="Model name sent with each request.")
-    api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
-    concurrency: int = Field(4, gt=0, description="Requests in flight at once (per process).")
-    shared_limit: int | None = Field(None, ge=0, description="Requests in flight to one server "
-        "(backend openai) summed over every interp process using this home, e.g. two nightly "
-        "runs and a rescore: crash-safe file-lock slots under <home>/llm-slots, freed the moment "
-        "a holder dies. None = llm.concurrency; 0 = no shared limit.")
-    requests_per_second: float | None = Field(None, gt=0, description="Request rate cap; None = none.")
-    max_prompt_tokens: int | None = Field(None, gt=0, description="Prompt tokens one run may "
-        "spend (explain and score together). When reached, the stage stops cleanly, keeps every "
-        "finished latent and fails saying so; a later run continues where it stopped. None = no budget.")
-    max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/timeouts/dropped connections.")
-    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
-    transport: Literal["auto", "openai", "lean"] = Field("auto", description="HTTP client of "
-        "backends openai/embedded: 'lean' (a keep-alive HTTP/1.1 pool on asyncio, ~10x less CPU "
-        "per request; plain http:// only), 'openai' (the openai SDK: https, proxies), 'auto' "
-        "(lean for an http:// URL not routed through an HTTP(S)_PROXY/ALL_PROXY variable). "
-        "Answers do not depend on it: not in any cache key.")
-    backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles each retry, jittered.")
-    assistant_prefill: Literal["native", "vllm", "off"] = Field("native", description="How a "
-        "prompt's trailing assistant turn is continued: 'native' (llama.cpp does it), 'vllm' (sends "
-        "continue_final_message), 'off' (the turn is dropped; the answer must carry the marker).")
-    n_ctx: int = Field(8192, ge=512, description="Embedded server context, shared by its slots.")
-    n_threads: int | None = Field(None, gt=0, description="Embedded server threads; None = all cores.")
-
-    @model_validator(mode="after")
-    def _url_for_openai(self) -> LLMConfig:
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("llm.base_url is required when llm.backend is 'openai'")
-        if self.transport == "lean" and self.base_url and not self.base_url.startswith("http://"):
-            raise ValueError(f"llm.transport 'lean' speaks plain http://, not llm.base_url "
-                             f"{self.base_url!r}: set llm.transport to 'auto' or 'openai'")
-        return self
-
-    def api_key(self) -> str:
-        """The API key from the environment (never stored in config files)."""
-        if not self.api_key_env:
-            return "unused"
-        key = os.environ.get(self.api_key_env)
-        if key is None:
-            raise ValueError(f"llm.api_key_env names {self.api_key_env!r}, which is not set in the environment")
-        return key
-
-    def identity(self) -> dict[str, Any]:
-        """What determines the LLM's answers (for cache keys): not concurrency, not secrets."""
-        ident = {"backend": self.backend, "base_url": self.base_url, "model": self.model,
-                 "assistant_prefill": self.assistant_prefill}
-        if self.backend == "vllm":
-            ident["vllm_options"] = self.vllm_options  # e.g. dtype or quantization change answers
-        return ident
-
-
-class ExplainConfig(_Strict):
-    """Explanation generation."""
-
-    prompt: str = Field("explain_default", description="Template name in prompts/ (without .md): "
-        "explain_default, explain_contrastive (also shows non-activating windows, $negatives), "
-        "explain_cot (reasons first; the answer after its one [EXPLANATION]: marker), ...")
-    n_examples: int = Field(6, gt=0, description="Activating (train-split) windows shown to the explainer.")
-    train_set: Literal["top", "quantile", "mixed", "top_iw"] = Field("top", description="Which "
-        "activating windows are shown: the top ones, ones stratified over activation quantiles "
-        "(needs mine.train_per_quantile), half of each (mixed), or the top ones plus the "
-        "importance-weighted train windows (top_iw, SAEBench's; needs mine.n_iw). Held-out "
-        "(test) windows are never shown.")
-    n_negatives: int = Field(4, ge=0, description="Non-activating train windows shown by prompts "
-        "that use $negatives (hard negatives first when mined).")
-    top_tokens: bool = Field(True, description="Show the most frequent activating tokens "
-        "($top_tokens; helps small explainers); False drops the template line holding it.")
-    output_tokens: bool = Field(False, description="Show the tokens the latent's decoder "
-        "direction promotes ($output_tokens, from the logits stage; prompt explain_output uses "
-        "it); False drops the template line holding it.")
-    max_tokens: int = Field(40, gt=0, description="Completion token budget.")
-    temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
-    n_latents: int | None = Field(24, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")
-    min_examples: int = Field(3, gt=0, description="Skip latents with fewer activating windows.")
-    embed: bool = Field(True, description="Embed the ok explanations with MiniLM into the "
-                        "artifact (the browser's semantic search; publish only inserts them). "
-                        "Loading MiniLM takes ~10 s once per stage run.")
-
-
-class MatchConfig(_Strict):
-    """Decoder matching of a new SAE against the other SAEs of its model and hookpoint."""
-
-    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device"})
-    max_peers: int = Field(4, ge=0, description="Match against at most this many other SAEs "
-                           "(the newest); 0 = skip. Exact top-1 costs latents_a x latents_b x d "
-                           "multiply-adds per pair: seconds on a GPU at 65k x 65k.")
-    device: str | None = Field(None, description="Device of the matching; None = sae.device, "
-                               "else model.device.")
-
-
-class LogitsConfig(_Strict):
-    """The output side of each latent: its decoder direction through the final norm and unembedding."""
-
-    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device", "block"})
-    k: int = Field(10, ge=0, description="Top promoted and top suppressed tokens kept per latent; "
-                   "0 = skip the stage's work (an empty table).")
-    block: int = Field(1024, ge=1, description="Latents projected at once: memory is block x vocab "
-                       "x 4 bytes (200 MB for a 49k vocabulary).")
-    device: str | None = Field(None, description="Device of the projection; None = model.device.")
 
 
 class RunConfig(_Strict):

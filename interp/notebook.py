@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from interp.examples import mark_tokens
+from interp.mine.examples import mark_tokens
 from storage.query import check_read_only
 from storage.read import connect_readonly, queries, resolve_sae
 

@@ -27,7 +27,7 @@ def check_run(cfg: RunConfig, *, corpus: bool = True) -> None:
     if cfg.sae.path is not None:
         check_sae_path(Path(cfg.sae.path), cfg.model.hookpoint)
     if corpus:
-        from interp.corpus import check_source
+        from interp.collect.corpus import check_source
 
         check_source(cfg.corpus)
 

@@ -308,7 +308,7 @@ def drive(cfg, stage: str, latents: list[int], make_work: Callable[[Any], Work],
     """Run an LLM stage's pending latents (of `shard`) into `partial`, their examples read from
     the mine artifact in `mine_dir` a block at a time, with `llm`: a client, a function that
     opens one (called only if there is work), or None to open one here."""
-    from interp.examples import ExampleReader
+    from interp.mine.examples import ExampleReader
     from interp.llm import open_llm
 
     todo = pending(latents, partial, shard)  # read the part files once, here

@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interp.activations import collect, collect_key
+from interp.collect.stage import collect, collect_key
 from interp.artifacts import ArtifactRef, ArtifactStore, write_text_atomic
 from interp.config import RunConfig, dump_config
-from interp.explain import explain, explain_key
-from interp.logit_lens import logits_key, logits_stage
-from interp.match import match, match_key
-from interp.mining import mine, mine_key
-from interp.sae.dark_matter import dark_matter, dark_matter_key
+from interp.explain.stage import explain, explain_key
+from interp.analysis.logits import logits_key, logits_stage
+from interp.analysis.match import match, match_key
+from interp.mine.stage import mine, mine_key
+from interp.analysis.dark_matter import dark_matter, dark_matter_key
 from interp.sae.stage import train_key, train_stage
-from interp.scoring import score, score_key
+from interp.scoring.stage import score, score_key
 
 log = logging.getLogger(__name__)
 

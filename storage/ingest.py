@@ -65,14 +65,14 @@ def _train(con, home, key):
 
 
 def _dark_matter(con, home, key):
-    """The SAE's error analysis and per-token error norms (interp.sae.dark_matter)."""
+    """The SAE's error analysis and per-token error norms (interp.analysis.dark_matter)."""
     d = artifact_dir(home, "dark_matter", key)
     _insert_parquet(con, "sae_error_stats", d / "sae_error_stats.parquet", {"dark_matter_key": key})
     _insert_parquet(con, "token_errors", d / "token_errors.parquet", {})
 
 
 def _match(con, home, key):
-    """Decoder matches (both directions) written by the match stage (interp.sae.matching)."""
+    """Decoder matches (both directions) written by the match stage (interp.analysis.matching)."""
     _insert_parquet(con, "latent_matches", artifact_dir(home, "match", key) / "matches.parquet", {},
                     select="sae_a, latent_a, sae_b, latent_b, cosine")
 

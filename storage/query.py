@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from interp.examples import mark_tokens
+from interp.mine.examples import mark_tokens
 from storage.read import connect_readonly, resolve_sae
 
 # EXPLAIN, optionally ANALYZE and a parenthesised option list, before the explained statement.

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import torch
 from safetensors.torch import save_file
 
-from interp.doc_split import write_documents
+from interp.collect.documents import write_documents
 
 
 def write_random_documents(path: Path, n_tokens: int, seed: int = 0, mean_len: int = 24) -> torch.Tensor:
@@ -81,7 +81,7 @@ def write_explanation_embeddings(explain_dir: Path) -> Path:
 def write_match_artifact(home: Path, sae_a: str, sae_b: str) -> str:
     """artifacts/match/<key>/matches.parquet of two trained SAEs, as the match stage writes it;
     returns the key (publish it with {"match": key})."""
-    from interp.sae.matching import decoder_matches
+    from interp.analysis.matching import decoder_matches
 
     key = f"{sae_a[:8]}-{sae_b[:8]}"
     d = Path(home) / "artifacts" / "match" / key
@@ -100,7 +100,7 @@ def write_logits_artifact(home: Path, sae_key: str, vocab: int = 40, k: int = 3)
     unembedding (no subject model); returns the key (publish it with {"logits": key})."""
     import torch
 
-    from interp.logit_lens import Readout, project
+    from interp.analysis.logits import Readout, project
 
     train = Path(home) / "artifacts" / "train" / sae_key
     d_model = json.loads((train / "cfg.json").read_text())["d_in"]

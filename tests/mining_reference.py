@@ -1,12 +1,12 @@
 """A naive, obviously-correct miner for equivalence tests: dense codes of every token, dense window
-maxima, then per latent plain Python sorting, following the rule written in interp/mine_select.py."""
+maxima, then per latent plain Python sorting, following the rule written in interp/mine/select.py."""
 from __future__ import annotations
 
 import math
 
 import torch
 
-from interp.mine_select import uniform_hash
+from interp.mine.select import uniform_hash
 
 
 def dense_codes(enc, shards) -> torch.Tensor:
@@ -29,7 +29,7 @@ def _h(seed: int, latent: int, j: int) -> int:
 
 
 def split_of_windows(shards, cfg, n_windows: int) -> list[str | None]:
-    """'train' / 'test' / None per window, by the rule of interp/doc_split.py, token by token."""
+    """'train' / 'test' / None per window, by the rule of interp/mine/doc_split.py, token by token."""
     import pyarrow.parquet as pq
 
     n_tokens = shards.n_tokens

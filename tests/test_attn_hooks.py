@@ -5,10 +5,10 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import torch
 
-from interp.activations import collect
+from interp.collect.stage import collect
 from interp.config import build_config
 from interp.sae.stage import train_stage
-from interp.shards import ActivationShards
+from interp.collect.shards import ActivationShards
 
 
 def _cfg(tmp_path, model_cache, hookpoint):

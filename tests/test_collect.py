@@ -6,11 +6,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from interp.activations import collect
+from interp.collect.stage import collect
 from interp.config import build_config
 from interp.models import load_model
 from interp.sae.stage import train_stage
-from interp.shards import ActivationShards
+from interp.collect.shards import ActivationShards
 
 
 def _cfg(tmp_path, model_cache, **sae):

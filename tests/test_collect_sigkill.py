@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 CHILD = r"""
 import os, pathlib, sys, time
 from interp.config import build_config
-import interp.activations as act
+import interp.collect.stage as act
 
 home, models, hold = sys.argv[1], sys.argv[2], sys.argv[3] == "hold"
 if hold:

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from interp.config import CorpusConfig
-from interp.corpus import corpus_identity, documents, token_stream
+from interp.collect.config import CorpusConfig
+from interp.collect.corpus import corpus_identity, documents, token_stream
 
 
 class CharTokenizer:

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from interp.config import CorpusConfig
-from interp.corpus import CorpusFileError, check_source, documents
+from interp.collect.config import CorpusConfig
+from interp.collect.corpus import CorpusFileError, check_source, documents
 
 BINARY = bytes(range(256)) * 64 + os.urandom(4096)
 

@@ -11,15 +11,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from interp.config import CorpusConfig, MineConfig
-from interp.corpus import token_stream
-from interp.doc_split import (DOCUMENTS, held_out_documents, read_doc_starts, warn_if_lopsided,
-                              write_documents)
-from interp.examples import Example
-from interp.explain import select_latents
-from interp.mining import mine_into
+from interp.collect.config import CorpusConfig
+from interp.mine.config import MineConfig
+from interp.collect.corpus import token_stream
+from interp.collect.documents import DOCUMENTS, read_doc_starts, write_documents
+from interp.mine.doc_split import held_out_documents, warn_if_lopsided
+from interp.mine.examples import Example
+from interp.explain.stage import select_latents
+from interp.mine.stage import mine_into
 from interp.scoring.base import unscorable_reason
-from interp.shards import ActivationShards
+from interp.collect.shards import ActivationShards
 from tests.builders import TinyTopK
 
 SEQ_LEN, WINDOW, D = 17, 4, 8
@@ -176,7 +177,7 @@ def test_mining_refuses_an_artifact_without_document_boundaries(tmp_path):
 def test_an_old_artifact_gets_its_document_table_back_from_its_corpus(tmp_path):
     """A collect artifact from before documents.parquet: its own corpus config re-read with the
     tokenizer gives the table back when it reproduces the stored tokens, and nothing otherwise."""
-    from interp.doc_split import backfill_documents
+    from interp.collect.documents import backfill_documents
 
     cfg, tok, seqs, starts = _corpus(tmp_path)
     shards = _collect(tmp_path / "c", tok, seqs, starts, {})

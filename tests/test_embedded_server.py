@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from interp.config import LLMConfig
+from interp.llm.config import LLMConfig
 from interp.llm.embedded import embedded_server, stop_child
 
 pytest.importorskip("xllamacpp")
@@ -57,7 +57,7 @@ def test_a_child_that_ignores_the_stop_is_killed():
 def test_the_server_dies_with_the_process_that_started_it(tmp_path):
     script = textwrap.dedent("""
         import subprocess, sys, time
-        from interp.config import LLMConfig
+        from interp.llm.config import LLMConfig
         from interp.llm import embedded
         started = []
         real = subprocess.Popen

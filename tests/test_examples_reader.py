@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from interp.examples import Example, ExampleReader, load_examples
-from interp.mining import EXAMPLES_SCHEMA
+from interp.mine.examples import Example, ExampleReader, load_examples
+from interp.mine.stage import EXAMPLES_SCHEMA
 
 _JOIN = """
 SELECT e.latent, e.kind, e.split, e.rank, e.quantile, e.seq_id, e.start, e.max_act, e.acts,
@@ -74,7 +74,7 @@ def _artifacts(tmp_path: Path, n_seq: int = 40, seq_len: int = 12) -> tuple[Path
 
 def test_same_examples_as_the_sql_join(tmp_path, monkeypatch):
     mine, collect = _artifacts(tmp_path)
-    monkeypatch.setattr("interp.examples.input_dir", lambda d, stage: collect)
+    monkeypatch.setattr("interp.mine.examples.input_dir", lambda d, stage: collect)
     reader = ExampleReader(mine)
     for latents in ([0, 1, 2, 5], [5, 3], [2]):
         got = reader(latents)

@@ -8,9 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from interp.config import ConfigError
-from interp.examples import Example, training_examples, training_negatives
-from interp.explain import build_messages, explain, parse_explanation
-from interp.mining import mine
+from interp.mine.examples import Example
+from interp.explain.format import training_examples, training_negatives
+from interp.explain.stage import build_messages, explain, parse_explanation
+from interp.mine.stage import mine
 from interp.sae.stage import train_stage
 from interp.prompts import load_prompt, parse_prompt
 from tests.conftest import tiny_config
@@ -91,7 +92,7 @@ def _recording_server(seen: list):
 
 def test_explain_stage_shows_only_train_windows_and_records_settings(tmp_path, collected,
                                                                     monkeypatch):
-    from interp import explain as explain_mod
+    from interp.explain import stage as explain_mod
 
     built = []   # (examples shown, negatives shown, messages) of every explainer request
     real_build = explain_mod.build_messages

@@ -12,11 +12,11 @@ import duckdb
 import pyarrow.parquet as pq
 
 from interp.artifacts import ArtifactRef
-from interp.explain import explain
-from interp.mining import mine
+from interp.explain.stage import explain
+from interp.mine.stage import mine
 from interp.resumable import StageIncomplete
 from interp.sae.stage import train_stage
-from interp.scoring import score
+from interp.scoring.stage import score
 from storage.catalog import publish
 from tests.builders import make_shards
 from tests.conftest import tiny_config

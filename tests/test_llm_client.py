@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from interp.config import LLMConfig
+from interp.llm.config import LLMConfig
 from interp.llm import Ledger, LLMError, LLMUnavailable, OpenAICompatibleLLM, open_llm
 from tests.fakeserver import FakeLLMServer
 

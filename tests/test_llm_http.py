@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from interp.config import LLMConfig
+from interp.llm.config import LLMConfig
 from interp.llm import Ledger, LLMUnavailable, OpenAICompatibleLLM
 from interp.llm.base import REDACTED
 from interp.llm.http import LeanHTTP, choose_transport

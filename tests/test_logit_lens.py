@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from interp import logit_lens
+from interp.analysis import logits as logit_lens
 from interp.artifacts import ArtifactRef
-from interp.logit_lens import Readout, project, top_tokens
+from interp.analysis.logits import Readout, project, top_tokens
 from interp.sae.io import save_sae
 from interp.sae.model import SAE
 from storage.catalog import publish
@@ -116,8 +116,8 @@ def test_explainer_sees_promoted_tokens_with_output_tokens_on(tmp_path, collecte
     """explain.output_tokens with the explain_output prompt shows each latent's promoted tokens
     (from the logits artifact); with the default prompt, which has no line for them, the switch
     is an error rather than silently ignored."""
-    from interp.explain import explain, explain_key
-    from interp.mining import mine
+    from interp.explain.stage import explain, explain_key
+    from interp.mine.stage import mine
     from interp.sae.stage import train_stage
     from tests.fakeserver import FakeLLMServer
 

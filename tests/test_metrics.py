@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from interp.examples import Example
+from interp.mine.examples import Example
 from interp.scoring.classify import detection_items, fuzzing_items
 from interp.scoring.metrics import auc, classification_metrics
 

@@ -7,15 +7,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from interp.activations import collect, collect_key
+from interp.collect.stage import collect, collect_key
 from interp.config import ConfigError, build_config
-from interp.mining import mine, mine_key
+from interp.mine.stage import mine, mine_key
 from interp.models import load_model
 from interp.sae import SAE, save_sae
-from interp.sae.dark_matter import dark_matter
+from interp.analysis.dark_matter import dark_matter
 from interp.sae.stage import train_key, train_stage
-from interp.shards import ActivationShards
-from interp.stream import StreamedShards, open_activations
+from interp.collect.shards import ActivationShards
+from interp.collect.stream import StreamedShards, open_activations
 
 HOOK = "blocks.2.hook_resid_post"  # a shallow hook: the forward pass stops after block 2
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from interp.config import MineConfig
-from interp.mine_select import lexsort, select_positives, uniform_hash
-from interp.mining import mine_into, plan_ranges
-from interp.shards import ActivationShards
+from interp.mine.config import MineConfig
+from interp.mine.select import lexsort, select_positives, uniform_hash
+from interp.mine.stage import mine_into, plan_ranges
+from interp.collect.shards import ActivationShards
 from tests.builders import TinyTopK, make_shards, write_random_documents
 from tests.mining_reference import reference
 
@@ -200,7 +200,7 @@ def test_all_dead_latents_give_negatives_only(tmp_path):
 
 
 def test_code_spill_buckets_return_each_latents_triples_in_token_order(tmp_path):
-    from interp.mine_codes import CodeSpill
+    from interp.mine.codes import CodeSpill
     spill = CodeSpill(tmp_path / "s", num_latents=10, n_buckets=3)   # 4 latents per bucket
     g = torch.Generator().manual_seed(0)
     parts = []

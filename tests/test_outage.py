@@ -8,13 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from interp.explain import explain
+from interp.explain.stage import explain
 from interp.llm import LLMUnavailable
-from interp.mining import mine
+from interp.mine.stage import mine
 from interp.rescore import run_after_collect
 from interp.resumable import StageIncomplete
 from interp.sae.stage import train_stage
-from interp.scoring import score
+from interp.scoring.stage import score
 from tests.conftest import scripted_answer, tiny_config
 from tests.fakeserver import FakeLLMServer
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from interp.config import LLMConfig
+from interp.llm.config import LLMConfig
 from interp.llm import Ledger, LLMError, LLMUnavailable, OpenAICompatibleLLM
 from interp.llm.base import REDACTED, redact
 from tests.fakeserver import FakeLLMServer

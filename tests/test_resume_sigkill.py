@@ -44,7 +44,7 @@ if hold == "train":  # after the first checkpoint is saved
         park()
     t.save_checkpoint = save_then_park
 elif hold == "mine":  # after the first encoded batch of the first pass
-    import interp.mining as m
+    import interp.mine.stage as m
     real_iter = m.iter_encoded
     def iter_then_park(*a, **k):
         for i, batch in enumerate(real_iter(*a, **k)):

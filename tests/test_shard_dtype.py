@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from interp.config import SAEConfig
 from interp.sae import train
-from interp.shards import ActivationShards
+from interp.collect.shards import ActivationShards
 
 
 def _write(path, x: torch.Tensor, seq_len: int, dtype: torch.dtype) -> ActivationShards:

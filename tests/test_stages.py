@@ -5,11 +5,11 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from interp import explain as explain_mod
-from interp.explain import explain
-from interp.mining import mine
+from interp.explain import stage as explain_mod
+from interp.explain.stage import explain
+from interp.mine.stage import mine
 from interp.sae.stage import train_stage
-from interp.scoring import score
+from interp.scoring.stage import score
 from storage.catalog import publish
 from tests.conftest import tiny_config
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pyarrow.parquet as pq
 import pytest
 
-from interp.config import LLMConfig
+from interp.llm.config import LLMConfig
 from interp.llm import LLMError, llm_endpoint, open_llm
 from interp.llm import vllm_offline
 
@@ -122,8 +122,8 @@ def test_concurrent_requests_are_batched_and_errors_recorded(fake_vllm):
 
 
 def test_explain_stage_runs_on_the_vllm_backend(tmp_path, collected, fake_vllm):
-    from interp.explain import explain
-    from interp.mining import mine
+    from interp.explain.stage import explain
+    from interp.mine.stage import mine
     from interp.sae.stage import train_stage
     from tests.conftest import tiny_config
 

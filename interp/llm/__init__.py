@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from interp.config import LLMConfig
+from interp.llm.config import LLMConfig
 from interp.llm.base import LLM, Ledger, LLMError, LLMResponse, LLMUnavailable
 from interp.llm.openai_client import CONFIG_ERRORS, OpenAICompatibleLLM
 

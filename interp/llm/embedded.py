@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from interp.config import LLMConfig
+from interp.llm.config import LLMConfig
 from interp.models import embedded_gguf_path
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from interp.config import LLMConfig
+from interp.llm.config import LLMConfig
 from interp.llm.base import Ledger, LLMError, LLMResponse, new_call_id
 
 log = logging.getLogger(__name__)

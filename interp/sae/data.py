@@ -19,7 +19,7 @@ from torch import Tensor
 
 from interp.finite import require_finite
 from interp.sae.gsae import gradient_tensor_name
-from interp.shards import ActivationShards
+from interp.collect.shards import ActivationShards
 
 
 def target_tensor_name(hookpoint: str) -> str:

@@ -4,7 +4,7 @@ each latent's downstream effect, through the gradient of the subject model's los
 While training, a token keeps the k latents with the largest score
     z + beta * z * |W_dec g| / mean(|W_dec g|)
 where z are the pre-activations and g = dL/dx is the gradient of the summed next-token loss with
-respect to the activation x (collected beside x, see `interp.activations`). The kept latents'
+respect to the activation x (collected beside x, see `interp.collect.stage`). The kept latents'
 activations are relu(z) as in TopK: the gradient only decides *which* latents fire.
 
 Our one departure from the paper's formula: |W_dec g| is divided by its batch mean, so that beta

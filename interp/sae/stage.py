@@ -14,8 +14,8 @@ import torch
 from interp.artifacts import (ArtifactRef, ArtifactStore, artifact_key, file_hash, stable_hash,
                               write_text_atomic)
 from interp.config import RunConfig
-from interp.shards import ActivationShards
-from interp.stream import open_activations
+from interp.collect.shards import ActivationShards
+from interp.collect.stream import open_activations
 
 STAGE = "train"
 VERSION = "3"  # 3: batch thresholds recalibrated on held-out tokens, one dead_frac definition

@@ -31,7 +31,7 @@ from interp.sae.io import save_sae
 from interp.sae.model import SAE
 from interp.sae.recipe import sparsity_coeff
 from interp.sae.trainer import Trainer, default_lr
-from interp.shards import ActivationShards
+from interp.collect.shards import ActivationShards
 
 log = logging.getLogger(__name__)
 

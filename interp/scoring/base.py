@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from interp.artifacts import input_dir
 from interp.config import RunConfig
-from interp.examples import Example
+from interp.mine.examples import Example
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from interp.examples import Example, mark_tokens
+from interp.mine.examples import Example, mark_tokens
 
 _RESULT = re.compile(r"\[?\s*RESULT\s*\]?\s*:(.*)", re.IGNORECASE | re.DOTALL)
 

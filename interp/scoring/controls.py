@@ -13,7 +13,7 @@ import random
 from collections import Counter
 from typing import Any
 
-from interp.examples import Example
+from interp.mine.examples import Example
 from interp.scoring.stats import N_BOOT, mean_interval
 
 CONTROLS = ("shuffled", "top_tokens")

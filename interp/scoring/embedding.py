@@ -11,7 +11,7 @@ import random
 
 from interp.config import RunConfig
 from interp.embed import MODEL_NAME
-from interp.examples import Example
+from interp.mine.examples import Example
 from interp.scoring.base import Outcome, Prediction, ScoreContext
 from interp.scoring.classify import Item, detection_items
 from interp.scoring.metrics import ranking_metrics

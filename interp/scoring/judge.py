@@ -11,7 +11,7 @@ import functools
 import random
 
 from interp.config import RunConfig
-from interp.examples import Example
+from interp.mine.examples import Example
 from interp.llm import LLMError
 from interp.prompts import Prompt, load_prompt
 from interp.resumable import in_order

@@ -18,7 +18,7 @@ import random
 import re
 
 from interp.config import RunConfig
-from interp.examples import Example
+from interp.mine.examples import Example
 from interp.llm import LLMError
 from interp.prompts import load_prompt
 from interp.scoring.base import Outcome, Prediction, ScoreContext

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from interp.config import RunConfig
-from interp.examples import Example
+from interp.mine.examples import Example
 from interp.prompts import load_prompt
 from interp.scoring.base import Outcome, Prediction, ScoreContext
 from interp.scoring.classify import detection_items

@@ -52,6 +52,6 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     prompt_tokens BIGINT, completion_tokens BIGINT, latency_s DOUBLE, created_at DOUBLE);
 
 -- Best decoder-cosine match of each latent of sae_a among the latents of sae_b (same model and
--- hookpoint), from a match artifact (interp.sae.matching); one row per direction.
+-- hookpoint), from a match artifact (interp.analysis.matching); one row per direction.
 CREATE TABLE IF NOT EXISTS latent_matches (
     sae_a VARCHAR, latent_a INTEGER, sae_b VARCHAR, latent_b INTEGER, cosine FLOAT);

@@ -1,4 +1,4 @@
--- Migration 6: the dark-matter analysis of each SAE (interp/sae/dark_matter.py) and, for SAEs of
+-- Migration 6: the dark-matter analysis of each SAE (interp/analysis/dark_matter.py) and, for SAEs of
 -- attention head outputs (hook_z), each latent's share of squared decoder norm per head.
 CREATE TABLE IF NOT EXISTS sae_error_stats (
     sae_key VARCHAR, dark_matter_key VARCHAR, hookpoint VARCHAR, eval_split VARCHAR,

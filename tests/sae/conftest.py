@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 
 def write_shards(path: Path, tokens: torch.Tensor, seq_len: int, *, shard_sequences: int = 64,
                  hookpoint: str = "blocks.0.hook_resid_post", extra: dict | None = None) -> Path:
-    """Write tokens [n, d] as a collect artifact (format of interp/shards.py) under path.
+    """Write tokens [n, d] as a collect artifact (format of interp/collect/shards.py) under path.
 
     Tokens are cut into sequences of seq_len - 1, each preceded by a fake BOS activation (a large
     outlier, which training must never see). `extra` maps tensor name -> [n, d'] for more hookpoints.
@@ -68,7 +68,7 @@ def pytest_configure(config):
 @pytest.fixture
 def make_shards(tmp_path: Path):
     """make_shards(tokens [n, d], seq_len=17, **kw) -> ActivationShards of a fresh artifact."""
-    from interp.shards import ActivationShards
+    from interp.collect.shards import ActivationShards
     counter = iter(range(1000))
 
     def make(tokens: torch.Tensor, seq_len: int = 17, **kw) -> ActivationShards:

@@ -26,7 +26,7 @@ def _sae(arch: str, d: int = 12, m: int = 48, k: int = 3) -> SAE:
 def planted(tmp_path_factory):
     from conftest import write_shards
 
-    from interp.shards import ActivationShards
+    from interp.collect.shards import ActivationShards
     x, dictionary = planted_data(24_000, d=32, n_dict=64, seed=1)
     path = write_shards(tmp_path_factory.mktemp("planted") / "collect", x, 65, shard_sequences=64)
     return ActivationShards(path), dictionary

@@ -10,7 +10,7 @@ from conftest import planted_data, write_shards
 from interp.artifacts import ArtifactRef
 from interp.config import RunConfig
 from interp.sae import SAE, save_sae
-from interp.sae.dark_matter import dark_matter, error_norm_correlation, error_stats
+from interp.analysis.dark_matter import dark_matter, error_norm_correlation, error_stats
 
 
 def _x(n: int, d: int = 16, seed: int = 0) -> torch.Tensor:

@@ -9,7 +9,7 @@ from conftest import planted_data, write_shards
 from interp.config import SAEConfig
 from interp.sae import SAE, load_any_sae, load_sae, save_saelens, train
 from interp.sae.gsae import gradient_scores, gradient_tensor_name
-from interp.shards import ActivationShards
+from interp.collect.shards import ActivationShards
 
 HOOK = "blocks.0.hook_resid_post"
 
@@ -92,7 +92,7 @@ def test_planted_directions_recovered_like_topk(planted, tmp_path):
 def test_collected_gradient_matches_finite_differences(tmp_path, model_cache):
     """collect records dL/dx of the summed next-token loss; a central difference along it on
     the real embedded model agrees, and plain SAEs' collect keys do not change."""
-    from interp.activations import collect, collect_key
+    from interp.collect.stage import collect, collect_key
     from interp.config import build_config
     from interp.models import load_model
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from interp.artifacts import ArtifactStore
-from interp.scoring import score
+from interp.scoring.stage import score
 from interp.scoring.controls import verdict
 from tests.builders import keyword_windows
 from tests.conftest import tiny_config

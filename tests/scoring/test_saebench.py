@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from interp.artifacts import ArtifactStore
-from interp.scoring import score
+from interp.scoring.stage import score
 from interp.scoring.saebench import parse_indices
 from tests.builders import keyword_windows
 from tests.conftest import tiny_config

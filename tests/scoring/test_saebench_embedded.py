@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from interp.scoring import score
+from interp.scoring.stage import score
 from storage.catalog import publish
 from storage.read import connect_readonly
 from tests.conftest import tiny_config

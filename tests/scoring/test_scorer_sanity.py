@@ -13,7 +13,7 @@ import statistics
 import pytest
 
 from interp.config import build_config
-from interp.examples import Example
+from interp.mine.examples import Example
 from interp.llm.base import LLMResponse
 from interp.scoring.base import Resources, ScoreContext
 from interp.scoring.registry import SCORERS

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from interp.config import ScoreConfig, build_config
-from interp.scoring import _settings, score_key
+from interp.scoring.config import ScoreConfig
+from interp.config import build_config
+from interp.scoring.stage import _settings, score_key
 from interp.scoring.intervention import target_logprobs
 from interp.scoring.intervention_judge import calibrate, greedy, mean_kl, steering_hook
 from interp.scoring.metrics import pearson, ranking_metrics
@@ -172,7 +173,7 @@ def test_disabled_scorer_settings_stay_out_of_the_key():
 def test_a_scorer_exception_is_recorded_not_raised(monkeypatch):
     import asyncio
 
-    from interp.scoring import make_work
+    from interp.scoring.stage import make_work
 
     class Boom:
         uses_subject_model = False
@@ -194,7 +195,7 @@ def test_a_scorer_exception_is_recorded_not_raised(monkeypatch):
 def test_paper_intervention_scores_the_explanation_logprob_gain(monkeypatch):
     import asyncio
 
-    from interp.examples import Example
+    from interp.mine.examples import Example
     from interp.scoring import intervention
     from interp.scoring.base import Resources, ScoreContext
 

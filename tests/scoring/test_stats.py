@@ -64,7 +64,7 @@ def test_derangement_has_no_fixed_point_and_is_seeded():
 
 
 def test_top_tokens_text_uses_train_activating_tokens_only():
-    from interp.examples import Example
+    from interp.mine.examples import Example
 
     ex = [Example(1, "top", "train", 0, -1, 0, 0, 2.0, (" a", " cat", " cat"), (0.0, 1.0, 2.0)),
           Example(1, "quantile", "test", 0, 0, 1, 0, 1.0, (" dog", " b"), (1.0, 0.0))]
@@ -109,7 +109,7 @@ def test_summarize_counts_statuses_and_weights_by_frequency():
 
 
 def test_unscorable_reason_names_the_missing_held_out_windows():
-    from interp.examples import Example
+    from interp.mine.examples import Example
     from interp.scoring.base import unscorable_reason
 
     def ex(kind, split, act):

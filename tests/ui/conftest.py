@@ -48,10 +48,10 @@ def _answer_with_plant():
 @pytest.fixture(scope="session")
 def ui_home(tmp_path_factory) -> Path:
     """A home with one run (train, mine, explain with embeddings, score, logits) published."""
-    from interp.explain import explain
-    from interp.mining import mine
+    from interp.explain.stage import explain
+    from interp.mine.stage import mine
     from interp.sae.stage import train_stage
-    from interp.scoring import score
+    from interp.scoring.stage import score
     from storage.catalog import publish
 
     home = tmp_path_factory.mktemp("uihome")

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 import interp
-from interp.examples import mark_tokens
+from interp.mine.examples import mark_tokens
 from storage.query import ReadOnlyViolation
 from tests.ui.conftest import query
 

@@ -64,7 +64,7 @@ def test_publish_loads_no_model(ui_home, tmp_path):
     for sub in ("artifacts",):
         shutil.copytree(ui_home / sub, tmp_path / sub)
     code = ("import sys; from storage.catalog import rebuild; rebuild(sys.argv[1]); "
-            "print(sorted(m for m in ('sentence_transformers', 'transformers', 'interp.sae.matching') "
+            "print(sorted(m for m in ('sentence_transformers', 'transformers', 'interp.analysis.matching') "
             "if m in sys.modules), sys.modules.get('interp.embed') and sys.modules['interp.embed']._models)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                          timeout=300)

@@ -1,7 +1,7 @@
 """Collect stage: residual-stream activations at one hookpoint, written as safetensors shards.
 
 The forward pass stops after the hooked layer (`stop_at_layer`), so deeper layers cost nothing.
-Shard format: see interp/shards.py.
+Shard format: see interp/collect/shards.py.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
+from interp.collect.corpus import corpus_identity, token_stream
+from interp.collect.documents import write_documents
 from interp.config import RunConfig
-from interp.corpus import corpus_identity, token_stream
-from interp.doc_split import write_documents
 from interp.finite import require_finite
 from interp.models import SubjectModel, load_model, model_identity
 from interp.sae.gsae import gradient_tensor_name
@@ -80,7 +80,7 @@ def shard_activations(model: SubjectModel, chunk: torch.Tensor, hookpoints: list
                       batch_size: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Activations [n_seq, seq_len, d] of one shard's sequences at each hookpoint, in the storage
     dtype: forward passes of `batch_size` sequences, cast batch by batch. The one definition of
-    what collect stores, shared with the streamed source (interp/stream.py), which must
+    what collect stores, shared with the streamed source (interp/collect/stream.py), which must
     reproduce the stored values bit for bit."""
     runs = []
     for b in range(0, len(chunk), batch_size):
@@ -167,7 +167,7 @@ def collect(cfg: RunConfig, *, model: SubjectModel | None = None, progress: bool
                 "seq_len": int(tokens.shape[1]), "n_sequences": int(len(tokens)),
                 "n_documents": len(doc_starts),
                 "corpus": corpus_identity(cfg.corpus), "shards": shards,
-                # tokens-only artifacts: the stream replays collect's batches (interp/stream.py)
+                # tokens-only artifacts: the stream replays collect's batches (interp/collect/stream.py)
                 "store": cfg.collect.store, "batch_size": cfg.collect.batch_size,
                 "tokens_per_s": round(tokens.numel() / (time.time() - t0), 1),
                 "seconds": round(time.time() - started, 2)}

@@ -5,12 +5,12 @@ Layout of a collect artifact directory:
                            [n_seq, seq_len, d_model], "tokens" int32 [n_seq, seq_len]
   sequences.parquet        seq_id, tokens (list<int32>), token_str (list<string>)
   documents.parquet        doc, start, n_tokens: where each document starts in the token stream
-                           with BOS dropped (interp/doc_split.py; absent in artifacts collected
+                           with BOS dropped (interp/mine/doc_split.py; absent in artifacts collected
                            before it existed, which mining refuses)
   manifest.json            d_model, seq_len, n_sequences, n_documents, hookpoint, model,
                            dtype (absent = float32), shards [{file, first_seq, n_seq}],
                            store (absent = dense)
-With collect.store 'tokens' a shard holds "tokens" only; interp/stream.py recomputes its "acts".
+With collect.store 'tokens' a shard holds "tokens" only; interp/collect/stream.py recomputes its "acts".
 Each tensor carries its dtype in the safetensors header, so readers accept either storage.
 Position 0 of every sequence is the BOS token; its activation is an outlier (attention sink) and is
 excluded from training and mining.
@@ -71,7 +71,7 @@ class ActivationShards:
         path = self.path / self.shards[i].file
         if self.store != "dense":
             raise ValueError(f"collect artifact {self.path} holds token ids only (collect.store: "
-                             f"{self.store}): open it with interp.stream.open_activations, which "
+                             f"{self.store}): open it with interp.collect.stream.open_activations, which "
                              f"recomputes the activations with the subject model")
         t = load_file(str(path))
         acts = t["acts"] if dtype is None else t["acts"].to(dtype)

@@ -23,13 +23,12 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from interp.artifacts import (ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic,
-                              write_text_atomic)
+from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic, write_text_atomic
+from interp.collect.shards import ActivationShards
+from interp.collect.stream import open_activations
 from interp.config import RunConfig
 from interp.sae.data import load_pairs
 from interp.sae.model import SAE
-from interp.shards import ActivationShards
-from interp.stream import open_activations
 
 STAGE = "dark_matter"
 VERSION = "1"

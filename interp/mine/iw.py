@@ -4,7 +4,7 @@ SAEBench's autointerp (sae_bench/evals/autointerp/main.py, `gather_data`) explai
 its top windows plus windows sampled with probability proportional to the squared activation,
 excluding the top ones, and scores it on a shuffled mix of held-out top, held-out
 importance-weighted and random windows. This module adds the two positive kinds to what
-interp/mine_select.py selects, for latents [lo, hi), from the same window maxima:
+interp/mine/select.py selects, for latents [lo, hi), from the same window maxima:
 
   top (split test)  the n_top_test strongest windows of test documents that no quantile row
                     took (SAEBench holds out 2 of its 12 top windows, drawn at random);
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from interp.mine_select import IW, TOP, Rows, _desc_value_key, group_rank, lexsort, uniform_hash
+from interp.mine.select import IW, TOP, Rows, _desc_value_key, group_rank, lexsort, uniform_hash
 
 
 def wants_extra(cfg) -> bool:
@@ -34,9 +34,9 @@ def select_extra(win: torch.Tensor, lat: torch.Tensor, val: torch.Tensor, taken:
                  cfg, wsplit: torch.Tensor) -> Rows:
     """Held-out top rows and importance-weighted rows of the latents in `win, lat, val`.
 
-    win, lat, val: window maxima (interp.mine_select.window_maxima); taken: the rows
+    win, lat, val: window maxima (interp.mine.select.window_maxima); taken: the rows
     select_positives kept for the same latents (excluded here); wsplit: [n_windows] split of
-    every window (interp.doc_split.window_splits): held-out rows come from test documents only,
+    every window (interp.mine.doc_split.window_splits): held-out rows come from test documents only,
     the explainer's iw rows from train documents only, windows spanning both are never used.
     """
     order = torch.argsort((lat << 31) | _desc_value_key(val), stable=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interp.shards import ActivationShards
+from interp.collect.shards import ActivationShards
 
 _FILES = (("tok", np.int32), ("lat", np.int32), ("act", np.float32))
 

@@ -3,11 +3,11 @@
 
 Windows are fixed, non-overlapping spans of `window` tokens after each sequence's BOS; a window's
 activation for a latent is the max over its tokens. Train and test are split by document
-(interp/doc_split.py). Per latent we keep top windows (train), quantile samples (test, plus
+(interp/mine/doc_split.py). Per latent we keep top windows (train), quantile samples (test, plus
 train_per_quantile in train), random and hard negatives (both splits); the exact rule is in
-interp/mine_select.py.
+interp/mine/select.py.
 
-Passes: (1) encode every token once (interp/mine_codes.py), spilling its sparse codes to a temp
+Passes: (1) encode every token once (interp/mine/codes.py), spilling its sparse codes to a temp
 directory beside the output; (2) per latent range, window maxima from the spill -> exact top-k and
 quantile selection; (3) per latent range, the kept windows' token activations and the negatives'
 validation from the spill, written as one row group. Ranges are sized so the working set fits
@@ -29,15 +29,26 @@ import pyarrow.parquet as pq
 import torch
 
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
-from interp.doc_split import (DOCUMENTS, backfill_documents, held_out_documents, read_doc_starts,
-                              warn_if_lopsided, window_splits)
-from interp.mine_codes import CodeSpill, encode_chunk_sequences, encode_pass, iter_encoded, rss_bytes
-from interp.mine_iw import select_extra, wants_extra
-from interp.mine_select import (HARD, KINDS, QUANTILE, RANDOM, TOP, Rows, choose_negatives,
-                                gather_acts, random_candidates, select_positives, window_maxima)
-from interp.negatives import hard_candidates
-from interp.shards import ActivationShards
-from interp.stream import StreamedShards, open_activations
+from interp.collect.documents import DOCUMENTS, backfill_documents, read_doc_starts
+from interp.collect.shards import ActivationShards
+from interp.collect.stream import StreamedShards, open_activations
+from interp.mine.codes import CodeSpill, encode_chunk_sequences, encode_pass, iter_encoded, rss_bytes
+from interp.mine.doc_split import held_out_documents, warn_if_lopsided, window_splits
+from interp.mine.iw import select_extra, wants_extra
+from interp.mine.negatives import hard_candidates
+from interp.mine.select import (
+    HARD,
+    KINDS,
+    QUANTILE,
+    RANDOM,
+    TOP,
+    Rows,
+    choose_negatives,
+    gather_acts,
+    random_candidates,
+    select_positives,
+    window_maxima,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +64,7 @@ __all__ = ["mine", "mine_into", "mine_key", "iter_encoded", "KINDS"]
 
 @dataclass(frozen=True)
 class Events:
-    """Sparse (latent, window, value) triples: the shape interp.negatives reads."""
+    """Sparse (latent, window, value) triples: the shape interp.mine.negatives reads."""
 
     latent: torch.Tensor
     window: torch.Tensor
@@ -158,7 +169,7 @@ def _latents_table(stats, n_win: torch.Tensor, tok_hist: torch.Tensor, n_tokens:
 
 
 def _hard_rows(sae, shards, cfg, positives: Rows, n_windows: int, embed, wsplit) -> Rows:
-    """Hard-negative candidates of every latent (interp.negatives needs all latents' windows)."""
+    """Hard-negative candidates of every latent (interp.mine.negatives needs all latents' windows)."""
     def events(kind: int) -> Events:
         p = positives.take((positives.kind == kind).nonzero().squeeze(1))
         return Events(p.latent, p.window, p.value)

@@ -22,9 +22,15 @@ import pyarrow.parquet as pq
 
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, stable_hash, write_parquet_atomic
 from interp.config import RunConfig
-from interp.examples import (Example, format_for_explainer, format_negatives,
-                             top_tokens, training_examples, training_negatives)
+from interp.explain.format import (
+    format_for_explainer,
+    format_negatives,
+    top_tokens,
+    training_examples,
+    training_negatives,
+)
 from interp.llm import LLM, LLMError
+from interp.mine.examples import Example
 from interp.prompts import Prompt, load_prompt, parse_prompt, prompt_dirs
 from interp.resumable import drive, latent_stage, merge_parts
 
@@ -123,7 +129,8 @@ def _settings(cfg: RunConfig, prompt: Prompt) -> dict:
 
 def _logits_ref(cfg: RunConfig, mine_key: str) -> ArtifactRef | None:
     """The logits artifact of the mined SAE when the prompt shows output tokens, else None."""
-    from interp.logit_lens import STAGE as LOGITS, logits_key
+    from interp.analysis.logits import STAGE as LOGITS
+    from interp.analysis.logits import logits_key
 
     if not cfg.explain.output_tokens:
         return None

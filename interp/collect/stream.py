@@ -2,7 +2,7 @@
 dense shards, each shard's activations recomputed by the subject model when it is read.
 
 The forward pass replays collect exactly (batches of the artifact's collect.batch_size within each
-shard, cast to its collect.dtype: interp.activations.shard_activations), so every reader (mining,
+shard, cast to its collect.dtype: interp.collect.stage.shard_activations), so every reader (mining,
 an imported SAE's metrics, dark_matter) gets the values a dense artifact would have stored, while
 disk holds 4 bytes per token instead of 2 x d_model, and memory one shard at a time.
 """
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from interp.activations import shard_activations
+from interp.collect.shards import ActivationShards
+from interp.collect.stage import shard_activations
 from interp.config import ModelConfig, RunConfig
 from interp.finite import require_finite
 from interp.models import SubjectModel, load_model, model_identity
-from interp.shards import ActivationShards
 
 log = logging.getLogger(__name__)
 

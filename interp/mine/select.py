@@ -1,7 +1,7 @@
 """Exact per-latent selection of example windows from the spilled codes of one latent range.
 
 All of it is sorting and scatter/segment operations on the device; nothing is a dense
-windows x latents buffer. Every window has the split of its documents (interp/doc_split.py):
+windows x latents buffer. Every window has the split of its documents (interp/mine/doc_split.py):
 train, test, or none when it spans a train and a test document (never kept, in any kind). The
 rule, for each latent l and split s, with the latent's n_s activating windows of that split
 (window maximum > 0) ordered by (maximum descending, window id ascending) as ranks r = 0..n_s-1:
@@ -14,7 +14,7 @@ rule, for each latent l and split s, with the latent's n_s activating windows of
             W_s[uniform_hash(seed + 1, 2l + s, j) mod |W_s|], W_s the split's windows ascending,
             k = clamp(ceil(3 * c_s * n_windows / (n_windows - n_active_windows)), 3 * c_s,
             48 * c_s): more candidates for dense latents, whose random windows are often active
-  hard      candidates from interp.negatives, ranked best first, in the split of their window
+  hard      candidates from interp.mine.negatives, ranked best first, in the split of their window
 A negative candidate is kept when the latent is zero on the whole window, and its (latent, window)
 was not already kept, hard before random (a window has one split, so this also deduplicates
 across splits); per (kind, split) the first split_caps(n_random or n_hard)[s] by rank survive,
@@ -26,11 +26,11 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from interp.mine_codes import CodeSpill
+from interp.mine.codes import CodeSpill
 
 _MASK = 0xFFFFFFFF
 TOP, QUANTILE, RANDOM, HARD, IW = 0, 1, 2, 3, 4
-KINDS = ("top", "quantile", "random", "hard", "iw")  # iw: importance-weighted (interp/mine_iw.py)
+KINDS = ("top", "quantile", "random", "hard", "iw")  # iw: importance-weighted (interp/mine/iw.py)
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:
@@ -139,7 +139,7 @@ def select_positives(win: torch.Tensor, lat: torch.Tensor, val: torch.Tensor, lo
     """Top and quantile rows of latents [lo, hi) by the module's rule, and n_active_windows.
 
     win, lat, val: window maxima, each latent's in ascending window order (window_maxima's);
-    wsplit: [n_windows] int8 split of every window (interp.doc_split.window_splits).
+    wsplit: [n_windows] int8 split of every window (interp.mine.doc_split.window_splits).
     """
     n_win = torch.bincount(lat - lo, minlength=hi - lo)
     split = wsplit[win].long()

@@ -24,7 +24,7 @@ class MineConfig(_Strict):
         "scores 2 top windows; the saebench scorer shows them). 0 = none.")
     n_iw: int = Field(0, ge=0, description="Importance-weighted windows per latent (kind 'iw'): "
         "drawn without replacement with probability proportional to the squared window maximum "
-        "among windows no other kind took (SAEBench's sampling; interp/mine_iw.py). 0 = none.")
+        "among windows no other kind took (SAEBench's sampling; interp/mine/iw.py). 0 = none.")
     n_iw_test: int = Field(0, ge=0, description="How many of the n_iw windows are held out "
         "(split test, from test documents, for the saebench scorer); the rest come from train "
         "documents and go to the explainer (train_set top_iw).")

@@ -4,7 +4,7 @@ Sources: the embedded Wikipedia sample shipped in the gensim wheel, local .txt /
 files (or a directory of them), and Hugging Face datasets (`hf:<name>[:<split>]`, when online).
 Documents are shuffled with a seed, joined with EOS and cut into sequences, so every token of the
 corpus is used and the result is reproducible; where each document starts in that stream is kept,
-so that mining can split train and test windows by document (interp/doc_split.py).
+so that mining can split train and test windows by document (interp/mine/doc_split.py).
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from interp.artifacts import file_hash
-from interp.config import EMBEDDED, CorpusConfig
+from interp.collect.config import CorpusConfig
+from interp.config_base import EMBEDDED
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def match_key(cfg: RunConfig, train_key: str) -> str:
 
 def match(cfg: RunConfig, train_ref: ArtifactRef) -> ArtifactRef:
     """matches.parquet: the best match of every latent in each peer SAE, both directions."""
-    from interp.sae.matching import decoder_matches, load_decoder
+    from interp.analysis.matching import decoder_matches, load_decoder
 
     store = ArtifactStore(cfg.home)
     device = cfg.match.device or cfg.sae.device or cfg.model.device

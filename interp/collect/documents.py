@@ -1,14 +1,7 @@
-"""Train/test split of mined windows by document, so a held-out window never shares a document
-(or its neighbouring text) with a window the explainer sees.
-
-The collect stage writes documents.parquet beside the shards: where each document starts in the
+"""The document table of a collect artifact: documents.parquet, where each document starts in the
 token stream (BOS dropped; token t = seq_id * (seq_len-1) + position - 1), one row per document,
-a few bytes each (10^4 rows for 10^7 tokens of Wikipedia). The mine stage then
-  1. orders documents by a seeded hash and puts a prefix of that order holding test_fraction of
-     the tokens in test (the document straddling the cut goes where its midpoint lies), so the
-     split balances tokens, not document counts, which matters when a few long documents dominate;
-  2. gives each window the split of its documents, or NONE when it spans a train and a test
-     document: such windows are neither shown to the explainer nor held out.
+a few bytes each (10^4 rows for 10^7 tokens of Wikipedia). Collect writes it; mining reads it to
+split train and test by document (interp/mine/doc_split.py).
 """
 from __future__ import annotations
 
@@ -20,13 +13,10 @@ import pyarrow.parquet as pq
 import torch
 
 from interp.artifacts import write_parquet_atomic
-from interp.mine_select import uniform_hash
 
 log = logging.getLogger(__name__)
 
 DOCUMENTS = "documents.parquet"
-TRAIN, TEST, NONE = 0, 1, -1
-_CHUNK = 1 << 22   # windows per step of window_splits (bounds its int64 temporaries)
 
 
 def write_documents(doc_starts: torch.Tensor, n_tokens: int, out: Path) -> None:
@@ -50,8 +40,8 @@ def backfill_documents(collect_dir: Path, tokenizer) -> bool:
     """
     import json
 
-    from interp.config import CorpusConfig
-    from interp.corpus import token_stream
+    from interp.collect.config import CorpusConfig
+    from interp.collect.corpus import token_stream
 
     collect_dir = Path(collect_dir)
     if (collect_dir / DOCUMENTS).is_file():
@@ -91,45 +81,3 @@ def read_doc_starts(collect_dir: Path, n_tokens: int) -> torch.Tensor:
         raise ValueError(f"{path}: document starts must begin at 0, never decrease and lie "
                          f"below the artifact's {n_tokens} tokens; collect the artifact again")
     return starts
-
-
-def held_out_documents(doc_starts: torch.Tensor, n_tokens: int, fraction: float, seed: int
-                   ) -> torch.Tensor:
-    """[n_docs] bool: which documents are held out (step 1 of the module's rule)."""
-    starts = doc_starts.long().cpu()
-    sizes = (torch.cat([starts[1:], torch.tensor([n_tokens])]).clamp_max(n_tokens) - starts).double()
-    ids = torch.arange(len(starts))
-    order = torch.argsort(uniform_hash(seed + 3, torch.zeros_like(ids), ids), stable=True)
-    mid = torch.cumsum(sizes[order], 0) - sizes[order] / 2
-    test = torch.zeros(len(starts), dtype=torch.bool)
-    test[order] = mid < fraction * float(sizes.sum())
-    return test
-
-
-def window_splits(doc_starts: torch.Tensor, doc_test: torch.Tensor, n_windows: int, window: int,
-                  device) -> torch.Tensor:
-    """[n_windows] int8 TRAIN / TEST / NONE of window w (tokens [w * window, (w+1) * window))."""
-    starts = doc_starts.to(device)
-    cum = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(doc_test.long(), 0)]).to(device)
-    out = torch.empty(n_windows, dtype=torch.int8, device=device)
-    for lo in range(0, n_windows, _CHUNK):
-        w = torch.arange(lo, min(lo + _CHUNK, n_windows), device=device)
-        first = torch.searchsorted(starts, w * window, right=True) - 1
-        last = torch.searchsorted(starts, w * window + window - 1, right=True) - 1
-        n_test = cum[last + 1] - cum[first]
-        split = torch.full_like(w, NONE)
-        split[n_test == 0] = TRAIN
-        split[n_test == last - first + 1] = TEST
-        out[lo:lo + len(w)] = split.to(torch.int8)
-    return out
-
-
-def warn_if_lopsided(held_out: torch.Tensor, n_train: int, n_test: int, fraction: float) -> None:
-    """Log when whole documents could not give each split near its share of the windows (a
-    corpus of a few long documents): explanations or scores then rest on few windows."""
-    total = max(n_train + n_test, 1)
-    if abs(n_test / total - fraction) > 0.25 or not n_train or not n_test:
-        log.warning("mine: %d of %d documents held out give %d train and %d test windows "
-                    "(mine.test_fraction %.2f): too few documents for a balanced split; "
-                    "collect more corpus.n_tokens", int(held_out.sum()), len(held_out), n_train,
-                    n_test, fraction)
