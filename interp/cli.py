@@ -376,7 +376,7 @@ def ui(home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_H
 
     h = home or RunConfig().home
     try:
-        web = create_app(h, torch_threads=1)  # this process only serves; 1 thread is fastest
+        web = create_app(h, host=host, torch_threads=1)  # serving only: 1 thread is fastest
         typer.echo(f"serving {h} on http://{host}:{port}/ (Ctrl-C to stop)")
         uvicorn.run(web, host=host, port=port, log_level="warning")
     except (FileNotFoundError, OSError) as err:

@@ -93,14 +93,19 @@ def parse_filter(params, scorer_names: list[str]) -> data.LatentFilter:
         offset=(int(page) - 1) * data.PAGE_SIZE)
 
 
-def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | None = None):
+def create_app(home: Path, *, host: str = "127.0.0.1", preload_model: bool = True,
+               torch_threads: int | None = None):
     """The Starlette app over `<home>/catalog.duckdb` (MiniLM preloads in the background).
+
+    host: the interface it is served on (`interp ui --host`); requests must name it or a loopback
+    name in their Host header (interp.ui.hosts), which stops DNS-rebinding pages reading it.
 
     torch_threads: intra-op threads for embedding search queries, process-wide. One is best for a
     single short query: with two on a busy 2-core machine the median query took 1 s instead of
     60 ms (measured), as the threads wait for each other. None leaves torch's setting alone.
     """
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
     from starlette.responses import HTMLResponse, RedirectResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
@@ -148,8 +153,9 @@ def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | N
         catalog.close()
 
     from interp.ui import api
+    from interp.ui.hosts import HostCheck
 
-    return Starlette(lifespan=lifespan, routes=[
+    return Starlette(lifespan=lifespan, middleware=[Middleware(HostCheck, bind_host=host)], routes=[
         *api.routes(catalog, _resolve), Route("/", index), Route("/latents", latents),
         Route("/sae/{key}/latent/{n:int}", latent), Route("/sae/{key}", sae),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static")])
