@@ -30,7 +30,7 @@ import torch
 
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
 from interp.doc_split import (DOCUMENTS, backfill_documents, held_out_documents, read_doc_starts,
-                              warn_if_lopsided, window_splits)
+                              check_split, window_splits)
 from interp.mine_codes import CodeSpill, encode_chunk_sequences, encode_pass, iter_encoded, rss_bytes
 from interp.mine_iw import select_extra, wants_extra
 from interp.mine_select import (HARD, KINDS, QUANTILE, RANDOM, TOP, Rows, choose_negatives,
@@ -200,7 +200,7 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
     held_out = held_out_documents(doc_starts, shards.n_tokens, cfg.test_fraction, cfg.seed)
     wsplit = window_splits(doc_starts, held_out, n_windows, cfg.window, device)
     split_windows = tuple((wsplit == s).nonzero().squeeze(1).int() for s in (0, 1))
-    warn_if_lopsided(held_out, len(split_windows[0]), len(split_windows[1]), cfg.test_fraction)
+    check_split(doc_starts, held_out, shards.n_tokens, split_windows, cfg.test_fraction)
     spill = CodeSpill(Path(out) / ".code-spill", m)
     threads = torch.get_num_threads()
     try:

@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 from interp.cli import app
 from interp.config import build_config, dump_config
 from storage.catalog import rebuild
-from tests.builders import make_shards
+from tests.builders import make_shards, seed_collect
+from tests.conftest import tiny_config
 
 BINARY = bytes(range(256)) * 32
 
@@ -184,3 +185,29 @@ def test_bad_input_through_the_entry_point(env, case, expect):
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
     _check(proc.returncode, proc.stderr, expect, cpu, before, home)
+
+
+def _tiny_run_config(tmp: Path, llm_url: str, corpus_text: str, n_tokens: int = 640) -> Path:
+    """A tiny run's config file over a .txt corpus, its collect artifact already in the home
+    (seed_collect: the real corpus reader, random activations), so `interp run` needs no model."""
+    corpus = _write(tmp / "corpus.txt", corpus_text)
+    cfg = tiny_config(tmp / "home", llm_url, corpus={"source": str(corpus), "n_tokens": n_tokens})
+    seed_collect(cfg)
+    return _write(tmp / "run.yaml", dump_config(cfg))
+
+
+@pytest.mark.timeout(120)
+def test_a_corpus_of_one_document_fails_at_mining_and_says_why(tmp_path, fake_llm):
+    # No blank line: the whole .txt is one document, which the split by document puts wholly in
+    # train, so no latent could be scored; the run used to finish "0 of 0 latents explained".
+    text = "\n".join(" ".join(f"w{(7 * i + j) % 41}" for j in range(12)) for i in range(80))
+    cfg_file = _tiny_run_config(tmp_path, fake_llm.base_url, text)
+    result = CliRunner().invoke(app, ["run", "-c", str(cfg_file), "--no-prefect"])
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert result.exit_code == 2 and len(errors) == 1, result.stderr
+    for words in ("1 document in the 640 tokens collected", "1 train (640 tokens, 160 windows)",
+                  "0 held out (0 tokens, 0 windows)", "blank lines separate documents",
+                  "corpus.n_tokens"):
+        assert words in errors[0], errors[0]
+    assert not (tmp_path / "home" / "catalog.duckdb").exists()
+    assert not list((tmp_path / "home" / "artifacts").glob("mine/*/manifest.json"))
