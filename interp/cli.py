@@ -101,7 +101,8 @@ def cli_errors(fn: F) -> F:
             raise
         except Exception as err:  # noqa: BLE001 - the last stop before the user's terminal
             log.debug("%s failed", fn.__name__, exc_info=True)
-            known = isinstance(err, (ValueError, OSError))  # their messages name field or file
+            from storage.read import CatalogError  # a damaged catalogue: names it and the fix
+            known = isinstance(err, (ValueError, OSError, CatalogError))  # messages name the file
             _fail(str(err) if known else f"{type(err).__name__}: {err}")
     return wrapper  # type: ignore[return-value]
 

@@ -110,7 +110,9 @@ def create_app(home: Path, *, host: str = "127.0.0.1", preload_model: bool = Tru
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    from storage.read import connect_readonly
+    from interp.ui import api
+    from interp.ui.hosts import HostCheck
+    from storage.read import CatalogError, connect_readonly
 
     catalog, env = data.Catalog(home), make_env()
     connect_readonly(home).close()  # fail now, naming the path and what to do, if there is none
@@ -152,13 +154,24 @@ def create_app(home: Path, *, host: str = "127.0.0.1", preload_model: bool = Tru
         yield
         catalog.close()
 
-    from interp.ui import api
-    from interp.ui.hosts import HostCheck
+    routes = [*api.routes(catalog, _resolve), Route("/", index), Route("/latents", latents),
+              Route("/sae/{key}/latent/{n:int}", latent), Route("/sae/{key}", sae),
+              Mount("/static", StaticFiles(directory=HERE / "static"), name="static")]
+    return Starlette(lifespan=lifespan, routes=routes, exception_handlers={CatalogError: _unreadable(render)},
+                     middleware=[Middleware(HostCheck, bind_host=host)])
 
-    return Starlette(lifespan=lifespan, middleware=[Middleware(HostCheck, bind_host=host)], routes=[
-        *api.routes(catalog, _resolve), Route("/", index), Route("/latents", latents),
-        Route("/sae/{key}/latent/{n:int}", latent), Route("/sae/{key}", sae),
-        Mount("/static", StaticFiles(directory=HERE / "static"), name="static")])
+
+def _unreadable(render):
+    """The handler of CatalogError (a damaged catalogue): a page, or JSON under /api/, with the
+    error's message, which names the file and says what to do."""
+    from interp.ui import api
+
+    def handle(request, err):
+        log.error("%s", err)
+        if request.url.path.startswith("/api/"):
+            return api.response({"error": str(err)}, 500)
+        return render("error.html", 500, message=str(err), heading="Catalogue unreadable")
+    return handle
 
 
 def _resolve(cur, key: str) -> str | None:
