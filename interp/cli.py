@@ -101,7 +101,8 @@ def cli_errors(fn: F) -> F:
             raise
         except Exception as err:  # noqa: BLE001 - the last stop before the user's terminal
             log.debug("%s failed", fn.__name__, exc_info=True)
-            known = isinstance(err, (ValueError, OSError))  # their messages name field or file
+            from storage.read import CatalogError  # a damaged catalogue: names it and the fix
+            known = isinstance(err, (ValueError, OSError, CatalogError))  # messages name the file
             _fail(str(err) if known else f"{type(err).__name__}: {err}")
     return wrapper  # type: ignore[return-value]
 
@@ -376,7 +377,7 @@ def ui(home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_H
 
     h = home or RunConfig().home
     try:
-        web = create_app(h, torch_threads=1)  # this process only serves; 1 thread is fastest
+        web = create_app(h, host=host, torch_threads=1)  # serving only: 1 thread is fastest
         typer.echo(f"serving {h} on http://{host}:{port}/ (Ctrl-C to stop)")
         uvicorn.run(web, host=host, port=port, log_level="warning")
     except (FileNotFoundError, OSError) as err:

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from interp.mine.examples import mark_tokens
 from storage.query import check_read_only
-from storage.read import connect_readonly, queries, resolve_sae
+from storage.read import queries, reading, resolve_sae
 
 Q = queries("notebook")
 
@@ -52,11 +52,8 @@ class Catalogue:
 
     @contextlib.contextmanager
     def _con(self) -> Iterator[Any]:
-        con = connect_readonly(self.home)
-        try:
+        with reading(self.home) as con:
             yield con
-        finally:
-            con.close()
 
     def _table(self, sql: str, params: dict[str, Any] | list | None = None) -> pa.Table:
         with self._con() as con:

@@ -146,14 +146,11 @@ def build_report(cur, run_id: str | None = None) -> str:
 
 def write_report(home: Path, out: Path | None = None, run_id: str | None = None) -> Path:
     """Write the report of a run to `out` (default `<home>/reports/<run_id>.html`)."""
-    from storage.read import connect_readonly
+    from storage.read import reading
 
-    con = connect_readonly(home)
-    try:
+    with reading(home) as con:
         html = build_report(con, run_id)
         rid = _run(con, run_id)["run_id"]
-    finally:
-        con.close()
     out = Path(out) if out else Path(home) / "reports" / f"{rid}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -27,7 +27,8 @@ import duckdb
 
 from storage.ingest import PUBLISHERS, insert_row, insert_run, insert_scorers
 from storage.read import (CATALOG, DUCKDB_CONFIG, LATEST_VERSION, CatalogError, catalog_path,
-                          check_intact, damaged, migrations, schema_version)
+                          check_blocks, check_intact, damage_named, damaged, migrations,
+                          schema_version)
 
 log = logging.getLogger(__name__)
 SQL_DIR = Path(__file__).parent
@@ -110,19 +111,39 @@ def _apply(con, home: Path, artifacts: list[tuple[str, str]], runs: list[dict[st
     return done
 
 
+def _update(con, home: Path, artifacts: dict[str, str] | list[tuple[str, str]],
+            runs: list[dict[str, Any]]) -> list[str]:
+    """Migrate, insert the artifacts and runs, refresh scorers and views, in one transaction."""
+    con.execute("BEGIN")
+    migrate(con)
+    items = list(artifacts.items()) if isinstance(artifacts, dict) else list(artifacts)
+    done = _apply(con, home, items, list(runs))
+    insert_scorers(con)
+    con.execute((SQL_DIR / "views.sql").read_text())
+    con.execute("COMMIT")
+    con.execute("CHECKPOINT")
+    return done
+
+
 def _open_copy(target: Path, tmp: Path, fresh: bool) -> duckdb.DuckDBPyConnection:
-    """A writable connection to a temp copy of the catalogue (empty when fresh), checked intact."""
+    """A writable connection to a temp copy of the catalogue (empty when fresh), checked intact:
+    not truncated, and every table's blocks readable."""
     if target.exists() and not fresh:
         shutil.copyfile(target, tmp)
     try:
         con = duckdb.connect(str(tmp), config=DUCKDB_CONFIG)
-    except duckdb.IOException as err:
+    except duckdb.Error as err:  # IOException; a damaged metadata block is a plain Error
         raise damaged(target, err) from None
     try:
         check_intact(con, tmp, os.path.getsize(tmp))
     except CatalogError:
         con.close()
         raise damaged(target, "truncated: shorter than its header promises") from None
+    try:
+        check_blocks(con, target)  # a damaged block would be copied on into the new file
+    except CatalogError:
+        con.close()
+        raise
     return con
 
 
@@ -143,14 +164,8 @@ def publish(home: Path, artifacts: dict[str, str] | list[tuple[str, str]],
         try:
             con = _open_copy(target, tmp, fresh)
             try:
-                con.execute("BEGIN")
-                migrate(con)
-                items = list(artifacts.items()) if isinstance(artifacts, dict) else list(artifacts)
-                done = _apply(con, home, items, list(runs))
-                insert_scorers(con)
-                con.execute((SQL_DIR / "views.sql").read_text())
-                con.execute("COMMIT")
-                con.execute("CHECKPOINT")
+                with damage_named(target):  # index blocks are read only when an insert needs one
+                    done = _update(con, home, artifacts, runs)
             finally:
                 con.close()
             os.replace(tmp, target)

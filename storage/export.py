@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from storage.read import connect_readonly, dicts, queries, resolve_sae
+from storage.read import dicts, queries, reading, resolve_sae
 
 Q = queries("export")
 BATCH = 1024  # latents per Neuronpedia batch file, as their export writes them
@@ -121,8 +121,7 @@ def _explanations(cur, key, ids, creator) -> dict[int, list[dict]]:
 def export_neuronpedia(home: Path, sae: str, out: Path, *, model_id: str | None = None,
                        source_id: str | None = None, creator_id: str = "interp") -> list[Path]:
     """Write the SAE's features, activations and explanations under out/<model>/<source>/."""
-    con = connect_readonly(home)
-    try:
+    with reading(home) as con:
         cur = con.cursor()
         key = resolve_sae(cur, sae)
         row = dicts(cur, Q["sae"], [key])[0]
@@ -136,20 +135,15 @@ def export_neuronpedia(home: Path, sae: str, out: Path, *, model_id: str | None 
                            ("explanations", _explanations(cur, key, ids, creator_id))):
             files += _write_batches(base / name, rows, n)
         return files
-    finally:
-        con.close()
 
 
 def saebench_result(home: Path, sae: str) -> dict[str, Any]:
     """The SAE's autointerp results in SAEBench's eval-output shape."""
-    con = connect_readonly(home)
-    try:
+    with reading(home) as con:
         cur = con.cursor()
         key = resolve_sae(cur, sae)
         row = dicts(cur, Q["sae"], [key])[0]
         exps = dicts(cur, Q["explanations"], [key])
-    finally:
-        con.close()
     # Scored with the saebench scorer at all (even if every answer failed): its score or None.
     scorer = "saebench" if any(e["n_saebench"] for e in exps) else "detection"
     col = f"{scorer}_accuracy"

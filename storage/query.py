@@ -1,8 +1,9 @@
 """User SQL against the catalogue (`interp query`) and a latent's summary (`interp show`).
 
-User SQL runs on a `connect_readonly` connection (external access off, settings locked),
-and only if it is exactly one SELECT, or an EXPLAIN [ANALYZE] of one: EXPLAIN ANALYZE executes
-its statement, so `EXPLAIN ANALYZE COPY ... TO` would otherwise write a file.
+User SQL runs on a `connect_readonly` connection (external access off, settings locked; opened
+through `reading`, which names a damaged file and the rebuild command), and only if it is
+exactly one SELECT, or an EXPLAIN [ANALYZE] of one: EXPLAIN ANALYZE executes its statement, so
+`EXPLAIN ANALYZE COPY ... TO` would otherwise write a file.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import duckdb
 
 from interp.mine.examples import mark_tokens
-from storage.read import connect_readonly, resolve_sae
+from storage.read import reading, resolve_sae
 
 # EXPLAIN, optionally ANALYZE and a parenthesised option list, before the explained statement.
 _EXPLAIN = re.compile(r"^\s*explain\s+(analy[sz]e\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
@@ -58,13 +59,10 @@ def check_read_only(sql: str) -> None:
 def run_query(home: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple]]:
     """Columns and rows of a read-only query against the catalogue."""
     check_read_only(sql)
-    con = connect_readonly(home)
-    try:
+    with reading(home) as con:
         cur = con.execute(sql, params or [])
         cols = [d[0] for d in cur.description] if cur.description else []
         return cols, cur.fetchall()
-    finally:
-        con.close()
 
 
 def _cell(v: Any) -> str:
@@ -148,8 +146,7 @@ def _show_explanations(con, key: str, latent: int) -> list[str]:
 
 def show_latent(home: Path, sae: str, latent: int, n: int = 5) -> str:
     """Explanations, scores, statistics and examples (activating tokens marked) of one latent."""
-    con = connect_readonly(home)
-    try:
+    with reading(home) as con:
         key = resolve_sae(con, sae)
         sae_row = con.execute(_SHOW_SAE_SQL, [key]).fetchone()
         stats = con.execute(_SHOW_STATS_SQL, [key, latent]).fetchone()
@@ -167,5 +164,3 @@ def show_latent(home: Path, sae: str, latent: int, n: int = 5) -> str:
             for tokens, acts, mx in con.execute(_SHOW_EXAMPLES_SQL, [key, latent, kind, n]).fetchall():
                 out.append(f"  ({mx:.3g}) {mark_tokens(tuple(tokens), [a > 0 for a in acts])}")
         return "\n".join(out)
-    finally:
-        con.close()

@@ -9,8 +9,10 @@ second connection to an open file with a different one.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,12 @@ _TABLE_BLOCKS_SQL = ("SELECT max(b) FROM (SELECT unnest(list_value(block_id) || 
 _SAE_PREFIX_SQL = "SELECT sae_key FROM saes WHERE starts_with(sae_key, ?) ORDER BY sae_key"
 _SAE_ALL_SQL = "SELECT sae_key FROM saes ORDER BY sae_key"
 _HAS_TABLE_SQL = "SELECT count(*) FROM information_schema.tables WHERE table_name = ?"
+# Reads every column of every row (not prunable, unlike count(*)), so every data block's checksum;
+# the alias names the whole row, so it must not be a column name.
+_SCAN_SQL = 'SELECT max(hash(whole_row_)) FROM "{table}" whole_row_'
+# DuckDB's error for a block whose bytes fail their checksum. Anchored: an error about a
+# statement that merely quotes these words (a cast of a string literal) never matches.
+_DAMAGE = re.compile(r"^(IO Error: )?Corrupt database file", re.IGNORECASE)
 
 
 class CatalogError(RuntimeError):
@@ -58,6 +66,34 @@ def damaged(path: Path, err: BaseException | str) -> CatalogError:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return CatalogError(f"the catalogue {path} is damaged ({first}); recreate it from the "
                         f"artifacts with `interp publish --rebuild`")
+
+
+def is_damage(err: BaseException) -> bool:
+    """Whether a DuckDB error says the catalogue file itself is damaged, not the statement."""
+    return isinstance(err, duckdb.Error) and bool(_DAMAGE.match(str(err).strip()))
+
+
+@contextlib.contextmanager
+def damage_named(path: Path) -> Iterator[None]:
+    """Turn DuckDB's error for a damaged block, met by any statement in the block, into a
+    CatalogError naming `path` and `interp publish --rebuild`. DuckDB checks a block only when
+    a query reads it, so opening a file is no proof that its blocks are intact."""
+    try:
+        yield
+    except duckdb.Error as err:
+        if is_damage(err):
+            raise damaged(path, err) from None
+        raise
+
+
+def check_blocks(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Read every table whole, so a damaged data block raises CatalogError now (publish: the
+    damage would otherwise be carried into the new file and its rc would be 0). Measured on a
+    busy 2-core machine: 0.2-0.4 s for 10^7 rows of 7 columns (170 MB); the copy took 0.06 s."""
+    with damage_named(path):
+        for (table,) in con.execute(_TABLES_SQL).fetchall():
+            # A constant table name, from the file's own catalogue (as in _max_block).
+            con.execute(_SCAN_SQL.format(table=table.replace('"', '""'))).fetchall()
 
 
 def _max_block(con) -> int:
@@ -100,7 +136,7 @@ def _connect_stable(path: Path) -> tuple[duckdb.DuckDBPyConnection, int]:
         before = os.stat(path)
         try:
             con = duckdb.connect(str(path), read_only=True, config=READ_CONFIG)
-        except duckdb.IOException as err:
+        except duckdb.Error as err:  # IOException; a damaged metadata block is a plain Error
             if os.stat(path).st_ino != before.st_ino:
                 continue  # replaced mid-open: the new file is complete, try it
             raise damaged(path, err) from None
@@ -133,6 +169,18 @@ def connect_readonly(home: Path) -> duckdb.DuckDBPyConnection:
         raise CatalogError(f"the catalogue {path} has schema version {version}, this interp reads "
                            f"version {LATEST_VERSION}: {hint}")
     return con
+
+
+@contextlib.contextmanager
+def reading(home: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """connect_readonly for one `with` block: closed after it, and a read that meets a damaged
+    block raises CatalogError naming the file and `interp publish --rebuild`."""
+    con = connect_readonly(home)
+    try:
+        with damage_named(catalog_path(home)):
+            yield con
+    finally:
+        con.close()
 
 
 def resolve_sae(con, prefix: str) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,14 +26,20 @@ def write_random_documents(path: Path, n_tokens: int, seed: int = 0, mean_len: i
 
 def make_shards(path: Path, n_seq: int = 24, seq_len: int = 17, d: int = 8, per_shard: int = 10,
                 seed: int = 0, vocab: int = 50, doc_len: int = 24,
-                hookpoint: str = "blocks.0.hook_resid_post") -> Path:
+                hookpoint: str = "blocks.0.hook_resid_post", tokens: torch.Tensor | None = None,
+                doc_starts: torch.Tensor | None = None, key: str = "test") -> Path:
     """A collect artifact of random activations in the documented shard format, over documents
-    of random lengths averaging doc_len tokens."""
+    of random lengths averaging doc_len tokens; or over given [n_seq, seq_len] tokens and
+    document starts."""
     path.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
+    if tokens is not None:
+        n_seq, seq_len = tokens.shape
     acts = torch.randn(n_seq, seq_len, d, generator=gen)
-    tokens = torch.randint(2, vocab, (n_seq, seq_len), generator=gen).int()
-    tokens[:, 0] = 1
+    if tokens is None:
+        tokens = torch.randint(2, vocab, (n_seq, seq_len), generator=gen)
+        tokens[:, 0] = 1
+    tokens = tokens.int()
     shards = []
     for i, first in enumerate(range(0, n_seq, per_shard)):
         name = f"shard-{i:05d}.safetensors"
@@ -42,11 +49,39 @@ def make_shards(path: Path, n_seq: int = 24, seq_len: int = 17, d: int = 8, per_
     pq.write_table(pa.table({
         "seq_id": list(range(n_seq)), "tokens": tokens.tolist(),
         "token_str": [[f"t{t}" for t in row] for row in tokens.tolist()]}), path / "sequences.parquet")
-    write_random_documents(path, n_seq * (seq_len - 1), seed, doc_len)
+    if doc_starts is None:
+        write_random_documents(path, n_seq * (seq_len - 1), seed, doc_len)
+    else:
+        write_documents(doc_starts, n_seq * (seq_len - 1), path)
     (path / "manifest.json").write_text(json.dumps({
-        "stage": "collect", "key": "test", "d_model": d, "seq_len": seq_len, "n_sequences": n_seq,
+        "stage": "collect", "key": key, "d_model": d, "seq_len": seq_len, "n_sequences": n_seq,
         "hookpoint": hookpoint, "shards": shards}))
     return path
+
+
+class WordTokenizer:
+    """A word-level stand-in for a subject model's tokenizer: BOS 1, EOS 2, words hashed to ids."""
+
+    bos_token_id, eos_token_id = 1, 2
+
+    def __init__(self, vocab: int = 50):
+        self.vocab = vocab
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": [3 + zlib.crc32(w.encode()) % (self.vocab - 3) for w in text.split()]}
+
+
+def seed_collect(cfg, d: int = 8) -> Path:
+    """The collect artifact a run of `cfg` would make, without a subject model: the real corpus
+    reader and token stream (word-level tokens, so the documents are the corpus's own) with
+    random activations, under collect's key, so `interp run` finds collect cached."""
+    from interp.collect.stage import collect_key
+    from interp.collect.corpus import token_stream
+
+    tokens, doc_starts = token_stream(cfg.corpus, WordTokenizer())
+    return make_shards(Path(cfg.home) / "artifacts" / "collect" / collect_key(cfg), d=d,
+                       tokens=tokens, doc_starts=doc_starts, key=collect_key(cfg),
+                       hookpoint=cfg.model.hookpoint)
 
 
 class TinyTopK:

@@ -3,19 +3,24 @@
 catalogue byte for byte as they were. In-process (typer's CliRunner runs the same code path as
 the `interp` script), plus a few through a real subprocess to cover the entry point itself.
 
-To add (owned with the catalogue code): `interp query` on a truncated / corrupt catalog.duckdb.
+Beside them, two tiny real runs through the CLI (no subject model: see _tiny_run_config): a
+corpus of one document, and a catalogue with a damaged block, which every reader names with the
+rebuild command, `interp publish` refuses, and `interp publish --rebuild` recreates.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import random
 import resource
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -24,7 +29,9 @@ from typer.testing import CliRunner
 from interp.cli import app
 from interp.config import build_config, dump_config
 from storage.catalog import rebuild
-from tests.builders import make_shards
+from tests.builders import make_shards, seed_collect
+from tests.conftest import scripted_answer, tiny_config
+from tests.fakeserver import FakeLLMServer
 
 BINARY = bytes(range(256)) * 32
 
@@ -184,3 +191,140 @@ def test_bad_input_through_the_entry_point(env, case, expect):
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
     _check(proc.returncode, proc.stderr, expect, cpu, before, home)
+
+
+def _tiny_run_config(tmp: Path, llm_url: str, corpus_text: str, n_tokens: int = 640) -> Path:
+    """A tiny run's config file over a .txt corpus, its collect artifact already in the home
+    (seed_collect: the real corpus reader, random activations), so `interp run` needs no model."""
+    corpus = _write(tmp / "corpus.txt", corpus_text)
+    cfg = tiny_config(tmp / "home", llm_url, corpus={"source": str(corpus), "n_tokens": n_tokens})
+    seed_collect(cfg)
+    return _write(tmp / "run.yaml", dump_config(cfg))
+
+
+@pytest.mark.timeout(120)
+def test_a_corpus_of_one_document_fails_at_mining_and_says_why(tmp_path, fake_llm):
+    # No blank line: the whole .txt is one document, which the split by document puts wholly in
+    # train, so no latent could be scored; the run used to finish "0 of 0 latents explained".
+    text = "\n".join(" ".join(f"w{(7 * i + j) % 41}" for j in range(12)) for i in range(80))
+    cfg_file = _tiny_run_config(tmp_path, fake_llm.base_url, text)
+    result = CliRunner().invoke(app, ["run", "-c", str(cfg_file), "--no-prefect"])
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert result.exit_code == 2 and len(errors) == 1, result.stderr
+    for words in ("1 document in the 640 tokens collected", "1 train (640 tokens, 160 windows)",
+                  "0 held out (0 tokens, 0 windows)", "blank lines separate documents",
+                  "corpus.n_tokens"):
+        assert words in errors[0], errors[0]
+    assert not (tmp_path / "home" / "catalog.duckdb").exists()
+    assert not list((tmp_path / "home" / "artifacts").glob("mine/*/manifest.json"))
+
+
+@pytest.fixture(scope="module")
+def run_home(tmp_path_factory) -> Path:
+    """A home with one tiny real run (train, mine, explain, score, published) over 40 documents."""
+    tmp = tmp_path_factory.mktemp("tinyrun")
+    paragraphs = [" ".join(f"w{(5 * i + j) % 43}" for j in range(16)) for i in range(48)]
+    with FakeLLMServer(scripted_answer) as srv:
+        cfg_file = _tiny_run_config(tmp, srv.base_url, "\n\n".join(paragraphs))
+        result = CliRunner().invoke(app, ["run", "-c", str(cfg_file), "--no-prefect"])
+    assert result.exit_code == 0, result.output
+    return tmp / "home"
+
+
+def _blocks(path: Path) -> tuple[int, dict[str, set[int]]]:
+    """The block size and the data blocks each table of a DuckDB file uses."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        size = con.execute("SELECT block_size FROM pragma_database_size()").fetchone()[0]
+        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+        return size, {t: {r[0] for r in con.execute(
+            "SELECT DISTINCT block_id FROM pragma_storage_info(?) WHERE block_id >= 0", [t]).fetchall()}
+            for t in tables}
+    finally:
+        con.close()
+
+
+def _punch(path: Path, block: int, block_size: int) -> None:
+    """Overwrite 64 KiB in the middle of a block with random bytes (DuckDB's three 4 KiB headers
+    precede block 0)."""
+    with open(path, "r+b") as f:
+        f.seek(3 * 4096 + block * block_size + block_size // 2 - 32768)
+        f.write(random.Random(block).randbytes(65536))
+
+
+def _damaged_copy(run_home: Path, tmp: Path, pick) -> Path:
+    """A copy of the run's home whose catalogue has the block `pick(block_size, tables)` damaged."""
+    home = tmp / "home"
+    shutil.copytree(run_home, home)
+    block_size, tables = _blocks(home / "catalog.duckdb")
+    _punch(home / "catalog.duckdb", pick(block_size, tables, home / "catalog.duckdb"), block_size)
+    return home
+
+
+def _one_error_naming(result, path: Path) -> str:
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert result.exit_code == 2 and len(errors) == 1, (result.exit_code, result.output)
+    assert f"the catalogue {path} is damaged" in errors[0], errors[0]
+    assert "interp publish --rebuild" in errors[0] and "Traceback" not in result.output
+    return errors[0]
+
+
+@pytest.mark.timeout(120)
+def test_every_reader_names_a_damaged_catalogue_block_and_the_rebuild(run_home, tmp_path):
+    from starlette.testclient import TestClient
+
+    from interp.notebook import Catalogue
+    from interp.ui.app import create_app
+    from storage.read import CatalogError
+
+    sae = _rows(run_home, "SELECT sae_key FROM saes")[0][0]
+    home = _damaged_copy(run_home, tmp_path, lambda size, tables, path: min(tables["saes"]))
+    path, h = home / "catalog.duckdb", ["--home", str(home)]
+    cli = CliRunner()
+    for argv in (["query", "SELECT * FROM saes", *h], ["show", sae[:8], "0", *h],
+                 ["export", sae[:8], "--format", "saebench", "-o", str(tmp_path / "x"), *h],
+                 ["export", sae[:8], "--format", "neuronpedia", "-o", str(tmp_path / "x"), *h],
+                 ["report", *h, "-o", str(tmp_path / "report.html")]):
+        _one_error_naming(cli.invoke(app, argv), path)
+    with pytest.raises(CatalogError, match=f"{path} is damaged.*interp publish --rebuild"):
+        Catalogue(home).sql("SELECT * FROM saes")
+    with TestClient(create_app(home, preload_model=False), base_url="http://127.0.0.1:8765") as c:
+        for page, kind in (("/", "text/html"), ("/latents", "text/html"), ("/api/runs", "json")):
+            r = c.get(page)
+            assert r.status_code == 500 and kind in r.headers["content-type"], (page, r.text[:300])
+            assert str(path) in r.text and "interp publish --rebuild" in r.text, page
+
+
+@pytest.mark.timeout(120)
+def test_publish_refuses_a_damaged_catalogue_and_rebuild_restores_it(run_home, tmp_path):
+    # The tester's damage: 64 KiB in the middle of the file (here: of the table block nearest
+    # the middle, so it is a block the catalogue uses), which publish used to carry on, rc 0.
+    def middle(size, tables, path):
+        middle_block = (path.stat().st_size - 3 * 4096) // size // 2
+        return min(set().union(*tables.values()), key=lambda b: abs(b - middle_block))
+
+    home = _damaged_copy(run_home, tmp_path, middle)
+    path = home / "catalog.duckdb"
+    before = path.read_bytes()
+    cli = CliRunner()
+    _one_error_naming(cli.invoke(app, ["publish", "--home", str(home)]), path)
+    assert path.read_bytes() == before  # refused: the file is as it was, no temp file left
+    assert sorted(p.name for p in home.glob("*catalog*")) == ["catalog.duckdb", "catalog.lock"]
+    r = cli.invoke(app, ["publish", "--rebuild", "--home", str(home)])
+    assert r.exit_code == 0, r.output
+    for table in _blocks(path)[1]:
+        assert _rows(home, f"SELECT count(*) FROM {table}") == \
+            _rows(run_home, f"SELECT count(*) FROM {table}"), table
+    r = cli.invoke(app, ["query", "SELECT count(*) FROM explanations WHERE status = 'ok'",
+                         "--home", str(home)])
+    assert r.exit_code == 0 and _rows(home, "SELECT count(*) FROM explanations")[0][0] > 0
+
+
+def _rows(home: Path, sql: str) -> list[tuple]:
+    from storage.read import connect_readonly
+
+    con = connect_readonly(home)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()

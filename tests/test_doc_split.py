@@ -15,7 +15,7 @@ from interp.collect.config import CorpusConfig
 from interp.mine.config import MineConfig
 from interp.collect.corpus import token_stream
 from interp.collect.documents import DOCUMENTS, read_doc_starts, write_documents
-from interp.mine.doc_split import held_out_documents, warn_if_lopsided
+from interp.mine.doc_split import check_split, held_out_documents, warn_if_lopsided
 from interp.mine.examples import Example
 from interp.explain.stage import select_latents
 from interp.mine.stage import mine_into
@@ -166,6 +166,14 @@ def test_held_out_documents_balance_tokens_and_follow_the_seed(caplog):
     assert not caplog.text
     warn_if_lopsided(torch.tensor([True, False]), 6, 58, 0.5)   # two documents, one long
     assert "too few documents" in caplog.text
+
+
+def test_a_split_with_an_empty_side_is_refused_naming_documents_and_tokens():
+    starts, held, n = torch.tensor([0, 600]), torch.tensor([True, False]), 640
+    check_split(starts, held, n, (torch.arange(10), torch.arange(150)), 0.5)  # both sides: fine
+    with pytest.raises(ValueError, match=r"2 documents in the 640 tokens collected.*1 train \(40 "
+                       r"tokens, 0 windows\) and 1 held out \(600 tokens, 150 windows\)"):
+        check_split(starts, held, n, (torch.arange(0), torch.arange(150)), 0.5)
 
 
 def test_mining_refuses_an_artifact_without_document_boundaries(tmp_path):

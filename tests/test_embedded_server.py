@@ -1,13 +1,16 @@
 """The embedded llama.cpp server always stops: after an error right at start-up (20 cycles, each
-bounded), when its child ignores the polite stop, and when the process that started it dies."""
+bounded), when its child ignores the polite stop, and when the process that started it dies; and
+it serves the model under exactly the name `llm.model`."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 
 import pytest
 
@@ -79,3 +82,17 @@ def test_the_server_dies_with_the_process_that_started_it(tmp_path):
     while _alive(child_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(child_pid)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_v1_models_lists_exactly_the_configured_model():
+    # xllamacpp's CommonParams.model_alias is a set in some versions: a plain string assigned to
+    # it became the set of its characters, and /v1/models listed "-", "s", "m", ...
+    cfg = SMALL.model_copy(update={"model": "smollm2-135m-instruct"})
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with embedded_server(cfg) as url:
+        with no_proxy.open(f"{url}/models", timeout=30) as resp:
+            body = json.loads(resp.read())
+    assert [m["id"] for m in body["data"]] == [cfg.model], body
+    assert all(m.get("aliases", [cfg.model]) == [cfg.model] for m in body["data"]), body

@@ -19,7 +19,10 @@ def _params(spec: dict):
 
     p = xlc.CommonParams()
     p.model.path = spec["model_path"]
-    p.model_alias = spec["alias"]
+    # A set of names in newer xllamacpp, a string in older ones: a string assigned to the set
+    # became the set of its characters, and /v1/models listed "-" instead of llm.model.
+    alias = spec["alias"]
+    p.model_alias = {alias} if isinstance(p.model_alias, (set, frozenset)) else alias
     p.n_parallel = spec["n_parallel"]
     p.n_ctx = spec["n_ctx"]  # shared by the parallel slots
     p.cpuparams.n_threads = spec["n_threads"]

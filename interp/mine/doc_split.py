@@ -6,7 +6,9 @@ From the collect artifact's document table (interp/collect/documents.py) the min
      the tokens in test (the document straddling the cut goes where its midpoint lies), so the
      split balances tokens, not document counts, which matters when a few long documents dominate;
   2. gives each window the split of its documents, or NONE when it spans a train and a test
-     document: such windows are neither shown to the explainer nor held out.
+     document: such windows are neither shown to the explainer nor held out;
+  3. refuses a split with no train or no held-out window (check_split): no latent could then
+     be both explained and scored.
 """
 from __future__ import annotations
 
@@ -62,3 +64,31 @@ def warn_if_lopsided(held_out: torch.Tensor, n_train: int, n_test: int, fraction
                     "(mine.test_fraction %.2f): too few documents for a balanced split; "
                     "collect more corpus.n_tokens", int(held_out.sum()), len(held_out), n_train,
                     n_test, fraction)
+
+
+def check_split(doc_starts: torch.Tensor, held_out: torch.Tensor, n_tokens: int,
+                split_windows: tuple[torch.Tensor, torch.Tensor], fraction: float) -> None:
+    """Refuse a split with no train or no held-out window (split_windows: the window ids of each
+    split, train then test); warn when it is lopsided.
+
+    Explain needs a latent's train windows and scoring its held-out ones, so with either split
+    empty no latent is eligible and the run would end with "0 of 0 latents explained". The usual
+    cause is a corpus whose first document alone fills corpus.n_tokens (a .txt without blank
+    lines is one document), so the message names the documents and tokens of each split.
+    """
+    n_train, n_test = len(split_windows[0]), len(split_windows[1])
+    if n_train and n_test:
+        warn_if_lopsided(held_out, n_train, n_test, fraction)
+        return
+    starts = doc_starts.long().cpu()
+    sizes = torch.cat([starts[1:], torch.tensor([n_tokens])]).clamp_max(n_tokens) - starts
+    n_docs, n_held = len(starts), int(held_out.sum())
+    test_tokens = int(sizes[held_out.cpu()].sum())
+    raise ValueError(
+        f"mine: the corpus gives {n_docs} document{'' if n_docs == 1 else 's'} in the {n_tokens} "
+        f"tokens collected, and the train/test split is by document "
+        f"(mine.test_fraction {fraction:g}): "
+        f"{n_docs - n_held} train ({n_tokens - test_tokens} tokens, {n_train} windows) and "
+        f"{n_held} held out ({test_tokens} tokens, {n_test} windows), so no latent has both "
+        "train and held-out windows to explain and score; use a corpus with more documents "
+        "(blank lines separate documents in a .txt file) or more tokens (corpus.n_tokens)")

@@ -33,22 +33,11 @@ from interp.collect.documents import DOCUMENTS, backfill_documents, read_doc_sta
 from interp.collect.shards import ActivationShards
 from interp.collect.stream import StreamedShards, open_activations
 from interp.mine.codes import CodeSpill, encode_chunk_sequences, encode_pass, iter_encoded, rss_bytes
-from interp.mine.doc_split import held_out_documents, warn_if_lopsided, window_splits
+from interp.mine.doc_split import check_split, held_out_documents, window_splits
 from interp.mine.iw import select_extra, wants_extra
 from interp.mine.negatives import hard_candidates
-from interp.mine.select import (
-    HARD,
-    KINDS,
-    QUANTILE,
-    RANDOM,
-    TOP,
-    Rows,
-    choose_negatives,
-    gather_acts,
-    random_candidates,
-    select_positives,
-    window_maxima,
-)
+from interp.mine.select import (HARD, KINDS, QUANTILE, RANDOM, TOP, Rows, choose_negatives,
+                                gather_acts, random_candidates, select_positives, window_maxima)
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +200,7 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
     held_out = held_out_documents(doc_starts, shards.n_tokens, cfg.test_fraction, cfg.seed)
     wsplit = window_splits(doc_starts, held_out, n_windows, cfg.window, device)
     split_windows = tuple((wsplit == s).nonzero().squeeze(1).int() for s in (0, 1))
-    warn_if_lopsided(held_out, len(split_windows[0]), len(split_windows[1]), cfg.test_fraction)
+    check_split(doc_starts, held_out, shards.n_tokens, split_windows, cfg.test_fraction)
     spill = CodeSpill(Path(out) / ".code-spill", m)
     threads = torch.get_num_threads()
     try:

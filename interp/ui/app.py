@@ -93,19 +93,26 @@ def parse_filter(params, scorer_names: list[str]) -> data.LatentFilter:
         offset=(int(page) - 1) * data.PAGE_SIZE)
 
 
-def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | None = None):
+def create_app(home: Path, *, host: str = "127.0.0.1", preload_model: bool = True,
+               torch_threads: int | None = None):
     """The Starlette app over `<home>/catalog.duckdb` (MiniLM preloads in the background).
+
+    host: the interface it is served on (`interp ui --host`); requests must name it or a loopback
+    name in their Host header (interp.ui.hosts), which stops DNS-rebinding pages reading it.
 
     torch_threads: intra-op threads for embedding search queries, process-wide. One is best for a
     single short query: with two on a busy 2-core machine the median query took 1 s instead of
     60 ms (measured), as the threads wait for each other. None leaves torch's setting alone.
     """
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
     from starlette.responses import HTMLResponse, RedirectResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    from storage.read import connect_readonly
+    from interp.ui import api
+    from interp.ui.hosts import HostCheck
+    from storage.read import CatalogError, connect_readonly
 
     catalog, env = data.Catalog(home), make_env()
     connect_readonly(home).close()  # fail now, naming the path and what to do, if there is none
@@ -147,12 +154,24 @@ def create_app(home: Path, *, preload_model: bool = True, torch_threads: int | N
         yield
         catalog.close()
 
+    routes = [*api.routes(catalog, _resolve), Route("/", index), Route("/latents", latents),
+              Route("/sae/{key}/latent/{n:int}", latent), Route("/sae/{key}", sae),
+              Mount("/static", StaticFiles(directory=HERE / "static"), name="static")]
+    return Starlette(lifespan=lifespan, routes=routes, exception_handlers={CatalogError: _unreadable(render)},
+                     middleware=[Middleware(HostCheck, bind_host=host)])
+
+
+def _unreadable(render):
+    """The handler of CatalogError (a damaged catalogue): a page, or JSON under /api/, with the
+    error's message, which names the file and says what to do."""
     from interp.ui import api
 
-    return Starlette(lifespan=lifespan, routes=[
-        *api.routes(catalog, _resolve), Route("/", index), Route("/latents", latents),
-        Route("/sae/{key}/latent/{n:int}", latent), Route("/sae/{key}", sae),
-        Mount("/static", StaticFiles(directory=HERE / "static"), name="static")])
+    def handle(request, err):
+        log.error("%s", err)
+        if request.url.path.startswith("/api/"):
+            return api.response({"error": str(err)}, 500)
+        return render("error.html", 500, message=str(err), heading="Catalogue unreadable")
+    return handle
 
 
 def _resolve(cur, key: str) -> str | None:

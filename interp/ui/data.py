@@ -42,7 +42,7 @@ class Catalog:
     @contextlib.contextmanager
     def cursor(self) -> Iterator[Any]:
         """A cursor of its own for one request (connections are not shared across threads)."""
-        from storage.read import catalog_path, connect_readonly
+        from storage.read import catalog_path, connect_readonly, damage_named
 
         st = os.stat(catalog_path(self.home))
         stamp = (st.st_ino, st.st_mtime_ns)
@@ -57,7 +57,8 @@ class Catalog:
             self._active += 1
             cur = self._con.cursor()
         try:
-            yield cur
+            with damage_named(catalog_path(self.home)):  # a CatalogError, shown as such (app.py)
+                yield cur
         finally:
             cur.close()
             with self._cond:

@@ -22,6 +22,7 @@ from tests.fakeserver import FakeLLMServer
 PLANTED = "purple elephants marching through a zoo"
 SCRIPT_TOKEN = "<script>window.__pwned=1</script>"
 SCRIPT_POS = 5  # planted at this position of every sequence, so most latents' windows show it
+LOCAL = "http://127.0.0.1:8765"  # test clients' base URL: the app answers to loopback names only
 
 
 def _plant_script(collect_dir: Path) -> None:
@@ -87,7 +88,7 @@ def client(ui_home):
 
     from interp.ui.app import create_app
 
-    with TestClient(create_app(ui_home, preload_model=False)) as c:
+    with TestClient(create_app(ui_home, preload_model=False), base_url=LOCAL) as c:
         yield c
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from storage.query import show_latent
-from tests.ui.conftest import query
+from tests.ui.conftest import LOCAL, query
 
 
 def test_api_latents_match_sql(client, ui_home):
@@ -87,7 +87,7 @@ def test_head_shares_on_latent_page_api_and_show(home_copy):
     con.close()
     want = query(home_copy, "SELECT head, share FROM head_shares WHERE sae_key = ? AND latent = ? "
                             "ORDER BY share DESC LIMIT 3", [sae, latent])
-    with TestClient(create_app(home_copy, preload_model=False)) as c:
+    with TestClient(create_app(home_copy, preload_model=False), base_url=LOCAL) as c:
         html = c.get(f"/sae/{sae}/latent/{latent}").text
         assert html.split('id="heads">')[1].split("</dd>")[0] == "head 7: 64%, head 3: 21%, head 0: 10%"
         got = c.get(f"/api/sae/{sae[:8]}/latent/{latent}").json()["heads"]

@@ -7,7 +7,7 @@ from html import unescape
 import duckdb
 import pytest
 
-from tests.ui.conftest import PLANTED, SCRIPT_TOKEN, query
+from tests.ui.conftest import LOCAL, PLANTED, SCRIPT_TOKEN, query
 
 
 def _rows(html: str) -> list[tuple[str, int]]:
@@ -96,7 +96,7 @@ def test_explanation_text_from_the_llm_is_escaped(home_copy):
     con.execute("UPDATE explanations SET text = '<img src=x onerror=alert(1)>' WHERE sae_key = ? "
                 "AND latent = ?", [sae, latent])
     con.close()
-    with TestClient(create_app(home_copy, preload_model=False)) as c:
+    with TestClient(create_app(home_copy, preload_model=False), base_url=LOCAL) as c:
         for url in (f"/sae/{sae}/latent/{latent}", "/latents"):
             html = c.get(url).text
             assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
@@ -119,7 +119,7 @@ def test_matched_latents_of_other_saes_on_the_hookpoint(home_copy):
     con.execute("INSERT INTO latent_matches VALUES (?, ?, 'other', 7, 0.91), ('other', 9, ?, ?, 0.42), "
                 "(?, ?, 'elsewhere', 1, 0.99)", [sae, latent, sae, latent, sae, latent])
     con.close()
-    with TestClient(create_app(home_copy, preload_model=False)) as c:
+    with TestClient(create_app(home_copy, preload_model=False), base_url=LOCAL) as c:
         html = c.get(f"/sae/{sae}/latent/{latent}").text
     table = html.split('id="matches"')[1].split("</table>")[0]
     assert re.findall(r'/sae/(\w+)/latent/(\d+)', table) == [("other", "7"), ("other", "9")]
@@ -135,7 +135,7 @@ def test_a_republished_catalogue_is_picked_up_without_restart(home_copy, tmp_pat
 
     from interp.ui.app import create_app
 
-    with TestClient(create_app(home_copy, preload_model=False)) as c:
+    with TestClient(create_app(home_copy, preload_model=False), base_url=LOCAL) as c:
         before = _rows(c.get("/latents").text)
         # What `publish` does: write a new file and rename it over the catalogue.
         new = tmp_path / "next.duckdb"
@@ -230,7 +230,7 @@ def test_overview_and_api_say_whether_the_judge_is_informative(home_copy):
                     "VALUES (?, ?, ?, 'shuffled', 'balanced_accuracy', ?, ?, ?, ?, ?, ?, ?, ?)",
                     [score_key, sae, scorer, n, real, ctrl, lift, lo, hi, informative, verdict(row)])
     con.close()
-    with TestClient(create_app(home_copy, preload_model=False)) as c:
+    with TestClient(create_app(home_copy, preload_model=False), base_url=LOCAL) as c:
         html = unescape(c.get("/").text)
         runs = c.get("/api/runs").json()["runs"]
     assert "detection</b>: explanations beat shuffled ones by 0.40 [0.20, 0.60]." in html

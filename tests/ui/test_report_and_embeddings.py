@@ -9,7 +9,7 @@ import pytest
 
 from interp.ui import svg
 from storage.read import connect_readonly
-from tests.ui.conftest import PLANTED
+from tests.ui.conftest import LOCAL, PLANTED
 
 
 def test_report_is_self_contained_and_escaped(ui_home, tmp_path):
@@ -83,7 +83,7 @@ def test_semantic_search_without_embeddings_says_what_to_do(home_copy):
     con = duckdb.connect(str(home_copy / "catalog.duckdb"))
     con.execute("DROP TABLE explanation_embeddings")
     con.close()
-    with TestClient(create_app(home_copy, preload_model=False)) as c:
+    with TestClient(create_app(home_copy, preload_model=False), base_url=LOCAL) as c:
         html = c.get("/latents", params={"s": "zoo"}).text
     assert "no explanation embeddings yet" in html and "interp publish" in html
 
