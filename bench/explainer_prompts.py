@@ -27,8 +27,7 @@ from sklearn.metrics import roc_auc_score
 from interp.artifacts import ArtifactStore
 from interp.config import build_config
 from interp.mine.examples import Example, load_examples
-from interp.explain.stage import explain
-from interp.scoring.stage import score
+from interp.stages import build, stage_key
 
 VARIANTS: dict[str, dict] = {
     "default": {},
@@ -66,23 +65,24 @@ def _mean(xs) -> float:
     return statistics.fmean(xs) if xs else float("nan")
 
 
-def run_variant(tree: dict, mine_key: str, name: str, over: dict, args, minilm) -> dict:
+def run_variant(tree: dict, arts: dict[str, str], name: str, over: dict, args, minilm) -> dict:
     cfg = build_config(tree, {"explain.n_latents": args.latents, "score.scorers": ["detection"],
                               "llm.timeout_s": args.timeout, "llm.concurrency": args.concurrency,
                               **{f"explain.{k}": v for k, v in over.items()}}, origin=name)
     store = ArtifactStore(cfg.home)
-    mine_ref = store.require("mine", mine_key)
+    refs = {s: store.require(s, arts[s]) for s in ("collect", "train", "mine")}
+    mine_ref = refs["mine"]
     t0 = time.time()
-    exp = explain(cfg, mine_ref)
+    exp = build(cfg, "explain", refs)
     t_explain = time.time() - t0
-    sc = score(cfg, exp, mine_ref)
+    sc = build(cfg, "score", {**refs, "explain": exp})
     t_score = time.time() - t0 - t_explain
     exps = pq.read_table(exp.path / "explanations.parquet").to_pylist()
     scores = {s["latent"]: s for s in pq.read_table(sc.path / "scores.parquet").to_pylist()}
     ok = [e for e in exps if e["status"] == "ok"]
     calls = [pq.read_table(p / "llm_calls.parquet").to_pylist() for p in (exp.path, sc.path)]
     retries = sum(c["status"] != "ok" for cs in calls for c in cs)
-    examples = load_examples(mine_ref.path, [e["latent"] for e in ok])
+    examples = load_examples(mine_ref.path, refs["collect"].path, [e["latent"] for e in ok])
     emb_auc = {e["latent"]: _embedding_auc(minilm, e["text"], examples[e["latent"]]) for e in ok}
     # A latent without a usable explanation counts as chance (0.5) in the *_all columns, so a
     # prompt cannot look better by failing on hard latents.
@@ -111,7 +111,6 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=2, help="llm.concurrency (server slots)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from interp.mine.stage import mine_key
     from interp.embed import load_model
 
     minilm = load_model("cpu")
@@ -121,11 +120,11 @@ def main() -> None:
         cfg0 = build_config(tree)
         run_json = yaml.safe_load((sorted(args.home.glob("runs/*/run.json"))[-1]).read_text())
         arts = run_json["artifacts"]
-        if mine_key(cfg0, arts["collect"], arts["train"]) != arts["mine"]:
+        if stage_key(cfg0, "mine", {"collect": arts["collect"], "train": arts["train"]}) != arts["mine"]:
             raise SystemExit("the mine settings of this home no longer match its mine artifact")
         rows = []
         for name in args.variants:
-            rows.append(run_variant(tree, arts["mine"], name, VARIANTS[name], args, minilm))
+            rows.append(run_variant(tree, arts, name, VARIANTS[name], args, minilm))
             print(f"done {name}: {rows[-1]['ok']} ok, explain {rows[-1]['explain_s']:.0f}s, "
                   f"score {rows[-1]['score_s']:.0f}s", flush=True)
     cols = ("variant", "ok", "det_auc", "det_auc_all", "det_bacc", "emb_auc", "emb_auc_all",

@@ -20,13 +20,12 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from interp.collect.stage import collect
 from interp.config import build_config
 from interp.models import load_model
 from interp.sae.eval import _compare
 from interp.sae.gsae import gradient_scores, gradient_tensor_name
 from interp.sae.io import load_sae
-from interp.sae.stage import train_stage
+from interp.stages import build
 from interp.collect.shards import ActivationShards
 
 
@@ -108,7 +107,7 @@ def main() -> None:
     gsae_cfg = build_config(base, {**over, "sae.architecture": "gsae"})
     topk_cfg = build_config(base, {**over, "sae.architecture": "topk"})
     model = load_model(gsae_cfg.model, gsae_cfg.home)
-    ref = collect(gsae_cfg, model=model, progress=True)
+    ref = build(gsae_cfg, "collect", {}, progress=True)
     shards = ActivationShards(ref.path)
     every = gsae_cfg.sae.holdout_every
     tokens, acts, grads = heldout(shards, every, gsae_cfg.sae.eval_sequences)
@@ -116,7 +115,7 @@ def main() -> None:
     run = model.run_model(shards.hookpoint)
     report = {"collect_seconds": shards.meta.get("seconds")}
     for name, cfg in (("topk", topk_cfg), ("gsae", gsae_cfg)):
-        art = train_stage(cfg, ref, progress=True)
+        art = build(cfg, "train", {"collect": ref}, progress=True)
         metrics = json.loads((art.path / "metrics.json").read_text())
         sae = load_sae(art.path)
         live = sae.encode_dense(acts[:, 1:].reshape(-1, sae.d_in)).gt(0).any(0)

@@ -33,12 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from interp.artifacts import ArtifactRef  # noqa: E402
 from interp.config import build_config  # noqa: E402
-from interp.explain.stage import explain  # noqa: E402
 from interp.llm import open_llm  # noqa: E402
 from interp.llm.http import choose_transport  # noqa: E402
-from interp.mine.stage import mine  # noqa: E402
-from interp.sae.stage import train_stage  # noqa: E402
-from interp.scoring.stage import score  # noqa: E402
+from interp.stages import build  # noqa: E402
 from tests.builders import make_shards  # noqa: E402
 
 MSG = [{"role": "system", "content": "You judge whether a text fits a description. " * 8},
@@ -130,16 +127,17 @@ def setup(home: Path, url: str, latents: int, concurrency: int, transport: str =
         "score": {"n_positive": 5, "n_negative": 5}})
     collected = ArtifactRef("collect", "bench", make_shards(
         home / "artifacts" / "collect" / "bench", n_seq=2048, seq_len=33, d=64, per_shard=512))
-    mined = mine(cfg, collected, train_stage(cfg, collected))
-    return cfg, mined
+    trained = build(cfg, "train", {"collect": collected})
+    mined = build(cfg, "mine", {"collect": collected, "train": trained})
+    return cfg, {"collect": collected, "train": trained, "mine": mined}
 
 
-def run_stages(cfg, mined) -> tuple[float, float, int]:
+def run_stages(cfg, refs) -> tuple[float, float, int]:
     """(wall s, client CPU s, requests) of explain + score with one client opened by the caller."""
     with open_llm(cfg.llm) as llm:
         c0, t0 = cpu_s(), time.perf_counter()
-        exp = explain(cfg, mined, llm=llm)
-        score(cfg, exp, mined, llm=llm)
+        exp = build(cfg, "explain", refs, llm=llm)
+        build(cfg, "score", {**refs, "explain": exp}, llm=llm)
         wall, cpu = time.perf_counter() - t0, cpu_s() - c0
         return wall, cpu, llm.ledger.totals["calls"]
 

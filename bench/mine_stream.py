@@ -45,24 +45,21 @@ def child(args: argparse.Namespace) -> None:
 
     import torch
 
-    from interp.collect.stage import collect
-    from interp.mine.stage import mine
     from interp.sae import SAE, save_sae
-    from interp.analysis.dark_matter import dark_matter
-    from interp.sae.stage import train_stage
+    from interp.stages import build
 
     home = Path(args.home)
     save_sae(SAE(576, args.latents, 32, generator=torch.Generator().manual_seed(0),
                  cfg={"hookpoint": HOOK}), home / "ext_sae")
     cfg = _config(home, args.child, args)
     seconds, t = {}, time.perf_counter()
-    c = collect(cfg)
+    c = build(cfg, "collect", {})
     seconds["collect"], t = time.perf_counter() - t, time.perf_counter()
-    tr = train_stage(cfg, c)
+    tr = build(cfg, "train", {"collect": c})
     seconds["train_import"], t = time.perf_counter() - t, time.perf_counter()
-    m = mine(cfg, c, tr)
+    m = build(cfg, "mine", {"collect": c, "train": tr})
     seconds["mine"], t = time.perf_counter() - t, time.perf_counter()
-    dark_matter(cfg, c, tr)
+    build(cfg, "dark_matter", {"collect": c, "train": tr})
     seconds["dark_matter"] = time.perf_counter() - t
     man = m.manifest()
     print(json.dumps({

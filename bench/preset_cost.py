@@ -26,7 +26,7 @@ from interp.config import load_config
 from interp.mine.examples import load_examples
 from interp.explain.format import training_examples, training_negatives
 from interp.explain.stage import build_messages, select_latents
-from interp.mine.stage import mine
+from interp.stages import build
 from interp.models import resolve_hf_source
 from interp.presets import llm_calls, preset_names
 from interp.prompts import load_prompt
@@ -74,10 +74,11 @@ def _only(home: Path, stage: str) -> str:
 def preset_cost(home: Path, preset: str, n_latents: int, explanations: dict[int, str]) -> dict:
     cfg = load_config(None, {"home": str(home), "explain.n_latents": n_latents}, preset=preset)
     store = ArtifactStore(home)
-    mine_ref = mine(cfg, *(store.require(stage, _only(home, stage)) for stage in ("collect", "train")))
+    refs = {stage: store.require(stage, _only(home, stage)) for stage in ("collect", "train")}
+    mine_ref = build(cfg, "mine", refs)
     tok = AutoTokenizer.from_pretrained(resolve_hf_source(cfg.model, home))
     latents = select_latents(mine_ref.path, cfg)
-    by_latent = load_examples(mine_ref.path, latents)
+    by_latent = load_examples(mine_ref.path, refs["collect"].path, latents)
     out: dict[str, list[int]] = {"explain": []}
     calls: dict[str, list[int]] = {}
     for latent, examples in by_latent.items():

@@ -42,7 +42,7 @@ def matching_seconds(m: int = 16_384, d: int = 576) -> float:
     import torch
 
     sys.path.insert(0, str(HERE.parent))
-    from interp.analysis.matching import best_matches
+    from interp.analysis.match import best_matches
 
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(m, d, generator=g), torch.randn(m, d, generator=g)

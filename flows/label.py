@@ -21,7 +21,8 @@ from interp.artifacts import ArtifactRef, ArtifactStore
 from interp.config import RunConfig
 from interp.llm import LLMError, LLMUnavailable
 from interp.resumable import StageIncomplete
-from interp.stages import STAGES, BuildContext, RunRecord, Stage, run
+from interp.contract import Stage
+from interp.stages import BuildContext, RunRecord, build, run
 from storage.catalog import PublishLockTimeout, load_run, publish
 
 TRANSIENT = (OSError, TimeoutError, LLMError, StageIncomplete, PublishLockTimeout)
@@ -87,11 +88,11 @@ def shard_task(stage: str, config: dict[str, Any], inputs: dict[str, str], index
     cfg = RunConfig.model_validate(config)
     store = ArtifactStore(cfg.home)
     refs = {s: store.require(s, k) for s, k in inputs.items()}
-    ctx = BuildContext(cfg, shard=(index, count), base_url=base_url)
+    session = BuildContext(cfg, base_url=base_url)
     try:
-        STAGES[stage].build(cfg, refs, ctx)
+        build(cfg, stage, refs, session=session, shard=(index, count))
     finally:
-        ctx.close()
+        session.close()
 
 
 @flow(name="latent-shards")
@@ -111,7 +112,7 @@ def builder(cfg: RunConfig, scale: ScaleOut):
 
     def build(stage: Stage, key: str, inputs: dict[str, str], thunk) -> ArtifactRef:
         exists = store.get(stage.name, key) is not None
-        if not exists and stage.shardable and scale.latent_shards > 1:
+        if not exists and stage.per_latent and scale.latent_shards > 1:
             runner = runtime.task_runner(scale.task_runner, max_workers=scale.max_workers,
                                          dask_address=scale.dask_address)
             map_shards.with_options(task_runner=runner)(stage.name, payload, inputs,

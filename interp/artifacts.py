@@ -59,9 +59,6 @@ class ArtifactRef:
         return json.loads((self.path / "manifest.json").read_text())
 
 
-_LEGACY_INPUTS = (("collect", "collect"), ("train", "sae"), ("mine", "mine"), ("explain", "explain"))
-
-
 class ArtifactStore:
     """Directory layout and atomic builds under `<home>/artifacts`."""
 
@@ -139,38 +136,6 @@ class ArtifactStore:
         d = self.path(stage, key).with_name(f"{key}.partial")
         d.mkdir(parents=True, exist_ok=True)
         return d
-
-    def input_of(self, ref: ArtifactRef, stage: str) -> ArtifactRef:
-        """The `stage` artifact that `ref` was built from, found through its manifest's inputs
-        (transitively: a score artifact finds its collect artifact through mine)."""
-        man = ref.manifest()
-        # Artifacts built before manifests recorded "inputs" name them at the top level.
-        inputs = man.get("inputs") or {s: man[k] for s, k in _LEGACY_INPUTS if isinstance(man.get(k), str)}
-        if stage in inputs:
-            return self.require(stage, inputs[stage])
-        for parent_stage, parent_key in inputs.items():
-            parent = self.get(parent_stage, parent_key)
-            if parent is not None:
-                with contextlib.suppress(KeyError):
-                    return self.input_of(parent, stage)
-        raise KeyError(f"{ref.stage} artifact {ref.key} was not built from a {stage} artifact")
-
-    @classmethod
-    def of(cls, ref: ArtifactRef) -> ArtifactStore:
-        """The store that holds `ref` (`<home>/artifacts/<stage>/<key>`)."""
-        return cls(ref.path.parents[2])
-
-    @staticmethod
-    def ref_at(path: Path) -> ArtifactRef:
-        """The finished artifact in directory `path`."""
-        path = Path(path)
-        return ArtifactRef(path.parent.name, path.name, path)
-
-
-def input_dir(artifact_dir: Path, stage: str) -> Path:
-    """Directory of the `stage` artifact that the artifact in `artifact_dir` was built from."""
-    ref = ArtifactStore.ref_at(artifact_dir)
-    return ArtifactStore.of(ref).input_of(ref, stage).path
 
 
 def write_text_atomic(path: Path, text: str) -> None:

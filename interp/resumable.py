@@ -19,7 +19,6 @@ StageIncomplete naming the server, so nothing missing is ever cached as a result
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import time
@@ -302,51 +301,25 @@ def merge_parts(partial: Path, schema: pa.Schema, out_name: str, key_cols: tuple
     return table
 
 
-def drive(cfg, stage: str, latents: list[int], make_work: Callable[[Any], Work], mine_dir: Path, *,
-          partial: Path, schema: pa.Schema, llm=None, shard: tuple[int, int] | None = None,
-          progress: bool = False) -> dict[str, int]:
-    """Run an LLM stage's pending latents (of `shard`) into `partial`, their examples read from
-    the mine artifact in `mine_dir` a block at a time, with `llm`: a client, a function that
-    opens one (called only if there is work), or None to open one here."""
+def drive(ctx, latents: list[int], make_work: Callable[[Any], Work], schema: pa.Schema) -> dict[str, int]:
+    """Run a per-latent stage's pending latents (of `ctx.shard`) into `ctx.out`, their examples
+    read a block at a time from the stage's mine input (token text from collect's sequences),
+    with `ctx.llm`: a client, or a function that opens one (called only if there is work)."""
     from interp.mine.examples import ExampleReader
-    from interp.llm import open_llm
 
-    todo = pending(latents, partial, shard)  # read the part files once, here
+    cfg, shard = ctx.cfg, ctx.shard
+    todo = pending(latents, ctx.out, shard)  # read the part files once, here
     if not todo:
         n = len(shard_of(latents, shard))
         return {"latents": n, "resumed": n, "computed": 0}
-    with contextlib.ExitStack() as stack:
-        reader = ExampleReader(mine_dir)
-        stack.callback(reader.close)
-        if llm is None:
-            llm = stack.enter_context(open_llm(cfg.llm, home=cfg.home))
-        elif not hasattr(llm, "generate"):
-            llm = llm()
+    reader = ExampleReader(ctx.input("mine").path, ctx.input("collect").path / "sequences.parquet")
+    try:
+        llm = ctx.llm if hasattr(ctx.llm, "generate") else ctx.llm()
         return asyncio.run(run_latents(
             latents, make_work(llm), reader,
-            partial=partial, schema=schema, ledger=llm.ledger, inflight=2 * cfg.llm.concurrency,
-            desc=stage if shard is None else f"{stage} {shard[0]}/{shard[1]}", shard=shard,
-            progress=progress, close=llm.aclose, max_prompt_tokens=cfg.llm.max_prompt_tokens,
+            partial=ctx.out, schema=schema, ledger=llm.ledger, inflight=2 * cfg.llm.concurrency,
+            desc=ctx.stage if shard is None else f"{ctx.stage} {shard[0]}/{shard[1]}", shard=shard,
+            progress=ctx.progress, close=llm.aclose, max_prompt_tokens=cfg.llm.max_prompt_tokens,
             todo=todo, slots=getattr(llm, "width", cfg.llm.concurrency)))
-
-
-def latent_stage(store, stage: str, key: str, inputs: dict[str, str],
-                 run: Callable[[Path, tuple[int, int] | None], dict[str, int]],
-                 finish: Callable[[Path], dict[str, Any]], shard: tuple[int, int] | None = None):
-    """The one skeleton of explain and score, sharded or not.
-
-    With `shard=(i, n)`, runs that shard's latents into the stage's partial directory (shards on
-    other workers share it through the filesystem) and returns None. Without, builds the artifact
-    once: runs whatever is still pending (nothing, after all shards ran), then `finish` merges the
-    parts and returns the manifest.
-    """
-    if shard is not None:
-        if store.get(stage, key) is None:
-            with store.lock(stage, f"{key}.shard-{shard[0]}-of-{shard[1]}"):
-                run(store.partial_dir(stage, key), shard)
-        return None
-
-    def fill(tmp: Path) -> dict[str, Any]:
-        progress = run(tmp, None)
-        return {**finish(tmp), "progress": progress}
-    return store.build_once(stage, key, fill, inputs=inputs, resumable=True)
+    finally:
+        reader.close()

@@ -1,9 +1,11 @@
-"""The one stage registry and the Prefect-free runner over it.
+"""The one stage registry and the runner that owns the stage contract (interp/contract.py).
 
-Every stage is declared once, here: its name, the stages whose artifacts it reads, how its key is
-computed from the config and those artifacts' keys, and how it is built. `run` walks the registry
-in order for `interp run --no-prefect`, rescore and tests; flows/label.py maps the same registry
-onto Prefect tasks. Adding a stage is one module and one entry below.
+Every stage is declared once, in its own module; the registry below lists them in run order, one
+line each. The runner computes each stage's key from its declaration, hands it its declared
+inputs, owns the artifact's directory, lock, manifest and rename (`ArtifactStore.build_once`),
+and records the run. `run` walks the registry for `interp run --no-prefect`, rescore and tests;
+flows/label.py passes a builder that wraps each build in one Prefect task; `build` makes one
+stage (or one latent shard of a per-latent stage) from given input artifacts.
 """
 from __future__ import annotations
 
@@ -17,33 +19,51 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interp.collect.stage import collect, collect_key
-from interp.artifacts import ArtifactRef, ArtifactStore, write_text_atomic
+from interp.analysis import dark_matter, logits, match
+from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_text_atomic
+from interp.collect import stage as collect
 from interp.config import RunConfig, dump_config
-from interp.explain.stage import explain, explain_key
-from interp.analysis.logits import logits_key, logits_stage
-from interp.analysis.match import match, match_key
-from interp.mine.stage import mine, mine_key
-from interp.analysis.dark_matter import dark_matter, dark_matter_key
-from interp.sae.stage import train_key, train_stage
-from interp.scoring.stage import score, score_key
+from interp.contract import KeyContext, Stage, StageContext
+from interp.explain import stage as explain
+from interp.mine import stage as mine
+from interp.sae import stage as train
+from interp.scoring import stage as score
 
 log = logging.getLogger(__name__)
 
 
+def _registry(*stages: Stage) -> dict[str, Stage]:
+    out: dict[str, Stage] = {}
+    for s in stages:
+        unknown = [i for i in (*s.inputs, *s.reads) if i not in out]
+        if unknown or s.name in out:
+            raise ValueError(f"stage {s.name}: inputs {unknown} must be registered before it")
+        out[s.name] = s
+    return out
+
+
+# The registry, in run order: one line per stage.
+STAGES: dict[str, Stage] = _registry(
+    collect.STAGE,
+    train.STAGE,
+    match.STAGE,
+    dark_matter.STAGE,
+    logits.STAGE,
+    mine.STAGE,
+    explain.STAGE,
+    score.STAGE,
+)
+
+
 @dataclass
 class BuildContext:
-    """What a stage's build may use besides its config and inputs.
-
-    `llm()` opens the LLM client on first use and keeps it open for the following LLM stages of
-    the run (the embedded server starts once for explain and score); `close()` ends it. Stages
-    get the method itself and call it only when they have latents to ask about.
-    """
+    """What the stages of one run share: `llm()` opens the LLM client on first use and keeps it
+    open for the following LLM stages (the embedded server starts once for explain and score);
+    `close()` ends it. `base_url` pins the client to one replica of llm.model (a shard task)."""
 
     cfg: RunConfig
     progress: bool = False
-    shard: tuple[int, int] | None = None  # (i, n): build only latent shard i of n (explain, score)
-    base_url: str | None = None           # pin the LLM client to one replica of llm.model
+    base_url: str | None = None
     llm_client: Any = None
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -60,49 +80,81 @@ class BuildContext:
         self.llm_client = None
 
 
-Build = Callable[[RunConfig, dict[str, ArtifactRef], BuildContext], "ArtifactRef | None"]
+def stage_key(cfg: RunConfig, name: str, input_keys: dict[str, str],
+              store: ArtifactStore | None = None) -> str:
+    """The key of stage `name` under `cfg` given its inputs' keys: the one place keys are made."""
+    stage = STAGES[name]
+    config = stage.settings(cfg)  # first: it names a config field that contradicts another
+    if missing := [s for s in stage.keyed_inputs(cfg) if s not in input_keys]:
+        raise ValueError(f"stage {name} needs the key of its {', '.join(missing)} input(s)")
+    keyed = {s: input_keys[s] for s in stage.keyed_inputs(cfg)}
+    extra = stage.extra(KeyContext(cfg, keyed, store or ArtifactStore(cfg.home)))
+    return artifact_key(stage.name, stage.version, config, keyed, extra)
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One stage: `key(cfg, input_keys)` names its artifact, `build(cfg, inputs, ctx)` makes it.
+def _lineage(inputs: dict[str, ArtifactRef]) -> dict[str, str]:
+    """Every upstream stage's key: the inputs and what their manifests record as theirs
+    (artifacts from before lineage was recorded name their direct inputs only)."""
+    out: dict[str, str] = {}
+    for name, ref in inputs.items():
+        man = ref.manifest() if (ref.path / "manifest.json").is_file() else {}
+        out.update(man.get("lineage") or man.get("inputs") or {})
+        out[name] = ref.key
+    return out
 
-    `shardable` stages (explain, score) also build one latent shard (`ctx.shard`; returns None),
-    which flows map as tasks before the unsharded build merges them.
+
+def _resolve(cfg: RunConfig, stage: Stage, refs: dict[str, ArtifactRef]) -> dict[str, ArtifactRef]:
+    """The declared inputs of `stage` from `refs`, or an error naming what is missing."""
+    missing = [s for s in stage.all_inputs(cfg) if s not in refs]
+    if "logits" in missing and "logits" in stage.optional(cfg):
+        raise ValueError(f"{stage.name} needs the logits stage's artifact of this SAE "
+                         "(explain.output_tokens): run the logits stage too (logits.k > 0)")
+    if missing:
+        raise ValueError(f"stage {stage.name} needs the {', '.join(missing)} artifact(s): run "
+                         f"them too or pass them in reuse")
+    return {s: refs[s] for s in stage.all_inputs(cfg)}
+
+
+def build(cfg: RunConfig, name: str, inputs: dict[str, ArtifactRef], *,
+          session: BuildContext | None = None, llm: Any = None,
+          shard: tuple[int, int] | None = None, progress: bool = False) -> ArtifactRef | None:
+    """Build stage `name` from its input artifacts (a cache hit when its artifact exists).
+
+    `llm`: a client to use (else the session's, opened on first use). With `shard=(i, n)` a
+    per-latent stage fills only shard i's latents into its partial directory and returns None;
+    the unsharded build then finds them done and only merges.
     """
+    stage, store = STAGES[name], ArtifactStore(cfg.home)
+    refs = _resolve(cfg, stage, inputs)
+    key = stage_key(cfg, name, {s: r.key for s, r in refs.items()}, store)
+    own = session is None
+    session = session or BuildContext(cfg, progress)
+    try:
+        ctx = StageContext(cfg, name, key, refs, out=Path(), lineage=_lineage(refs),
+                           progress=progress or session.progress, shard=shard,
+                           llm=llm if llm is not None else session.llm)
+        return _fill(store, stage, ctx)
+    finally:
+        if own:
+            session.close()
 
-    name: str
-    inputs: tuple[str, ...]
-    key: Callable[[RunConfig, dict[str, str]], str]
-    build: Build
-    uses_llm: bool = False
-    shardable: bool = False
 
+def _fill(store: ArtifactStore, stage: Stage, ctx: StageContext) -> ArtifactRef | None:
+    record = {s: r.key for s, r in ctx.inputs.items()}
+    if ctx.shard is not None:
+        if not stage.per_latent:
+            raise ValueError(f"stage {stage.name} has no latent shards")
+        if store.get(stage.name, ctx.key) is None:
+            with store.lock(stage.name, f"{ctx.key}.shard-{ctx.shard[0]}-of-{ctx.shard[1]}"):
+                ctx.out = store.partial_dir(stage.name, ctx.key)
+                stage.fill(ctx)
+        return None
 
-# The registry, in run order: one entry per stage.
-STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("collect", (), lambda cfg, k: collect_key(cfg),
-          lambda cfg, refs, ctx: collect(cfg, progress=ctx.progress)),
-    Stage("train", ("collect",), lambda cfg, k: train_key(cfg, k["collect"]),
-          lambda cfg, refs, ctx: train_stage(cfg, refs["collect"], progress=ctx.progress)),
-    Stage("match", ("train",), lambda cfg, k: match_key(cfg, k["train"]),
-          lambda cfg, refs, ctx: match(cfg, refs["train"])),
-    Stage("dark_matter", ("collect", "train"),
-          lambda cfg, k: dark_matter_key(cfg, k["collect"], k["train"]),
-          lambda cfg, refs, ctx: dark_matter(cfg, refs["collect"], refs["train"])),
-    Stage("logits", ("train",), lambda cfg, k: logits_key(cfg, k["train"]),
-          lambda cfg, refs, ctx: logits_stage(cfg, refs["train"])),
-    Stage("mine", ("collect", "train"), lambda cfg, k: mine_key(cfg, k["collect"], k["train"]),
-          lambda cfg, refs, ctx: mine(cfg, refs["collect"], refs["train"])),
-    Stage("explain", ("mine",), lambda cfg, k: explain_key(cfg, k["mine"]),
-          lambda cfg, refs, ctx: explain(cfg, refs["mine"], llm=ctx.llm, shard=ctx.shard,
-                                         progress=ctx.progress),
-          uses_llm=True, shardable=True),
-    Stage("score", ("explain", "mine"), lambda cfg, k: score_key(cfg, k["explain"], k["mine"]),
-          lambda cfg, refs, ctx: score(cfg, refs["explain"], refs["mine"], llm=ctx.llm,
-                                       shard=ctx.shard, progress=ctx.progress),
-          uses_llm=True, shardable=True),
-)}
+    def fill(tmp: Path) -> dict[str, Any]:
+        ctx.out = tmp
+        return {**stage.fill(ctx), "lineage": ctx.lineage}
+    return store.build_once(stage.name, ctx.key, fill, inputs=record,
+                            resumable=stage.per_latent or stage.resumable(ctx.cfg))
 
 
 @dataclass
@@ -153,46 +205,39 @@ def run(cfg: RunConfig, *, only: tuple[str, ...] | None = None,
     (status 'complete') or not ('failed', with the error and what was built and spent).
     """
     rec = record or RunRecord()
-    store = ArtifactStore(cfg.home)
     refs: dict[str, ArtifactRef] = dict(reuse or {})
-    ctx = BuildContext(cfg, progress)
+    session = BuildContext(cfg, progress)
     try:
-        _walk(cfg, rec, store, refs, ctx, only, builder)
+        _walk(cfg, rec, refs, session, only, builder)
         rec.status = "complete"
     except BaseException as err:
         rec.status, rec.error = "failed", f"{type(err).__name__}: {err}"[:1000]
         raise
     finally:
-        if ctx.llm_client is not None:
-            rec.llm_tokens = dict(ctx.llm_client.ledger.totals)
-        ctx.close()
+        if session.llm_client is not None:
+            rec.llm_tokens = dict(session.llm_client.ledger.totals)
+        session.close()
         rec.save(cfg)  # a failed run's record says what it built and spent
     return rec
 
 
-def _walk(cfg: RunConfig, rec: RunRecord, store: ArtifactStore, refs: dict[str, ArtifactRef],
-          ctx: BuildContext, only: tuple[str, ...] | None, builder: Builder) -> None:
+def _walk(cfg: RunConfig, rec: RunRecord, refs: dict[str, ArtifactRef], session: BuildContext,
+          only: tuple[str, ...] | None, builder: Builder) -> None:
     """Build the stages in registry order, filling `rec` and `refs` as each finishes."""
+    store = ArtifactStore(cfg.home)
     for name, stage in STAGES.items():
         if name in refs:
             rec.artifacts[name], rec.cached[name], rec.seconds[name] = refs[name].key, True, 0.0
             continue
         if only is not None and name not in only:
             continue
-        missing = [s for s in stage.inputs if s not in refs]
-        if missing:
-            raise ValueError(f"stage {name} needs the {', '.join(missing)} artifact(s): run "
-                             f"them too or pass them in reuse")
-        inputs = {s: refs[s] for s in stage.inputs}
-        key = stage.key(cfg, {s: r.key for s, r in inputs.items()})
+        inputs = _resolve(cfg, stage, refs)
+        input_keys = {s: r.key for s, r in inputs.items()}
+        key = stage_key(cfg, name, input_keys, store)
         rec.cached[name] = store.get(name, key) is not None
         t0 = time.time()
-        ref = builder(stage, key, {s: r.key for s, r in inputs.items()},
-                      lambda stage=stage, inputs=inputs: stage.build(cfg, inputs, ctx))
-        if ref.key != key:
-            raise RuntimeError(f"{name}: planned key {key} but built {ref.key}; the config "
-                               f"changed mid-run")
-        refs[name] = ref
+        refs[name] = builder(stage, key, input_keys,
+                             lambda name=name, inputs=inputs: build(cfg, name, inputs, session=session))
         rec.seconds[name] = round(time.time() - t0, 2)
         rec.artifacts[name] = key
         log.info("%s: %s in %.1fs%s", name, key, rec.seconds[name],

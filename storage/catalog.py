@@ -25,7 +25,8 @@ from typing import Any
 
 import duckdb
 
-from storage.ingest import PUBLISHERS, insert_row, insert_run, insert_scorers
+from interp.artifacts import ArtifactStore
+from storage.ingest import insert_row, insert_run, insert_scorers, publish_artifact, published_stages
 from storage.read import (CATALOG, DUCKDB_CONFIG, LATEST_VERSION, CatalogError, catalog_path,
                           check_blocks, check_intact, damage_named, damaged, migrations,
                           schema_version)
@@ -101,9 +102,9 @@ def migrate(con) -> list[int]:
 def _apply(con, home: Path, artifacts: list[tuple[str, str]], runs: list[dict[str, Any]]) -> list[str]:
     done = []
     for stage, key in artifacts:
-        if stage not in PUBLISHERS or con.execute(_SEEN_SQL, [stage, key]).fetchone():
+        if stage not in published_stages() or con.execute(_SEEN_SQL, [stage, key]).fetchone():
             continue
-        PUBLISHERS[stage](con, home, key)
+        publish_artifact(con, home, stage, key)
         insert_row(con, "published", {"stage": stage, "key": key, "published_at": time.time()})
         done.append(f"{stage}/{key}")
     for run in runs:
@@ -178,8 +179,8 @@ def publish(home: Path, artifacts: dict[str, str] | list[tuple[str, str]],
 def rebuild(home: Path) -> int:
     """Recreate the catalogue from every finished artifact and run record under `home`."""
     home = Path(home)
-    artifacts = [(stage, d.parent.name) for stage in PUBLISHERS
-                 for d in sorted((home / "artifacts" / stage).glob("*/manifest.json"))]
+    store = ArtifactStore(home)
+    artifacts = [(stage, key) for stage in published_stages() for key in store.keys(stage)]
     runs = [load_run(r.parent) for r in sorted((home / "runs").glob("*/run.json"))]
     publish(home, artifacts, runs, fresh=True)
     return len(artifacts)

@@ -75,12 +75,11 @@ def seed_collect(cfg, d: int = 8) -> Path:
     """The collect artifact a run of `cfg` would make, without a subject model: the real corpus
     reader and token stream (word-level tokens, so the documents are the corpus's own) with
     random activations, under collect's key, so `interp run` finds collect cached."""
-    from interp.collect.stage import collect_key
     from interp.collect.corpus import token_stream
 
     tokens, doc_starts = token_stream(cfg.corpus, WordTokenizer())
-    return make_shards(Path(cfg.home) / "artifacts" / "collect" / collect_key(cfg), d=d,
-                       tokens=tokens, doc_starts=doc_starts, key=collect_key(cfg),
+    return make_shards(Path(cfg.home) / "artifacts" / "collect" / key(cfg, "collect"), d=d,
+                       tokens=tokens, doc_starts=doc_starts, key=key(cfg, "collect"),
                        hookpoint=cfg.model.hookpoint)
 
 
@@ -116,7 +115,7 @@ def write_explanation_embeddings(explain_dir: Path) -> Path:
 def write_match_artifact(home: Path, sae_a: str, sae_b: str) -> str:
     """artifacts/match/<key>/matches.parquet of two trained SAEs, as the match stage writes it;
     returns the key (publish it with {"match": key})."""
-    from interp.analysis.matching import decoder_matches
+    from interp.analysis.match import decoder_matches
 
     key = f"{sae_a[:8]}-{sae_b[:8]}"
     d = Path(home) / "artifacts" / "match" / key
@@ -162,3 +161,73 @@ def keyword_windows(rng, keyword: str, n: int, active: bool, filler: list[str],
             toks[pos], acts[pos] = f" {keyword}", act
         out.append((toks, acts))
     return out
+
+
+# --- One stage at a time through the runner (interp.stages.build), inputs passed explicitly ----
+
+def stage(cfg, name: str, *, llm=None, shard=None, progress: bool = False, **inputs):
+    """Build stage `name` from the given input artifacts (keyword = stage name)."""
+    from interp.stages import build
+
+    return build(cfg, name, inputs, llm=llm, shard=shard, progress=progress)
+
+
+def collect(cfg, model=None, progress: bool = False):
+    """The collect stage; with `model` (a loaded SubjectModel) instead of loading one."""
+    import interp.collect.stage as collect_stage
+
+    real = collect_stage.load_model
+    if model is not None:
+        collect_stage.load_model = lambda *a, **k: model
+    try:
+        return stage(cfg, "collect", progress=progress)
+    finally:
+        collect_stage.load_model = real
+
+
+def train_stage(cfg, collect, progress: bool = False):
+    return stage(cfg, "train", collect=collect, progress=progress)
+
+
+def mine(cfg, collect, train):
+    return stage(cfg, "mine", collect=collect, train=train)
+
+
+def explain(cfg, mine, collect, **kw):
+    return stage(cfg, "explain", mine=mine, collect=collect, **kw)
+
+
+def score(cfg, explain, mine, collect, train, **kw):
+    return stage(cfg, "score", explain=explain, mine=mine, collect=collect, train=train, **kw)
+
+
+def hand_artifacts(home: Path, sequences: list[dict], examples: list[dict],
+                   explanations: list[dict], frequencies: list[dict] | None = None) -> dict:
+    """collect/train/mine/explain artifacts written by hand from rows (a scorer test's known
+    windows): stage name -> ArtifactRef, the inputs of the score stage. The train artifact is
+    empty (scorers that load the SAE are tested elsewhere)."""
+    from interp.artifacts import ArtifactStore
+
+    store = ArtifactStore(home)
+
+    def writer(name, rows, extra=None):
+        def fill(tmp):
+            pq.write_table(pa.Table.from_pylist(rows), tmp / name)
+            return extra or {}
+        return fill
+    refs = {"collect": store.build_once("collect", "c0", writer("sequences.parquet", sequences)),
+            "train": store.build_once("train", "s0", lambda tmp: {}, inputs={"collect": "c0"})}
+    refs["mine"] = store.build_once("mine", "m0", writer("examples.parquet", examples),
+                                    inputs={"collect": "c0", "train": "s0"})
+    if frequencies is not None:
+        pq.write_table(pa.Table.from_pylist(frequencies), refs["mine"].path / "latents.parquet")
+    refs["explain"] = store.build_once("explain", "e0", writer("explanations.parquet", explanations),
+                                       inputs={"mine": "m0"})
+    return refs
+
+
+def key(cfg, name: str, **input_keys: str) -> str:
+    """The key the runner gives stage `name` under `cfg` from its inputs' keys."""
+    from interp.stages import stage_key
+
+    return stage_key(cfg, name, input_keys)

@@ -62,18 +62,6 @@ def test_manifest_returned_not_aliased(tmp_path):
     assert manifest == {"a": 1} and ref.manifest()["a"] == 1
 
 
-def test_input_of_follows_manifests(tmp_path):
-    store = ArtifactStore(tmp_path)
-    c = store.build_once("collect", "c1", lambda tmp: {})
-    t = store.build_once("train", "t1", lambda tmp: {}, inputs={"collect": "c1"})
-    m = store.build_once("mine", "m1", lambda tmp: {}, inputs={"collect": "c1", "train": "t1"})
-    s = store.build_once("score", "s1", lambda tmp: {}, inputs={"mine": "m1"})
-    assert store.input_of(s, "collect") == c and store.input_of(m, "train") == t
-    assert ArtifactStore.of(s).root == store.root
-    with pytest.raises(KeyError):
-        store.input_of(c, "train")
-
-
 def test_lock_serialises_builders(tmp_path):
     store = ArtifactStore(tmp_path)
     events = []

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import torch
 
-from interp.collect.stage import collect
+from tests.builders import collect, train_stage
 from interp.config import build_config
-from interp.sae.stage import train_stage
 from interp.collect.shards import ActivationShards
 
 

@@ -6,10 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from interp.collect.stage import collect
+from tests.builders import collect, train_stage
 from interp.config import build_config
 from interp.models import load_model
-from interp.sae.stage import train_stage
 from interp.collect.shards import ActivationShards
 
 

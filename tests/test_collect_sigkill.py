@@ -28,7 +28,8 @@ cfg = build_config({"home": home, "model": {"cache_dir": models},
                     "corpus": {"n_tokens": 384, "seq_len": 33},
                     "collect": {"batch_size": 4, "shard_sequences": 4},
                     "mine": {"window": 16, "n_top": 5}, "explain": {"n_examples": 3}})
-print(act.collect(cfg).key)
+from interp.stages import build
+print(build(cfg, "collect", {}).key)
 """
 
 

@@ -72,10 +72,9 @@ def _artifacts(tmp_path: Path, n_seq: int = 40, seq_len: int = 12) -> tuple[Path
     return mine, collect
 
 
-def test_same_examples_as_the_sql_join(tmp_path, monkeypatch):
+def test_same_examples_as_the_sql_join(tmp_path):
     mine, collect = _artifacts(tmp_path)
-    monkeypatch.setattr("interp.mine.examples.input_dir", lambda d, stage: collect)
-    reader = ExampleReader(mine)
+    reader = ExampleReader(mine, collect / "sequences.parquet")
     for latents in ([0, 1, 2, 5], [5, 3], [2]):
         got = reader(latents)
         assert got == _by_join(mine, collect, latents)
@@ -83,7 +82,7 @@ def test_same_examples_as_the_sql_join(tmp_path, monkeypatch):
     assert not reader([3])[3]
     clipped = [e for e in reader([0, 1, 2, 5]).values() for e in e if e.rank == 0]
     assert any(len(e.tokens) < len(e.acts) for e in clipped)  # the test does reach the clipping
-    assert load_examples(mine, [1]) == _by_join(mine, collect, [1])
+    assert load_examples(mine, collect, [1]) == _by_join(mine, collect, [1])
 
 
 def test_an_example_of_a_missing_sequence_is_a_clear_error(tmp_path):

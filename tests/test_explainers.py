@@ -10,9 +10,9 @@ import pytest
 from interp.config import ConfigError
 from interp.mine.examples import Example
 from interp.explain.format import training_examples, training_negatives
-from interp.explain.stage import build_messages, explain, parse_explanation
-from interp.mine.stage import mine
-from interp.sae.stage import train_stage
+from interp.explain.parse import parse_explanation
+from interp.explain.stage import build_messages
+from tests.builders import explain, mine, train_stage
 from interp.prompts import load_prompt, parse_prompt
 from tests.conftest import tiny_config
 from tests.fakeserver import FakeLLMServer
@@ -110,11 +110,11 @@ def test_explain_stage_shows_only_train_windows_and_records_settings(tmp_path, c
                           explain={"prompt": "explain_contrastive", "train_set": "mixed",
                                    "n_examples": 4, "n_negatives": 2})
         mined = mine(cfg, collected, train_stage(cfg, collected))
-        exp = explain(cfg, mined)
+        exp = explain(cfg, mined, collected)
         n_contrastive = len(built)
         cot_cfg = tiny_config(tmp_path, srv.base_url, mine={"train_per_quantile": 2, "n_random": 4},
                               explain={"prompt": "explain_cot", "max_tokens": 60})
-        cot = explain(cot_cfg, mine(cot_cfg, collected, train_stage(cot_cfg, collected)))
+        cot = explain(cot_cfg, mine(cot_cfg, collected, train_stage(cot_cfg, collected)), collected)
     rows = pq.read_table(exp.path / "explanations.parquet").to_pylist()
     assert rows and all(r["status"] == "ok" for r in rows) and n_contrastive == len(rows)
     kinds = set()

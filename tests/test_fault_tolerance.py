@@ -12,13 +12,9 @@ import duckdb
 import pyarrow.parquet as pq
 
 from interp.artifacts import ArtifactRef
-from interp.explain.stage import explain
-from interp.mine.stage import mine
+from tests.builders import explain, make_shards, mine, score, train_stage
 from interp.resumable import StageIncomplete
-from interp.sae.stage import train_stage
-from interp.scoring.stage import score
 from storage.catalog import publish
-from tests.builders import make_shards
 from tests.conftest import tiny_config
 from tests.fakeserver import FakeLLMServer
 
@@ -64,8 +60,8 @@ def test_fifty_latents_survive_a_faulty_server(tmp_path, transport):
                                  "simulation_words": {"max_tokens": 8}})
         sae = train_stage(cfg, collected)
         mined = mine(cfg, collected, sae)
-        exp, _ = _until_complete(lambda: explain(cfg, mined))
-        sc, score_reruns = _until_complete(lambda: score(cfg, exp, mined))
+        exp, _ = _until_complete(lambda: explain(cfg, mined, collected))
+        sc, score_reruns = _until_complete(lambda: score(cfg, exp, mined, collected, sae))
         n_requests = len(srv.requests)
     assert score_reruns > 0  # at 8 requests per latent, some latents needed a second run
     arts = {"collect": collected.key, "train": sae.key, "mine": mined.key, "explain": exp.key,

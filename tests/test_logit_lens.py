@@ -14,6 +14,7 @@ from interp.analysis.logits import Readout, project, top_tokens
 from interp.sae.io import save_sae
 from interp.sae.model import SAE
 from storage.catalog import publish
+from tests.builders import stage
 from tests.conftest import tiny_config
 
 D, V, N = 16, 50, 12
@@ -77,7 +78,7 @@ def test_stage_publishes_latent_logits(tmp_path, monkeypatch):
     (train_dir / "manifest.json").write_text('{"stage": "train", "key": "t0"}')
     monkeypatch.setattr(logit_lens, "load_readout", lambda cfg: readout)
     cfg = tiny_config(tmp_path, "http://127.0.0.1:9/v1", logits={"k": 4, "block": 5})
-    ref = logit_lens.logits_stage(cfg, ArtifactRef("train", "t0", train_dir))
+    ref = stage(cfg, "logits", train=ArtifactRef("train", "t0", train_dir))
     assert ref.manifest()["rows"] == N * 8
     publish(tmp_path, {"logits": ref.key}, [])
     con = duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True)
@@ -91,7 +92,7 @@ def test_stage_publishes_latent_logits(tmp_path, monkeypatch):
 def test_k_zero_skips_the_model(tmp_path, monkeypatch, k):
     monkeypatch.setattr(logit_lens, "load_readout", lambda cfg: pytest.fail("model loaded"))
     cfg = tiny_config(tmp_path, "http://127.0.0.1:9/v1", logits={"k": k})
-    ref = logit_lens.logits_stage(cfg, ArtifactRef("train", "t0", tmp_path))
+    ref = stage(cfg, "logits", train=ArtifactRef("train", "t0", tmp_path))
     assert pq.read_table(ref.path / "latent_logits.parquet").num_rows == 0
 
 
@@ -116,9 +117,7 @@ def test_explainer_sees_promoted_tokens_with_output_tokens_on(tmp_path, collecte
     """explain.output_tokens with the explain_output prompt shows each latent's promoted tokens
     (from the logits artifact); with the default prompt, which has no line for them, the switch
     is an error rather than silently ignored."""
-    from interp.explain.stage import explain, explain_key
-    from interp.mine.stage import mine
-    from interp.sae.stage import train_stage
+    from tests.builders import explain, key, mine, stage, train_stage
     from tests.fakeserver import FakeLLMServer
 
     g = torch.Generator().manual_seed(0)
@@ -135,12 +134,12 @@ def test_explainer_sees_promoted_tokens_with_output_tokens_on(tmp_path, collecte
         cfg = tiny_config(tmp_path, srv.base_url, logits={"k": 3},
                           explain={"prompt": "explain_output", "output_tokens": True})
         sae = train_stage(cfg, collected)
-        logits = logit_lens.logits_stage(cfg, sae)
+        logits = stage(cfg, "logits", train=sae)
         mined = mine(cfg, collected, sae)
         off = tiny_config(tmp_path, srv.base_url, explain={"output_tokens": True})
         with pytest.raises(ValueError, match="explain.prompt: explain_output"):
-            explain_key(off, mined.key)  # the default prompt has no line to show them on
-        exp = explain(cfg, mined)
+            key(off, "explain", mine=mined.key, collect=collected.key)  # the default prompt has no line to show them on
+        exp = explain(cfg, mined, collected, logits=logits)
     rows = pq.read_table(exp.path / "explanations.parquet").to_pylist()
     table = pq.read_table(logits.path / "latent_logits.parquet").to_pylist()
     assert rows and len(seen) == len(rows)
@@ -149,4 +148,5 @@ def test_explainer_sees_promoted_tokens_with_output_tokens_on(tmp_path, collecte
         first = next(t["token"] for t in table if t["latent"] == r["latent"]
                      and t["direction"] == "promoted" and t["rank"] == 1)
         assert any(f'"{first}"' in u for u in seen)
-    assert explain_key(cfg, mined.key) != explain_key(base, mined.key)
+    assert key(cfg, "explain", mine=mined.key, collect=collected.key, logits=logits.key) != \
+        key(base, "explain", mine=mined.key, collect=collected.key)

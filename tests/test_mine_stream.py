@@ -7,13 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from interp.collect.stage import collect, collect_key
+from tests.builders import collect, key, mine, stage, train_stage
 from interp.config import ConfigError, build_config
-from interp.mine.stage import mine, mine_key
 from interp.models import load_model
 from interp.sae import SAE, save_sae
-from interp.analysis.dark_matter import dark_matter
-from interp.sae.stage import train_key, train_stage
 from interp.collect.shards import ActivationShards
 from interp.collect.stream import StreamedShards, open_activations
 
@@ -60,7 +57,8 @@ def runs(model_cache, tmp_path_factory):
 def test_streamed_mining_equals_mining_the_stored_activations(runs):
     dense, tokens = runs["dense"], runs["tokens"]
     assert dense["collect"].key != tokens["collect"].key
-    assert mine_key(tokens["cfg"], tokens["collect"].key, tokens["train"].key) == tokens["mine"].key
+    assert key(tokens["cfg"], "mine", collect=tokens["collect"].key,
+               train=tokens["train"].key) == tokens["mine"].key
     for name in ("examples.parquet", "latents.parquet"):
         a = pq.read_table(dense["mine"].path / name)
         b = pq.read_table(tokens["mine"].path / name)
@@ -93,19 +91,20 @@ def test_imported_sae_metrics_and_dark_matter_work_from_the_stream(runs):
     m_dense, m_tok = dense["train"].manifest()["metrics"], tokens["train"].manifest()["metrics"]
     for k in ("fvu", "dead_frac", "l0"):
         assert m_dense[k] == m_tok[k], k
-    stats = [dark_matter(r["cfg"], r["collect"], r["train"]).manifest()["stats"] for r in (dense, tokens)]
+    stats = [stage(r["cfg"], "dark_matter", collect=r["collect"], train=r["train"]).manifest()["stats"]
+             for r in (dense, tokens)]
     assert stats[0]["eval_tokens"] > 0 and stats[0] == {**stats[1], "sae_key": stats[0]["sae_key"]}
 
 
 def test_keys_follow_the_model_and_hookpoint_and_a_mismatch_is_refused(runs, model_cache):
     cfg = runs["tokens"]["cfg"]
     home, sae = cfg.home, cfg.sae.path
-    base = collect_key(cfg)
+    base = key(cfg, "collect")
     other_hook = _cfg(home, model_cache, sae, "tokens", model={"hookpoint": "blocks.3.hook_resid_post"})
     other_model = _cfg(home, model_cache, sae, "tokens", model={"dtype": "bfloat16"})
-    keys = {base, collect_key(other_hook), collect_key(other_model), collect_key(runs["dense"]["cfg"])}
+    keys = {base, key(other_hook, "collect"), key(other_model, "collect"), key(runs["dense"]["cfg"], "collect")}
     assert len(keys) == 4
-    mines = {mine_key(c, collect_key(c), train_key(c, collect_key(c)))
+    mines = {key(c, "mine", collect=key(c, "collect"), train=key(c, "train", collect=key(c, "collect")))
              for c in (cfg, other_hook, other_model)}
     assert len(mines) == 3
     with pytest.raises(ValueError, match="same model at the same hookpoint"):

@@ -6,13 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from interp.collect.stage import collect, collect_key
+from tests.builders import collect, key, train_stage
 from interp.artifacts import ArtifactStore
 from interp.config import SAEConfig
 from interp.finite import NonFiniteError
 from interp.models import SubjectModel
-from interp.sae.stage import STAGE as TRAIN_STAGE
-from interp.sae.stage import train_key, train_stage
+
 from interp.sae import SAE, load_sae, save_sae, train
 from interp.sae.trainer import Trainer
 from interp.collect.shards import ActivationShards
@@ -40,7 +39,7 @@ def test_train_stage_on_nan_activations_caches_nothing(tmp_path, collected):
     with pytest.raises(NonFiniteError, match="shard-00001"):
         train_stage(cfg, collected)
     store = ArtifactStore(cfg.home)
-    assert store.get(TRAIN_STAGE, train_key(cfg, collected.key)) is None
+    assert store.get("train", key(cfg, "train", collect=collected.key)) is None
 
 
 def test_non_finite_loss_stops_training(collected):
@@ -111,4 +110,4 @@ def test_collect_names_the_shard_and_sequences(tmp_path):
     model.check_hookpoint = lambda h: None
     with pytest.raises(NonFiniteError, match=r"shard-00000.safetensors \(sequences 0\.\.7"):
         collect(cfg, model=model)
-    assert ArtifactStore(cfg.home).get("collect", collect_key(cfg)) is None
+    assert ArtifactStore(cfg.home).get("collect", key(cfg, "collect")) is None

@@ -8,13 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from interp.explain.stage import explain
+from tests.builders import explain, mine, score, train_stage
 from interp.llm import LLMUnavailable
-from interp.mine.stage import mine
 from interp.rescore import run_after_collect
 from interp.resumable import StageIncomplete
-from interp.sae.stage import train_stage
-from interp.scoring.stage import score
 from tests.conftest import scripted_answer, tiny_config
 from tests.fakeserver import FakeLLMServer
 
@@ -28,9 +25,10 @@ def _dead_url() -> str:
 def test_server_going_down_mid_stage_then_back(tmp_path, collected, transport):
     with FakeLLMServer(scripted_answer, script=["ok"] * 5 + ["500"] * 400) as srv:
         cfg = tiny_config(tmp_path, srv.base_url, llm={"concurrency": 1, "transport": transport})
-        mined = mine(cfg, collected, train_stage(cfg, collected))
+        sae = train_stage(cfg, collected)
+        mined = mine(cfg, collected, sae)
         with pytest.raises(StageIncomplete, match=srv.base_url) as err:
-            explain(cfg, mined)
+            explain(cfg, mined, collected)
         assert "re-run" in str(err.value) or "run again" in str(err.value)
         partial = next((tmp_path / "artifacts" / "explain").glob("*.partial"))
         kept = {l for f in partial.glob("part-*.parquet")
@@ -38,7 +36,7 @@ def test_server_going_down_mid_stage_then_back(tmp_path, collected, transport):
         assert len(kept) == 5  # every answered latent was kept, none of the failed ones
         srv.script.clear()  # the server is back
         seen = len([r for r in srv.requests if r == "ok"])
-        exp = explain(cfg, mined)
+        exp = explain(cfg, mined, collected)
         rows = pq.read_table(exp.path / "explanations.parquet").to_pylist()
         asked = len([r for r in srv.requests if r == "ok"]) - seen
         assert sorted(r["latent"] for r in rows) == sorted({r["latent"] for r in rows})
@@ -46,7 +44,7 @@ def test_server_going_down_mid_stage_then_back(tmp_path, collected, transport):
         # Scoring with the server refusing the key: fatal at once, nothing cached.
         srv.script[:] = ["401"] * 50
         with pytest.raises(StageIncomplete, match="401"):
-            score(cfg, exp, mined)
+            score(cfg, exp, mined, collected, sae)
         assert not list((tmp_path / "artifacts" / "score").glob("*/manifest.json"))
 
 

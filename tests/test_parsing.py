@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from interp.mine.examples import mark_tokens
-from interp.explain.stage import parse_explanation
+from interp.explain.parse import parse_explanation
 from interp.prompts import load_prompt, parse_prompt
 
 

@@ -6,10 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from interp.explain import stage as explain_mod
-from interp.explain.stage import explain
-from interp.mine.stage import mine
-from interp.sae.stage import train_stage
-from interp.scoring.stage import score
+from tests.builders import explain, mine, score, train_stage
 from storage.catalog import publish
 from tests.conftest import tiny_config
 
@@ -17,8 +14,8 @@ from tests.conftest import tiny_config
 def _run_all(cfg, collected):
     sae = train_stage(cfg, collected)
     mined = mine(cfg, collected, sae)
-    exp = explain(cfg, mined)
-    sc = score(cfg, exp, mined)
+    exp = explain(cfg, mined, collected)
+    sc = score(cfg, exp, mined, collected, sae)
     return sae, mined, exp, sc
 
 
@@ -78,8 +75,8 @@ def test_parse_failures_are_recorded_not_scored(tmp_path, collected):
         cfg = tiny_config(tmp_path, srv.base_url)
         sae = train_stage(cfg, collected)
         mined = mine(cfg, collected, sae)
-        exp = explain(cfg, mined)
-        sc = score(cfg, exp, mined)
+        exp = explain(cfg, mined, collected)
+        sc = score(cfg, exp, mined, collected, sae)
     exps = pq.read_table(exp.path / "explanations.parquet").to_pylist()
     assert exps and {e["status"] for e in exps} == {"parse_error"}
     assert all(e["text"] is None and e["raw"] for e in exps)
@@ -107,11 +104,11 @@ def test_explain_resumes_after_a_crash_without_redoing_latents(tmp_path, collect
 
     monkeypatch.setattr(explain_mod, "make_work", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        explain(cfg, mined)
+        explain(cfg, mined, collected)
     first_requests = len(fake_llm.requests)
     assert first_requests >= first  # latents that finished before the crash were all written
     monkeypatch.setattr(explain_mod, "make_work", real)
-    exp = explain(cfg, mined)
+    exp = explain(cfg, mined, collected)
     rows = pq.read_table(exp.path / "explanations.parquet").to_pylist()
     assert len(rows) == len({r["latent"] for r in rows}) == exp.manifest()["progress"]["latents"]
     resumed = exp.manifest()["progress"]["resumed"]
@@ -169,7 +166,7 @@ def test_explain_embeds_ok_explanations_into_its_artifact(tmp_path, collected, f
     import numpy as np
 
     cfg = tiny_config(tmp_path, fake_llm.base_url, explain={"embed": True, "n_latents": 4})
-    exp = explain(cfg, mine(cfg, collected, train_stage(cfg, collected)))
+    exp = explain(cfg, mine(cfg, collected, train_stage(cfg, collected)), collected)
     ok = [r for r in pq.read_table(exp.path / "explanations.parquet").to_pylist() if r["status"] == "ok"]
     emb = pq.read_table(exp.path / "explanation_embeddings.parquet").to_pylist()
     assert [e["explanation_id"] for e in emb] == [r["explanation_id"] for r in ok] and ok

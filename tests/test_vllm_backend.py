@@ -122,15 +122,13 @@ def test_concurrent_requests_are_batched_and_errors_recorded(fake_vllm):
 
 
 def test_explain_stage_runs_on_the_vllm_backend(tmp_path, collected, fake_vllm):
-    from interp.explain.stage import explain
-    from interp.mine.stage import mine
-    from interp.sae.stage import train_stage
+    from tests.builders import explain, mine, train_stage
     from tests.conftest import tiny_config
 
     cfg = tiny_config(tmp_path, "http://unused", llm={"backend": "vllm", "base_url": None,
                                                       "model": "org/some-model"})
     mined = mine(cfg, collected, train_stage(cfg, collected))
-    exp = explain(cfg, mined)
+    exp = explain(cfg, mined, collected)
     rows = pq.read_table(exp.path / "explanations.parquet").to_pylist()
     assert rows and all(r["status"] == "ok" and r["text"].endswith("words") for r in rows)
     calls = pq.read_table(exp.path / "llm_calls.parquet").to_pylist()

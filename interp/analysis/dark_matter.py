@@ -23,14 +23,14 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic, write_text_atomic
+from interp.artifacts import write_parquet_atomic, write_text_atomic
 from interp.collect.shards import ActivationShards
 from interp.collect.stream import open_activations
 from interp.config import RunConfig
+from interp.contract import Stage, StageContext, Table
 from interp.sae.data import load_pairs
 from interp.sae.model import SAE
 
-STAGE = "dark_matter"
 VERSION = "1"
 FIT_TOKENS = 16_384      # training tokens the ridge map is fit on (caps the stage's cost)
 HELDOUT_TOKENS = 8_192   # held-out tokens it is scored on
@@ -201,22 +201,24 @@ def _pearson(u: Tensor, v: Tensor) -> float:
     return float((u * v).sum() / (u.norm() * v.norm()).clamp_min(1e-300))
 
 
-def dark_matter_key(cfg: RunConfig, collect_key: str, train_key: str) -> str:
-    config = {"fit_tokens": FIT_TOKENS, "heldout_tokens": HELDOUT_TOKENS, "ridge": RIDGE,
-              "holdout_every": cfg.sae.holdout_every}
-    return artifact_key(STAGE, VERSION, config, {"collect": collect_key, "train": train_key})
+def settings(cfg: RunConfig) -> dict[str, Any]:
+    return {"fit_tokens": FIT_TOKENS, "heldout_tokens": HELDOUT_TOKENS, "ridge": RIDGE,
+            "holdout_every": cfg.sae.holdout_every}
 
 
-def dark_matter(cfg: RunConfig, collect_ref: ArtifactRef, train_ref: ArtifactRef) -> ArtifactRef:
+def fill(ctx: StageContext) -> dict[str, Any]:
     """The dark_matter stage: error statistics of the train artifact's SAE on its activations."""
     from interp.sae.io import load_sae
 
-    def fill(tmp: Path) -> dict[str, Any]:
-        shards = open_activations(cfg, collect_ref.path)  # 'tokens': recomputed, bounded prefix
-        sae = load_sae(train_ref.path)
-        holdout = cfg.sae.holdout_every if shards.n_sequences >= 2 * cfg.sae.holdout_every else 0
-        row = analyse(sae, shards, holdout, train_ref.key, tmp)
-        return {"collect": collect_ref.key, "train": train_ref.key, "stats": row}
-    return ArtifactStore(cfg.home).build_once(
-        STAGE, dark_matter_key(cfg, collect_ref.key, train_ref.key), fill,
-        inputs={"collect": collect_ref.key, "train": train_ref.key})
+    cfg, collect, train = ctx.cfg, ctx.input("collect"), ctx.input("train")
+    shards = open_activations(cfg, collect.path)  # 'tokens': recomputed, bounded prefix
+    sae = load_sae(train.path)
+    holdout = cfg.sae.holdout_every if shards.n_sequences >= 2 * cfg.sae.holdout_every else 0
+    row = analyse(sae, shards, holdout, train.key, ctx.out)
+    return {"collect": collect.key, "train": train.key, "stats": row}
+
+
+STAGE = Stage("dark_matter", VERSION, settings, fill, inputs=("collect", "train"), tables=(
+    Table("sae_error_stats", "sae_error_stats.parquet",
+          provenance=(("dark_matter_key", "dark_matter"),)),
+    Table("token_errors", "token_errors.parquet")))

@@ -18,12 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key
 from interp.config import RunConfig
+from interp.contract import Stage, StageContext, Table
 
 log = logging.getLogger(__name__)
 
-STAGE = "logits"
 VERSION = "1"
 FILE = "latent_logits.parquet"
 SCHEMA = pa.schema([("sae_key", pa.string()), ("latent", pa.int32()), ("direction", pa.string()),
@@ -125,24 +124,21 @@ def project(train_dir: Path, sae_key: str, readout: Readout, out: Path, *, k: in
     return {"rows": n * 2 * min(k, readout.W_U.shape[1]), "num_latents": n}
 
 
-def logits_key(cfg: RunConfig, train_key: str) -> str:
-    return artifact_key(STAGE, VERSION, {"k": cfg.logits.k}, {"train": train_key})
-
-
-def logits_stage(cfg: RunConfig, train_ref: ArtifactRef) -> ArtifactRef:
+def fill(ctx: StageContext) -> dict[str, Any]:
     """latent_logits.parquet: top promoted / suppressed tokens of every latent of the SAE."""
-    store = ArtifactStore(cfg.home)
+    cfg, train = ctx.cfg, ctx.input("train")
     device = cfg.logits.device or cfg.model.device
+    if cfg.logits.k == 0:  # skip without loading the model (tests on synthetic activations)
+        pq.write_table(SCHEMA.empty_table(), ctx.out / FILE)
+        return {"train": train.key, "sae": train.key, "k": 0, "rows": 0}
+    readout = load_readout(cfg)
+    readout = Readout(readout.W_U.to(device), None if readout.gamma is None else
+                      readout.gamma.to(device), readout.center, readout.decode)
+    man = project(train.path, train.key, readout, ctx.out / FILE, k=cfg.logits.k,
+                  block=cfg.logits.block)
+    return {"train": train.key, "sae": train.key, "k": cfg.logits.k, **man}
 
-    def fill(tmp: Path) -> dict:
-        if cfg.logits.k == 0:  # skip without loading the model (tests on synthetic activations)
-            pq.write_table(SCHEMA.empty_table(), tmp / FILE)
-            return {"train": train_ref.key, "sae": train_ref.key, "k": 0, "rows": 0}
-        readout = load_readout(cfg)
-        readout = Readout(readout.W_U.to(device), None if readout.gamma is None else
-                          readout.gamma.to(device), readout.center, readout.decode)
-        man = project(train_ref.path, train_ref.key, readout, tmp / FILE, k=cfg.logits.k,
-                      block=cfg.logits.block)
-        return {"train": train_ref.key, "sae": train_ref.key, "k": cfg.logits.k, **man}
-    return store.build_once(STAGE, logits_key(cfg, train_ref.key), fill,
-                            inputs={"train": train_ref.key})
+
+STAGE = Stage("logits", VERSION, lambda cfg: {"k": cfg.logits.k}, fill, inputs=("train",),
+              tables=(Table("latent_logits", FILE,
+                            "sae_key, latent, direction, rank, token_id, token, value"),))

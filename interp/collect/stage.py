@@ -14,17 +14,17 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
+from interp.artifacts import write_parquet_atomic
 from interp.collect.corpus import corpus_identity, token_stream
 from interp.collect.documents import write_documents
 from interp.config import RunConfig
+from interp.contract import Stage, StageContext, Table
 from interp.finite import require_finite
 from interp.models import SubjectModel, load_model, model_identity
 from interp.sae.gsae import gradient_tensor_name
 
 log = logging.getLogger(__name__)
 
-STAGE = "collect"
 VERSION = "1"
 
 
@@ -39,7 +39,8 @@ def collects_gradient(cfg: RunConfig) -> bool:
     return cfg.sae.architecture == "gsae" and cfg.sae.path is None
 
 
-def collect_key(cfg: RunConfig) -> str:
+def settings(cfg: RunConfig) -> dict:
+    """What of the config can change the activations collected."""
     config = {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
               "corpus": corpus_identity(cfg.corpus), "shard_sequences": cfg.collect.shard_sequences,
               "dtype": cfg.collect.dtype}
@@ -49,7 +50,7 @@ def collect_key(cfg: RunConfig) -> str:
         config["extra_hookpoints"] = extra  # absent when empty, so plain-SAE keys are unchanged
     if collects_gradient(cfg):
         config["gradient"] = "sum next-token CE"  # likewise absent unless a g-SAE needs it
-    return artifact_key(STAGE, VERSION, config)
+    return config
 
 
 def _write_sequences(tokens: torch.Tensor, tokenizer, out: Path) -> None:
@@ -145,30 +146,33 @@ def _collect_into(cfg: RunConfig, model: SubjectModel, tokens: torch.Tensor, out
     return shards
 
 
-def collect(cfg: RunConfig, *, model: SubjectModel | None = None, progress: bool = False) -> ArtifactRef:
+def fill(ctx: StageContext) -> dict:
     """Run the subject model over the corpus and store activations at cfg.model.hookpoint."""
-    def fill(tmp: Path) -> dict:
-        started = time.time()
-        subject = model or load_model(cfg.model, cfg.home)
-        for h in [cfg.model.hookpoint, *extra_hookpoints(cfg)]:
-            subject.check_hookpoint(h)
-        tokens, doc_starts = token_stream(cfg.corpus, subject.tokenizer)
-        log.info("collecting %d sequences x %d tokens at %s", len(tokens), tokens.shape[1],
-                 cfg.model.hookpoint)
-        _write_sequences(tokens, subject.tokenizer, tmp)
-        write_documents(doc_starts, tokens.shape[0] * (tokens.shape[1] - 1), tmp)
-        t0 = time.time()
-        shards = _collect_into(cfg, subject, tokens, tmp, progress)
-        return {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
-                "extra_hookpoints": extra_hookpoints(cfg), "dtype": cfg.collect.dtype,
-                "gradient": collects_gradient(cfg),
-                "d_model": subject.hook_width(cfg.model.hookpoint),  # hook_z: heads x d_head
-                "n_heads": subject.n_heads,  # head attribution of hook_z SAEs
-                "seq_len": int(tokens.shape[1]), "n_sequences": int(len(tokens)),
-                "n_documents": len(doc_starts),
-                "corpus": corpus_identity(cfg.corpus), "shards": shards,
-                # tokens-only artifacts: the stream replays collect's batches (interp/collect/stream.py)
-                "store": cfg.collect.store, "batch_size": cfg.collect.batch_size,
-                "tokens_per_s": round(tokens.numel() / (time.time() - t0), 1),
-                "seconds": round(time.time() - started, 2)}
-    return ArtifactStore(cfg.home).build_once(STAGE, collect_key(cfg), fill)
+    cfg, tmp = ctx.cfg, ctx.out
+    started = time.time()
+    subject = load_model(cfg.model, cfg.home)
+    for h in [cfg.model.hookpoint, *extra_hookpoints(cfg)]:
+        subject.check_hookpoint(h)
+    tokens, doc_starts = token_stream(cfg.corpus, subject.tokenizer)
+    log.info("collecting %d sequences x %d tokens at %s", len(tokens), tokens.shape[1],
+             cfg.model.hookpoint)
+    _write_sequences(tokens, subject.tokenizer, tmp)
+    write_documents(doc_starts, tokens.shape[0] * (tokens.shape[1] - 1), tmp)
+    t0 = time.time()
+    shards = _collect_into(cfg, subject, tokens, tmp, ctx.progress)
+    return {"model": model_identity(cfg.model), "hookpoint": cfg.model.hookpoint,
+            "extra_hookpoints": extra_hookpoints(cfg), "dtype": cfg.collect.dtype,
+            "gradient": collects_gradient(cfg),
+            "d_model": subject.hook_width(cfg.model.hookpoint),  # hook_z: heads x d_head
+            "n_heads": subject.n_heads,  # head attribution of hook_z SAEs
+            "seq_len": int(tokens.shape[1]), "n_sequences": int(len(tokens)),
+            "n_documents": len(doc_starts),
+            "corpus": corpus_identity(cfg.corpus), "shards": shards,
+            # tokens-only artifacts: the stream replays collect's batches (interp/collect/stream.py)
+            "store": cfg.collect.store, "batch_size": cfg.collect.batch_size,
+            "tokens_per_s": round(tokens.numel() / (time.time() - t0), 1),
+            "seconds": round(time.time() - started, 2)}
+
+
+STAGE = Stage("collect", VERSION, settings, fill,
+              tables=(Table("sequences", "sequences.parquet", provenance=(("collect_key", "collect"),)),))

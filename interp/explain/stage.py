@@ -9,46 +9,30 @@ The answer must carry an explicit `[EXPLANATION]:` marker; anything else is stor
 """
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 
-from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, stable_hash, write_parquet_atomic
+from interp.artifacts import ArtifactRef, stable_hash, write_parquet_atomic
 from interp.config import RunConfig
-from interp.explain.format import (
-    format_for_explainer,
-    format_negatives,
-    top_tokens,
-    training_examples,
-    training_negatives,
-)
-from interp.llm import LLM, LLMError
+from interp.contract import Stage, StageContext, Table
+from interp.explain.format import (format_for_explainer, format_negatives, top_tokens,
+                                   training_examples, training_negatives)
+from interp.explain.parse import parse_explanation
+from interp.llm import LLMError
 from interp.mine.examples import Example
-from interp.prompts import Prompt, load_prompt, parse_prompt, prompt_dirs
-from interp.resumable import drive, latent_stage, merge_parts
+from interp.prompts import Prompt, load_prompt
+from interp.resumable import drive, merge_parts
 
 log = logging.getLogger(__name__)
 
-STAGE = "explain"
 VERSION = "2"  # 2: $summary / $negatives placeholders, train_set
-ECHO = re.compile(r"^(example|strengths)\s*\d*\s*:", re.IGNORECASE)
-MARKER = re.compile(r"\[?\s*EXPLANATION\s*\]?\s*:", re.IGNORECASE)
-# A copied example line ("Example 3: ...", "Counter-example 1: ...") anywhere in the answer, and
-# the examples' <<marked>>(7) notation in the explanation itself, are echoes of the prompt.
-EXAMPLE_LINE = re.compile(r"^\W*(counter-?)?examples?\s*\d+\s*:", re.IGNORECASE | re.MULTILINE)
-MARKUP = re.compile(r"<<[^<>\n]*>>")
-# Instruction text split at placeholders, lines and sentence ends; a piece this long repeated in
-# an answer is an echo of the instructions (short ones like "Marked words:" are the cot format).
-_INSTRUCTION_SPLIT = re.compile(r"\$\w+|\n|(?<=[.?!])\s")
-ECHO_MIN_CHARS = 24
-
 SCHEMA = pa.schema([
     ("explanation_id", pa.string()), ("latent", pa.int32()), ("text", pa.string()),
     ("status", pa.string()), ("error", pa.string()), ("raw", pa.string()),
@@ -56,64 +40,6 @@ SCHEMA = pa.schema([
     ("settings_hash", pa.string()), ("n_examples", pa.int32()), ("prompt_tokens", pa.int64()),
     ("completion_tokens", pa.int64()), ("latency_s", pa.float64()), ("attempts", pa.int32()),
     ("created_at", pa.float64())])
-
-
-_BULLET = re.compile(r"^([-*•]|\d+[.)])\s+")
-
-
-def _clean(line: str) -> str:
-    return _BULLET.sub("", line).strip().strip('"\'`*').strip()
-
-
-@functools.lru_cache(maxsize=1)
-def _instruction_pieces() -> frozenset[str]:
-    """Lower-cased sentences of the explainer templates' SYSTEM and USER turns."""
-    pieces = set()
-    for d in prompt_dirs():
-        for path in sorted(d.glob("explain_*.md")) if d.is_dir() else []:
-            for role, text in parse_prompt(path.stem, path.read_text()).turns:
-                if role != "assistant":
-                    pieces.update(p.strip().lower() for p in _INSTRUCTION_SPLIT.split(text)
-                                  if len(p.strip()) >= ECHO_MIN_CHARS)
-    return frozenset(pieces)
-
-
-def _echoes_prompt(answer: str, raw: str) -> bool:
-    """An example line in the reasoning or explanation (`answer`; small models often invent a
-    next "Example 4:" after their answer line, which is harmless), or a sentence of the
-    instructions anywhere in `raw`."""
-    low = raw.lower()
-    return bool(EXAMPLE_LINE.search(answer)) or any(p in low for p in _instruction_pieces())
-
-
-def parse_explanation(raw: str) -> str | None:
-    """The explanation after the one marker (its first non-empty line), or None if unusable.
-
-    A first line ending in ':' that introduces a bulleted list ("The marked words are:\n* a\n* b")
-    is read as that list, joined on one line (up to 6 distinct items): a list of the activating
-    words is a legitimate, if shallow, explanation. A copied input example is not. Nor is an
-    answer with a second marker anywhere (an example's text can carry one, a prompt injection
-    that the model copies) or whose reasoning or explanation repeats the prompt's examples or
-    instructions.
-    """
-    matches = list(MARKER.finditer(raw))
-    if len(matches) != 1:
-        return None
-    lines = [ln.strip() for ln in raw[matches[0].end():].splitlines() if ln.strip()]
-    if not lines:
-        return None
-    text = _clean(lines[0])
-    if text.endswith(":"):
-        items = list(dict.fromkeys(_clean(ln) for ln in lines[1:] if _BULLET.match(ln)))
-        items = [i for i in items if i and not ECHO.match(i)]
-        text = f"{text} {', '.join(items[:6])}" if items else ""
-    if not text or len(text) > 400 or text.lower() in {"none", "n/a", "<explanation>"}:
-        return None
-    if ECHO.match(text) or MARKUP.search(text):
-        return None  # the model copied an input example instead of explaining
-    if _echoes_prompt(raw[:matches[0].start()] + "\n" + text, raw):
-        return None
-    return text
 
 
 def _settings(cfg: RunConfig, prompt: Prompt) -> dict:
@@ -127,34 +53,16 @@ def _settings(cfg: RunConfig, prompt: Prompt) -> dict:
     return cfg.explain.model_dump(mode="json", exclude=drop)
 
 
-def _logits_ref(cfg: RunConfig, mine_key: str) -> ArtifactRef | None:
-    """The logits artifact of the mined SAE when the prompt shows output tokens, else None."""
-    from interp.analysis.logits import STAGE as LOGITS
-    from interp.analysis.logits import logits_key
-
-    if not cfg.explain.output_tokens:
-        return None
-    if "output_tokens" not in _settings(cfg, load_prompt(cfg.explain.prompt)):
+def settings(cfg: RunConfig) -> dict[str, Any]:
+    """What of the config can change an explanation: the used explain settings and the LLM."""
+    prompt = load_prompt(cfg.explain.prompt)
+    used = _settings(cfg, prompt)
+    if cfg.explain.output_tokens and "output_tokens" not in used:
         # Silently ignoring the flag made an A/B run compare a prompt with itself.
         raise ValueError(f"explain.output_tokens is true but explain.prompt "
                          f"{cfg.explain.prompt!r} has no $output_tokens line: set "
                          "explain.prompt: explain_output (or add the line to your prompt)")
-    store = ArtifactStore(cfg.home)
-    sae = store.require("mine", mine_key).manifest()["sae"]
-    ref = store.get(LOGITS, logits_key(cfg, sae))
-    if ref is None:
-        raise ValueError("explain.output_tokens needs the logits stage's artifact of this SAE "
-                         "(logits.k > 0): run the logits stage first")
-    return ref
-
-
-def explain_key(cfg: RunConfig, mine_key: str) -> str:
-    prompt = load_prompt(cfg.explain.prompt)
-    settings = _settings(cfg, prompt)
-    logits = _logits_ref(cfg, mine_key)
-    extra = {"prompt": prompt.sha} | ({"logits": logits.key} if logits else {})
-    return artifact_key(STAGE, VERSION, {"explain": settings, "llm": cfg.llm.identity()},
-                        {"mine": mine_key}, extra)
+    return {"explain": used, "llm": cfg.llm.identity()}
 
 
 def output_tokens(logits: ArtifactRef | None, n: int = 10) -> dict[int, str]:
@@ -240,7 +148,7 @@ def make_work(cfg: RunConfig, key: str, llm, outputs: dict[int, str] | None = No
         messages = build_messages(prompt, cfg, train, negatives, outputs.get(latent))
         try:
             r = await llm.generate(messages, max_tokens=cfg.explain.max_tokens,
-                                   temperature=cfg.explain.temperature, stage=STAGE, latent=latent)
+                                   temperature=cfg.explain.temperature, stage="explain", latent=latent)
         except LLMError as err:  # the server refused this request for good (e.g. too long)
             return [_row(eid, latent, cfg, prompt, settings_hash, len(train), status="llm_error",
                          error=err.reason, attempts=err.attempts)]
@@ -264,32 +172,33 @@ def _embed(table: pa.Table, out: Path, device: str) -> None:
                          out / "explanation_embeddings.parquet")
 
 
-def explain(cfg: RunConfig, mine_ref: ArtifactRef, *, llm: LLM | Callable[[], LLM] | None = None,
-            shard: tuple[int, int] | None = None, progress: bool = False) -> ArtifactRef | None:
-    """Explain stage, resumable per latent.
+def fill(ctx: StageContext) -> dict[str, Any]:
+    """Explain stage, resumable per latent: every pending latent of `ctx.shard` (all without a
+    shard) into the partial directory, then, unsharded, the merged explanations."""
+    cfg, mine = ctx.cfg, ctx.input("mine")
+    latents = select_latents(mine.path, cfg)
+    outputs = output_tokens(ctx.optional("logits"))
+    progress = drive(ctx, latents, lambda client: make_work(cfg, ctx.key, client, outputs), SCHEMA)
+    if ctx.shard is not None:
+        return {}
+    table = merge_parts(ctx.out, SCHEMA, "explanations.parquet", ("latent",))
+    if cfg.explain.embed:
+        _embed(table, ctx.out, cfg.score.embedding.device or cfg.model.device)
+    statuses = table.column("status").to_pylist()
+    return {"mine": mine.key, "sae": ctx.lineage.get("train"),
+            "config": cfg.explain.model_dump(mode="json"), "llm": cfg.llm.identity(),
+            "prompt_hash": load_prompt(cfg.explain.prompt).sha, "latents": latents,
+            "status_counts": {s: statuses.count(s) for s in sorted(set(statuses))},
+            "progress": progress}
 
-    `llm` is the client the caller opened, or a function opening it (called only when a latent
-    is pending); None opens one here when needed.
-    `shard=(i, n)` explains only shard i's latents into the shared partial directory and returns
-    None; the unsharded call then finds them done and only merges.
-    """
-    store = ArtifactStore(cfg.home)
-    key = explain_key(cfg, mine_ref.key)
-    latents = select_latents(mine_ref.path, cfg)
-    outputs = output_tokens(_logits_ref(cfg, mine_ref.key))
 
-    def run(partial: Path, part: tuple[int, int] | None) -> dict[str, int]:
-        return drive(cfg, STAGE, latents, lambda client: make_work(cfg, key, client, outputs),
-                     mine_ref.path, partial=partial, schema=SCHEMA, llm=llm, shard=part,
-                     progress=progress)
-
-    def finish(tmp: Path) -> dict:
-        table = merge_parts(tmp, SCHEMA, "explanations.parquet", ("latent",))
-        if cfg.explain.embed:
-            _embed(table, tmp, cfg.score.embedding.device or cfg.model.device)
-        statuses = table.column("status").to_pylist()
-        return {"mine": mine_ref.key, "sae": mine_ref.manifest()["sae"],
-                "config": cfg.explain.model_dump(mode="json"), "llm": cfg.llm.identity(),
-                "prompt_hash": load_prompt(cfg.explain.prompt).sha, "latents": latents,
-                "status_counts": {s: statuses.count(s) for s in sorted(set(statuses))}}
-    return latent_stage(store, STAGE, key, {"mine": mine_ref.key}, run, finish, shard)
+_PROVENANCE = (("explain_key", "explain"), ("mine_key", "mine"), ("sae_key", "train"))
+STAGE = Stage(
+    "explain", VERSION, settings, fill, inputs=("mine",), reads=("collect",),
+    optional=lambda cfg: ("logits",) if cfg.explain.output_tokens else (),
+    extra=lambda k: {"prompt": load_prompt(k.cfg.explain.prompt).sha},
+    uses_llm=True, per_latent=True,
+    tables=(Table("explanations", "explanations.parquet", provenance=_PROVENANCE),
+            Table("explanation_embeddings", "explanation_embeddings.parquet",
+                  "explanation_id, model, embedding::FLOAT[384] AS embedding",
+                  optional=True, or_ignore=True)))

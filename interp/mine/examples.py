@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from interp.artifacts import input_dir
 
 # Mined example rows of a set of latents (token text is attached from the token index).
 _EXAMPLES_SQL = """
@@ -91,9 +90,9 @@ class ExampleReader:
     and a DuckDB connection are made once, on the first call (a stage calls this for every
     block, in a worker thread; opening a connection alone took 16-20 ms of a ~30 ms block)."""
 
-    def __init__(self, mine_dir: Path, sequences: Path | None = None):
+    def __init__(self, mine_dir: Path, sequences: Path):
         self.mine_dir = Path(mine_dir)
-        self.sequences = sequences  # None: the sequences.parquet of the mine's collect input
+        self.sequences = Path(sequences)  # the sequences.parquet of the mine's collect input
         self._tokens: TokenIndex | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
@@ -101,8 +100,7 @@ class ExampleReader:
     def tokens(self) -> TokenIndex:
         with self._lock:
             if self._tokens is None:
-                self._tokens = TokenIndex(self.sequences or
-                                          input_dir(self.mine_dir, "collect") / "sequences.parquet")
+                self._tokens = TokenIndex(self.sequences)
             return self._tokens
 
     def _rows(self, latents: list[int]) -> pa.Table:
@@ -134,10 +132,10 @@ class ExampleReader:
         return out
 
 
-def load_examples(mine_dir: Path, latents: list[int]) -> dict[int, list[Example]]:
-    """Examples of the given latents, grouped by latent, with token text attached (one call;
-    a stage reading many blocks keeps one ExampleReader)."""
-    reader = ExampleReader(mine_dir)
+def load_examples(mine_dir: Path, collect_dir: Path, latents: list[int]) -> dict[int, list[Example]]:
+    """Examples of the given latents of a mine artifact, grouped by latent, with token text from
+    its collect artifact (one call; a stage reading many blocks keeps one ExampleReader)."""
+    reader = ExampleReader(mine_dir, Path(collect_dir) / "sequences.parquet")
     try:
         return reader(latents)
     finally:

@@ -28,7 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
+from interp.artifacts import write_parquet_atomic
+from interp.contract import Stage, StageContext, Table
 from interp.collect.documents import DOCUMENTS, backfill_documents, read_doc_starts
 from interp.collect.shards import ActivationShards
 from interp.collect.stream import StreamedShards, open_activations
@@ -48,7 +49,7 @@ _PAIR_BYTES = 200          # a window maximum during selection (measured 185: ke
                            # sorted copies, ranks, hash temporaries)
 _ROW_BYTES = 40            # a compact kept row (Rows) and its sort temporaries
 
-__all__ = ["mine", "mine_into", "mine_key", "iter_encoded", "KINDS"]
+__all__ = ["STAGE", "mine_into", "iter_encoded", "KINDS"]
 
 
 @dataclass(frozen=True)
@@ -286,13 +287,13 @@ def _write_examples(spill, ranges, positives: Rows, hard: Rows | None, n_win: to
     return n_by_kind
 
 
-STAGE = "mine"
 VERSION = "3"  # 3: train/test split by document; 2: exact quantile bins, hashed sampling
 
 
-def mine_key(cfg, collect_key: str, sae_key: str) -> str:
+def settings(cfg) -> dict:
+    """The mine settings that can change the output (what cannot stays out of the key, so adding
+    such a field kept old keys)."""
     settings = cfg.mine.model_dump(mode="json")
-    # Fields that cannot change the output stay out of the key (so adding them kept old keys).
     for f in ("memory_budget_mb", "batch_size", "threads"):
         settings.pop(f)
     if cfg.mine.negatives == "random":
@@ -305,30 +306,32 @@ def mine_key(cfg, collect_key: str, sae_key: str) -> str:
     for f in ("n_top_test", "n_iw", "n_iw_test"):  # 0 (the default) kept the old keys
         if not settings[f]:
             settings.pop(f)
-    return artifact_key(STAGE, VERSION, settings, {"collect": collect_key, "sae": sae_key})
+    return settings
 
 
-def mine(cfg, collect_ref: ArtifactRef, sae_ref: ArtifactRef) -> ArtifactRef:
+def fill(ctx: StageContext) -> dict:
     """Mine stage: examples.parquet + latents.parquet for every latent of the SAE."""
     from interp.sae import load_sae
 
+    cfg, collect, train = ctx.cfg, ctx.input("collect"), ctx.input("train")
     device = cfg.sae.device or cfg.model.device
+    if not (collect.path / DOCUMENTS).is_file():  # collected before documents.parquet
+        from transformers import AutoTokenizer
 
-    def fill(tmp: Path) -> dict:
-        if not (collect_ref.path / DOCUMENTS).is_file():  # collected before documents.parquet
-            from transformers import AutoTokenizer
+        from interp.models import resolve_hf_source
+        backfill_documents(collect.path, AutoTokenizer.from_pretrained(
+            resolve_hf_source(cfg.model, cfg.home)))
+    shards = open_activations(cfg, collect.path)  # collect.store 'tokens': the model runs
+    sae = load_sae(train.path, device=device)
+    info = mine_into(sae, shards, cfg.mine, ctx.out, device=device)
+    if isinstance(shards, StreamedShards):  # the encode phase includes these forward passes
+        info["source"] = {"store": "tokens", "forward_tokens": shards.forward_tokens,
+                          "forward_seconds": round(shards.forward_seconds, 2)}
+    return {"collect": collect.key, "sae": train.key,
+            "config": cfg.mine.model_dump(mode="json"), **info}
 
-            from interp.models import resolve_hf_source
-            backfill_documents(collect_ref.path, AutoTokenizer.from_pretrained(
-                resolve_hf_source(cfg.model, cfg.home)))
-        shards = open_activations(cfg, collect_ref.path)  # collect.store 'tokens': the model runs
-        sae = load_sae(sae_ref.path, device=device)
-        info = mine_into(sae, shards, cfg.mine, tmp, device=device)
-        if isinstance(shards, StreamedShards):  # the encode phase includes these forward passes
-            info["source"] = {"store": "tokens", "forward_tokens": shards.forward_tokens,
-                              "forward_seconds": round(shards.forward_seconds, 2)}
-        return {"collect": collect_ref.key, "sae": sae_ref.key,
-                "config": cfg.mine.model_dump(mode="json"), **info}
-    return ArtifactStore(cfg.home).build_once(
-        STAGE, mine_key(cfg, collect_ref.key, sae_ref.key), fill,
-        inputs={"collect": collect_ref.key, "train": sae_ref.key})
+
+_PROVENANCE = (("sae_key", "train"), ("mine_key", "mine"))
+STAGE = Stage("mine", VERSION, settings, fill, inputs=("collect", "train"), tables=(
+    Table("latents", "latents.parquet", provenance=_PROVENANCE),
+    Table("example_rows", "examples.parquet", provenance=(*_PROVENANCE, ("collect_key", "collect")))))

@@ -11,13 +11,12 @@ from typing import Any
 
 import torch
 
-from interp.artifacts import (ArtifactRef, ArtifactStore, artifact_key, file_hash, stable_hash,
-                              write_text_atomic)
+from interp.artifacts import file_hash, stable_hash, write_text_atomic
 from interp.config import RunConfig
+from interp.contract import Stage, StageContext, Table
 from interp.collect.shards import ActivationShards
 from interp.collect.stream import open_activations
 
-STAGE = "train"
 VERSION = "3"  # 3: batch thresholds recalibrated on held-out tokens, one dead_frac definition
 NEURONS_VERSION = "1"  # of the neurons build (interp.sae.neurons), in its keys only
 
@@ -31,7 +30,8 @@ def _dir_hash(path: Path) -> str:
     return stable_hash({str(f.relative_to(path)): file_hash(f) for f in files})
 
 
-def train_key(cfg: RunConfig, collect_key: str) -> str:
+def settings(cfg: RunConfig) -> dict[str, Any]:
+    """What of the config can change the SAE: its recipe (an imported SAE: its files' hash)."""
     if cfg.sae.architecture == "neurons":  # read from the model (its key is in collect's)
         recipe = {"architecture": "neurons", "k": cfg.sae.k, "holdout_every": cfg.sae.holdout_every,
                   "eval_sequences": cfg.sae.eval_sequences, "neurons_version": NEURONS_VERSION}
@@ -43,7 +43,7 @@ def train_key(cfg: RunConfig, collect_key: str) -> str:
         skip = {"device", "threads", "checkpoint_every"} | \
             (set() if cfg.sae.architecture == "gsae" else {"gsae_beta"})
         recipe = cfg.sae.model_dump(mode="json", exclude=skip)
-    return artifact_key(STAGE, VERSION, recipe, {"collect": collect_key})
+    return recipe
 
 
 def _import_sae(cfg: RunConfig, shards: ActivationShards, out: Path) -> dict[str, Any]:
@@ -127,33 +127,51 @@ def _write_head_shares(key: str, shards: ActivationShards, out: Path) -> None:
     write_parquet_atomic(head_share_table(key, sae.W_dec, n_heads), out / "head_shares.parquet")
 
 
-def train_stage(cfg: RunConfig, collect_ref: ArtifactRef, *, progress: bool = False) -> ArtifactRef:
+def fill(ctx: StageContext) -> dict[str, Any]:
     """Train stage: an SAE on the collected activations (or an imported one), with its metrics."""
     from interp.sae.train import train
 
-    def fill(tmp: Path) -> dict[str, Any]:
-        # collect.store 'tokens': the imported SAE's metrics run the model on held-out shards
-        shards = open_activations(cfg, collect_ref.path)
-        if cfg.sae.path is None and shards.store != "dense":
-            raise ValueError(f"collect artifact {collect_ref.key} holds token ids only "
-                             f"(collect.store 'tokens'): training needs stored activations; set "
-                             f"sae.path to label an imported SAE, or collect.store 'dense'")
-        if cfg.sae.architecture == "neurons":
-            metrics = _build_neurons(cfg, shards, tmp)
-        elif cfg.sae.path is not None:
-            metrics = _import_sae(cfg, shards, tmp)
-        else:
-            metrics = train(cfg.sae, shards, tmp, device=cfg.sae.device or cfg.model.device,
-                            progress=progress)
-        if cfg.sae.eval_sequences:  # transcoders: CE with the replacement spliced in
-            metrics.update(_downstream(cfg, shards, tmp))
-        write_text_atomic(tmp / "metrics.json", json.dumps(metrics, indent=2))
-        _write_head_shares(key, shards, tmp)
-        return {"collect": collect_ref.key, "hookpoint": shards.hookpoint,
-                "model": shards.meta.get("model"), "config": cfg.sae.model_dump(mode="json"),
-                "metrics": metrics}
-    key = train_key(cfg, collect_ref.key)
+    cfg, tmp, collect = ctx.cfg, ctx.out, ctx.input("collect")
+    # collect.store 'tokens': the imported SAE's metrics run the model on held-out shards
+    shards = open_activations(cfg, collect.path)
+    if cfg.sae.path is None and shards.store != "dense":
+        raise ValueError(f"collect artifact {collect.key} holds token ids only "
+                         f"(collect.store 'tokens'): training needs stored activations; set "
+                         f"sae.path to label an imported SAE, or collect.store 'dense'")
+    if cfg.sae.architecture == "neurons":
+        metrics = _build_neurons(cfg, shards, tmp)
+    elif cfg.sae.path is not None:
+        metrics = _import_sae(cfg, shards, tmp)
+    else:
+        metrics = train(cfg.sae, shards, tmp, device=cfg.sae.device or cfg.model.device,
+                        progress=ctx.progress)
+    if cfg.sae.eval_sequences:  # transcoders: CE with the replacement spliced in
+        metrics.update(_downstream(cfg, shards, tmp))
+    write_text_atomic(tmp / "metrics.json", json.dumps(metrics, indent=2))
+    _write_head_shares(ctx.key, shards, tmp)
+    return {"collect": collect.key, "hookpoint": shards.hookpoint,
+            "model": shards.meta.get("model"), "config": cfg.sae.model_dump(mode="json"),
+            "metrics": metrics}
+
+
+def saes_row(path: Path, man: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The catalogue's `saes` row of a train artifact: its shape and metrics."""
+    cfg = json.loads((path / "cfg.json").read_text())
+    m = man.get("metrics", {})
+    return {"saes": [{
+        "sae_key": man["key"], "collect_key": (man.get("inputs") or {}).get("collect", man.get("collect")),
+        "model": json.dumps(man.get("model")), "hookpoint": man.get("hookpoint"),
+        "architecture": cfg.get("architecture", "topk"), "d_in": cfg.get("d_in"),
+        "num_latents": cfg.get("num_latents"), "k": cfg.get("k"),
+        "tokens_seen": m.get("tokens_seen"), "fvu": m.get("fvu"), "l0": m.get("l0"),
+        "dead_frac": m.get("dead_frac"), "ce_loss_recovered": m.get("ce_loss_recovered"),
+        "kl_div": m.get("kl_div"), "metrics": json.dumps(m), "created_at": man.get("created_at")}]}
+
+
+STAGE = Stage(
+    "train", VERSION, settings, fill, inputs=("collect",),
     # Resumable when training: a crashed run continues from its last checkpoint.
-    return ArtifactStore(cfg.home).build_once(
-        STAGE, key, fill, inputs={"collect": collect_ref.key},
-        resumable=cfg.sae.path is None and cfg.sae.architecture != "neurons")
+    resumable=lambda cfg: cfg.sae.path is None and cfg.sae.architecture != "neurons",
+    rows=saes_row,
+    tables=(Table("head_shares", "head_shares.parquet", "sae_key, latent, head, share",
+                  optional=True),))  # an SAE of attention head outputs (hook_z)

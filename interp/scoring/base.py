@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 import pyarrow.parquet as pq
 
-from interp.artifacts import input_dir
 from interp.config import RunConfig
 from interp.mine.examples import Example
 
@@ -83,9 +82,10 @@ def unscorable_reason(needs: tuple[str, ...], examples: list[Example]) -> str | 
 class Resources:
     """Lazily loaded, shared heavy objects of one score-stage run."""
 
-    def __init__(self, cfg: RunConfig, mine_dir: Path | None = None):
+    def __init__(self, cfg: RunConfig, sae_dir: Path | None = None, sequences: Path | None = None):
         self.cfg = cfg
-        self.mine_dir = Path(mine_dir) if mine_dir is not None else None
+        self.sae_dir = Path(sae_dir) if sae_dir is not None else None      # the train artifact
+        self.sequences = Path(sequences) if sequences is not None else None  # collect's token ids
         self.lock = threading.RLock()   # one torch job at a time (steering hooks are model state)
         self._cache: dict[str, Any] = {}
 
@@ -107,23 +107,23 @@ class Resources:
 
         return self._get("model", lambda: load_model(self.cfg.model, self.cfg.home))
 
-    def _require_mine(self) -> Path:
-        if self.mine_dir is None:
-            raise RuntimeError("this scorer needs the mine artifact (surprisal, intervention)")
-        return self.mine_dir
+    def _require(self, path: Path | None, what: str) -> Path:
+        if path is None:
+            raise RuntimeError(f"this scorer needs {what} (surprisal, intervention)")
+        return path
 
     def sae(self):
         """The SAE whose latents were mined (from its train artifact)."""
         from interp.sae import load_sae
 
         def load():
-            return load_sae(input_dir(self._require_mine(), "train"), device=self.cfg.model.device)
+            return load_sae(self._require(self.sae_dir, "the SAE"), device=self.cfg.model.device)
         return self._get("sae", load)
 
     def token_ids(self) -> dict[int, list[int]]:
         """seq_id -> token ids of the collected sequences (windows are re-run through the model)."""
         def load():
-            path = input_dir(self._require_mine(), "collect") / "sequences.parquet"
+            path = self._require(self.sequences, "the collected token ids")
             t = pq.read_table(path, columns=["seq_id", "tokens"])
             return dict(zip(t.column("seq_id").to_pylist(), t.column("tokens").to_pylist()))
         return self._get("token_ids", load)

@@ -11,13 +11,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from interp.artifacts import (ArtifactRef, ArtifactStore, artifact_key, stable_hash,
-                              write_parquet_atomic, write_text_atomic)
+from interp.artifacts import stable_hash, write_parquet_atomic, write_text_atomic
 from interp.config import RunConfig
+from interp.contract import Stage, StageContext, Table
 from interp.llm import LLMUnavailable
 from interp.models import model_identity
 from interp.prompts import load_prompt
-from interp.resumable import drive, in_order, latent_stage, merge_parts
+from interp.resumable import drive, in_order, merge_parts
 from interp.scoring.base import Outcome, Resources, ScoreContext, unscorable_reason
 from interp.scoring.controls import control_lifts, control_texts, derangement
 from interp.scoring.metrics import classification_metrics
@@ -26,7 +26,6 @@ from interp.scoring.stats import classification_interval, summarize
 
 log = logging.getLogger(__name__)
 
-STAGE = "score"
 VERSION = "3"  # 3: intervals, n_valid, unscorable/insufficient, controls
 _METRICS = ("balanced_accuracy", "precision", "recall", "f1", "auc", "accuracy")
 
@@ -50,15 +49,6 @@ SCHEMA = pa.schema([
 def _settings(cfg: RunConfig) -> dict:
     """Score settings that can change results (a disabled scorer's section is left out)."""
     return cfg.score.key_settings()
-
-
-def score_key(cfg: RunConfig, explain_key: str, mine_key: str) -> str:
-    prompts = {s: [load_prompt(p).sha for p in SCORERS[s].prompts(cfg)] for s in cfg.score.scorers}
-    config = {"score": _settings(cfg), "llm": cfg.llm.identity()}
-    if any(SCORERS[s].uses_subject_model for s in cfg.score.scorers):
-        config["model"] = model_identity(cfg.model)  # surprisal / intervention run the model
-    return artifact_key(STAGE, VERSION, config, {"explain": explain_key, "mine": mine_key},
-                        {"prompts": prompts})
 
 
 def _interval(cfg: RunConfig, key: tuple, metric: str, out: Outcome) -> tuple[float, float] | None:
@@ -184,35 +174,51 @@ def write_summary(cfg: RunConfig, scores: pa.Table, out: Path, mine_dir: Path) -
     return summary
 
 
-def score(cfg: RunConfig, explain_ref: ArtifactRef, mine_ref: ArtifactRef, *, llm=None,
-          shard: tuple[int, int] | None = None, progress: bool = False) -> ArtifactRef | None:
-    """Score stage, resumable per latent. Only explanations with status 'ok' are scored.
-
-    `llm` and `shard` as for interp.explain.stage.explain.
-    """
-    store = ArtifactStore(cfg.home)
-    key = score_key(cfg, explain_ref.key, mine_ref.key)
+def fill(ctx: StageContext) -> dict:
+    """Score stage, resumable per latent. Only explanations with status 'ok' are scored."""
+    cfg, explained, mine = ctx.cfg, ctx.input("explain"), ctx.input("mine")
     # Only what scoring needs (the raw answers stay on disk): ~100 bytes a latent in memory.
-    table = pq.read_table(explain_ref.path / "explanations.parquet",
+    table = pq.read_table(explained.path / "explanations.parquet",
                           columns=["latent", "status", "explanation_id", "text"],
                           filters=[("status", "=", "ok")])
     explanations = {r["latent"]: r for r in table.to_pylist()}
     latents = sorted(explanations)
-    resources = Resources(cfg, mine_ref.path)
+    resources = Resources(cfg, ctx.input("train").path,
+                          ctx.input("collect").path / "sequences.parquet")
+    progress = drive(ctx, latents, lambda client: make_work(cfg, explanations, client, resources),
+                     SCHEMA)
+    if ctx.shard is not None:
+        return {}
+    scores = merge_parts(ctx.out, SCHEMA, "scores.parquet", ("latent", "scorer", "control"))
+    summary = write_summary(cfg, scores, ctx.out, mine.path)
+    st = [s for s, c in zip(scores.column("status").to_pylist(),
+                            scores.column("control").to_pylist()) if c is None]
+    return {"explain": explained.key, "mine": mine.key, "sae": ctx.lineage.get("train"),
+            "config": _settings(cfg), "llm": cfg.llm.identity(), "latents": latents,
+            "status_counts": {s: st.count(s) for s in sorted(set(st))},
+            "verdicts": [c["verdict"] for c in summary["controls"]], "progress": progress}
 
-    def run(partial: Path, part: tuple[int, int] | None) -> dict[str, int]:
-        return drive(cfg, STAGE, latents, lambda client: make_work(cfg, explanations, client, resources),
-                     mine_ref.path, partial=partial, schema=SCHEMA, llm=llm, shard=part,
-                     progress=progress)
 
-    def finish(tmp: Path) -> dict:
-        scores = merge_parts(tmp, SCHEMA, "scores.parquet", ("latent", "scorer", "control"))
-        summary = write_summary(cfg, scores, tmp, mine_ref.path)
-        st = [s for s, c in zip(scores.column("status").to_pylist(),
-                                scores.column("control").to_pylist()) if c is None]
-        return {"explain": explain_ref.key, "mine": mine_ref.key, "sae": mine_ref.manifest()["sae"],
-                "config": _settings(cfg), "llm": cfg.llm.identity(), "latents": latents,
-                "status_counts": {s: st.count(s) for s in sorted(set(st))},
-                "verdicts": [c["verdict"] for c in summary["controls"]]}
-    return latent_stage(store, STAGE, key, {"explain": explain_ref.key, "mine": mine_ref.key},
-                        run, finish, shard)
+def settings(cfg: RunConfig) -> dict:
+    """What of the config can change a score: the score settings, the judge, and the subject
+    model when a scorer runs it (surprisal, intervention)."""
+    config = {"score": _settings(cfg), "llm": cfg.llm.identity()}
+    if any(SCORERS[s].uses_subject_model for s in cfg.score.scorers):
+        config["model"] = model_identity(cfg.model)
+    return config
+
+
+def _prompts(cfg: RunConfig) -> dict:
+    return {"prompts": {s: [load_prompt(p).sha for p in SCORERS[s].prompts(cfg)]
+                        for s in cfg.score.scorers}}
+
+
+_PROVENANCE = (("score_key", "score"), ("explain_key", "explain"), ("sae_key", "train"))
+STAGE = Stage(
+    "score", VERSION, settings, fill, inputs=("explain", "mine"), reads=("collect", "train"),
+    extra=lambda k: _prompts(k.cfg), uses_llm=True, per_latent=True,
+    tables=(Table("scores", "scores.parquet", "* EXCLUDE (predictions)", provenance=_PROVENANCE),
+            Table("predictions", "scores.parquet", "score_id, explanation_id, latent, scorer, "
+                  "unnest(predictions, recursive := true)"),
+            Table("controls", "controls.parquet", optional=True,
+                  provenance=(("score_key", "score"), ("sae_key", "train")))))

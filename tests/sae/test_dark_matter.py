@@ -10,7 +10,8 @@ from conftest import planted_data, write_shards
 from interp.artifacts import ArtifactRef
 from interp.config import RunConfig
 from interp.sae import SAE, save_sae
-from interp.analysis.dark_matter import dark_matter, error_norm_correlation, error_stats
+from interp.analysis.dark_matter import error_norm_correlation, error_stats
+from tests.builders import stage
 
 
 def _x(n: int, d: int = 16, seed: int = 0) -> torch.Tensor:
@@ -49,8 +50,8 @@ def test_stage_writes_stats_and_token_errors(tmp_path):
               generator=torch.Generator().manual_seed(0))
     save_sae(sae, tmp_path / "train")
     cfg = RunConfig(home=tmp_path / "home")
-    ref = dark_matter(cfg, ArtifactRef("collect", "c", collect),
-                      ArtifactRef("train", "t", tmp_path / "train"))
+    ref = stage(cfg, "dark_matter", collect=ArtifactRef("collect", "c", collect),
+                train=ArtifactRef("train", "t", tmp_path / "train"))
     row = json.loads((ref.path / "sae_error_stats.json").read_text())
     assert row["sae_key"] == "t" and row["eval_split"] == "heldout"
     assert {"r2_error", "r2_norm", "nonlinear_frac"} <= set(row)

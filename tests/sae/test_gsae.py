@@ -92,7 +92,7 @@ def test_planted_directions_recovered_like_topk(planted, tmp_path):
 def test_collected_gradient_matches_finite_differences(tmp_path, model_cache):
     """collect records dL/dx of the summed next-token loss; a central difference along it on
     the real embedded model agrees, and plain SAEs' collect keys do not change."""
-    from interp.collect.stage import collect, collect_key
+    from tests.builders import collect, key
     from interp.config import build_config
     from interp.models import load_model
 
@@ -102,7 +102,7 @@ def test_collected_gradient_matches_finite_differences(tmp_path, model_cache):
                              "collect": {"batch_size": 4, "grad_batch_size": 2},
                              "mine": {"window": 16, "n_top": 5}, "explain": {"n_examples": 3},
                              "sae": {"architecture": arch}})
-    assert collect_key(cfg("gsae")) != collect_key(cfg("topk"))
+    assert key(cfg("gsae"), "collect") != key(cfg("topk"), "collect")
     model = load_model(cfg("gsae").model, tmp_path)
     shards = ActivationShards(collect(cfg("gsae"), model=model).path)
     assert shards.meta["gradient"] is True

@@ -1,4 +1,4 @@
-"""Decoder matching (interp.analysis.matching) against a naive NumPy reference, on CPU and, when
+"""Decoder matching (interp.analysis.match) against a naive NumPy reference, on CPU and, when
 present, on a GPU; and the latent_matches rows it builds from two saved SAEs."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from interp.sae import SAE, save_sae
-from interp.analysis.matching import COLUMNS, best_matches, decoder_matches
+from interp.analysis.match import COLUMNS, best_matches, decoder_matches
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -50,7 +50,7 @@ def test_decoder_matches_rows_both_directions(tmp_path):
     assert tuple(table.column_names) == COLUMNS and table.num_rows == 12 + 20
     rows = table.to_pylist()
     assert {r["sae_a"] for r in rows[:12]} == {"ka"} and [r["latent_a"] for r in rows[12:]] == list(range(20))
-    from interp.analysis.matching import load_decoder
+    from interp.analysis.match import load_decoder
 
     ref_idx, _ = naive_best_matches(load_decoder(tmp_path / "a").numpy(),
                                     load_decoder(tmp_path / "b").numpy())

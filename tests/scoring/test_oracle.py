@@ -14,14 +14,11 @@ import random
 import re
 import zlib
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from interp.artifacts import ArtifactStore
-from interp.scoring.stage import score
+from tests.builders import hand_artifacts, keyword_windows, stage
 from interp.scoring.controls import verdict
-from tests.builders import keyword_windows
 from tests.conftest import tiny_config
 from tests.fakeserver import FakeLLMServer
 
@@ -51,21 +48,8 @@ def _build(home):
                                  "seq_id": seq_id, "start": 0, "max_act": max(acts), "acts": acts})
         explanations.append({"latent": latent, "status": "ok", "explanation_id": f"x{latent}",
                              "text": f"the word {kw}"})
-    store = ArtifactStore(home)
-
-    def writer(name, rows, extra=None):
-        def fill(tmp):
-            pq.write_table(pa.Table.from_pylist(rows), tmp / name)
-            return extra or {}
-        return fill
-    store.build_once("collect", "c0", writer("sequences.parquet", seqs))
     freq = [{"latent": l, "frequency": 0.01 * (l + 1)} for l in latents]
-    mine = store.build_once("mine", "m0", writer("examples.parquet", examples, {"sae": "s0"}),
-                            inputs={"collect": "c0"})
-    pq.write_table(pa.Table.from_pylist(freq), mine.path / "latents.parquet")
-    exp = store.build_once("explain", "e0", writer("explanations.parquet", explanations),
-                           inputs={"mine": "m0"})
-    return mine, exp
+    return hand_artifacts(home, seqs, examples, explanations, freq)
 
 
 def _parts(messages):
@@ -91,14 +75,14 @@ def coin_flip(messages):
 
 
 def _score(tmp_path, answer):
-    mine, exp = _build(tmp_path)
+    refs = _build(tmp_path)
     with FakeLLMServer(answer) as srv:
         cfg = tiny_config(tmp_path, srv.base_url,
                           score={"n_positive": 4, "n_negative": 4, "batch_size": 4,
                                  "controls": ["shuffled", "top_tokens"],
                                  "control_scorers": ["detection", "fuzzing"],
                                  "control_latents": None})
-        ref = score(cfg, exp, mine)
+        ref = stage(cfg, "score", **refs)
     rows = pq.read_table(ref.path / "scores.parquet").to_pylist()
     controls = pq.read_table(ref.path / "controls.parquet").to_pylist()
     return ref, rows, {(c["scorer"], c["control"]): c for c in controls}
@@ -179,10 +163,10 @@ def intruder_oracle(messages):
 
 @pytest.mark.parametrize("judge, expected", [(intruder_oracle, 1.0), (lambda m: "[RESULT]: 9", None)])
 def test_intruder_finds_the_non_activating_window(tmp_path, judge, expected):
-    mine, exp = _build(tmp_path)
+    refs = _build(tmp_path)
     with FakeLLMServer(judge) as srv:
         cfg = tiny_config(tmp_path, srv.base_url, score={"scorers": ["intruder"]})
-        ref = score(cfg, exp, mine)
+        ref = stage(cfg, "score", **refs)
     rows = [r for r in pq.read_table(ref.path / "scores.parquet").to_pylist()
             if r["latent"] != NO_POSITIVES]
     assert len(rows) == len(KEYWORDS) and all(r["control"] is None for r in rows)
@@ -207,12 +191,12 @@ def simulation_oracle(messages):
 
 
 def test_all_at_once_simulation_correlates_with_true_activations(tmp_path):
-    mine, exp = _build(tmp_path)
+    refs = _build(tmp_path)
     with FakeLLMServer(simulation_oracle) as srv:
         cfg = tiny_config(tmp_path, srv.base_url, score={"scorers": ["simulation"],
                                                          "controls": ["shuffled"],
                                                          "control_scorers": ["simulation"]})
-        ref = score(cfg, exp, mine)
+        ref = stage(cfg, "score", **refs)
     rows = [r for r in pq.read_table(ref.path / "scores.parquet").to_pylist()
             if r["latent"] != NO_POSITIVES]
     real = [r for r in rows if r["control"] is None]

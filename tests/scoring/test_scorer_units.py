@@ -9,7 +9,8 @@ import torch
 
 from interp.scoring.config import ScoreConfig
 from interp.config import build_config
-from interp.scoring.stage import _settings, score_key
+from interp.scoring.stage import _settings
+from tests.builders import key
 from interp.scoring.intervention import target_logprobs
 from interp.scoring.intervention_judge import calibrate, greedy, mean_kl, steering_hook
 from interp.scoring.metrics import pearson, ranking_metrics
@@ -156,18 +157,18 @@ def test_disabled_scorer_settings_stay_out_of_the_key():
                                     "surprisal": {"neutral": "x"},
                                     "embedding": {"device": "cpu"}}})
     assert _settings(base) == _settings(tuned)
-    assert score_key(base, "e", "m") == score_key(tuned, "e", "m")
+    assert key(base, "score", explain="e", mine="m") == key(tuned, "score", explain="e", mine="m")
     on = {"scorers": ["detection", "intervention"]}
     a = build_config({"score": on})
     b = build_config({"score": {**on, "intervention": {"target_kl": 2.0}}})
-    assert score_key(a, "e", "m") != score_key(b, "e", "m")
+    assert key(a, "score", explain="e", mine="m") != key(b, "score", explain="e", mine="m")
     # Where the embedder runs cannot change a score.
     emb = {"scorers": ["embedding"]}
-    assert score_key(build_config({"score": emb}), "e", "m") == score_key(
-        build_config({"score": {**emb, "embedding": {"device": "cpu"}}}), "e", "m")
+    assert key(build_config({"score": emb}), "score", explain="e", mine="m") == key(
+        build_config({"score": {**emb, "embedding": {"device": "cpu"}}}), "score", explain="e", mine="m")
     # Surprisal and intervention run the subject model: its identity is part of their key.
     c = build_config({"score": on, "model": {"dtype": "bfloat16"}})
-    assert score_key(a, "e", "m") != score_key(c, "e", "m")
+    assert key(a, "score", explain="e", mine="m") != key(c, "score", explain="e", mine="m")
 
 
 def test_a_scorer_exception_is_recorded_not_raised(monkeypatch):

@@ -49,10 +49,7 @@ def _answer_with_plant():
 @pytest.fixture(scope="session")
 def ui_home(tmp_path_factory) -> Path:
     """A home with one run (train, mine, explain with embeddings, score, logits) published."""
-    from interp.explain.stage import explain
-    from interp.mine.stage import mine
-    from interp.sae.stage import train_stage
-    from interp.scoring.stage import score
+    from tests.builders import explain, mine, score, train_stage
     from storage.catalog import publish
 
     home = tmp_path_factory.mktemp("uihome")
@@ -63,8 +60,8 @@ def ui_home(tmp_path_factory) -> Path:
         cfg = tiny_config(home, srv.base_url, explain={"n_latents": 10})  # leave some unexplained
         sae = train_stage(cfg, collected)
         mined = mine(cfg, collected, sae)
-        exp = explain(cfg, mined)
-        sc = score(cfg, exp, mined)
+        exp = explain(cfg, mined, collected)
+        sc = score(cfg, exp, mined, collected, sae)
     write_explanation_embeddings(exp.path)
     arts = {"collect": collected.key, "train": sae.key, "mine": mined.key,
             "explain": exp.key, "score": sc.key, "logits": write_logits_artifact(home, sae.key)}

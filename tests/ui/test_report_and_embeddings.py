@@ -55,16 +55,19 @@ def test_publish_inserts_the_explain_artifacts_embeddings(ui_home):
 
 
 def test_publish_loads_no_model(ui_home, tmp_path):
-    """Publishing the whole run again (rebuild) imports neither sentence-transformers nor the SAE
-    code: embeddings and decoder matches come from artifacts."""
+    """Publishing the whole run again (rebuild) imports neither sentence-transformers nor
+    transformers, and matches no decoders: embeddings and decoder matches come from artifacts."""
     import shutil
     import subprocess
     import sys
 
     for sub in ("artifacts",):
         shutil.copytree(ui_home / sub, tmp_path / sub)
-    code = ("import sys; from storage.catalog import rebuild; rebuild(sys.argv[1]); "
-            "print(sorted(m for m in ('sentence_transformers', 'transformers', 'interp.analysis.matching') "
+    # The match stage's module is imported for its declared tables; its kernel must not run.
+    code = ("import sys; import interp.analysis.match as m; "
+            "m.best_matches = lambda *a, **k: sys.exit('decoder matching ran during publish'); "
+            "from storage.catalog import rebuild; rebuild(sys.argv[1]); "
+            "print(sorted(m for m in ('sentence_transformers', 'transformers') "
             "if m in sys.modules), sys.modules.get('interp.embed') and sys.modules['interp.embed']._models)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                          timeout=300)
