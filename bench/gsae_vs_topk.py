@@ -20,14 +20,14 @@ import json
 import torch
 from safetensors.torch import load_file
 
+from interp.collect.shards import ActivationShards, gradient_tensor_name
 from interp.collect.stage import collect
 from interp.config import build_config
 from interp.models import load_model
 from interp.sae.eval import _compare
-from interp.sae.gsae import gradient_scores, gradient_tensor_name
+from interp.sae.gsae import gradient_scores
 from interp.sae.io import load_sae
 from interp.sae.stage import train_stage
-from interp.collect.shards import ActivationShards
 
 
 def heldout(shards: ActivationShards, every: int, n: int) -> tuple[torch.Tensor, ...]:

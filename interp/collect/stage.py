@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_parquet_atomic
 from interp.collect.corpus import corpus_identity, token_stream
 from interp.collect.documents import write_documents
+from interp.collect.shards import gradient_tensor_name
 from interp.config import RunConfig
 from interp.finite import require_finite
 from interp.models import SubjectModel, load_model, model_identity
-from interp.sae.gsae import gradient_tensor_name
 
 log = logging.getLogger(__name__)
 

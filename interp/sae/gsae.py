@@ -27,11 +27,6 @@ if TYPE_CHECKING:
     from interp.sae.model import SAE
 
 
-def gradient_tensor_name(hookpoint: str) -> str:
-    """Name of the shard tensor holding dL/dx at `hookpoint` (written by collect for a g-SAE)."""
-    return f"grad.{hookpoint}"
-
-
 def gradient_scores(pre: Tensor, W_dec: Tensor, grad: Tensor, beta: float) -> Tensor:
     """Selection scores [N, m]: pre [N, m] raised by each latent's normalised downstream effect.
 
