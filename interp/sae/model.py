@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from interp.finite import require_finite
 from interp.sae.architectures import ARCHITECTURES
 from interp.sae.kernels import gather_preacts, sparse_decode
 
@@ -229,3 +230,30 @@ class SAE(nn.Module):
             self.log_threshold.sub_(math.log(scale_out))
         if self.arch.learns_threshold:
             self.threshold.div_(scale_out)
+
+
+def sae_from_tensors(cfg: dict[str, Any], tensors: dict[str, torch.Tensor],
+                     device: str | torch.device, origin: str) -> SAE:
+    """Build an SAE from a cfg dict and a state dict in our (sparsify) naming, as both on-disk
+    formats load them; shapes and finiteness checked, `origin` (a path) named in errors."""
+    if cfg.get("activation", "topk") != "topk":
+        raise ValueError(f"{origin}: sparsify option activation={cfg.get('activation')!r} is "
+                         f"not supported")
+    num_latents, d_in = tensors["encoder.weight"].shape
+    if cfg.get("d_in", d_in) != d_in:
+        raise ValueError(f"{origin}: cfg d_in {cfg['d_in']} disagrees with encoder.weight {d_in}")
+    cfg = {**cfg, "num_latents": num_latents}  # sparsify stores 0 when expansion_factor set it
+    sae = SAE(d_in, num_latents, int(cfg.get("k") or 1), cfg=cfg,
+              architecture=cfg.get("architecture", "topk"), transcode=bool(cfg.get("transcode")),
+              d_out=tensors["W_dec"].shape[1], device=device, dtype=tensors["encoder.weight"].dtype)
+    expected = sae.state_dict()
+    missing = set(expected) - set(tensors)
+    if missing:
+        raise ValueError(f"{origin} lacks tensors {sorted(missing)}")
+    for name, ref in expected.items():
+        if tensors[name].shape != ref.shape:
+            raise ValueError(f"{origin}: tensor {name} has shape {tuple(tensors[name].shape)}, "
+                             f"expected {tuple(ref.shape)}")
+        require_finite(tensors[name], f"{origin}: tensor {name}", "this SAE cannot be used")
+    sae.load_state_dict({k: tensors[k] for k in expected})
+    return sae

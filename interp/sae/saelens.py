@@ -15,8 +15,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from interp.artifacts import write_text_atomic
-from interp.sae.io import CFG_FILE, SAELENS_WEIGHTS, sae_from_tensors
-from interp.sae.model import SAE
+from interp.sae.model import SAE, sae_from_tensors
+
+SAELENS_WEIGHTS = "sae_weights.safetensors"
+SAELENS_CFG = "cfg.json"  # SAELens's name, which happens to be ours (interp.sae.io.CFG_FILE) too
 
 # our architecture -> SAELens architecture (inference semantics)
 _TO_SAELENS = {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu", "batchtopk": "jumprelu",
@@ -50,7 +52,7 @@ def save_saelens(sae: SAE, directory: Path) -> Path:
     if arch in ("topk", "gsae"):
         cfg["k"] = sae.k
         cfg["activation_fn_kwargs"] = {"k": sae.k}
-    write_text_atomic(directory / CFG_FILE, json.dumps(cfg, indent=2, default=str))
+    write_text_atomic(directory / SAELENS_CFG, json.dumps(cfg, indent=2, default=str))
     return directory
 
 
@@ -76,7 +78,7 @@ def load_saelens(directory: Path, device: str | torch.device = "cpu") -> SAE:
     """Load a SAELens-format SAE (standard, topk, jumprelu; or one written by save_saelens)."""
     directory = Path(directory)
     weights_path = directory / SAELENS_WEIGHTS
-    raw_cfg = json.loads((directory / CFG_FILE).read_text())
+    raw_cfg = json.loads((directory / SAELENS_CFG).read_text())
     cfg = _our_cfg(raw_cfg, str(directory))
     t = load_file(str(weights_path), device=str(device))
     w_enc, b_enc = t["W_enc"], t["b_enc"]
