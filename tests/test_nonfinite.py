@@ -6,16 +6,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from interp.collect.stage import collect, collect_key
 from interp.artifacts import ArtifactStore
-from interp.config import SAEConfig
+from interp.collect.shards import ActivationShards
+from interp.collect.stage import collect, collect_key
 from interp.finite import NonFiniteError
 from interp.models import SubjectModel
+from interp.sae import SAE, load_sae, save_sae, train
+from interp.sae.config import SAEConfig
 from interp.sae.stage import STAGE as TRAIN_STAGE
 from interp.sae.stage import train_key, train_stage
-from interp.sae import SAE, load_sae, save_sae, train
 from interp.sae.trainer import Trainer
-from interp.collect.shards import ActivationShards
 from tests.conftest import tiny_config
 
 

@@ -1,7 +1,7 @@
 """Architecture defaults that are not config fields: the sparsity penalty per architecture."""
 from __future__ import annotations
 
-from interp.config import SAEConfig
+from interp.sae.config import SAEConfig
 
 # Sparsity penalty weights used when sae.sparsity_coeff is None (tuned on normalised activations).
 DEFAULT_SPARSITY_COEFF = {"relu": 0.3, "jumprelu": 1e-3}

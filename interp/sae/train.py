@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from interp.artifacts import write_text_atomic
-from interp.config import SAEConfig
 from interp.finite import require_finite
 from interp.sae.calibrate import HELDOUT_TOKENS, calibrate_threshold, dead_fraction
 from interp.sae.checkpoint import load_checkpoint, save_checkpoint
+from interp.sae.config import SAEConfig
 from interp.sae.data import count_train_tokens, heldout_tokens, train_batches
 from interp.sae.eval import evaluate
 from interp.sae.io import save_sae

@@ -5,9 +5,9 @@ import pytest
 import torch
 from conftest import planted_data
 
-from interp.config import SAEConfig
 from interp.sae import SAE, load_any_sae, load_sae, save_saelens, train
 from interp.sae.architectures import TRAINABLE, pairs_to_padded, threshold_codes
+from interp.sae.config import SAEConfig
 from interp.sae.trainer import underused_mask
 
 
