@@ -24,8 +24,8 @@ from interp.collect.shards import ActivationShards, gradient_tensor_name
 from interp.collect.stage import collect
 from interp.config import build_config
 from interp.models import load_model
+from interp.sae.arch.gsae import gradient_scores
 from interp.sae.eval import _compare
-from interp.sae.gsae import gradient_scores
 from interp.sae.io import load_sae
 from interp.sae.stage import train_stage
 

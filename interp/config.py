@@ -16,7 +16,7 @@ from interp.analysis.config import LogitsConfig, MatchConfig
 from interp.collect.config import CollectConfig, CorpusConfig
 from interp.config_base import EMBEDDED, _Strict
 from interp.explain.config import ExplainConfig
-from interp.hooks import check_downstream, neurons_hookpoint_error
+from interp.hooks import check_downstream
 from interp.llm.config import LLMConfig
 from interp.mine.config import MineConfig
 from interp.sae.config import SAEConfig
@@ -81,9 +81,8 @@ class RunConfig(_Strict):
         if self.collect.store == "tokens" and self.sae.path is None:
             raise ValueError("collect.store 'tokens' needs sae.path (an imported SAE): training "
                              "an SAE reads the activations every epoch; use collect.store 'dense'")
-        if self.sae.architecture == "neurons":
-            if (why := neurons_hookpoint_error(self.model.hookpoint)) is not None:
-                raise ValueError(why)
+        if (why := self.sae.arch.hookpoint_error(self.model.hookpoint)) is not None:
+            raise ValueError(why)
         if self.sae.transcode_target and self.sae.path is None:
             check_downstream(self.model.hookpoint, self.sae.transcode_target)
         if self.mine.n_iw_test > self.mine.n_iw:

@@ -36,7 +36,7 @@ def extra_hookpoints(cfg: RunConfig) -> list[str]:
 
 def collects_gradient(cfg: RunConfig) -> bool:
     """True when the configured SAE trains on loss gradients (g-SAE): collect records dL/dx."""
-    return cfg.sae.architecture == "gsae" and cfg.sae.path is None
+    return cfg.sae.arch.needs_gradient and cfg.sae.path is None
 
 
 def collect_key(cfg: RunConfig) -> str:

@@ -1,7 +1,8 @@
 """The train stage's config section (`sae`): the SAE recipe, or an SAE trained elsewhere.
 
-A stage's config next to its stage (interp/sae/stage.py); `interp.config` composes RunConfig from
-it, so this module never imports `interp.config`.
+Architecture names, their description and their specific checks come from the architecture
+registry (`interp.sae.arch.registry`); this module never imports `interp.config`, which composes
+RunConfig from it.
 """
 from __future__ import annotations
 
@@ -11,19 +12,20 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from interp.config_base import _Strict
+from interp.sae.arch.base import Architecture
+from interp.sae.arch.registry import ARCHITECTURES
+
+ArchitectureName = Literal[tuple(ARCHITECTURES)]  # type: ignore[valid-type]  # the registry's names
+# Fields that only some architectures use (each architecture's `options` names those it accepts).
+ARCH_OPTIONS = tuple(sorted(set().union(*(arch.options for arch in ARCHITECTURES.values()))))
+_ARCH_HELP = "SAE architecture. " + " ".join(f"'{name}': {arch.summary}."
+                                               for name, arch in ARCHITECTURES.items())
 
 
 class SAEConfig(_Strict):
     """SAE recipe (or an SAE trained elsewhere, via `path`)."""
 
-    architecture: Literal["topk", "batchtopk", "relu", "jumprelu", "feature_choice", "mutual_choice",
-                          "gsae", "neurons"] = \
-        Field("topk", description="SAE architecture: topk, batchtopk, relu (L1), jumprelu, "
-              "feature_choice, mutual_choice, gsae (TopK selecting by activation and loss "
-              "gradient while training; collect then also records the gradient); or 'neurons': "
-              "no SAE, the MLP's own neurons at model.hookpoint blocks.<L>.mlp.hook_post "
-              "(identity encoder, decoder = the MLP's output weights W_out; nothing trained), "
-              "the baseline SAE latents are compared with.")
+    architecture: ArchitectureName = Field("topk", description=_ARCH_HELP)
     gsae_beta: float = Field(1.0, ge=0, description="gsae only: weight of a latent's downstream "
                              "effect |W_dec dL/dx| (divided by its batch mean) in the training "
                              "selection score z * (1 + beta * effect); 0 = plain TopK.")
@@ -66,36 +68,28 @@ class SAEConfig(_Strict):
     seed: int = Field(0, description="Initialisation and shuffling seed.")
     device: str | None = Field(None, description="Training device; None uses model.device.")
 
+    @property
+    def arch(self) -> Architecture:
+        """The configured architecture (from the registry)."""
+        return ARCHITECTURES[self.architecture]
+
+    @property
+    def sparsity_penalty(self) -> float:
+        """The effective sparsity penalty weight: sae.sparsity_coeff, else the architecture's
+        default (0 for architectures whose sparsity is sae.k)."""
+        value = self.sparsity_coeff
+        return self.arch.default_sparsity_coeff if value is None else float(value)
+
     @model_validator(mode="after")
     def _consistent(self) -> SAEConfig:
-        if self.sparsity_coeff is not None and self.architecture not in ("relu", "jumprelu"):
-            raise ValueError(f"sae.sparsity_coeff applies to relu/jumprelu, not "
-                             f"{self.architecture!r} (whose sparsity is sae.k)")
+        for field in ARCH_OPTIONS:
+            default = type(self).model_fields[field].default
+            if getattr(self, field) != default and field not in self.arch.options:
+                users = [name for name, arch in ARCHITECTURES.items() if field in arch.options]
+                raise ValueError(f"sae.{field} applies to sae.architecture {', '.join(users)}, "
+                                 f"not {self.architecture!r}: leave it at its default ({default})")
         if self.skip_connection and not self.transcode_target:
             raise ValueError("sae.skip_connection needs sae.transcode_target: an autoencoder with "
                              "a linear skip would learn the identity")
-        if self.architecture == "neurons":
-            self._neurons_consistent()
-        if self.gsae_beta != 1.0 and self.architecture != "gsae":
-            raise ValueError(f"sae.gsae_beta applies to architecture gsae, not "
-                             f"{self.architecture!r}")
-        if self.architecture == "gsae" and self.transcode_target:
-            raise ValueError("sae.architecture gsae autoencodes model.hookpoint: drop "
-                             "sae.transcode_target (gradients are collected at the input only)")
-        if self.aux_zipf and self.architecture not in ("topk", "batchtopk", "feature_choice",
-                                                       "mutual_choice", "gsae"):
-            raise ValueError("sae.aux_zipf needs a sparse architecture (topk, batchtopk, "
-                             "feature_choice, mutual_choice)")
+        self.arch.check(self)
         return self
-
-    def _neurons_consistent(self) -> None:
-        """Options that mean nothing for MLP neurons, which are read from the model, not trained."""
-        if self.path is not None:
-            raise ValueError("sae.path and sae.architecture 'neurons' exclude each other: neurons "
-                             "are read from the subject model's MLP, not from an SAE directory")
-        if self.transcode_target or self.skip_connection:
-            raise ValueError("sae.transcode_target / sae.skip_connection do not apply to "
-                             "'neurons': their output hookpoint is the MLP's own (hook_mlp_out)")
-        if self.normalize_activations != "none":
-            raise ValueError("sae.normalize_activations does not apply to 'neurons' (nothing is "
-                             "trained): leave it 'none'")

@@ -39,9 +39,8 @@ def train_key(cfg: RunConfig, collect_key: str) -> str:
         recipe = {"external": _dir_hash(cfg.sae.path), "eval_sequences": cfg.sae.eval_sequences,
                   "holdout_every": cfg.sae.holdout_every}
     else:
-        # gsae_beta only when it can matter, so other architectures keep their keys
-        skip = {"device", "threads", "checkpoint_every"} | \
-            (set() if cfg.sae.architecture == "gsae" else {"gsae_beta"})
+        # gsae_beta only where the architecture uses it, so the others kept their keys
+        skip = {"device", "threads", "checkpoint_every"} | ({"gsae_beta"} - cfg.sae.arch.options)
         recipe = cfg.sae.model_dump(mode="json", exclude=skip)
     return artifact_key(STAGE, VERSION, recipe, {"collect": collect_key})
 
@@ -156,4 +155,4 @@ def train_stage(cfg: RunConfig, collect_ref: ArtifactRef, *, progress: bool = Fa
     # Resumable when training: a crashed run continues from its last checkpoint.
     return ArtifactStore(cfg.home).build_once(
         STAGE, key, fill, inputs={"collect": collect_ref.key},
-        resumable=cfg.sae.path is None and cfg.sae.architecture != "neurons")
+        resumable=cfg.sae.path is None and cfg.sae.arch.trainable)

@@ -7,7 +7,7 @@ import torch
 from conftest import planted_data
 
 from interp.sae import SAE, load_sae, train
-from interp.sae.architectures import feature_choice_pairs
+from interp.sae.arch.feature_choice import feature_choice_pairs
 from interp.sae.calibrate import calibrate_threshold, dead_fraction
 from interp.sae.config import SAEConfig
 

@@ -8,8 +8,8 @@ from conftest import planted_data, write_shards
 
 from interp.collect.shards import ActivationShards, gradient_tensor_name
 from interp.sae import SAE, load_any_sae, load_sae, save_saelens, train
+from interp.sae.arch.gsae import gradient_scores
 from interp.sae.config import SAEConfig
-from interp.sae.gsae import gradient_scores
 
 HOOK = "blocks.0.hook_resid_post"
 
