@@ -5,7 +5,6 @@ mutated after construction. Secrets (API keys) are referenced by environment-var
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +13,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from interp.analysis.config import LogitsConfig, MatchConfig
 from interp.collect.config import CollectConfig, CorpusConfig
-from interp.config_base import EMBEDDED, _Strict
+from interp.config_base import EMBEDDED, _Strict, default_home
 from interp.explain.config import ExplainConfig
 from interp.hooks import check_downstream
 from interp.llm.config import LLMConfig
@@ -54,7 +53,7 @@ class ModelConfig(_Strict):
 class RunConfig(_Strict):
     """A whole labelling run."""
 
-    home: Path = Field(Path(os.environ.get("INTERP_HOME", ".interp")), description="Artifact root "
+    home: Path = Field(default_home(), description="Artifact root "
                        "and catalogue directory ($INTERP_HOME, default ./.interp).")
     model: ModelConfig = ModelConfig()
     corpus: CorpusConfig = CorpusConfig()
