@@ -20,13 +20,13 @@ import json
 import torch
 from safetensors.torch import load_file
 
+from interp.collect.shards import ActivationShards, gradient_tensor_name
 from interp.config import build_config
 from interp.models import load_model
+from interp.sae.arch.gsae import gradient_scores
 from interp.sae.eval import _compare
-from interp.sae.gsae import gradient_scores, gradient_tensor_name
 from interp.sae.io import load_sae
 from interp.stages import build
-from interp.collect.shards import ActivationShards
 
 
 def heldout(shards: ActivationShards, every: int, n: int) -> tuple[torch.Tensor, ...]:

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -19,7 +19,10 @@ try:  # typer >= 0.20 vendors its own click; its exceptions are not click's
 except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as click_exc
 
-from interp.config import RunConfig, dump_config, load_config
+from interp.config_base import default_home
+
+if TYPE_CHECKING:
+    from interp.config import RunConfig
 
 log = logging.getLogger("interp")
 PRESET_HELP = "Protocol preset under the config (user values win); see `interp presets`."
@@ -112,6 +115,7 @@ def _config(config: Optional[Path], overrides: dict[str, Any], *,
     """The config, and with `runnable` the preflight checks (interp.preflight.check_run: unset
     API-key variable, home that is a file, missing prompt, bad --sae, unreadable corpus), so a
     run fails in its first second, before any model or server starts."""
+    from interp.config import load_config
     from interp.preflight import check_run
 
     try:
@@ -202,7 +206,7 @@ def query(sql: str = typer.Argument(..., help="A read-only SQL statement."),
     from storage.query import ReadOnlyViolation, render, run_query
     from storage.read import CatalogError
 
-    cfg_home = home or RunConfig().home
+    cfg_home = home or default_home()
     try:
         cols, rows = run_query(cfg_home, sql)
     except (ReadOnlyViolation, FileNotFoundError, CatalogError) as err:
@@ -224,7 +228,7 @@ def show(sae: str = typer.Argument(..., help="SAE key (a unique prefix is enough
     from storage.read import CatalogError
 
     try:
-        typer.echo(show_latent(home or RunConfig().home, sae, latent, n))
+        typer.echo(show_latent(home or default_home(), sae, latent, n))
     except (ValueError, FileNotFoundError, CatalogError) as err:
         _fail(str(err))
 
@@ -245,7 +249,7 @@ def export(sae: str = typer.Argument(..., help="SAE key (a unique prefix is enou
 
     ids = {"model_id": model_id, "source_id": source_id} if fmt == "neuronpedia" else {}
     try:
-        files = run_export(home or RunConfig().home, sae, fmt, out, **ids)
+        files = run_export(home or default_home(), sae, fmt, out, **ids)
     except (ValueError, FileNotFoundError, CatalogError) as err:
         _fail(str(err))
     typer.echo(f"wrote {len(files)} file(s) under {out}")
@@ -263,7 +267,7 @@ def publish(home: Optional[Path] = typer.Option(None, help="Artifact home ($INTE
     from interp.preflight import check_home
     from storage.read import CatalogError
 
-    h = home or RunConfig().home
+    h = home or default_home()
     check_home(h)  # a file as home published nothing with rc 0, or failed with "File exists"
     try:
         if rebuild:
@@ -308,7 +312,7 @@ def rescore(
     from interp.rescore import find_run, rescore_config, run_after_collect
 
     _setup_logging(verbose)
-    h = Path(home or RunConfig().home)
+    h = Path(home or default_home())
     overrides = {}
     for item in set_:
         key, sep, value = item.partition("=")
@@ -357,6 +361,8 @@ def show_config(config: Optional[Path] = typer.Option(None, "--config", "-c"),
                 preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
                 as_json: bool = typer.Option(False, "--json", help="JSON schema of every field.")) -> None:
     """Print the resolved config (defaults, or a file's) as YAML, or the JSON schema."""
+    from interp.config import RunConfig, dump_config
+
     if as_json:
         typer.echo(json.dumps(RunConfig.model_json_schema(), indent=2))
         return
@@ -375,7 +381,7 @@ def ui(home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_H
 
     from interp.ui.app import create_app
 
-    h = home or RunConfig().home
+    h = home or default_home()
     try:
         web = create_app(h, host=host, torch_threads=1)  # serving only: 1 thread is fastest
         typer.echo(f"serving {h} on http://{host}:{port}/ (Ctrl-C to stop)")
@@ -395,7 +401,7 @@ def report(home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTE
     from interp.report import write_report
 
     try:
-        typer.echo(f"wrote {write_report(home or RunConfig().home, out, run_id)}")
+        typer.echo(f"wrote {write_report(home or default_home(), out, run_id)}")
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
 

@@ -5,7 +5,6 @@ mutated after construction. Secrets (API keys) are referenced by environment-var
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,11 +13,12 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from interp.analysis.config import LogitsConfig, MatchConfig
 from interp.collect.config import CollectConfig, CorpusConfig
-from interp.config_base import EMBEDDED, _Strict
+from interp.config_base import EMBEDDED, _Strict, default_home
 from interp.explain.config import ExplainConfig
-from interp.hooks import check_downstream, neurons_hookpoint_error
+from interp.hooks import check_downstream
 from interp.llm.config import LLMConfig
 from interp.mine.config import MineConfig
+from interp.sae.config import SAEConfig
 from interp.scoring.config import ScoreConfig
 
 
@@ -50,98 +50,10 @@ class ModelConfig(_Strict):
         return int(self.hookpoint.split(".")[1])
 
 
-class SAEConfig(_Strict):
-    """SAE recipe (or an SAE trained elsewhere, via `path`)."""
-
-    architecture: Literal["topk", "batchtopk", "relu", "jumprelu", "feature_choice", "mutual_choice",
-                          "gsae", "neurons"] = \
-        Field("topk", description="SAE architecture: topk, batchtopk, relu (L1), jumprelu, "
-              "feature_choice, mutual_choice, gsae (TopK selecting by activation and loss "
-              "gradient while training; collect then also records the gradient); or 'neurons': "
-              "no SAE, the MLP's own neurons at model.hookpoint blocks.<L>.mlp.hook_post "
-              "(identity encoder, decoder = the MLP's output weights W_out; nothing trained), "
-              "the baseline SAE latents are compared with.")
-    gsae_beta: float = Field(1.0, ge=0, description="gsae only: weight of a latent's downstream "
-                             "effect |W_dec dL/dx| (divided by its batch mean) in the training "
-                             "selection score z * (1 + beta * effect); 0 = plain TopK.")
-    path: Path | None = Field(None, description="Label an SAE trained elsewhere (sparsify or SAELens "
-                              "directory) instead of training one.")
-    expansion_factor: int = Field(4, gt=0, description="Latents = expansion_factor x d_model.")
-    k: int = Field(32, gt=0, description="Active latents per token (TopK and batch variants). "
-                   "For 'neurons': each token keeps its k largest positive neuron activations "
-                   "(top-k sparsified neurons); k >= the MLP width keeps every positive one.")
-    lr: float | None = Field(None, gt=0, description="Learning rate; None scales 2e-4/sqrt(width/2^14).")
-    batch_size: int = Field(1024, gt=0, description="Tokens per optimiser step.")
-    epochs: int = Field(4, gt=0, description="Passes over the collected activations.")
-    auxk_alpha: float = Field(1 / 32, ge=0, description="Weight of the AuxK loss on dead latents.")
-    dead_tokens: int = Field(20_000, gt=0, description="A latent not firing for this many tokens is dead.")
-    sparsity_coeff: float | None = Field(None, ge=0, description="L1 (relu) or L0 (jumprelu) "
-                                         "penalty weight; None = the architecture's default.")
-    aux_zipf: bool = Field(False, description="AuxK on latents firing below a Zipf-law frequency "
-                           "for their rank, not only dead ones (sparse architectures).")
-    normalize_activations: Literal["none", "unit_mean_squared_norm"] = Field(
-        "none", description="Scale activations to unit mean squared norm while training; the "
-        "factor is folded into the saved weights and recorded in cfg.json.")
-    lr_warmup_steps: int | None = Field(None, ge=0, description="Linear warm-up steps; None = 5% "
-                                        "of training, at most 1000.")
-    lr_decay_frac: float = Field(0.2, ge=0, le=1, description="Final fraction of steps over "
-                                 "which the lr decays linearly to 0.")
-    checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every N steps "
-                                  "(0 = never).")
-    transcode_target: str | None = Field(None, description="Hookpoint whose activations are the "
-                                         "target (transcoder); None = autoencode model.hookpoint.")
-    skip_connection: bool = Field(False, description="Transcoders only: add a learnt linear map "
-                                  "of the input (W_skip, zero-initialised) to the output, so "
-                                  "latents only model what a linear map cannot.")
-    threads: int | None = Field(1, gt=0, description="torch intra-op threads while training "
-                                "(restored after); None = leave torch's setting. 1 is fastest on "
-                                "a 2-core CPU (measured 12.5k vs 2.7k tokens/s under contention).")
-    holdout_every: int = Field(20, ge=0, description="Every n-th sequence is held out for the "
-                               "reported FVU (0 = evaluate on training tokens).")
-    eval_sequences: int = Field(32, ge=0, description="Held-out sequences for the CE-loss-recovered "
-                                "and KL evaluation with the SAE spliced into the model (0 = skip).")
-    seed: int = Field(0, description="Initialisation and shuffling seed.")
-    device: str | None = Field(None, description="Training device; None uses model.device.")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SAEConfig:
-        if self.sparsity_coeff is not None and self.architecture not in ("relu", "jumprelu"):
-            raise ValueError(f"sae.sparsity_coeff applies to relu/jumprelu, not "
-                             f"{self.architecture!r} (whose sparsity is sae.k)")
-        if self.skip_connection and not self.transcode_target:
-            raise ValueError("sae.skip_connection needs sae.transcode_target: an autoencoder with "
-                             "a linear skip would learn the identity")
-        if self.architecture == "neurons":
-            self._neurons_consistent()
-        if self.gsae_beta != 1.0 and self.architecture != "gsae":
-            raise ValueError(f"sae.gsae_beta applies to architecture gsae, not "
-                             f"{self.architecture!r}")
-        if self.architecture == "gsae" and self.transcode_target:
-            raise ValueError("sae.architecture gsae autoencodes model.hookpoint: drop "
-                             "sae.transcode_target (gradients are collected at the input only)")
-        if self.aux_zipf and self.architecture not in ("topk", "batchtopk", "feature_choice",
-                                                       "mutual_choice", "gsae"):
-            raise ValueError("sae.aux_zipf needs a sparse architecture (topk, batchtopk, "
-                             "feature_choice, mutual_choice)")
-        return self
-
-    def _neurons_consistent(self) -> None:
-        """Options that mean nothing for MLP neurons, which are read from the model, not trained."""
-        if self.path is not None:
-            raise ValueError("sae.path and sae.architecture 'neurons' exclude each other: neurons "
-                             "are read from the subject model's MLP, not from an SAE directory")
-        if self.transcode_target or self.skip_connection:
-            raise ValueError("sae.transcode_target / sae.skip_connection do not apply to "
-                             "'neurons': their output hookpoint is the MLP's own (hook_mlp_out)")
-        if self.normalize_activations != "none":
-            raise ValueError("sae.normalize_activations does not apply to 'neurons' (nothing is "
-                             "trained): leave it 'none'")
-
-
 class RunConfig(_Strict):
     """A whole labelling run."""
 
-    home: Path = Field(Path(os.environ.get("INTERP_HOME", ".interp")), description="Artifact root "
+    home: Path = Field(default_home(), description="Artifact root "
                        "and catalogue directory ($INTERP_HOME, default ./.interp).")
     model: ModelConfig = ModelConfig()
     corpus: CorpusConfig = CorpusConfig()
@@ -168,9 +80,8 @@ class RunConfig(_Strict):
         if self.collect.store == "tokens" and self.sae.path is None:
             raise ValueError("collect.store 'tokens' needs sae.path (an imported SAE): training "
                              "an SAE reads the activations every epoch; use collect.store 'dense'")
-        if self.sae.architecture == "neurons":
-            if (why := neurons_hookpoint_error(self.model.hookpoint)) is not None:
-                raise ValueError(why)
+        if (why := self.sae.arch.hookpoint_error(self.model.hookpoint)) is not None:
+            raise ValueError(why)
         if self.sae.transcode_target and self.sae.path is None:
             check_downstream(self.model.hookpoint, self.sae.transcode_target)
         if self.mine.n_iw_test > self.mine.n_iw:

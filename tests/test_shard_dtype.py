@@ -7,9 +7,9 @@ import json
 import torch
 from safetensors.torch import save_file
 
-from interp.config import SAEConfig
-from interp.sae import train
 from interp.collect.shards import ActivationShards
+from interp.sae import train
+from interp.sae.config import SAEConfig
 
 
 def _write(path, x: torch.Tensor, seq_len: int, dtype: torch.dtype) -> ActivationShards:

@@ -2,7 +2,9 @@
 
 Layout of a collect artifact directory:
   shard-00000.safetensors  tensors "acts" float16 (collect.dtype; older artifacts float32)
-                           [n_seq, seq_len, d_model], "tokens" int32 [n_seq, seq_len]
+                           [n_seq, seq_len, d_model], "tokens" int32 [n_seq, seq_len]; for a
+                           transcoder also "acts.<target hookpoint>", for an SAE trained on loss
+                           gradients (sae.architecture gsae) "grad.<hookpoint>" (dL/dx)
   sequences.parquet        seq_id, tokens (list<int32>), token_str (list<string>)
   documents.parquet        doc, start, n_tokens: where each document starts in the token stream
                            with BOS dropped (interp/mine/doc_split.py; absent in artifacts collected
@@ -27,6 +29,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from interp.finite import require_finite
+
+
+def gradient_tensor_name(hookpoint: str) -> str:
+    """Name of the shard tensor holding dL/dx at `hookpoint` (written by collect for an
+    architecture that trains on loss gradients)."""
+    return f"grad.{hookpoint}"
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from tqdm.auto import tqdm
 from interp.artifacts import write_parquet_atomic
 from interp.collect.corpus import corpus_identity, token_stream
 from interp.collect.documents import write_documents
+from interp.collect.shards import gradient_tensor_name
 from interp.config import RunConfig
 from interp.contract import Stage, StageContext, Table
 from interp.finite import require_finite
 from interp.models import SubjectModel, load_model, model_identity
-from interp.sae.gsae import gradient_tensor_name
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def extra_hookpoints(cfg: RunConfig) -> list[str]:
 
 def collects_gradient(cfg: RunConfig) -> bool:
     """True when the configured SAE trains on loss gradients (g-SAE): collect records dL/dx."""
-    return cfg.sae.architecture == "gsae" and cfg.sae.path is None
+    return cfg.sae.arch.needs_gradient and cfg.sae.path is None
 
 
 def settings(cfg: RunConfig) -> dict:

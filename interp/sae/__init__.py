@@ -1,6 +1,6 @@
 """Sparse autoencoders: architectures, the train stage, evaluation, and save/load in sparsify's
 (native) and SAELens's formats."""
-from interp.sae.architectures import ARCHITECTURES
+from interp.sae.arch.registry import ARCHITECTURES
 from interp.sae.eval import eval_downstream, evaluate
 from interp.sae.io import check_compatible, detect_format, load_any_sae, load_sae, save_sae
 from interp.sae.model import SAE, ForwardOutput

@@ -17,9 +17,8 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
+from interp.collect.shards import ActivationShards, gradient_tensor_name
 from interp.finite import require_finite
-from interp.sae.gsae import gradient_tensor_name
-from interp.collect.shards import ActivationShards
 
 
 def target_tensor_name(hookpoint: str) -> str:

@@ -1,5 +1,6 @@
 """Saving and loading SAEs: sparsify's layout (`sae.safetensors` + `cfg.json`, our native format),
-SAELens's (in `interp.sae.saelens`), format detection, and compatibility checks.
+format detection, loading either format (SAELens's lives in `interp.sae.saelens`), and
+compatibility checks.
 
 sparsify's `SparseCoder.load_from_disk` reads what `save_sae` writes for TopK SAEs: same tensor
 names (encoder.weight, encoder.bias, W_dec, b_dec) and config keys, plus our provenance keys.
@@ -14,11 +15,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from interp.artifacts import write_text_atomic
-from interp.finite import require_finite
-from interp.sae.model import SAE
+from interp.sae.model import SAE, sae_from_tensors
+from interp.sae.saelens import SAELENS_WEIGHTS, load_saelens
 
 SPARSIFY_WEIGHTS = "sae.safetensors"
-SAELENS_WEIGHTS = "sae_weights.safetensors"
 CFG_FILE = "cfg.json"
 
 # Keys sparsify's SparseCoderConfig expects (d_in is popped by sparsify before parsing the rest).
@@ -38,32 +38,6 @@ def save_sae(sae: SAE, directory: Path) -> Path:
         cfg["expansion_factor"] = max(1, sae.num_latents // sae.d_in)
     write_text_atomic(directory / CFG_FILE, json.dumps(cfg, indent=2, default=str))
     return directory
-
-
-def sae_from_tensors(cfg: dict[str, Any], tensors: dict[str, torch.Tensor],
-                     device: str | torch.device, origin: str) -> SAE:
-    """Build an SAE from a cfg dict and a state dict in our (sparsify) naming; shapes checked."""
-    if cfg.get("activation", "topk") != "topk":
-        raise ValueError(f"{origin}: sparsify option activation={cfg.get('activation')!r} is "
-                         f"not supported")
-    num_latents, d_in = tensors["encoder.weight"].shape
-    if cfg.get("d_in", d_in) != d_in:
-        raise ValueError(f"{origin}: cfg d_in {cfg['d_in']} disagrees with encoder.weight {d_in}")
-    cfg = {**cfg, "num_latents": num_latents}  # sparsify stores 0 when expansion_factor set it
-    sae = SAE(d_in, num_latents, int(cfg.get("k") or 1), cfg=cfg,
-              architecture=cfg.get("architecture", "topk"), transcode=bool(cfg.get("transcode")),
-              d_out=tensors["W_dec"].shape[1], device=device, dtype=tensors["encoder.weight"].dtype)
-    expected = sae.state_dict()
-    missing = set(expected) - set(tensors)
-    if missing:
-        raise ValueError(f"{origin} lacks tensors {sorted(missing)}")
-    for name, ref in expected.items():
-        if tensors[name].shape != ref.shape:
-            raise ValueError(f"{origin}: tensor {name} has shape {tuple(tensors[name].shape)}, "
-                             f"expected {tuple(ref.shape)}")
-        require_finite(tensors[name], f"{origin}: tensor {name}", "this SAE cannot be used")
-    sae.load_state_dict({k: tensors[k] for k in expected})
-    return sae
 
 
 def load_sae(directory: Path, device: str | torch.device = "cpu") -> SAE:
@@ -103,7 +77,6 @@ def load_any_sae(path: Path, device: str | torch.device = "cpu", *,
     if detect_format(path) == "sparsify":
         sae = load_sae(path, device)
     else:
-        from interp.sae.saelens import load_saelens
         sae = load_saelens(path, device)
     if hookpoint is not None:
         sae.cfg.setdefault("hookpoint", hookpoint)

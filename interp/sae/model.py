@@ -1,20 +1,21 @@
 """The SAE module, in sparsify's parameter names and layout, for every architecture in
-`interp.sae.architectures` and for transcoders (input at one hookpoint, target at another).
+`interp.sae.arch` and for transcoders (input at one hookpoint, target at another).
 
 Parameters: encoder.weight [m, d_in], encoder.bias [m], W_dec [m, d_out] (unit-norm rows unless
-transcoding), b_dec [d_out]; plus log_threshold [m] (jumprelu) or the buffer threshold [m]
-(batch-level architectures). Codes are padded (acts [N, K], indices [N, K]) pairs.
+transcoding), b_dec [d_out]; plus what the architecture adds (`Architecture.add_state`: the
+parameter log_threshold [m] of a jumprelu, the buffer threshold [m] of a batch-level one). Codes
+are padded (acts [N, K], indices [N, K]) pairs.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from interp.sae.architectures import ARCHITECTURES
+from interp.finite import require_finite
+from interp.sae.arch.registry import get_architecture
 from interp.sae.kernels import gather_preacts, sparse_decode
 
 
@@ -26,7 +27,7 @@ class ForwardOutput(NamedTuple):
     top_indices: Tensor    # [N, K] int64 latent indices
     fvu: Tensor            # fraction of variance unexplained
     auxk_loss: Tensor      # AuxK loss of dead latents (0 if no dead mask / none dead)
-    sparsity_loss: Tensor  # L1 (relu) or L0 (jumprelu) penalty, already weighted; else 0
+    sparsity_loss: Tensor  # the architecture's penalty (L1, L0), already weighted; else 0
 
 
 class SAE(nn.Module):
@@ -34,8 +35,8 @@ class SAE(nn.Module):
 
     `cfg` describes the SAE (architecture, d_in, num_latents, k, hookpoint, model, ...) and is
     written verbatim to cfg.json; it is a plain dict so that extra provenance keys survive.
-    `forward` is the training pass (batch-level selection for batchtopk & co); `encode` is the
-    per-token inference rule that mining and evaluation use.
+    `forward` is the training pass (`arch.train_codes`: a batch-level selection for batchtopk &
+    co); `encode` is the per-token inference rule that mining and evaluation use.
     """
 
     def __init__(self, d_in: int, num_latents: int, k: int, *, architecture: str = "topk",
@@ -43,8 +44,7 @@ class SAE(nn.Module):
                  cfg: dict[str, Any] | None = None, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, generator: torch.Generator | None = None):
         super().__init__()
-        if architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture {architecture!r} is not one of {sorted(ARCHITECTURES)}")
+        arch = get_architecture(architecture)
         if not 0 < k <= num_latents:
             raise ValueError(f"k ({k}) must be in 1..num_latents ({num_latents})")
         d_out = d_in if d_out is None else d_out
@@ -53,7 +53,7 @@ class SAE(nn.Module):
         self.cfg: dict[str, Any] = {"activation": "topk", "sparsity_coeff": 0.0, **(cfg or {}),
                                     "architecture": architecture, "transcode": transcode,
                                     "d_in": d_in, "d_out": d_out, "num_latents": num_latents, "k": k}
-        self.arch = ARCHITECTURES[architecture]
+        self.arch = arch
         self.encoder = nn.Linear(d_in, num_latents, device=device, dtype=dtype)
         w = torch.randn(num_latents, d_in, generator=generator, dtype=dtype).to(device)
         w /= w.norm(dim=1, keepdim=True)
@@ -65,15 +65,10 @@ class SAE(nn.Module):
         self.W_dec = nn.Parameter(torch.zeros(num_latents, d_out, device=device, dtype=dtype)
                                   if transcode else w.clone())
         self.b_dec = nn.Parameter(torch.zeros(d_out, device=device, dtype=dtype))
-        if architecture == "jumprelu":
-            init = float(self.cfg.get("init_threshold", 1e-3))
-            self.log_threshold = nn.Parameter(torch.full((num_latents,), math.log(init),
-                                                         device=device, dtype=dtype))
+        self.arch.add_state(self, device, dtype)
         if self.skip:
             # sparsify's layout: [d_out, d_in], zero at the start so latents learn first
             self.W_skip = nn.Parameter(torch.zeros(d_out, d_in, device=device, dtype=dtype))
-        if self.arch.learns_threshold:
-            self.register_buffer("threshold", torch.zeros(num_latents, device=device, dtype=dtype))
 
     @property
     def d_in(self) -> int:
@@ -119,7 +114,7 @@ class SAE(nn.Module):
             return F.linear(self._centre(x), self.encoder.weight, self.encoder.bias)
 
     def dense_pre_acts(self, x: Tensor) -> Tensor:
-        """Dense pre-activations [N, m] with gradient (relu / jumprelu training)."""
+        """Dense pre-activations [N, m] with gradient (dense training paths, e.g. relu)."""
         return F.linear(self._centre(x), self.encoder.weight, self.encoder.bias)
 
     def select(self, x: Tensor, indices: Tensor, values: Tensor) -> Tensor:
@@ -158,11 +153,10 @@ class SAE(nn.Module):
         """Training pass: reconstruct y (default x) [N, d_out] from x [N, d_in].
 
         dead_mask [m] bool selects latents for the AuxK loss (dead or, with aux_zipf, underused).
-        grad [N, d_in]: the loss gradient at x, which the gsae architecture's selection needs.
+        grad [N, d_in]: the loss gradient at x, for architectures that select by it (gsae).
         """
         y = x if y is None else y
-        codes = self.arch.train_codes(self, x) if grad is None else \
-            self.arch.train_codes(self, x, grad)
+        codes = self.arch.train_codes(self, x, grad)
         if codes.dense is not None:
             recon = codes.dense @ self.W_dec + self.b_dec
         else:
@@ -225,7 +219,31 @@ class SAE(nn.Module):
         self.b_dec.div_(scale_out)
         if self.skip:
             self.W_skip.mul_(scale_in / scale_out)
-        if hasattr(self, "log_threshold"):
-            self.log_threshold.sub_(math.log(scale_out))
-        if self.arch.learns_threshold:
-            self.threshold.div_(scale_out)
+        self.arch.fold_scaling(self, scale_out)
+
+
+def sae_from_tensors(cfg: dict[str, Any], tensors: dict[str, torch.Tensor],
+                     device: str | torch.device, origin: str) -> SAE:
+    """Build an SAE from a cfg dict and a state dict in our (sparsify) naming, as both on-disk
+    formats load them; shapes and finiteness checked, `origin` (a path) named in errors."""
+    if cfg.get("activation", "topk") != "topk":
+        raise ValueError(f"{origin}: sparsify option activation={cfg.get('activation')!r} is "
+                         f"not supported")
+    num_latents, d_in = tensors["encoder.weight"].shape
+    if cfg.get("d_in", d_in) != d_in:
+        raise ValueError(f"{origin}: cfg d_in {cfg['d_in']} disagrees with encoder.weight {d_in}")
+    cfg = {**cfg, "num_latents": num_latents}  # sparsify stores 0 when expansion_factor set it
+    sae = SAE(d_in, num_latents, int(cfg.get("k") or 1), cfg=cfg,
+              architecture=cfg.get("architecture", "topk"), transcode=bool(cfg.get("transcode")),
+              d_out=tensors["W_dec"].shape[1], device=device, dtype=tensors["encoder.weight"].dtype)
+    expected = sae.state_dict()
+    missing = set(expected) - set(tensors)
+    if missing:
+        raise ValueError(f"{origin} lacks tensors {sorted(missing)}")
+    for name, ref in expected.items():
+        if tensors[name].shape != ref.shape:
+            raise ValueError(f"{origin}: tensor {name} has shape {tuple(tensors[name].shape)}, "
+                             f"expected {tuple(ref.shape)}")
+        require_finite(tensors[name], f"{origin}: tensor {name}", "this SAE cannot be used")
+    sae.load_state_dict({k: tensors[k] for k in expected})
+    return sae

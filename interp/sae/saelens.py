@@ -1,9 +1,11 @@
 """SAELens on-disk format: `sae_weights.safetensors` (W_enc [d, m], b_enc, W_dec [m, d], b_dec,
 threshold) + `cfg.json` (d_in, d_sae, architecture, hook_name, ...).
 
-Written so that SAELens 5 (top-level hook_name / model_name) and 6 (`metadata`) both read it.
-Batch-level architectures are saved as "jumprelu" with their learnt thresholds, as SAELens itself
-does for BatchTopK. Our own cfg rides along under metadata.interp so a round trip is exact.
+Written so that SAELens 5 (top-level hook_name / model_name) and 6 (`metadata`) both read it. Each
+architecture names the SAELens architecture it is exported as (`Architecture.saelens_name`, its
+inference rule: batch-level ones are "jumprelu" with their learnt thresholds, as SAELens itself
+does for BatchTopK) or refuses export. Our own cfg rides along under metadata.interp so a round
+trip is exact.
 """
 from __future__ import annotations
 
@@ -15,42 +17,47 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from interp.artifacts import write_text_atomic
-from interp.sae.io import CFG_FILE, SAELENS_WEIGHTS, sae_from_tensors
-from interp.sae.model import SAE
+from interp.sae.arch.registry import ARCHITECTURES, get_architecture
+from interp.sae.model import SAE, sae_from_tensors
 
-# our architecture -> SAELens architecture (inference semantics)
-_TO_SAELENS = {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu", "batchtopk": "jumprelu",
-               "mutual_choice": "jumprelu", "feature_choice": "jumprelu",
-               "gsae": "topk"}  # a g-SAE infers by plain TopK (interp.sae.gsae)
-_FROM_SAELENS = {"topk": "topk", "standard": "relu", "jumprelu": "jumprelu"}
+SAELENS_WEIGHTS = "sae_weights.safetensors"
+SAELENS_CFG = "cfg.json"  # SAELens's name, which happens to be ours (interp.sae.io.CFG_FILE) too
+
+# SAELens architecture -> ours, for SAELens files not written by us
+_FROM_SAELENS = {arch.saelens_name: name for name, arch in ARCHITECTURES.items()
+                 if arch.saelens_import and arch.saelens_name}
 
 
 def save_saelens(sae: SAE, directory: Path) -> Path:
     """Write the SAE in SAELens format into directory; returns it."""
     if sae.transcode:
         raise ValueError("SAELens export of transcoders is not supported; use save_sae")
+    lens_name = sae.arch.saelens_name
+    if lens_name is None:
+        known = sorted({a.saelens_name for a in ARCHITECTURES.values() if a.saelens_name})
+        raise ValueError(f"sae.architecture {sae.arch.name!r} has no SAELens equivalent (SAELens "
+                         f"architectures we export: {', '.join(known)}); use save_sae (sparsify "
+                         f"format) for it")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    arch = sae.cfg["architecture"]
     tensors = {"W_enc": sae.encoder.weight.detach().T, "b_enc": sae.encoder.bias.detach(),
                "W_dec": sae.W_dec.detach(), "b_dec": sae.b_dec.detach()}
-    if arch == "jumprelu":
-        tensors["threshold"] = sae.log_threshold.detach().exp()
-    elif sae.arch.learns_threshold:
-        tensors["threshold"] = sae.threshold.detach().clone()
+    threshold = sae.arch.saelens_threshold(sae)
+    if threshold is not None:
+        tensors["threshold"] = threshold
     save_file({k: v.contiguous().cpu() for k, v in tensors.items()},
               str(directory / SAELENS_WEIGHTS))
     meta = {"model_name": sae.cfg.get("model"), "hook_name": sae.cfg.get("hookpoint"),
             "interp": sae.cfg}
-    cfg = {"architecture": _TO_SAELENS[arch], "d_in": sae.d_in, "d_sae": sae.num_latents,
+    cfg = {"architecture": lens_name, "d_in": sae.d_in, "d_sae": sae.num_latents,
            "dtype": str(sae.W_dec.dtype).removeprefix("torch."), "device": "cpu",
            "apply_b_dec_to_input": True, "normalize_activations": "none",
            "reshape_activations": "none", "hook_name": meta["hook_name"],
            "model_name": meta["model_name"], "metadata": meta}
-    if arch in ("topk", "gsae"):
+    if lens_name == "topk":  # SAELens's TopK reads its k from here
         cfg["k"] = sae.k
         cfg["activation_fn_kwargs"] = {"k": sae.k}
-    write_text_atomic(directory / CFG_FILE, json.dumps(cfg, indent=2, default=str))
+    write_text_atomic(directory / SAELENS_CFG, json.dumps(cfg, indent=2, default=str))
     return directory
 
 
@@ -76,7 +83,7 @@ def load_saelens(directory: Path, device: str | torch.device = "cpu") -> SAE:
     """Load a SAELens-format SAE (standard, topk, jumprelu; or one written by save_saelens)."""
     directory = Path(directory)
     weights_path = directory / SAELENS_WEIGHTS
-    raw_cfg = json.loads((directory / CFG_FILE).read_text())
+    raw_cfg = json.loads((directory / SAELENS_CFG).read_text())
     cfg = _our_cfg(raw_cfg, str(directory))
     t = load_file(str(weights_path), device=str(device))
     w_enc, b_enc = t["W_enc"], t["b_enc"]
@@ -88,8 +95,6 @@ def load_saelens(directory: Path, device: str | torch.device = "cpu") -> SAE:
         b_enc = b_enc + t["b_dec"] @ w_enc
     ours = {"encoder.weight": w_enc.T.contiguous(), "encoder.bias": b_enc,
             "W_dec": t["W_dec"], "b_dec": t["b_dec"]}
-    if cfg["architecture"] == "jumprelu":
-        ours["log_threshold"] = t["threshold"].clamp_min(1e-12).log()
-    elif cfg["architecture"] in ("batchtopk", "mutual_choice", "feature_choice"):
-        ours["threshold"] = t["threshold"]
+    if "threshold" in t:
+        ours.update(get_architecture(cfg["architecture"]).threshold_from_saelens(t["threshold"]))
     return sae_from_tensors(cfg, ours, device, str(weights_path))

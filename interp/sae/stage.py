@@ -39,9 +39,8 @@ def settings(cfg: RunConfig) -> dict[str, Any]:
         recipe = {"external": _dir_hash(cfg.sae.path), "eval_sequences": cfg.sae.eval_sequences,
                   "holdout_every": cfg.sae.holdout_every}
     else:
-        # gsae_beta only when it can matter, so other architectures keep their keys
-        skip = {"device", "threads", "checkpoint_every"} | \
-            (set() if cfg.sae.architecture == "gsae" else {"gsae_beta"})
+        # gsae_beta only where the architecture uses it, so the others kept their keys
+        skip = {"device", "threads", "checkpoint_every"} | ({"gsae_beta"} - cfg.sae.arch.options)
         recipe = cfg.sae.model_dump(mode="json", exclude=skip)
     return recipe
 
@@ -171,7 +170,7 @@ def saes_row(path: Path, man: dict[str, Any]) -> dict[str, list[dict[str, Any]]]
 STAGE = Stage(
     "train", VERSION, settings, fill, inputs=("collect",),
     # Resumable when training: a crashed run continues from its last checkpoint.
-    resumable=lambda cfg: cfg.sae.path is None and cfg.sae.architecture != "neurons",
+    resumable=lambda cfg: cfg.sae.path is None and cfg.sae.arch.trainable,
     rows=saes_row,
     tables=(Table("head_shares", "head_shares.parquet", "sae_key, latent, head, share",
                   optional=True),))  # an SAE of attention head outputs (hook_z)

@@ -21,15 +21,14 @@ import torch
 from torch import Tensor
 
 from interp.artifacts import write_text_atomic
-from interp.config import SAEConfig
 from interp.finite import require_finite
 from interp.sae.calibrate import HELDOUT_TOKENS, calibrate_threshold, dead_fraction
 from interp.sae.checkpoint import load_checkpoint, save_checkpoint
+from interp.sae.config import SAEConfig
 from interp.sae.data import count_train_tokens, heldout_tokens, train_batches
 from interp.sae.eval import evaluate
 from interp.sae.io import save_sae
 from interp.sae.model import SAE
-from interp.sae.recipe import sparsity_coeff
 from interp.sae.trainer import Trainer, default_lr
 from interp.collect.shards import ActivationShards
 
@@ -70,10 +69,8 @@ def build_sae(cfg: SAEConfig, shards: ActivationShards, device: str, *, holdout:
         s_out = s_in  # an autoencoder's input and output share one scale
     meta = {"hookpoint": shards.hookpoint, "hookpoint_out": target or shards.hookpoint,
             "model": shards.meta.get("model"), "expansion_factor": cfg.expansion_factor,
-            "sparsity_coeff": sparsity_coeff(cfg), "normalisation": None,
-            "skip_connection": cfg.skip_connection}
-    if cfg.architecture == "gsae":
-        meta["gsae_beta"] = cfg.gsae_beta
+            "sparsity_coeff": cfg.sparsity_penalty, "normalisation": None,
+            "skip_connection": cfg.skip_connection, **cfg.arch.sae_cfg(cfg)}
     sae = SAE(shards.d_model, cfg.expansion_factor * shards.d_model, cfg.k, cfg=meta,
               architecture=cfg.architecture, transcode=target is not None, d_out=y.shape[1],
               device=device, generator=torch.Generator().manual_seed(cfg.seed))
@@ -81,20 +78,8 @@ def build_sae(cfg: SAEConfig, shards: ActivationShards, device: str, *, holdout:
         sae.b_dec.copy_(geometric_median((y * s_out).to(device)))
         if target is not None:  # centre the pre-activations on the input's median instead
             sae.encoder.bias.copy_(-sae.encoder.weight @ geometric_median((x * s_in).to(device)))
-        if cfg.architecture == "jumprelu":
-            _init_jumprelu(sae, (x * s_in).to(device))
+        sae.arch.init_from_sample(sae, (x * s_in).to(device))  # e.g. jumprelu's thresholds
     return sae, (s_in, s_out)
-
-
-def _init_jumprelu(sae: SAE, x: Tensor) -> None:
-    """Thresholds at each latent's (1 - k/m) quantile on a sample, so training starts near L0 = k
-    (a fixed tiny threshold starts near L0 = m/2 and takes many thousands of steps to come down);
-    the straight-through kernel's bandwidth is a tenth of the median threshold."""
-    pre = sae.pre_acts(x)
-    rank = max(1, min(len(x), round(len(x) * (1 - sae.k / sae.num_latents))))
-    theta = pre.kthvalue(rank, dim=0).values.clamp_min(1e-6)
-    sae.log_threshold.copy_(theta.log())
-    sae.cfg["jumprelu_bandwidth"] = float(0.1 * theta.median())
 
 
 def train(cfg: SAEConfig, shards: ActivationShards, out_dir: Path, *, device: str = "cpu",
@@ -106,9 +91,9 @@ def train(cfg: SAEConfig, shards: ActivationShards, out_dir: Path, *, device: st
     too few, see `fvu_split`), fvu_train (mean over the last epoch), dead_frac, tokens_seen,
     tokens_per_s, train_seconds, num_latents, k.
     """
-    if cfg.architecture == "neurons":
-        raise ValueError("sae.architecture 'neurons' is not trained: the train stage builds it "
-                         "from the model's MLP (interp.sae.neurons.build_neurons)")
+    if not cfg.arch.trainable:
+        raise ValueError(f"sae.architecture {cfg.architecture!r} is not trained: "
+                         f"{cfg.arch.summary}")
     with _torch_threads(cfg.threads):
         return _train(cfg, shards, Path(out_dir), device, progress)
 
@@ -169,7 +154,7 @@ def _run_epochs(cfg: SAEConfig, shards: ActivationShards, trainer: Trainer,
                 position: dict[str, Any] | None, progress: bool) -> list[float]:
     """The training loop; returns the per-step FVUs of the last epoch."""
     every, target = cfg.checkpoint_every, cfg.transcode_target
-    gradient = cfg.architecture == "gsae"
+    gradient = cfg.arch.needs_gradient
     first_epoch, skip = (position["epoch"], position["batch"]) if position else (0, 0)
     fvus: list[float] = position["fvus"] if position else []
     bar = _progress_bar(cfg.epochs * math.ceil(count_train_tokens(shards, holdout) /

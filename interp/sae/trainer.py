@@ -12,7 +12,6 @@ import torch
 from torch import Tensor
 
 from interp.finite import require_finite
-from interp.sae.architectures import update_threshold
 from interp.sae.model import SAE
 
 THRESHOLD_RATE = 0.01   # EMA rate of the batch-level architectures' inference thresholds
@@ -86,7 +85,7 @@ class Trainer:
     def step(self, x: Tensor, y: Tensor | None = None, grad: Tensor | None = None
              ) -> dict[str, float]:
         """One optimiser step on x [N, d_in] (target y [N, d_out], default x; grad [N, d_in] the
-        loss gradient at x, for gsae)."""
+        loss gradient at x, for architectures that select by it)."""
         sae = self.sae
         out = sae(x, y, dead_mask=self.aux_mask(), grad=grad)
         loss = out.fvu + self.auxk_alpha * out.auxk_loss + out.sparsity_loss
@@ -116,7 +115,8 @@ class Trainer:
         counts = torch.bincount(fired, minlength=self.sae.num_latents).to(self.freq.dtype)
         self.freq += rate * (counts / n - self.freq)
         if self.sae.arch.learns_threshold:
-            update_threshold(self.sae, acts, indices, max(1.0 / (self.steps + 1), THRESHOLD_RATE))
+            self.sae.arch.update_threshold(self.sae, acts, indices,
+                                           max(1.0 / (self.steps + 1), THRESHOLD_RATE))
         self.tokens_seen += n
         self.steps += 1
         return float(active.sum()) / n

@@ -60,11 +60,6 @@ def planted_data(n: int, d: int = 32, n_dict: int = 64, active: tuple[int, int] 
     return x, dictionary
 
 
-def pytest_configure(config):
-    # torch warns once that CSR tensors are "beta"; the kernels use only their stable matmuls
-    config.addinivalue_line("filterwarnings", "ignore:Sparse CSR tensor support is in beta")
-
-
 @pytest.fixture
 def make_shards(tmp_path: Path):
     """make_shards(tokens [n, d], seq_len=17, **kw) -> ActivationShards of a fresh artifact."""

@@ -5,9 +5,10 @@ import pytest
 import torch
 from conftest import planted_data
 
-from interp.config import SAEConfig
 from interp.sae import SAE, load_any_sae, load_sae, save_saelens, train
-from interp.sae.architectures import TRAINABLE, pairs_to_padded, threshold_codes
+from interp.sae.arch.base import pairs_to_padded, threshold_codes
+from interp.sae.arch.registry import TRAINABLE
+from interp.sae.config import SAEConfig
 from interp.sae.trainer import underused_mask
 
 
@@ -141,7 +142,7 @@ def test_recipe_rejects_conflicting_options():
 def test_batch_topk_prefilter_is_exact(row_cap):
     """Row-capped candidates + global topk == one topk over the flattened matrix, including the
     fallback when a row saturates its cap (row_cap=2)."""
-    from interp.sae.architectures import batch_topk
+    from interp.sae.arch.batchtopk import batch_topk
     g = torch.Generator().manual_seed(0)
     pre = torch.randn(16, 48, generator=g) + 3 * torch.randn(16, 1, generator=g)
     values, rows, cols = batch_topk(pre, 40, row_cap)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import planted_data
 
-from interp.config import SAEConfig
 from interp.sae import SAE, load_sae, train
-from interp.sae.architectures import feature_choice_pairs
+from interp.sae.arch.feature_choice import feature_choice_pairs
 from interp.sae.calibrate import calibrate_threshold, dead_fraction
+from interp.sae.config import SAEConfig
 
 
 def _sae(arch: str, d: int = 12, m: int = 40, k: int = 3) -> SAE:

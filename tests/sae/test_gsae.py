@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import planted_data, write_shards
 
-from interp.config import SAEConfig
+from interp.collect.shards import ActivationShards, gradient_tensor_name
 from interp.sae import SAE, load_any_sae, load_sae, save_saelens, train
-from interp.sae.gsae import gradient_scores, gradient_tensor_name
-from interp.collect.shards import ActivationShards
+from interp.sae.arch.gsae import gradient_scores
+from interp.sae.config import SAEConfig
 
 HOOK = "blocks.0.hook_resid_post"
 

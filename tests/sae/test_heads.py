@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from interp.config import SAEConfig
 from interp.sae import load_sae, train
+from interp.sae.config import SAEConfig
 from interp.sae.heads import head_share_table, head_shares
 
 N_HEADS, D_HEAD = 4, 8

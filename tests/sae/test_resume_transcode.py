@@ -5,8 +5,8 @@ import pytest
 import torch
 from conftest import planted_data
 
-from interp.config import SAEConfig
 from interp.sae import load_sae, train
+from interp.sae.config import SAEConfig
 from interp.sae.trainer import Trainer
 
 

@@ -6,8 +6,8 @@ import json
 import torch
 from conftest import planted_data
 
-from interp.config import SAEConfig
 from interp.sae import load_sae, train
+from interp.sae.config import SAEConfig
 
 
 def test_train_writes_artifact_files(make_shards, tmp_path):

@@ -69,7 +69,7 @@ def test_transcoder_with_skip_learns_a_linear_map(make_shards, tmp_path):
     a = torch.randn(8, 8, generator=gen)
     target = "blocks.0.hook_mlp_out"
     shards = make_shards(x, seq_len=17, shard_sequences=8, extra={f"acts.{target}": x @ a})
-    from interp.config import SAEConfig
+    from interp.sae.config import SAEConfig
     cfg = SAEConfig(expansion_factor=2, k=2, batch_size=64, epochs=20, transcode_target=target,
                     skip_connection=True, lr=1e-2)
     metrics = train(cfg, shards, tmp_path / "tc")

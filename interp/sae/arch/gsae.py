@@ -12,24 +12,17 @@ is dimensionless (the raw gradient's scale depends on the loss reduction, on the
 hookpoint and on activation normalisation; a fixed beta would mean something else for each).
 
 At inference (mining, explanations, downstream evaluation) no gradient exists: the g-SAE encodes
-with plain TopK on z, which is the paper's selection rule with beta = 0.
+with plain TopK on z, which is the paper's selection rule with beta = 0 (and SAELens's "topk").
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from interp.sae.architectures import Codes
-    from interp.sae.model import SAE
-
-
-def gradient_tensor_name(hookpoint: str) -> str:
-    """Name of the shard tensor holding dL/dx at `hookpoint` (written by collect for a g-SAE)."""
-    return f"grad.{hookpoint}"
+from interp.sae.arch.base import Architecture, Codes, SAESettings, SparseCoder
 
 
 def gradient_scores(pre: Tensor, W_dec: Tensor, grad: Tensor, beta: float) -> Tensor:
@@ -45,14 +38,18 @@ def gradient_scores(pre: Tensor, W_dec: Tensor, grad: Tensor, beta: float) -> Te
 
 
 @dataclass(frozen=True)
-class GradientTopK:
+class GradientTopK(Architecture):
     """g-SAE: TopK on gradient-weighted scores while training, plain TopK at inference."""
 
-    learns_threshold = False
+    name: str = "gsae"
+    summary: str = ("TopK selecting by activation and loss gradient while training (sae.gsae_beta; "
+                    "collect then also records the gradient), plain TopK at inference "
+                    "(Olmo et al. 2024)")
+    needs_gradient = True
+    options = frozenset({"gsae_beta", "aux_zipf"})
+    saelens_name = "topk"
 
-    def train_codes(self, sae: SAE, x: Tensor, grad: Tensor | None = None) -> Codes:
-        from interp.sae.architectures import Codes  # imported here: architectures registers us
-
+    def train_codes(self, sae: SparseCoder, x: Tensor, grad: Tensor | None = None) -> Codes:
         if grad is None:
             raise ValueError("sae.architecture 'gsae' trains on loss gradients: collect them "
                              "(collect does so when sae.architecture is gsae) and pass grad=")
@@ -62,6 +59,14 @@ class GradientTopK:
         values = pre.gather(1, indices)
         return Codes(sae.select(x, indices, values), indices, x.new_zeros(()))
 
-    def infer_codes(self, sae: SAE, x: Tensor) -> tuple[Tensor, Tensor]:
+    def infer_codes(self, sae: SparseCoder, x: Tensor) -> tuple[Tensor, Tensor]:
         values, indices = sae.pre_acts(x).topk(sae.k, dim=1, sorted=False)
         return sae.select(x, indices, values), indices
+
+    def check(self, cfg: SAESettings) -> None:
+        if cfg.transcode_target:
+            raise ValueError("sae.architecture gsae autoencodes model.hookpoint: drop "
+                             "sae.transcode_target (gradients are collected at the input only)")
+
+    def sae_cfg(self, cfg: SAESettings) -> dict[str, Any]:
+        return {"gsae_beta": cfg.gsae_beta}
