@@ -13,6 +13,7 @@ from typing import Any
 
 from interp.ui import data
 from interp.ui.latent import latent_page
+from interp.ui.params import BadParameter, parse_filter, with_query_embedding
 
 
 def _clean(v: Any) -> Any:
@@ -37,12 +38,10 @@ def response(payload: Any, status: int = 200):
 
 def latents_payload(cur, params, tables: frozenset[str]) -> dict[str, Any]:
     """One page of the latent table as JSON: the same filter, order and paging as /latents."""
-    from interp.ui.app import _with_query_embedding, parse_filter
-
     f = parse_filter(params, data.scorers(cur))
     semantic, note = (params.get("s") or "").strip(), None
     if semantic:
-        f, note = _with_query_embedding(cur, f, semantic, tables)
+        f, note = with_query_embedding(cur, f, semantic, tables)
     rows, total = data.latent_table(cur, f)
     for r in rows:
         r.pop("total", None)
@@ -69,8 +68,6 @@ def latent_payload(cur, key: str, n: int, tables: frozenset[str]) -> dict[str, A
 def routes(catalog: data.Catalog, resolve) -> list:
     """Starlette routes of the API over `catalog`; `resolve(cur, key)` expands an SAE key prefix."""
     from starlette.routing import Route
-
-    from interp.ui.app import BadParameter
 
     def latents(request):
         with catalog.cursor() as cur:
