@@ -349,10 +349,13 @@ def rescore(
 @cli_errors
 def presets(name: Optional[str] = typer.Argument(None, help="Print this preset's YAML.")) -> None:
     """List the protocol presets (`--preset NAME` of run and rescore), or print one."""
-    from interp.presets import preset_names, preset_text, summary
+    from interp.config import load_config
+    from interp.presets import describe, preset_names, preset_text
+    from interp.scoring.cost import describe_calls
 
     for n in [name] if name else preset_names():
-        typer.echo(preset_text(n) if name else f"{n}: {summary(n)}\n")
+        summary = f"{describe(n)} {describe_calls(load_config(None, preset=n))}"
+        typer.echo(preset_text(n) if name else f"{n}: {summary}\n")
 
 
 @app.command("config")
