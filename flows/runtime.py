@@ -1,5 +1,8 @@
-"""Prefect plumbing shared by the flows: the task runner, and an ephemeral API server that dies
-with the run.
+"""Prefect plumbing shared by the CLI and the flows: offline settings, an ephemeral API server
+that dies with the run, quiet console logs, and the task runner.
+
+This module imports Prefect only inside its functions: `prefect_env` must run before Prefect is
+first imported, because Prefect reads its settings (home, analytics, timeouts) at import.
 
 LLM requests are bounded across runs by interp's crash-safe slots (interp/llm/slots.py, file
 locks the kernel frees when a holder dies), not by a Prefect global concurrency limit: in Prefect
@@ -16,14 +19,26 @@ import signal
 import subprocess
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal
-
-from prefect.task_runners import ThreadPoolTaskRunner
 
 log = logging.getLogger(__name__)
 
 TaskRunnerName = Literal["threads", "dask"]
 PR_SET_PDEATHSIG = 1
+# Prefect offline: no SDK or server telemetry (a worker's server without these tried to send it
+# and logged "Failed to send telemetry"), no UI, and time for a server start on a loaded machine.
+OFFLINE_ENV = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "PREFECT_SERVER_UI_ENABLED": "false",
+               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}
+
+
+def prefect_env(home: Path) -> None:
+    """Keep Prefect offline and its files under `home` unless the user configured it otherwise.
+    Call it before the first `import prefect` in this process."""
+    os.environ.setdefault("PREFECT_HOME", str(Path(home).resolve() / "prefect"))
+    for k, v in OFFLINE_ENV.items():
+        os.environ.setdefault(k, v)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -65,6 +80,33 @@ def start_ephemeral_server() -> None:
         instance.start()
 
 
+class QuietPrefect(logging.Filter):
+    """Prefect's console records as the CLI shows them without -v: warnings and retry notices,
+    each on one line, and nothing about a failed run, which the CLI's `error:` line reports once
+    (Prefect printed a 100-line traceback before it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "prefect" and not record.name.startswith("prefect."):
+            return True
+        if record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
+            if record.levelno >= logging.ERROR:
+                return False
+            if record.levelno < logging.WARNING:
+                return "Retry" in str(record.msg)  # "Task run failed with ... - Retry 1/2 ..."
+        elif record.levelno < logging.WARNING:
+            return False
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def quiet_prefect_logs() -> None:
+    """Put QuietPrefect on the root logger's handlers (Prefect's records propagate there when
+    the application configured logging first, as the CLI does)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, QuietPrefect) for f in handler.filters):
+            handler.addFilter(QuietPrefect())
+
+
 def task_runner(kind: TaskRunnerName = "threads", *, max_workers: int | None = None,
                 dask_address: str | None = None) -> Any:
     """The task runner that maps latent shards: a thread pool, or Dask (local or a cluster).
@@ -73,6 +115,8 @@ def task_runner(kind: TaskRunnerName = "threads", *, max_workers: int | None = N
     prefect-dask starts a local cluster of threads in this process.
     """
     if kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
         return ThreadPoolTaskRunner(max_workers=max_workers)
     if kind == "dask":
         try:

@@ -1,0 +1,130 @@
+"""Prefect mode (`interp run` / `interp rescore` without --no-prefect) behaves like --no-prefect for
+the user: a failure inside a stage is one `error:` line (rc 2), no Prefect retry of what a retry
+cannot fix (an outage the probe diagnosed, a full disk), Ctrl-C and SIGTERM exit within seconds
+with rc 130 leaving no process behind and the next run resumes, and shards on Dask workers use the
+driver's API server and offline settings instead of starting servers of their own.
+
+The CLI runs as a subprocess (its own ephemeral Prefect server, as a user gets it), with a module-
+wide PREFECT_HOME so the server's database is migrated once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.runtime import QuietPrefect
+from interp.rescore import run_after_collect
+from storage.catalog import publish_run
+from tests.builders import make_shards
+from tests.conftest import scripted_answer, tiny_config
+from tests.fakeserver import FakeLLMServer
+
+ROOT = Path(__file__).resolve().parents[1]
+INTERP_LOG = re.compile(r"^\d\d:\d\d:\d\d [A-Z]+ interp[.:]")  # the CLI's log format, our loggers
+
+
+def test_prefect_console_records_without_verbose():
+    def rec(name, level, msg, exc=False):
+        r = logging.LogRecord(name, level, __file__, 1, msg, None, None)
+        if exc:
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                r.exc_info = sys.exc_info()
+        return r
+
+    f = QuietPrefect()
+    assert not f.filter(rec("prefect.task_runs", logging.ERROR, "Finished in state Failed", True))
+    assert not f.filter(rec("prefect.flow_runs", logging.ERROR, "Encountered exception", True))
+    assert not f.filter(rec("prefect.flow_runs", logging.INFO, "Beginning flow run"))
+    assert not f.filter(rec("prefect", logging.INFO, "Starting temporary server"))
+    assert f.filter(rec("prefect.task_runs", logging.INFO, "Task run failed with exception: "
+                        "StageIncomplete('x') - Retry 1/2 will start 5 second(s) from now"))
+    warn = rec("prefect.events.clients", logging.WARNING, "Unable to connect", True)
+    assert f.filter(warn) and warn.exc_info is None  # shown, on one line
+    assert f.filter(rec("interp.stages", logging.INFO, "train: abc in 1.0s"))
+
+
+# ---- the CLI in Prefect mode, as a subprocess ----
+@pytest.fixture(scope="module")
+def prefect_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("prefect")
+
+
+def _base_home(home: Path) -> Path:
+    """A collect artifact and a finished, published run on it (what rescore starts from)."""
+    make_shards(home / "artifacts" / "collect" / "c0ffee", n_seq=40, seq_len=17, d=8)
+    with FakeLLMServer(scripted_answer) as srv:
+        base = run_after_collect(tiny_config(home, srv.base_url), "c0ffee")
+    publish_run(home, base.run_id)
+    return home
+
+
+def _env(home: Path, prefect_home: Path) -> dict[str, str]:
+    """The user's environment: no Prefect or offline variables of this test process; the CLI sets
+    its own. INTERP_HOME marks every process the run starts (they inherit it)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PREFECT_") and k != "DO_NOT_TRACK"}
+    env.update(PYTHONPATH=str(ROOT), INTERP_HOME=str(home), PREFECT_HOME=str(prefect_home),
+               PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED="false")
+    return env
+
+
+def _rescore(home: Path, env: dict[str, str], *args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "interp.cli", "rescore", "--home", str(home),
+                             *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _processes_of(home: Path) -> list[str]:
+    """Command lines of live processes whose environment holds INTERP_HOME=home."""
+    mark = f"INTERP_HOME={home}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if mark in (proc / "environ").read_bytes().split(b"\0"):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+        except OSError:
+            continue
+    return found
+
+
+def _none_left(home: Path, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while (left := _processes_of(home)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == [], left
+
+
+def _one_error_line(stderr: str) -> str:
+    """The error line, after checking that it is all there is besides interp's own log records
+    (which --no-prefect prints as well)."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not INTERP_LOG.match(ln)]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_stage_error_is_one_line_in_prefect_mode(tmp_path, prefect_home):
+    """An SAE of the wrong width fails inside the train stage: one line, as with --no-prefect
+    (Prefect printed its 100-line traceback first)."""
+    from interp.sae import SAE, save_saelens
+
+    home = _base_home(tmp_path / "home")
+    save_saelens(SAE(16, 32, 3, cfg={"hookpoint": "blocks.0.hook_resid_post"}), tmp_path / "wide")
+    proc = _rescore(home, _env(home, prefect_home), "--sae", str(tmp_path / "wide"))
+    _, err = proc.communicate(timeout=200)
+    assert proc.returncode == 2, err[-3000:]
+    assert "width 16" in _one_error_line(err)
+    _none_left(home)
