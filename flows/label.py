@@ -9,6 +9,7 @@ Dask cluster, each shard optionally pinned to its own LLM server.
 """
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from typing import Any
 
@@ -20,24 +21,36 @@ from flows import runtime
 from interp.artifacts import ArtifactRef, ArtifactStore
 from interp.config import RunConfig
 from interp.llm import LLMError, LLMUnavailable
-from interp.resumable import StageIncomplete
+from interp.resumable import BudgetReached, StageIncomplete
 from interp.stages import STAGES, BuildContext, RunRecord, Stage, run
 from storage.catalog import PublishLockTimeout, load_run, publish
 
-TRANSIENT = (OSError, TimeoutError, LLMError, StageIncomplete, PublishLockTimeout)
+# A full, read-only or forbidden disk, or a path that is not there: the same 5 s later.
+LASTING_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
+                               errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
+                               errno.ENAMETOOLONG})
+
+
+def worth_retrying(err: BaseException) -> bool:
+    """Whether a second attempt of a failed task can succeed: a few lost LLM requests, a passing
+    I/O error or a busy catalogue can; bad input, a bug, an outage that the probe or three failed
+    latents in a row already diagnosed, a refused key (401/403), a spent token budget, a full
+    disk or a permission error cannot, and fail the run at once."""
+    if isinstance(err, LLMUnavailable):
+        return False
+    if isinstance(err, StageIncomplete):
+        return not isinstance(err, BudgetReached) and not err.server_down
+    if isinstance(err, OSError):  # TimeoutError and connection errors included
+        return err.errno not in LASTING_OS_ERRORS
+    return isinstance(err, (LLMError, PublishLockTimeout))
 
 
 def _transient(task, task_run, state) -> bool:
-    """Retry only failures that a second attempt can fix (I/O, LLM outages, a busy catalogue);
-    a refused API key or a wrong model name fails at once."""
+    """Prefect's retry_condition_fn: retry only what worth_retrying says a retry can fix."""
     try:
         state.result()
-    except LLMUnavailable as err:
-        return not err.fatal
-    except TRANSIENT:
-        return True
-    except Exception:  # noqa: BLE001 - a bug or bad input: fail fast
-        return False
+    except Exception as err:  # noqa: BLE001 - classified, not handled
+        return worth_retrying(err)
     return False
 
 

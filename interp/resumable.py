@@ -88,7 +88,14 @@ async def in_order(steps: list[Callable[[], Awaitable[Any]]]) -> list:
 
 
 class StageIncomplete(RuntimeError):
-    """Some latents got no answer from the LLM; what finished is kept for the next run."""
+    """Some latents got no answer from the LLM; what finished is kept for the next run.
+
+    `server_down`: the stage stopped early because the server looked down or refused the
+    configuration, so asking again seconds later is pointless (a retry fails the same way)."""
+
+    def __init__(self, message: str, *, server_down: bool = False):
+        super().__init__(message)
+        self.server_down = server_down
 
 
 class BudgetReached(StageIncomplete):
@@ -281,7 +288,8 @@ async def run_latents(latents: list[int], work: Work, load: Loader, *, partial: 
         raise StageIncomplete(
             f"{desc}: {missing} of {len(mine)} latents got no answer from the LLM server "
             f"{err.server or ''} ({err.reason}); {resumed + run.computed} are kept. Fix the server "
-            f"or the config and run again: only the missing latents are asked again.")
+            f"or the config and run again: only the missing latents are asked again.",
+            server_down=run.stop.is_set() and not run.over_budget) from err
     return {"latents": len(mine), "resumed": resumed, "computed": run.computed}
 
 

@@ -9,25 +9,48 @@ wide PREFECT_HOME so the server's database is migrated once.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from flows.label import worth_retrying
 from flows.runtime import QuietPrefect
+from interp.llm import LLMUnavailable
 from interp.rescore import run_after_collect
-from storage.catalog import publish_run
+from interp.resumable import BudgetReached, StageIncomplete
+from storage.catalog import PublishLockTimeout, publish_run
 from tests.builders import make_shards
 from tests.conftest import scripted_answer, tiny_config
 from tests.fakeserver import FakeLLMServer
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERP_LOG = re.compile(r"^\d\d:\d\d:\d\d [A-Z]+ interp[.:]")  # the CLI's log format, our loggers
+
+
+def test_which_failures_prefect_retries():
+    """Only what a second attempt can fix: not an outage the probe diagnosed (fatal or not), not
+    a stage stopped because the server was down, not a spent budget, not a full disk."""
+    assert not worth_retrying(LLMUnavailable("cannot connect", 3, "http://x"))
+    assert not worth_retrying(LLMUnavailable("401", 1, "http://x", fatal=True))
+    assert not worth_retrying(StageIncomplete("3 in a row", server_down=True))
+    assert worth_retrying(StageIncomplete("2 of 16 latents got no answer"))
+    assert not worth_retrying(BudgetReached("max_prompt_tokens"))
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        assert not worth_retrying(OSError(code, os.strerror(code)))
+    assert not worth_retrying(FileNotFoundError(errno.ENOENT, "no such file", "x.parquet"))
+    assert not worth_retrying(ValueError("bad input"))
+    assert worth_retrying(OSError(errno.EIO, "I/O error"))
+    assert worth_retrying(TimeoutError()) and worth_retrying(ConnectionResetError())
+    assert worth_retrying(PublishLockTimeout("busy"))
 
 
 def test_prefect_console_records_without_verbose():
@@ -128,3 +151,87 @@ def test_a_stage_error_is_one_line_in_prefect_mode(tmp_path, prefect_home):
     assert proc.returncode == 2, err[-3000:]
     assert "width 16" in _one_error_line(err)
     _none_left(home)
+
+
+class _Hangup:
+    """A TCP server that accepts and closes every connection at once (an LLM server that is down
+    in a way a probe sees), counting connections: one probe makes 3."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.connections = 0
+        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_diagnosed_outage_is_not_retried_by_prefect(tmp_path, prefect_home):
+    home = _base_home(tmp_path / "home")
+    down = _Hangup()
+    try:
+        proc = _rescore(home, _env(home, prefect_home), "--set", f"llm.base_url={down.base_url}",
+                        "--set", "explain.max_tokens=41")
+        _, err = proc.communicate(timeout=200)
+    finally:
+        down.sock.close()
+    assert proc.returncode == 2, err[-3000:]
+    assert down.base_url in _one_error_line(err)
+    # One probe (3 attempts) and no task retry: two retries made 9 connections, 10 s later.
+    assert down.connections == 3 and "Retry" not in err
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """An ephemeral Prefect server for the in-process flow runs below (temporary PREFECT_HOME)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    saved = {k: os.environ.get(k) for k in ("PREFECT_HOME",
+                                            "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED")}
+    os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-harness")))
+    os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
+    try:
+        with prefect_test_harness(server_startup_timeout=90), \
+                temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_full_disk_in_publish_is_not_retried(tmp_path, collected, fake_llm, prefect_server,
+                                               monkeypatch):
+    """ENOSPC while publishing fails the flow at once (two retries, 5 s apart, made the same
+    error 3 times; on a really full disk each attempt took minutes)."""
+    import flows.label
+    from flows.rescore import rescore
+
+    base = run_after_collect(tiny_config(tmp_path, fake_llm.base_url), collected.key)
+    publish_run(tmp_path, base.run_id)
+    calls = []
+
+    def full_disk(*args, **kwargs):
+        calls.append(1)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "catalog.duckdb"))
+
+    monkeypatch.setattr(flows.label, "publish", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        rescore(home=str(tmp_path))  # nothing changed: every stage cached, then publish
+    assert len(calls) == 1
