@@ -36,6 +36,21 @@ ROOT = Path(__file__).resolve().parents[1]
 INTERP_LOG = re.compile(r"^\d\d:\d\d:\d\d [A-Z]+ interp[.:]")  # the CLI's log format, our loggers
 
 
+def test_llm_errors_cross_processes_intact():
+    """A shard's error on a Dask worker process is pickled back to the driver: LLMUnavailable
+    could not be rebuilt from its message alone (TypeError), and lost `fatal` and `server`."""
+    import pickle
+
+    from interp.llm import LLMError
+
+    err = pickle.loads(pickle.dumps(LLMUnavailable("401: refused", 1, "http://x/v1", fatal=True)))
+    assert (str(err), err.reason, err.attempts, err.server, err.fatal) == (
+        "LLM server http://x/v1: 401: refused", "401: refused", 1, "http://x/v1", True)
+    err = pickle.loads(pickle.dumps(LLMError("400: prompt too long", 2)))
+    assert (str(err), err.attempts) == ("400: prompt too long", 2)
+    assert pickle.loads(pickle.dumps(StageIncomplete("x", server_down=True))).server_down
+
+
 def test_which_failures_prefect_retries():
     """Only what a second attempt can fix: not an outage the probe diagnosed (fatal or not), not
     a stage stopped because the server was down, not a spent budget, not a full disk."""
