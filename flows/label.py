@@ -21,7 +21,7 @@ from flows import runtime
 from interp.artifacts import ArtifactRef, ArtifactStore
 from interp.config import RunConfig
 from interp.llm import LLMError, LLMUnavailable
-from interp.resumable import BudgetReached, StageIncomplete
+from interp.resumable import BudgetReached, StageIncomplete, stoppable
 from interp.stages import STAGES, BuildContext, RunRecord, Stage, run
 from storage.catalog import PublishLockTimeout, load_run, publish
 
@@ -110,11 +110,19 @@ def shard_task(stage: str, config: dict[str, Any], inputs: dict[str, str], index
 @flow(name="latent-shards")
 def map_shards(stage: str, config: dict[str, Any], inputs: dict[str, str], count: int,
                urls: list[str]) -> None:
-    """Run every shard of a stage on this subflow's task runner and wait for all of them."""
-    futures = [shard_task.submit(stage, config, inputs, i, count, urls[i % len(urls)] if urls else None)
-               for i in range(count)]
-    for f in futures:
-        f.result()
+    """Run every shard of a stage on this subflow's task runner and wait for all of them; if
+    one fails, or Ctrl-C / SIGTERM interrupts the wait, the shards in this process stop too (a
+    signal reaches only this thread: the pool waited for its shards to finish)."""
+    with stoppable() as stop:  # a thread pool's shards run in copies of this context
+        try:
+            futures = [shard_task.submit(stage, config, inputs, i, count,
+                                         urls[i % len(urls)] if urls else None)
+                       for i in range(count)]
+            for f in futures:
+                f.result()
+        except BaseException:
+            stop.set()
+            raise
 
 
 def builder(cfg: RunConfig, scale: ScaleOut):

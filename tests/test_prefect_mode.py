@@ -93,6 +93,38 @@ def test_prefect_console_records_without_verbose():
     assert f.filter(rec("interp.stages", logging.INFO, "train: abc in 1.0s"))
 
 
+def test_a_stop_event_stops_latent_work_in_a_pool_thread(tmp_path):
+    """What map_shards does on Ctrl-C for shards on its thread pool, which never see the signal:
+    set the event of their context; they stop at once and keep the latents that finished."""
+    import asyncio
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+
+    from interp.llm.base import Ledger
+    from interp.resumable import Stopped, done_latents, run_latents, stoppable
+
+    async def work(latent, examples):
+        await asyncio.sleep(0 if latent < 4 else 60)  # 4 latents answer, the rest hang
+        return [{"latent": latent}]
+
+    def shard():
+        return asyncio.run(run_latents(list(range(16)), work, lambda ls: {l: [] for l in ls},
+                                       partial=tmp_path, schema=pa.schema([("latent", pa.int64())]),
+                                       ledger=Ledger(), inflight=8, desc="explain 0/2"))
+
+    with stoppable() as stop, ThreadPoolExecutor(1) as pool:
+        future = pool.submit(contextvars.copy_context().run, shard)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        stop.set()
+        with pytest.raises(Stopped, match="explain 0/2"):
+            future.result(timeout=10)
+    assert time.monotonic() - t0 < 2
+    assert done_latents(tmp_path) == {0, 1, 2, 3}
+
+
 # ---- the CLI in Prefect mode, as a subprocess ----
 @pytest.fixture(scope="module")
 def prefect_home(tmp_path_factory) -> Path:
@@ -212,17 +244,20 @@ def test_a_diagnosed_outage_is_not_retried_by_prefect(tmp_path, prefect_home):
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_ctrl_c_and_sigterm_in_prefect_mode_then_rerun(tmp_path, prefect_home, sig):
+@pytest.mark.parametrize("sig, shards", [("SIGINT", 1), ("SIGTERM", 1), ("SIGINT", 2)],
+                         ids=["SIGINT", "SIGTERM", "SIGINT-thread-shards"])
+def test_ctrl_c_and_sigterm_in_prefect_mode_then_rerun(tmp_path, prefect_home, sig, shards):
     """SIGINT goes to the whole process group, as a terminal's Ctrl-C does (it also reached the
     ephemeral server, and the run then retried the dead server for minutes before rc 2); SIGTERM
     to the CLI alone (it died at once with -15). Both: rc 130 within seconds, nothing left
-    running, and a re-run asks only for the latents the interrupted one did not finish."""
+    running, and a re-run asks only for the latents the interrupted one did not finish. Shards
+    on the thread pool never see the signal: they ran on for as long as their latents took."""
     home = _base_home(tmp_path / "home")
     env = _env(home, prefect_home)
     gate = Gate("explain", after=4)  # the 5th explain request and later wait: a slow server
     with FakeLLMServer(gate) as srv:
-        args = ("--set", f"llm.base_url={srv.base_url}", "--set", "explain.max_tokens=41")
+        args = ("--set", f"llm.base_url={srv.base_url}", "--set", "explain.max_tokens=41",
+                "--latent-shards", str(shards))
         proc = _rescore(home, env, *args, start_new_session=True)
         try:
             _wait(lambda: _done(home, "explain") and gate.blocked > 0, proc,
