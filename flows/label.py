@@ -95,8 +95,10 @@ class ScaleOut(BaseModel):
 @task(name="shard", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient,
       cache_policy=NO_CACHE, task_run_name="{stage}-{index}")
 def shard_task(stage: str, config: dict[str, Any], inputs: dict[str, str], index: int, count: int,
-               base_url: str | None) -> None:
-    """One latent shard of a shardable stage, written into the stage's partial directory."""
+               base_url: str | None, env: dict[str, str] | None = None) -> None:
+    """One latent shard of a shardable stage, written into the stage's partial directory, with
+    the driver's offline settings `env` (a Dask worker has the environment it was started with)."""
+    runtime.apply_env(env or {})
     cfg = RunConfig.model_validate(config)
     store = ArtifactStore(cfg.home)
     refs = {s: store.require(s, k) for s, k in inputs.items()}
@@ -109,14 +111,14 @@ def shard_task(stage: str, config: dict[str, Any], inputs: dict[str, str], index
 
 @flow(name="latent-shards")
 def map_shards(stage: str, config: dict[str, Any], inputs: dict[str, str], count: int,
-               urls: list[str]) -> None:
+               urls: list[str], env: dict[str, str] | None = None) -> None:
     """Run every shard of a stage on this subflow's task runner and wait for all of them; if
     one fails, or Ctrl-C / SIGTERM interrupts the wait, the shards in this process stop too (a
     signal reaches only this thread: the pool waited for its shards to finish)."""
     with stoppable() as stop:  # a thread pool's shards run in copies of this context
         try:
             futures = [shard_task.submit(stage, config, inputs, i, count,
-                                         urls[i % len(urls)] if urls else None)
+                                         urls[i % len(urls)] if urls else None, env)
                        for i in range(count)]
             for f in futures:
                 f.result()
@@ -135,8 +137,10 @@ def builder(cfg: RunConfig, scale: ScaleOut):
         if not exists and stage.shardable and scale.latent_shards > 1:
             runner = runtime.task_runner(scale.task_runner, max_workers=scale.max_workers,
                                          dask_address=scale.dask_address)
-            map_shards.with_options(task_runner=runner)(stage.name, payload, inputs,
-                                                        scale.latent_shards, scale.llm_base_urls)
+            with runtime.api_url_travels():
+                map_shards.with_options(task_runner=runner)(stage.name, payload, inputs,
+                                                            scale.latent_shards,
+                                                            scale.llm_base_urls, runtime.offline_env())
         done = stage_task.with_options(refresh_cache=not exists)(stage.name, key, inputs, thunk)
         return store.require(stage.name, done)
     return build

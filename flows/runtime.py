@@ -1,5 +1,6 @@
 """Prefect plumbing shared by the CLI and the flows: offline settings, an ephemeral API server
-that dies with the run, quiet console logs, and the task runner.
+that dies with the run and whose URL travels with tasks to workers, quiet console logs, and the
+task runner.
 
 This module imports Prefect only inside its functions: `prefect_env` must run before Prefect is
 first imported, because Prefect reads its settings (home, analytics, timeouts) at import.
@@ -18,7 +19,7 @@ import os
 import signal
 import subprocess
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,18 @@ def prefect_env(home: Path) -> None:
     os.environ.setdefault("PREFECT_HOME", str(Path(home).resolve() / "prefect"))
     for k, v in OFFLINE_ENV.items():
         os.environ.setdefault(k, v)
+
+
+def offline_env() -> dict[str, str]:
+    """This process's offline settings, for a task to apply where it runs (a Dask worker was
+    started with its own environment)."""
+    return {k: os.environ[k] for k in OFFLINE_ENV if k in os.environ}
+
+
+def apply_env(env: Mapping[str, str]) -> None:
+    """Take the driver's offline settings in this (worker) process; what the task starts inherits
+    them."""
+    os.environ.update(env)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -81,6 +94,27 @@ def start_ephemeral_server() -> None:
         return
     with _popen_dies_with_parent(server):
         instance.start()
+
+
+@contextlib.contextmanager
+def api_url_travels() -> Iterator[None]:
+    """Within the block, the settings that Prefect sends with each task to its worker name this
+    process's API server. Without it, a task on a Dask worker process found no API URL and
+    started an ephemeral server of its own: one per worker process, racing on one database,
+    sending telemetry, and left running after the worker was stopped.
+
+    The ephemeral server listens on 127.0.0.1: workers on other hosts need a server they can
+    reach (`prefect server start --host 0.0.0.0`, PREFECT_API_URL exported to the driver).
+    """
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    run = FlowRunContext.get()
+    if PREFECT_API_URL.value() or run is None or run.client is None:
+        yield  # set already (it travels as it is), or no flow run here to take it from
+        return
+    with temporary_settings({PREFECT_API_URL: str(run.client.api_url).rstrip("/")}):
+        yield
 
 
 class QuietPrefect(logging.Filter):

@@ -319,6 +319,79 @@ def test_ctrl_c_stops_the_embedded_llm_server_too(tmp_path, prefect_home):
     _none_left(home)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to a process group this test started, SIGKILL if it lingers."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_dask_workers_use_the_drivers_server_offline_and_leave_nothing(tmp_path, prefect_home):
+    """`dask scheduler` and `dask worker --nworkers 2` started the way a user starts them (their
+    own environment: no Prefect or offline variables, only INTERP_HOME), then a sharded Prefect-
+    mode rescore on them. Each worker process used to start an ephemeral Prefect server of its
+    own: two raced on one database ("Application startup failed"), they sent telemetry, and one
+    outlived the stopped workers."""
+    from distributed import Client
+
+    home = _base_home(tmp_path / "home")
+    port = _free_port()
+    dask = str(Path(sys.executable).with_name("dask"))
+    wenv = {k: v for k, v in os.environ.items()
+            if not k.startswith("PREFECT_") and k != "DO_NOT_TRACK"}
+    wenv.update(PYTHONPATH=str(ROOT), INTERP_HOME=str(home), HOME=str(tmp_path / "user"))
+    logs = {name: tmp_path / f"{name}.log" for name in ("scheduler", "worker")}
+    procs = []
+    try:
+        for name, cmd in (("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", str(port)]),
+                          ("worker", ["worker", f"tcp://127.0.0.1:{port}", "--nworkers", "2",
+                                      "--nthreads", "1"])):
+            procs.append(subprocess.Popen([dask, *cmd, "--no-dashboard"], env=wenv, cwd=tmp_path,
+                                          stdout=subprocess.DEVNULL, start_new_session=True,
+                                          stderr=open(logs[name], "w")))
+            if name == "scheduler":
+                _wait_for_port(port, procs[0], logs["scheduler"])
+        with Client(f"tcp://127.0.0.1:{port}", timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        with FakeLLMServer(scripted_answer) as srv:
+            proc = _rescore(home, _env(home, prefect_home), "--set", f"llm.base_url={srv.base_url}",
+                            "--set", "explain.max_tokens=41", "--latent-shards", "2",
+                            "--task-runner", "dask", "--dask-address", f"tcp://127.0.0.1:{port}")
+            _, err = proc.communicate(timeout=400)
+        assert proc.returncode == 0, err[-3000:] + logs["worker"].read_text()[-3000:]
+    finally:
+        for p in reversed(procs):
+            _stop_group(p)
+    worker_log = logs["worker"].read_text()
+    assert "Task run 'explain-0'" in worker_log and "Task run 'explain-1'" in worker_log  # shards ran there
+    for bad in ("Starting temporary server", "telemetry", "Application startup failed", "Traceback"):
+        assert bad not in worker_log, worker_log[-3000:]
+    _none_left(home)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert proc.poll() is None, log.read_text()[-2000:]
+        time.sleep(0.2)
+    raise AssertionError(f"nothing listens on {port}: {log.read_text()[-2000:]}")
+
+
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """An ephemeral Prefect server for the in-process flow runs below (temporary PREFECT_HOME)."""
