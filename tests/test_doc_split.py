@@ -239,3 +239,25 @@ def test_an_old_artifact_gets_its_document_table_back_from_its_corpus(tmp_path):
     assert not backfill_documents(shards.path, tok)
     assert not (shards.path / DOCUMENTS).exists()
 
+
+def test_an_old_artifact_of_documents_longer_than_max_doc_tokens_gets_its_table_back(tmp_path):
+    """Collected before corpus.max_doc_tokens existed, i.e. from whole documents: its manifest's
+    corpus has no max_doc_tokens, which means whole documents, not the default prefix."""
+    from interp.collect.corpus import corpus_identity
+    from interp.collect.documents import backfill_documents
+
+    text = "\n\n".join(" ".join(f"d{k}w{i}" for i in range(600)) for k in range(3))
+    (tmp_path / "docs.txt").write_text(text + "\n")
+    cfg = CorpusConfig(source=str(tmp_path / "docs.txt"), n_tokens=1792, seq_len=SEQ_LEN,
+                       max_doc_tokens=None)
+    tok = WordTokenizer()
+    seqs, starts = token_stream(cfg, tok)
+    assert starts.tolist() == [0, 601, 1202]                       # three whole documents
+    shards = _collect(tmp_path / "c", tok, seqs, starts, {})
+    (shards.path / DOCUMENTS).unlink()
+    manifest = json.loads((shards.path / "manifest.json").read_text())
+    corpus = corpus_identity(cfg)
+    assert "max_doc_tokens" not in corpus
+    (shards.path / "manifest.json").write_text(json.dumps(manifest | {"corpus": corpus}))
+    assert backfill_documents(shards.path, tok)
+    assert torch.equal(read_doc_starts(shards.path, shards.n_tokens), starts)
