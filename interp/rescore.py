@@ -58,6 +58,8 @@ def rescore_config(home: Path, run_dir: Path, changes: dict[str, Any] | None = N
     activations, i.e. `interp run`.
     """
     base_tree = yaml.safe_load((run_dir / "config.yaml").read_text())
+    # A run saved before corpus.max_doc_tokens existed collected whole documents.
+    base_tree.setdefault("corpus", {}).setdefault("max_doc_tokens", None)
     tree = merge(base_tree, changes or {})
     tree["home"] = str(home)
     over = dict(overrides or {})
