@@ -32,6 +32,7 @@ from interp.scoring.windows import Item, detection_items
 from interp.scoring.metrics import classification_metrics, pearson
 from interp.scoring.stats import correlation_interval, window_stats
 
+_DIGITS = frozenset("0123456789")  # str.isdigit also takes "²", which int() refuses
 _PREFIX = re.compile(r"^\s*(\d+)\s*:\s*$")          # a line up to its value: "12: "
 _LINE = re.compile(r"^\s*(\d+)\s*:\s*(\d)\s*$")
 
@@ -40,7 +41,7 @@ def _expected(alternatives: list[tuple[str, float]]) -> float:
     mass = {}
     for tok, lp in alternatives:
         t = tok.strip()
-        if len(t) == 1 and t.isdigit():
+        if len(t) == 1 and t in _DIGITS:
             mass[int(t)] = mass.get(int(t), 0.0) + math.exp(lp)
     return sum(d * p for d, p in mass.items()) / sum(mass.values())
 
@@ -57,7 +58,7 @@ def expected_values(text: str, top: list[list[tuple[str, float]]] | None, n: int
         for alternatives in top:
             tok = alternatives[0][0] if alternatives else ""
             m = _PREFIX.match(line)
-            if m and len(tok.strip()) == 1 and tok.strip().isdigit():
+            if m and len(tok.strip()) == 1 and tok.strip() in _DIGITS:
                 found.append((int(m.group(1)), _expected(alternatives)))
             line = (line + tok).rsplit("\n", 1)[-1]
     else:

@@ -88,6 +88,12 @@ def _row(cfg: RunConfig, exp: dict, latent: int, scorer: str, out: Outcome, sett
         error = f"{m['n_failed']} of {n_items} examples failed: " + "; ".join(out.errors[:3])
     # The registry is the one definition of a scorer's headline metric (also the `scorers` table).
     metric, ci = SCORERS[scorer].headline, None
+    if status == "ok" and m.get(metric) is None:
+        # e.g. every answer about one class failed: no balanced accuracy. Never 'ok' without a
+        # value, which the means would drop without a word.
+        status = "insufficient"
+        error = f"no {metric} from the {n_items - m['n_failed']} valid answers: " + \
+            ("; ".join(out.errors[:3]) or "one class has no valid answer")
     if status == "ok":
         ci = _interval(cfg, (latent, scorer, control or ""), metric, out)
     else:  # too few valid answers (or none) is not a score

@@ -81,7 +81,8 @@ base = {"home": str(home), "corpus": {"seq_len": 17},
         "sae": {"expansion_factor": 2, "k": 2, "batch_size": 64, "epochs": 2, "eval_sequences": 0},
         "mine": {"window": 4, "n_top": 5, "n_quantiles": 2, "per_quantile": 2, "n_random": 4},
         "llm": {"backend": "openai", "base_url": url, "max_retries": 2, "backoff_s": 0.01},
-        "explain": {"n_examples": 3, "min_examples": 2, "n_latents": 4, "embed": False},
+        "explain": {"n_examples": 3, "min_examples": 2, "min_heldout": 2, "n_latents": 4,
+                    "embed": False},
         "logits": {"k": 0}}
 score = {"scorers": ["detection", "toy"], "n_positive": 2, "n_negative": 2, "batch_size": 4,
          "controls": []}
