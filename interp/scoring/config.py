@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model, field_validator
 
+from interp.artifacts import stable_hash
 from interp.config_base import _Strict
+from interp.scoring.probes import RULES
 from interp.scoring.registry import SCORERS
 
 
@@ -33,11 +35,18 @@ class ScoreSettings(_Strict):
     controls: tuple[Literal["shuffled", "top_tokens"], ...] = Field(("shuffled", "top_tokens"),
         description="Stand-in explanations scored like the real one (README 'Controls'): another "
         "latent's explanation (shuffled), the most frequent activating tokens (top_tokens).")
-    control_scorers: tuple[str, ...] = Field(("detection",), description="Scorers the "
-        "controls run for (each control adds that scorer's judge calls once more).")
+    control_scorers: tuple[str, ...] | None = Field(None, description="Scorers the controls "
+        "run for (each control adds that scorer's judge calls once more per controlled latent); "
+        "None = every configured scorer, each with the control design that fits it (stand-in "
+        "explanations; windows of other latents for intruder, which reads no explanation).")
     control_latents: int | None = Field(8, gt=0, description="Run the controls on a seeded "
-        "sample of this many scored latents (the lift is paired over them); None = all. The "
-        "default keeps controls at +33% of the default run's judge calls.")
+        "sample of this many scored latents (the lift is paired over them); None = all.")
+    probes: tuple[Literal[tuple(RULES)], ...] = Field(tuple(RULES), description="Known-answer "
+        "probes scored by every scorer that can judge them, before any score is believed "
+        "(interp/scoring/probes.py): rules built from the run's held-out corpus, e.g. the word "
+        "'the', digits, capitalised words, the most frequent proper noun. () = none.")
+    probe_windows: int = Field(5, gt=0, description="Held-out windows where a probe's rule "
+        "holds, and as many where it does not, per probe.")
 
     @field_validator("scorers", check_fields=False)
     @classmethod
@@ -50,10 +59,19 @@ class ScoreSettings(_Strict):
 
     @field_validator("control_scorers")
     @classmethod
-    def _known_control_scorers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if bad := [s for s in v if s not in SCORERS]:
+    def _known_control_scorers(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if bad := [s for s in v or () if s not in SCORERS]:
             raise ValueError(f"score.control_scorers: unknown scorer(s) {bad}")
         return v
+
+    def controlled_scorers(self) -> tuple[str, ...]:
+        """The configured scorers that the controls run for."""
+        chosen = self.scorers if self.control_scorers is None else self.control_scorers
+        return tuple(s for s in chosen if s in self.scorers)
+
+    def settings_hash(self) -> str:
+        """A short hash of key_settings(): recorded on every score row."""
+        return stable_hash(self.key_settings())
 
     def key_settings(self) -> dict[str, Any]:
         """What can change the scores: shared settings and the enabled scorers' sections."""

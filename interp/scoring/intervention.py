@@ -56,6 +56,7 @@ class Intervention(Scorer):
     needs = ("negatives",)
     uses_llm = False
     uses_subject_model = True
+    probed = False  # a probe's rule has no decoder direction to steer
     # Not a classification column: the gain (nats) is in `value`.
     headline = "logprob_gain"
 

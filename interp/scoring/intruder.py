@@ -89,6 +89,7 @@ class Intruder(LLMScorer):
     name = "intruder"
     Config = IntruderConfig
     headline = "accuracy"
+    controls = ("shuffled",)  # other latents' windows (it reads no explanation to stand in for)
 
     def prompts(self, score: Any) -> tuple[str, ...]:
         return (score.intruder.prompt,)
@@ -98,6 +99,24 @@ class Intruder(LLMScorer):
 
     def calls(self, score: Any) -> int | None:
         return score.intruder.n_rounds
+
+    def control_input(self, control: str, stand_in: str, examples: list[Example],
+                      pool: list[Example], rng: random.Random):
+        """Intruder reads no explanation, so explanation controls do not fit it. Its 'shuffled'
+        control shuffles latents instead: the activating windows shown come from other latents
+        (one each, from `pool`), an incoherent set, beside this latent's non-activating ones. A
+        judge that finds the intruder there as often as among the latent's own windows is
+        reading marks or position, not coherence."""
+        own = held_out_positives(examples)
+        others = list({(e.latent, e.seq_id, e.start): e for e in pool
+                       if e.latent != (own[0].latent if own else None)}.values())
+        if control != "shuffled" or not own or not others:
+            return None
+        picked = rng.sample(others, min(len(own), len(others)))
+        mixed = [Example(own[0].latent, "quantile", "test", i, 0, e.seq_id, e.start, e.max_act,
+                         e.tokens, e.acts) for i, e in enumerate(picked)]
+        negatives = [e for e in examples if e.split == "test" and not e.active]
+        return "", mixed + negatives, "activating windows of other latents"
 
     def asks(self, ctx: ScoreContext, latent: int, explanation: str,
              examples: list[Example]) -> tuple[list[Ask], Prompt]:
