@@ -132,7 +132,12 @@ class ScoreConfig(_Strict):
     seed: int = Field(0, description="Shuffling, fuzzing-mark, control and bootstrap seed.")
     min_valid_frac: float = Field(0.8, ge=0, le=1, description="A latent whose scorer got valid "
         "answers for fewer than this fraction of its windows gets status 'insufficient', no score.")
-    n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the 95% intervals.")
+    min_per_class: int = Field(3, ge=1, description="A latent with fewer valid items than this "
+        "in a class its headline metric needs (activating and non-activating windows; intruder "
+        "rounds, intervention prompts) gets status 'insufficient', no score: below 3 a class's "
+        "rate can only be 0, 1/2 or 1 and its 95% interval spans most of [0, 1].")
+    n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the 95% intervals "
+                             "still bootstrapped (run-level means over latents).")
     controls: tuple[Literal["shuffled", "top_tokens"], ...] = Field(("shuffled", "top_tokens"),
         description="Stand-in explanations scored like the real one (README 'Controls'): another "
         "latent's explanation (shuffled), the most frequent activating tokens (top_tokens).")
