@@ -143,9 +143,12 @@ class ScoreConfig(_Strict):
         "latent's explanation (shuffled), the most frequent activating tokens (top_tokens).")
     control_scorers: tuple[str, ...] = Field(("detection",), description="Scorers the "
         "controls run for (each control adds that scorer's judge calls once more).")
-    control_latents: int | None = Field(8, gt=0, description="Run the controls on a seeded "
-        "sample of this many scored latents (the lift is paired over them); None = all. The "
-        "default keeps controls at +33% of the default run's judge calls.")
+    control_latents: int | None = Field(32, gt=0, description="Run the controls on a seeded "
+        "sample of this many scored latents (the lift is paired over them); None = all. With 32 "
+        "the one-sided test detects a true lift of 0.1 in balanced accuracy (5 + 5 windows) 84% "
+        "of the time (the default run's 24 latents, all controlled: 71%; 8: 25%). Each "
+        "controlled latent costs each control its scorers' judge calls again (detection, two "
+        "controls: +20 calls).")
     detection: DetectionConfig = DetectionConfig()
     fuzzing: FuzzingConfig = FuzzingConfig()
     embedding: EmbeddingScorerConfig = EmbeddingScorerConfig()
