@@ -31,7 +31,12 @@ class ScoreSettings(_Strict):
     seed: int = Field(0, description="Shuffling, fuzzing-mark, control and bootstrap seed.")
     min_valid_frac: float = Field(0.8, ge=0, le=1, description="A latent whose scorer got valid "
         "answers for fewer than this fraction of its windows gets status 'insufficient', no score.")
-    n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the 95% intervals.")
+    min_per_class: int = Field(3, ge=1, description="A latent with fewer valid items than this "
+        "in a class its headline metric needs (activating and non-activating windows; intruder "
+        "rounds, intervention prompts) gets status 'insufficient', no score: below 3 a class's "
+        "rate can only be 0, 1/2 or 1 and its 95% interval spans most of [0, 1].")
+    n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the 95% intervals "
+                             "still bootstrapped (run-level means over latents).")
     controls: tuple[Literal["shuffled", "top_tokens"], ...] = Field(("shuffled", "top_tokens"),
         description="Stand-in explanations scored like the real one (README 'Controls'): another "
         "latent's explanation (shuffled), the most frequent activating tokens (top_tokens).")
@@ -39,8 +44,11 @@ class ScoreSettings(_Strict):
         "run for (each control adds that scorer's judge calls once more per controlled latent); "
         "None = every configured scorer, each with the control design that fits it (stand-in "
         "explanations; windows of other latents for intruder, which reads no explanation).")
-    control_latents: int | None = Field(8, gt=0, description="Run the controls on a seeded "
-        "sample of this many scored latents (the lift is paired over them); None = all.")
+    control_latents: int | None = Field(32, gt=0, description="Run the controls on a seeded "
+        "sample of this many scored latents (the lift is paired over them); None = all. With 32 "
+        "the one-sided test detects a true lift of 0.1 in balanced accuracy (5 + 5 windows) 84% "
+        "of the time (24 latents: 71%; 8: 25%). Each controlled latent costs each control its "
+        "scorer's judge calls again.")
     probes: tuple[Literal[tuple(RULES)], ...] = Field(tuple(RULES), description="Known-answer "
         "probes scored by every scorer that can judge them, before any score is believed "
         "(interp/scoring/probes.py): rules built from the run's held-out corpus, e.g. the word "
