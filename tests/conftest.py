@@ -42,7 +42,7 @@ def tiny_config(home, url: str, **over):
         "explain": {"n_examples": 3, "min_examples": 2, "min_heldout": 2, "n_latents": None,
                     "embed": False},
         # Controls (on by default) triple the judge calls; tests of them turn them on.
-        "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4, "controls": []},
+        "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4, "controls": [], "min_per_class": 2},
         # Synthetic activations have no subject model behind them: no logit lens (test_logit_lens).
         "logits": {"k": 0},
     }

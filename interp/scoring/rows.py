@@ -10,7 +10,7 @@ import pyarrow as pa
 from interp.artifacts import stable_hash
 from interp.scoring.base import Outcome
 from interp.scoring.registry import SCORERS
-from interp.scoring.stats import classification_interval
+from interp.scoring.stats import class_interval, insufficient_reason
 
 _METRICS = ("balanced_accuracy", "precision", "recall", "f1", "auc", "accuracy")
 
@@ -32,9 +32,11 @@ SCHEMA = pa.schema([
     ("created_at", pa.float64())])
 
 
-def _interval(cfg: Any, key: tuple, metric: str, out: Outcome) -> tuple[float, float] | None:
-    """The headline metric's 95% interval: the scorer's own (simulation's correlation), or a
-    stratified bootstrap over the latent's judged windows."""
+def _interval(cfg: Any, metric: str, out: Outcome) -> tuple[float, float] | None:
+    """The headline metric's 95% interval: the scorer's own (simulation's correlation,
+    intervention's mean gain), else the small-count interval of the latent's judged windows
+    (interp/scoring/stats.py: per-class for balanced accuracy, exact binomial for accuracy,
+    a score interval for AUC)."""
     if "ci_low" in out.metrics:
         lo, hi = out.metrics["ci_low"], out.metrics["ci_high"]
         return None if lo is None else (lo, hi)
@@ -42,11 +44,14 @@ def _interval(cfg: Any, key: tuple, metric: str, out: Outcome) -> tuple[float, f
         return None
     labels = [p.label for p in out.predictions]
     values = [p.prob if metric == "auc" else p.prediction for p in out.predictions]
-    return classification_interval(labels, values, metric, seed=(cfg.score.seed, *key),
-                                   n_boot=cfg.score.n_bootstrap)
+    return class_interval(labels, values, metric, min_per_class=cfg.score.min_per_class)
 
 
-def _status(cfg: Any, m: dict, unscorable: str | None) -> tuple[str, str | None]:
+def _status(cfg: Any, metric: str, out: Outcome, unscorable: str | None) -> tuple[str, str | None]:
+    """ok, or why not: unscorable (nothing to judge), failed (no valid answer), insufficient
+    (valid answers below score.min_valid_frac of the items, or a class the metric needs below
+    score.min_per_class)."""
+    m = out.metrics
     n_items, n_failed = m["n_examples"], m["n_failed"]
     if unscorable or not n_items:
         return "unscorable", unscorable or "no held-out examples for this scorer"
@@ -54,19 +59,26 @@ def _status(cfg: Any, m: dict, unscorable: str | None) -> tuple[str, str | None]
         return "failed", None
     if n_items - n_failed < cfg.score.min_valid_frac * n_items:
         return "insufficient", None
-    return "ok", None
+    values = [p.prob if metric == "auc" else p.prediction for p in out.predictions]
+    why = insufficient_reason([p.label for p in out.predictions], values, metric,
+                              cfg.score.min_per_class)
+    return ("insufficient", why) if why else ("ok", None)
 
 
 def score_row(cfg: Any, exp: dict, latent: int, scorer: str, out: Outcome, settings_hash: str,
-         control: str | None = None, control_text: str | None = None,
-         unscorable: str | None = None) -> dict:
+              control: str | None = None, control_text: str | None = None,
+              unscorable: str | None = None, score_key: str = "") -> dict:
+    """The scores.parquet row of one scorer's outcome on one explanation (or stand-in). Its id
+    hashes the score run's key: a re-score whose settings hash is unchanged (a new stage
+    version, prompt file or judge) makes new rows, never a second row with an old row's id."""
     m = dict(out.metrics)
     n_items = m["n_examples"]
-    status, error = _status(cfg, m, unscorable)
-    if m["n_failed"] or status in ("failed", "insufficient"):
-        error = f"{m['n_failed']} of {n_items} examples failed: " + "; ".join(out.errors[:3])
     # The registry is the one definition of a scorer's headline metric (also the `scorers` table).
     metric, ci = SCORERS[scorer].headline, None
+    status, error = _status(cfg, metric, out, unscorable)
+    if m["n_failed"] or status == "failed" or (status == "insufficient" and not error):
+        failed = f"{m['n_failed']} of {n_items} examples failed: " + "; ".join(out.errors[:3])
+        error = f"{error}; {failed}" if error else failed
     if status == "ok" and m.get(metric) is None:
         # e.g. every answer about one class failed: no balanced accuracy. Never 'ok' without a
         # value, which the means would drop without a word.
@@ -74,10 +86,10 @@ def score_row(cfg: Any, exp: dict, latent: int, scorer: str, out: Outcome, setti
         error = f"no {metric} from the {n_items - m['n_failed']} valid answers: " + \
             ("; ".join(out.errors[:3]) or "one class has no valid answer")
     if status == "ok":
-        ci = _interval(cfg, (latent, scorer, control or ""), metric, out)
+        ci = _interval(cfg, metric, out)
     else:  # too few valid answers (or none) is not a score
         m.update({k: None for k in (*_METRICS, "corr")})
-    sid = {"e": exp["explanation_id"], "s": scorer, "h": settings_hash}
+    sid = {"e": exp["explanation_id"], "s": scorer, "h": settings_hash, "k": score_key}
     return {"score_id": stable_hash(sid if control is None else sid | {"c": control}),
             "explanation_id": exp["explanation_id"], "latent": latent, "scorer": scorer,
             "scorer_model": out.model, "prompt_hash": out.prompt_hash, "settings_hash": settings_hash,

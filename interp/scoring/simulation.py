@@ -30,7 +30,7 @@ from interp.scoring.base import Outcome, Prediction, ScoreContext
 from interp.scoring.llm_scorer import Ask, LLMScorer, Reply, errors_of
 from interp.scoring.windows import Item, detection_items
 from interp.scoring.metrics import classification_metrics, pearson
-from interp.scoring.stats import correlation_interval, window_stats
+from interp.scoring.stats import corr_interval, window_stats
 
 _DIGITS = frozenset("0123456789")  # str.isdigit also takes "²", which int() refuses
 _PREFIX = re.compile(r"^\s*(\d+)\s*:\s*$")          # a line up to its value: "12: "
@@ -137,7 +137,6 @@ def simulation_outcome(ctx: ScoreContext, latent: int, name: str, prompt: Prompt
     the correlation with the true normalised activations over all tokens of the answered windows
     (unanswered ones are counted failed, never zeros), its window-bootstrap interval, and a
     classification view (P = max simulated value / `top`, prediction = `positive(sim)`)."""
-    cfg = ctx.cfg.score
     items = [a.items[0] for a in asks]
     preds, probs, sim_all, true_all, windows, kinds = [], [], [], [], [], []
     for ask, reply in zip(asks, replies):
@@ -155,7 +154,7 @@ def simulation_outcome(ctx: ScoreContext, latent: int, name: str, prompt: Prompt
         preds.append(int(positive(sim)))
     metrics = classification_metrics([it.label for it in items], preds, probs)
     metrics["corr"] = pearson(sim_all, true_all)
-    ci = correlation_interval(windows, kinds, seed=(cfg.seed, latent, name), n_boot=cfg.n_bootstrap)
+    ci = corr_interval(windows, kinds)
     metrics["ci_low"], metrics["ci_high"] = ci if ci else (None, None)
     return Outcome([Prediction(it.seq_id, it.start, it.quantile, it.label, p, q)
                     for it, p, q in zip(items, preds, probs)], metrics,

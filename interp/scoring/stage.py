@@ -60,7 +60,7 @@ def fill(ctx: StageContext) -> dict:
     finally:
         reader.close()
     progress = drive(ctx, latents, lambda client: make_work(cfg, explanations, client, resources,
-                                                            pool),
+                                                            pool, ctx.key),
                      SCHEMA, given={pid: exs for pid, (_, exs) in probes.items()})
     if ctx.shard is not None:
         return {}

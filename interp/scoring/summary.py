@@ -15,14 +15,15 @@ import pyarrow.parquet as pq
 from interp.artifacts import write_parquet_atomic, write_text_atomic
 from interp.scoring.controls import control_lifts
 from interp.scoring.metrics import classification_metrics
-from interp.scoring.stats import classification_interval, mean_interval, summarize
+from interp.scoring.stats import class_interval, mean_interval_small, summarize
 from interp.scoring.work import PROBE
 
 CONTROLS_SCHEMA = pa.schema([
     ("scorer", pa.string()), ("control", pa.string()), ("metric", pa.string()),
     ("n_latents", pa.int32()), ("real_mean", pa.float64()), ("control_mean", pa.float64()),
     ("lift", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
-    ("informative", pa.bool_()), ("verdict", pa.string())])
+    ("informative", pa.bool_()), ("p_value", pa.float64()), ("alpha", pa.float64()),
+    ("verdict", pa.string())])
 JUDGE_CHECKS_SCHEMA = pa.schema([
     ("scorer", pa.string()), ("probe", pa.string()), ("metric", pa.string()),
     ("value", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
@@ -52,11 +53,10 @@ def _pooled(rows: list[dict[str, Any]], *, seed: Any, n_boot: int) -> dict[str, 
         values = [p["prob"] if metric == "auc" else p["prediction"] for p in preds]
         m = classification_metrics(labels, [p["prediction"] for p in preds],
                                    [p["prob"] for p in preds])
-        ci = classification_interval(labels, values, metric, seed=seed, n_boot=n_boot) if preds else None
+        ci = class_interval(labels, values, metric) if preds else None
         out["value"], (out["ci_low"], out["ci_high"]) = m.get(metric), ci or (None, None)
     elif ok:
-        out["value"], out["ci_low"], out["ci_high"] = mean_interval(
-            [r["value"] for r in ok], seed=seed, n_boot=n_boot)
+        out["value"], out["ci_low"], out["ci_high"] = mean_interval_small([r["value"] for r in ok])
     if out["value"] is None:
         out["status"] = "failed"
     return out

@@ -30,11 +30,12 @@ def controlled_latents(cfg: Any, latents: list[int]) -> set[int]:
 
 
 def make_work(cfg: Any, explanations: dict[int, dict], llm, resources,
-              pool: list[Example] | None = None):
+              pool: list[Example] | None = None, score_key: str = ""):
     """work(latent, examples) -> the latent's score rows: one per configured scorer, one per
     control of each scorer in score.control_scorers (on the controlled latents), and for a probe
     (latent < 0, its 'explanation' the rule) one per probed scorer. `pool`: held-out activating
-    windows of other latents, for controls that replace a latent's windows (intruder)."""
+    windows of other latents, for controls that replace a latent's windows (intruder);
+    `score_key`: the stage's artifact key (in every row's id)."""
     settings_hash = cfg.score.settings_hash()
     real = sorted(l for l in explanations if l >= 0)
     other = derangement(real, cfg.score.seed) if "shuffled" in cfg.score.controls else {}
@@ -45,7 +46,7 @@ def make_work(cfg: Any, explanations: dict[int, dict], llm, resources,
                     control_text: str | None = None):
         ctx = ScoreContext(cfg, llm, resources, purpose=name if control is None
                            else f"{control}:{name}" if control == PROBE else f"control:{name}")
-        extra = {"control": control, "control_text": control_text}
+        extra = {"control": control, "control_text": control_text, "score_key": score_key}
         try:
             out = await SCORERS[name].run(ctx, latent, text, examples)
         except LLMUnavailable:
@@ -84,7 +85,7 @@ def make_work(cfg: Any, explanations: dict[int, dict], llm, resources,
                     rows.append(score_row(cfg, exp, latent, name, empty, settings_hash,
                                           control=PROBE if latent < 0 else None,
                                           control_text=exp["text"] if latent < 0 else None,
-                                          unscorable=reason))
+                                          unscorable=reason, score_key=score_key))
                 continue
             steps += steps_for(name, latent, exp, examples)
         # Scorers one after another (each keeps its prompt prefix hot), all at once in the tail.

@@ -11,3 +11,6 @@ CREATE TABLE IF NOT EXISTS verdicts (
     probes_value DOUBLE, probes_ci_low DOUBLE, probes_ci_high DOUBLE, probes_passed BOOLEAN,
     lift DOUBLE, lift_ci_low DOUBLE, lift_ci_high DOUBLE, informative BOOLEAN, "case" VARCHAR,
     verdict VARCHAR);
+-- The controls' verdict is a one-sided sign-flip test over latents: its p-value and level.
+ALTER TABLE controls ADD COLUMN IF NOT EXISTS p_value DOUBLE;
+ALTER TABLE controls ADD COLUMN IF NOT EXISTS alpha DOUBLE;

@@ -85,7 +85,7 @@ base = {"home": str(home), "corpus": {"seq_len": 17},
                     "embed": False},
         "logits": {"k": 0}}
 score = {"scorers": ["detection", "toy"], "n_positive": 2, "n_negative": 2, "batch_size": 4,
-         "controls": []}
+         "controls": [], "min_per_class": 1}
 cfg = build_config(base | {"score": score})
 other = build_config(base | {"score": score | {"toy": {"max_tokens": 5}}})
 off = build_config(base | {"score": score | {"scorers": ["detection"]}})
