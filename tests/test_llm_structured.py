@@ -14,7 +14,8 @@ import pytest
 from interp.llm import Ledger, LLMUnavailable, OpenAICompatibleLLM
 from interp.llm import vllm_offline
 from interp.llm.config import LLMConfig
-from interp.llm.structured import PROBE_SCHEMA, AnswerError, labels_schema, parse_labels
+from interp.llm.structured import (PROBE_ANSWER, PROBE_SCHEMA, AnswerError, labels_schema,
+                                   parse_labels)
 from tests.fakeserver import FakeLLMServer
 
 IDS = [4, 11, 7]
@@ -23,15 +24,14 @@ PREFILLED = [{"role": "user", "content": "label these"}, {"role": "assistant", "
 
 
 def _labels(ids, value=1) -> str:
-    return json.dumps({"labels": [{"id": i, "label": value} for i in ids]})
+    return json.dumps({"labels": {str(i): value for i in ids}})
 
 
 def honest(schema: dict) -> str:
-    """A server that applies the constraint: the longest valid answer to the schemas in use."""
-    if "note" in schema["properties"]:  # the probe
-        return json.dumps({"labels": [{"id": 3, "label": 0}, {"id": 8, "label": 1}], "note": "hi"})
-    ids = schema["properties"]["labels"]["items"]["properties"]["id"]["enum"]
-    return _labels(ids)
+    """A server that applies the constraint: a valid answer to the schemas in use."""
+    if "note" in schema["properties"]:
+        return json.dumps(PROBE_ANSWER)
+    return json.dumps({"labels": {k: 1 for k in schema["properties"]["labels"]["properties"]}})
 
 
 # --- what the HTTP client sends ----------------------------------------------------------------

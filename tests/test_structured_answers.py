@@ -9,7 +9,7 @@ import re
 import jsonschema
 import pytest
 
-from interp.llm.structured import (PROBE_SCHEMA, AnswerError, explanation_schema, labels_schema,
+from interp.llm.structured import (PROBE_ANSWER, PROBE_SCHEMA, AnswerError, explanation_schema, labels_schema,
                                    max_tokens_for, parse_explanation, parse_labels, validate)
 
 IDS = [4, 11, 7]
@@ -17,32 +17,36 @@ LABELS = labels_schema(IDS)
 
 
 def _labels(ids, value=1) -> str:
-    return json.dumps({"labels": [{"id": i, "label": value} for i in ids]})
+    return json.dumps({"labels": {str(i): value for i in ids}})
 
 
-PROBE_ANSWER = {"labels": [{"id": 3, "label": 0}, {"id": 8, "label": 1}], "note": "hi"}
+PAIRS = {"type": "array", "minItems": 2, "maxItems": 3, "items": {
+    "type": "object", "properties": {"id": {"type": "integer", "enum": [4, 11]}},
+    "required": ["id"], "additionalProperties": False}}
 
 CASES = [
-    (LABELS, {"labels": [{"id": 4, "label": 1}, {"id": 11, "label": 0}, {"id": 7, "label": 1}]}),
-    (LABELS, {"labels": [{"id": 4, "label": 1}, {"id": 11, "label": 0}]}),                  # too few
-    (LABELS, {"labels": [{"id": 4, "label": 1}] * 4}),                                       # too many
-    (LABELS, {"labels": [{"id": 4, "label": 2}] * 3}),                                       # label 2
-    (LABELS, {"labels": [{"id": 4, "label": True}] * 3}),                                    # true is not 1
-    (LABELS, {"labels": [{"id": 4, "label": 1.0}] * 3}),                                     # 1.0 is 1
-    (LABELS, {"labels": [{"id": 5, "label": 1}] * 3}),                                       # id not offered
-    (LABELS, {"labels": [{"id": "4", "label": 1}] * 3}),                                     # id as a string
-    (LABELS, {"labels": [{"id": 4}] * 3}),                                                   # label missing
-    (LABELS, {"labels": [{"id": 4, "label": 1, "why": "x"}] * 3}),                           # extra key
-    (LABELS, {"labels": [], "extra": 1}),
-    (LABELS, [{"id": 4, "label": 1}]),                                                       # bare array
-    (labels_schema(["a", "b"]), {"labels": [{"id": "b", "label": 0}, {"id": "a", "label": 1}]}),
+    (LABELS, {"labels": {"4": 1, "11": 0, "7": 1}}),
+    (LABELS, {"labels": {"7": 1, "4": 1, "11": 0}}),                      # any key order
+    (LABELS, {"labels": {"4": 1, "11": 0}}),                              # an id missing
+    (LABELS, {"labels": {"4": 1, "11": 0, "7": 1, "5": 0}}),              # an id not offered
+    (LABELS, {"labels": {"4": 2, "11": 0, "7": 1}}),                      # label 2
+    (LABELS, {"labels": {"4": True, "11": 0, "7": 1}}),                   # true is not 1
+    (LABELS, {"labels": {"4": 1.0, "11": 0, "7": 1}}),                    # 1.0 is 1
+    (LABELS, {"labels": {"4": "1", "11": 0, "7": 1}}),                    # a string
+    (LABELS, {"labels": {"4": 1, "11": 0, "7": 1}, "why": "x"}),          # extra key
+    (LABELS, {"labels": [{"id": 4, "label": 1}]}),
+    (LABELS, [{"4": 1, "11": 0, "7": 1}]),                                # bare array
+    (labels_schema(["a", "b"]), {"labels": {"b": 0, "a": 1}}),
+    (PAIRS, [{"id": 4}, {"id": 11}]), (PAIRS, [{"id": 4}]), (PAIRS, [{"id": 4}] * 4),
+    (PAIRS, [{"id": 4}, {"id": 5}]), (PAIRS, [{"id": 4}, {}]), (PAIRS, {"id": 4}),
     (explanation_schema(5), {"explanation": "cats"}),
     (explanation_schema(5), {"explanation": "kittens"}),
-    (explanation_schema(5), {"explanation": "chats"}),                                       # exactly 5
-    (explanation_schema(5), {"explanation": "ñandú"}),                                       # 5 code points
+    (explanation_schema(5), {"explanation": "chats"}),                    # exactly 5
+    (explanation_schema(5), {"explanation": "ñandú"}),                    # 5 code points
     (explanation_schema(5), {"explanation": 5}),
     (explanation_schema(5), {"explanation": None}),
     (PROBE_SCHEMA, PROBE_ANSWER),
+    (PROBE_SCHEMA, PROBE_ANSWER | {"note": "far too long"}),
     ({"type": ["string", "null"], "minLength": 2}, None),
     ({"type": ["string", "null"], "minLength": 2}, "a"),
     ({"const": [1, {"a": True}]}, [1, {"a": True}]),
@@ -84,14 +88,11 @@ def test_anything_but_exactly_one_valid_value_is_a_parse_failure(text):
         parse_labels(text, IDS)
 
 
-def test_parse_labels_maps_ids_in_the_order_given_and_refuses_a_repeated_id():
-    text = json.dumps({"labels": [{"id": 7, "label": 0}, {"id": 4, "label": 1},
-                                  {"id": 11, "label": 1.0}]})
+def test_parse_labels_maps_ids_in_the_order_given():
+    text = json.dumps({"labels": {"7": 0, "4": 1, "11": 1.0}})
     assert list(parse_labels(f"\n {text} \n", IDS).items()) == [(4, 1), (11, 1), (7, 0)]
-    twice = json.dumps({"labels": [{"id": 4, "label": 0}, {"id": 4, "label": 1},
-                                   {"id": 7, "label": 1}]})
-    with pytest.raises(AnswerError, match="id 4 is labelled twice"):
-        parse_labels(twice, IDS)
+    with pytest.raises(AnswerError, match="missing"):
+        parse_labels(json.dumps({"labels": {"4": 1, "7": 0}}), IDS)
 
 
 def test_a_cut_off_answer_says_so():
@@ -106,7 +107,7 @@ def test_max_tokens_fits_the_longest_answer_with_whitespace():
     # A byte-level BPE spends at most one token per character of compact JSON, and a small
     # model under a grammar puts a newline-and-indent run (a token or two) in every gap.
     ids = [100 + i for i in range(10)]
-    value = {"labels": [{"id": i, "label": 1} for i in ids]}
+    value = {"labels": {str(i): 1 for i in ids}}
     gaps = len(re.findall(r"\s+", json.dumps(value, indent=4)))
     compact = json.dumps(value, separators=(",", ":"))
     assert max_tokens_for(labels_schema(ids)) >= len(compact) + 2 * gaps

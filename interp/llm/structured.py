@@ -33,21 +33,20 @@ class AnswerError(ValueError):
 
 
 def labels_schema(ids: Sequence[int | str]) -> dict[str, Any]:
-    """`{"labels": [{"id": <one of ids>, "label": 0 or 1}, ...]}` with exactly len(ids) items.
+    """`{"labels": {"<id>": 0 or 1, ...}}`: every id once, as a key, in the order given.
 
-    The array is wrapped in an object because OpenAI-style strict structured outputs accept
-    only an object at the root. The schema cannot say "each id once": `parse_labels` checks it.
+    Not an array of {id, label} items with id an enum of the ids: under that grammar the 135M
+    judge repeated ids (`{"id": 15, ...}, {"id": 15, ...}`) in 20 of 20 answers over 10 ids
+    (bench/structured_parse_rate.py). As required keys, the grammar writes each id itself, in
+    order (llama.cpp and vLLM emit required properties in schema order), and the model only
+    chooses the labels, in half the tokens. Wrapped in an object because OpenAI-style strict
+    structured outputs take only an object at the root.
     """
-    if not ids or len(set(ids)) != len(ids):
+    keys = [str(i) for i in ids]
+    if not ids or len(set(keys)) != len(keys):
         raise ValueError(f"labels_schema needs distinct ids, got {list(ids)!r}")
-    id_type = "integer" if all(isinstance(i, int) and not isinstance(i, bool) for i in ids) \
-        else "string"
-    item = {"type": "object",
-            "properties": {"id": {"type": id_type, "enum": list(ids)},
-                           "label": {"type": "integer", "enum": [0, 1]}},
-            "required": ["id", "label"], "additionalProperties": False}
-    return _root({"labels": {"type": "array", "minItems": len(ids), "maxItems": len(ids),
-                             "items": item}})
+    label = {"type": "integer", "enum": [0, 1]}
+    return _root({"labels": _root({k: label for k in keys})})
 
 
 def explanation_schema(max_chars: int) -> dict[str, Any]:
@@ -64,14 +63,9 @@ def _root(properties: dict[str, Any]) -> dict[str, Any]:
 
 def parse_labels(text: str, ids: Sequence[int | str], *, truncated: bool = False) -> dict:
     """{id: 0 or 1} in the order of `ids` from an answer to `labels_schema(ids)`; AnswerError
-    unless the answer is valid JSON of that schema labelling every id exactly once."""
-    value = parse_json(text, labels_schema(ids), truncated=truncated)
-    labels: dict = {}
-    for item in value["labels"]:
-        if item["id"] in labels:
-            raise AnswerError(f"id {item['id']!r} is labelled twice: {_clip(text)}")
-        labels[item["id"]] = int(item["label"])
-    return {i: labels[i] for i in ids}  # every id is there: n distinct items, ids from the enum
+    unless the answer is valid JSON of that schema (every id labelled, once, nothing else)."""
+    labels = parse_json(text, labels_schema(ids), truncated=truncated)["labels"]
+    return {i: int(labels[str(i)]) for i in ids}
 
 
 def parse_explanation(text: str, max_chars: int, *, truncated: bool = False) -> str:
@@ -243,4 +237,5 @@ def _longest(schema: dict[str, Any], path: str) -> tuple[int, int]:
 # (OpenAI's strict mode documents no maxLength) is found out once, not latent by latent.
 PROBE_SCHEMA = _root({"labels": labels_schema([3, 8])["properties"]["labels"],
                       "note": {"type": "string", "maxLength": 8}})
+PROBE_ANSWER = {"labels": {"3": 0, "8": 1}, "note": "hi"}  # one valid answer (for tests)
 PROBE_MESSAGES = [{"role": "user", "content": "Say hello in one word."}]
