@@ -109,3 +109,93 @@ def test_latest_and_explanation_scores_show_the_newest_run(rescored):
                                    "WHERE score_key = ?", [key])
         assert {(lat, "detection"): d for lat, d, _ in got} | \
             {(lat, "fuzzing"): f for lat, _, f in got} == want
+
+
+def test_latent_table_shows_sorts_and_filters_by_the_newest_run(client, rescored):
+    new, old = rescored.headlines(rescored.new), rescored.headlines(rescored.old)
+    got = client.get("/api/latents").json()["latents"]
+    assert got and {r["score_key"] for r in got} == {rescored.new}
+    for r in got:
+        assert r["scores"] == {s: new[(r["latent"], s)] for s in ("detection", "fuzzing")}
+    # Sorted by the newest run's detection score, not by the best of the two runs.
+    ranked = client.get("/api/latents?sort=detection").json()["latents"]
+    assert [r["latent"] for r in ranked] == \
+        sorted((r["latent"] for r in got), key=lambda lat: (-new[(lat, "detection")], lat))
+    # Filtered by it: a latent the first run scored 1.0 and the re-score below 0.75 is out.
+    kept = {r["latent"] for r in client.get("/api/latents?min_detection=0.75").json()["latents"]}
+    assert kept == {lat for (lat, s), v in new.items() if s == "detection" and v >= 0.75}
+    assert kept != {lat for (lat, s), v in old.items() if s == "detection" and v >= 0.75}
+    html = client.get("/latents?sort=detection").text
+    assert "newest score run" in html and rescored.new[:10] in html
+
+
+def test_latent_table_shows_a_chosen_run(client, rescored):
+    old = rescored.headlines(rescored.old)
+    got = client.get(f"/api/latents?run={rescored.old[:6]}&sort=fuzzing").json()["latents"]
+    assert got and {r["score_key"] for r in got} == {rescored.old}
+    assert [r["latent"] for r in got] == \
+        sorted((r["latent"] for r in got), key=lambda lat: (-old[(lat, "fuzzing")], lat))
+    for r in got:
+        assert r["scores"] == {s: old[(r["latent"], s)] for s in ("detection", "fuzzing")}
+    kept = {r["latent"] for r in client.get(
+        f"/api/latents?run={rescored.old}&min_detection=0.75").json()["latents"]}
+    assert kept == {lat for (lat, s), v in old.items() if s == "detection" and v >= 0.75}
+    html = client.get(f"/latents?run={rescored.old}").text
+    assert f"of score run <span class=\"key\">{rescored.old}</span>" in html
+    assert f"/latent/{got[0]['latent']}?run={rescored.old}" in html  # the page keeps the run
+    bad = client.get("/latents?run=nope")
+    assert bad.status_code == 400 and "run=&#39;nope&#39; is no score run" in bad.text
+    assert client.get("/api/latents?run=nope").status_code == 400
+
+
+def _first_run_block(html: str) -> tuple[str, dict[str, str]]:
+    """(score key shown first, scorer -> headline cell) of the page's first explanation."""
+    article = html.split('<article class="explanation')[1].split("</article>")[0]
+    key = re.search(r'score run <span class="key">([0-9a-f]+)</span>', article).group(1)
+    table = article.split("</table>")[0]
+    cells = dict(re.findall(r"<tr><td>(\w+)</td><td>[^<]*</td><td>ok</td>"
+                            r'<td class="n headline">\w+ ([^<]+)</td>', table))
+    return key, cells
+
+
+def test_latent_page_shows_the_newest_run_and_a_chosen_one(client, rescored):
+    from interp.ui.app import _num
+
+    lat, = [r[0] for r in query(rescored.home, "SELECT latent FROM explanations ORDER BY latent LIMIT 1")]
+    url = f"/sae/{rescored.sae}/latent/{lat}"
+    for key, params in ((rescored.new, ""), (rescored.old, f"?run={rescored.old[:8]}")):
+        want = rescored.headlines(key)
+        shown, cells = _first_run_block(client.get(url + params).text)
+        assert key.startswith(shown)
+        assert cells == {s: _num(want[(lat, s)]) for s in ("detection", "fuzzing")}
+        api = client.get(f"/api/sae/{rescored.sae}/latent/{lat}{params}").json()["explanations"][0]
+        assert api["score_key"] == key and api["newest"] == (key == rescored.new)
+        assert {s["scorer"]: s["headline"] for s in api["scores"]} == \
+            {s: want[(lat, s)] for s in ("detection", "fuzzing")}
+        assert [r["score_key"] for r in api["other_runs"]] == [k for k in (rescored.new, rescored.old)
+                                                               if k != key]
+    # A key prefix in the URL redirects to the full key and keeps the chosen run.
+    r = client.get(f"/sae/{rescored.sae[:6]}/latent/{lat}?run={rescored.old}", follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"].endswith(f"?run={rescored.old}")
+
+
+def test_overview_summarises_each_sae_per_scorer_with_chance(client, rescored):
+    from interp.ui import data
+
+    with data.Catalog(rescored.home).cursor() as cur:
+        ov = data.overview(cur)
+    sae, = ov["saes"]
+    assert "mean_score" not in sae  # no number pooling scorers and runs
+    assert sae["score_run"]["score_key"] == rescored.new
+    for run in ov["score_runs"]:
+        want = rescored.headlines(run["score_key"])
+        assert {m["scorer"]: (m["mean"], m["chance"], m["n_scored"]) for m in run["scorers"]} == {
+            s: (pytest.approx(sum(v for (_, t), v in want.items() if t == s) / 10), 0.5, 10)
+            for s in ("detection", "fuzzing")}
+    assert [r["score_key"] for r in ov["score_runs"]] == [rescored.new, rescored.old]
+    html = client.get("/").text
+    cell = html.split('id="saes"')[1].split("</table>")[0]
+    assert cell.count("chance 0.5") == 2 and "mean score" not in html
+    assert f'/latents?run={rescored.old}' in html.split('id="score-runs"')[1]
+    runs = client.get("/api/score_runs").json()["score_runs"]
+    assert [r["score_key"] for r in runs] == [rescored.new, rescored.old]
