@@ -199,3 +199,30 @@ def test_overview_summarises_each_sae_per_scorer_with_chance(client, rescored):
     assert f'/latents?run={rescored.old}' in html.split('id="score-runs"')[1]
     runs = client.get("/api/score_runs").json()["score_runs"]
     assert [r["score_key"] for r in runs] == [rescored.new, rescored.old]
+
+
+def test_report_shows_each_runs_own_scores_per_scorer(rescored):
+    from interp.report import build_report
+    from storage.read import reading
+
+    for run_id, key in zip(rescored.runs, (rescored.old, rescored.new)):
+        want = rescored.headlines(key)
+        with reading(rescored.home) as con:
+            html = build_report(con, run_id)
+        table = html.split('id="scorer-summary"')[1].split("</table>")[0]
+        for s in ("detection", "fuzzing"):
+            mean = sum(v for (_, t), v in want.items() if t == s) / 10
+            row = re.search(rf"<tr><td>{s}</td><td>balanced_accuracy</td><td class=\"n\">0.5</td>"
+                            rf"<td class=\"n\">10 of 10</td><td>([^ ]+) \[", table)
+            assert row and float(row.group(1)) == pytest.approx(mean, abs=5e-4)
+        # The showcase ranks per scorer (its metric and chance beside it), never by a mean over
+        # scorers; its best detection explanation has the run's top detection score.
+        heads = re.findall(r'<h3 class="showcase">(best|worst) explanations by (\w+) '
+                           r"\((\w+); chance 0.5\)", html)
+        assert {(b, s) for b, s, _ in heads} <= {(b, s) for b in ("best", "worst")
+                                                 for s in ("detection", "fuzzing")}
+        assert ("best", "detection", "balanced_accuracy") in heads
+        best = html.split("best explanations by detection")[1]
+        top = max(v for (_, t), v in want.items() if t == "detection")
+        assert re.search(r'<span class="exmeta">#\d+ · ([0-9.]+)</span>', best).group(1) == \
+            f"{top:.2g}"
