@@ -226,3 +226,40 @@ def test_report_shows_each_runs_own_scores_per_scorer(rescored):
         top = max(v for (_, t), v in want.items() if t == "detection")
         assert re.search(r'<span class="exmeta">#\d+ · ([0-9.]+)</span>', best).group(1) == \
             f"{top:.2g}"
+
+
+def test_saebench_export_takes_the_newest_or_the_chosen_score_run(rescored, tmp_path):
+    from storage.export import saebench_result
+
+    for key, arg in ((rescored.new, None), (rescored.old, rescored.old[:7])):
+        accs = dict(query(rescored.home, "SELECT latent, accuracy FROM scores WHERE score_key = ? "
+                                         "AND scorer = 'detection' AND control IS NULL", [key]))
+        got = saebench_result(rescored.home, rescored.sae, arg)
+        assert got["eval_config"]["score_run"] == key
+        assert got["eval_result_metrics"]["autointerp"]["autointerp_score"] == \
+            pytest.approx(sum(accs.values()) / len(accs))
+        heads = rescored.headlines(key)
+        for lat, entry in got["eval_result_unstructured"].items():
+            assert entry["score"] == accs[int(lat)]
+            assert entry["scores"] == {s: heads[(int(lat), s)] for s in ("detection", "fuzzing")}
+    with pytest.raises(ValueError, match="--score-run 'nope' matches no score run"):
+        saebench_result(rescored.home, rescored.sae, "nope")
+    r = CliRunner().invoke(cli_app, ["export", rescored.sae[:8], "--format", "saebench",
+                                     "--home", str(rescored.home), "--out", str(tmp_path),
+                                     "--score-run", rescored.old[:8]])
+    assert r.exit_code == 0, r.output
+    out, = tmp_path.glob("*_autointerp_eval_results.json")
+    assert json.loads(out.read_text())["eval_config"]["score_run"] == rescored.old
+
+
+def test_neuronpedia_export_takes_the_score_runs_explanations(rescored, tmp_path):
+    from storage.export import export
+
+    files = export(rescored.home, rescored.sae, "neuronpedia", tmp_path, score_run=rescored.old)
+    rows = [json.loads(line) for f in files if f.parent.name == "explanations"
+            for line in gzip.decompress(f.read_bytes()).decode().splitlines()]
+    want = query(rescored.home, "SELECT latent, text FROM explanations WHERE explain_key = "
+                                "(SELECT any_value(explain_key) FROM scores WHERE score_key = ?) "
+                                "AND status = 'ok'", [rescored.old])
+    assert sorted((int(r["index"]), r["description"]) for r in rows) == sorted(want)
+    assert export(rescored.home, rescored.sae, "neuronpedia", tmp_path / "newest")  # default run
