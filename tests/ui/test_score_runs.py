@@ -263,3 +263,25 @@ def test_neuronpedia_export_takes_the_score_runs_explanations(rescored, tmp_path
                                 "AND status = 'ok'", [rescored.old])
     assert sorted((int(r["index"]), r["description"]) for r in rows) == sorted(want)
     assert export(rescored.home, rescored.sae, "neuronpedia", tmp_path / "newest")  # default run
+
+
+def test_notebook_and_show_give_each_run_its_own_scores(rescored):
+    import interp
+    from storage.query import show_latent
+
+    cat = interp.open(rescored.home)
+    for key, arg in ((rescored.new, None), (rescored.old, rescored.old[:6])):
+        want = rescored.by_explanation(key)
+        rows = cat.explanations(score_run=arg).to_pylist()
+        assert {r["score_key"] for r in rows} == {key}
+        assert {r["explanation_id"]: dict(r["scores"]) for r in rows} == want
+    runs = cat.score_runs().to_pylist()
+    assert [r["score_key"] for r in runs] == [rescored.new] * 2 + [rescored.old] * 2
+    assert {r["chance"] for r in runs} == {0.5}
+    lat = min(lat for lat, _ in rescored.headlines(rescored.new))
+    text = show_latent(rescored.home, rescored.sae[:8], lat)
+    blocks = re.findall(r"score run ([0-9a-f]+) \((newest, )?scored", text)
+    assert blocks == [(rescored.new, "newest, "), (rescored.old, "")]
+    new_block = text.split(f"score run {rescored.new}")[1].split("score run")[0]
+    d = rescored.headlines(rescored.new)[(lat, "detection")]
+    assert f"detection  balanced_accuracy={d:.4g} (chance 0.5)" in new_block
