@@ -8,6 +8,7 @@ locked-down read-only connection.
     cat.latents(sae="3fa2", explained=True)
     cat.explanations(sae="3fa2", latent=7)   # text, status, {scorer: headline} of one score run
     cat.score_runs(sae="3fa2")               # per score run and scorer: mean, chance level
+    cat.compare_score_runs("60bd", "c3a9")   # two score runs side by side, per latent and scorer
     cat.examples("3fa2", 7, kind="top")      # ['the <<cat>> sat', ...]
     cat.logits("3fa2", 7)                    # promoted / suppressed tokens
     cat.sql("SELECT count(*) FROM latents WHERE dead").to_pandas()
@@ -93,6 +94,14 @@ class Catalogue:
         headline scores, how many it scored, the metric and its chance level."""
         with self._con() as con:
             return _arrow(con, Q["score_runs"], {"sae": self._key(con, sae)})
+
+    def compare_score_runs(self, a: str, b: str) -> pa.Table:
+        """Two score runs (keys or unique prefixes) side by side: per latent and scorer each
+        run's headline score, b - a, the metric and chance levels (storage/sql/compare.sql
+        `score_runs_side_by_side`)."""
+        with self._con() as con:
+            return _arrow(con, queries("compare")["score_runs_side_by_side"],
+                          {"a": self._run(con, a), "b": self._run(con, b)})
 
     def _run(self, con, run: str) -> str:
         keys = [r[0] for r in con.execute(Q["score_run_keys"], {"run": run}).fetchall()]

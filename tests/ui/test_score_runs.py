@@ -285,3 +285,33 @@ def test_notebook_and_show_give_each_run_its_own_scores(rescored):
     new_block = text.split(f"score run {rescored.new}")[1].split("score run")[0]
     d = rescored.headlines(rescored.new)[(lat, "detection")]
     assert f"detection  balanced_accuracy={d:.4g} (chance 0.5)" in new_block
+
+
+def _readme_side_by_side() -> str:
+    """The side-by-side query as README shows it (with two example keys in it)."""
+    block = README.read_text().split("<!-- score_runs_side_by_side -->")[1].split("```sql")[1]
+    return block.split("```")[0].strip().rstrip(";")
+
+
+def test_the_documented_query_lines_two_runs_up_side_by_side(rescored):
+    import interp
+    from storage.query import run_query
+    from storage.read import queries
+
+    rows = interp.open(rescored.home).compare_score_runs(rescored.old[:6], rescored.new).to_pylist()
+    old, new = rescored.headlines(rescored.old), rescored.headlines(rescored.new)
+    assert {(r["latent"], r["scorer"]): (r["value_a"], r["value_b"]) for r in rows} == \
+        {k: (old[k], new[k]) for k in old}
+    assert all(r["delta"] == pytest.approx(r["value_b"] - r["value_a"]) for r in rows)
+    assert all(r["explanation_a"] == r["explanation_b"] for r in rows)  # a re-score: same texts
+    # README's copy is the named query with two keys written in, and runs as `interp query`.
+    shown = _readme_side_by_side()
+    keys = re.findall(r"score_key = '([0-9a-f]+)'", shown)
+    assert len(keys) == 2
+    named = queries("compare")["score_runs_side_by_side"]
+    as_named = shown.replace(f"'{keys[0]}'", "$a").replace(f"'{keys[1]}'", "$b")
+    strip = lambda sql: " ".join(ln.split("--")[0] for ln in sql.splitlines()).split()  # noqa: E731
+    assert strip(as_named) == strip(named)
+    cols, got = run_query(rescored.home, shown.replace(keys[0], rescored.old)
+                          .replace(keys[1], rescored.new))
+    assert [dict(zip(cols, r)) for r in got] == rows
