@@ -43,7 +43,8 @@ Work = Callable[[int, Any], Awaitable[list[dict[str, Any]]]]
 Loader = Callable[[list[int]], dict[int, Any]]
 
 LEDGER_SCHEMA = pa.schema([
-    ("call_id", pa.string()), ("stage", pa.string()), ("latent", pa.int64()), ("model", pa.string()),
+    ("call_id", pa.string()), ("stage", pa.string()), ("purpose", pa.string()),
+    ("latent", pa.int64()), ("model", pa.string()),
     ("attempt", pa.int32()), ("status", pa.string()), ("error", pa.string()),
     ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("latency_s", pa.float64()),
     ("created_at", pa.float64())])

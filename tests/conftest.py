@@ -36,7 +36,9 @@ def tiny_config(home, url: str, **over):
         "corpus": {"seq_len": 17},
         "sae": {"expansion_factor": 2, "k": 2, "batch_size": 64, "epochs": 2, "eval_sequences": 0},
         "mine": {"window": 4, "n_top": 5, "n_quantiles": 2, "per_quantile": 2, "n_random": 4},
+        # The scripted server answers text: structured outputs off (no probe request either).
         "llm": {"backend": "openai", "base_url": url, "max_retries": 2, "backoff_s": 0.01,
+                "structured_outputs": "off",
                 "timeout_s": 5},
         # MiniLM takes ~10 s to load per process: only the tests about embeddings turn it on.
         "explain": {"n_examples": 3, "min_examples": 2, "min_heldout": 2, "n_latents": None,

@@ -27,7 +27,10 @@ class ExplainConfig(_Strict):
     output_tokens: bool = Field(False, description="Show the tokens the latent's decoder "
         "direction promotes ($output_tokens, from the logits stage; prompt explain_output uses "
         "it); False drops the template line holding it.")
-    max_tokens: int = Field(40, gt=0, description="Completion token budget.")
+    max_tokens: int = Field(40, gt=0, description="Completion token budget of a free-text answer "
+                            "(a server without structured outputs).")
+    max_chars: int = Field(160, gt=0, description="Longest explanation, in characters, when the "
+                           "answer is constrained to JSON (its token budget follows from it).")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
     n_latents: int | None = Field(24, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")
     min_examples: int = Field(3, gt=0, description="Skip latents with fewer activating windows.")

@@ -1,12 +1,15 @@
-"""Reading the explainer's answer: the explanation after its one `[EXPLANATION]:` marker, or None
-when the answer is unusable (no marker or two, empty, too long, or an echo of the prompt's
-examples or instructions). An unusable answer is stored as `parse_error` and never scored."""
+"""Reading the explainer's answer: a JSON object `{"explanation": ...}` when the server constrains
+answers to a schema (interp/llm/structured.py; with a `reasoning` field first when the template
+asks the model to reason before it answers), else the text after its one `[EXPLANATION]:`
+marker. An answer that does not parse is stored as `parse_error`; one that parses but echoes the
+prompt's examples or instructions as `echo`. Neither is ever scored."""
 from __future__ import annotations
 
 import functools
 import re
 
-from interp.prompts import parse_prompt, prompt_dirs
+from interp.llm.structured import AnswerError, explanation_schema, parse_json
+from interp.prompts import Prompt, parse_prompt, prompt_dirs
 
 ECHO = re.compile(r"^(example|strengths)\s*\d*\s*:", re.IGNORECASE)
 MARKER = re.compile(r"\[?\s*EXPLANATION\s*\]?\s*:", re.IGNORECASE)
@@ -75,3 +78,33 @@ def parse_explanation(raw: str) -> str | None:
     if _echoes_prompt(raw[:matches[0].start()] + "\n" + text, raw):
         return None
     return text
+
+
+def answer_schema(prompt: Prompt, max_chars: int) -> dict:
+    """The JSON schema of the explainer's answer: the explanation (at most max_chars), after a
+    `reasoning` field when the template makes the model reason first (its prefilled answer turn
+    is not the explanation marker, e.g. explain_cot's "Marked words:")."""
+    schema = explanation_schema(max_chars)
+    last_role, last_text = prompt.turns[-1]
+    if last_role == "assistant" and not MARKER.fullmatch(last_text.strip()):
+        reasoning = {"type": "string", "maxLength": 3 * max_chars}
+        schema["properties"] = {"reasoning": reasoning, **schema["properties"]}
+        schema["required"] = ["reasoning", *schema["required"]]
+    return schema
+
+
+def parse_structured(raw: str, schema: dict, *, truncated: bool = False) -> tuple[str | None, str | None]:
+    """(explanation, None) from a constrained answer, or (None, status) with status 'parse_error'
+    (not the schema's JSON: never happens under a grammar unless cut off) or 'echo' (it parses,
+    but copies the prompt's examples, marks or instructions)."""
+    try:
+        answer = parse_json(raw, schema, truncated=truncated)
+    except AnswerError:
+        return None, "parse_error"
+    text = _clean(answer["explanation"].strip().splitlines()[0] if answer["explanation"].strip() else "")
+    if not text or text.lower() in {"none", "n/a", "<explanation>"}:
+        return None, "parse_error"
+    if ECHO.match(text) or MARKUP.search(text) or \
+            _echoes_prompt(answer.get("reasoning", "") + "\n" + text, raw):
+        return None, "echo"
+    return text, None

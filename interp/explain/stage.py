@@ -24,8 +24,9 @@ from interp.config import RunConfig
 from interp.contract import Stage, StageContext, Table
 from interp.explain.format import (format_for_explainer, format_negatives, top_tokens,
                                    training_examples, training_negatives)
-from interp.explain.parse import parse_explanation
+from interp.explain.parse import answer_schema, parse_explanation, parse_structured
 from interp.llm import LLMError
+from interp.llm.structured import max_tokens_for
 from interp.mine.examples import Example
 from interp.prompts import Prompt, load_prompt
 from interp.resumable import drive, merge_parts
@@ -144,6 +145,7 @@ def make_work(cfg: RunConfig, key: str, llm, outputs: dict[int, str] | None = No
     promoted tokens as text (explain.output_tokens)."""
     prompt = load_prompt(cfg.explain.prompt)
     settings_hash = stable_hash(_settings(cfg, prompt))
+    schema = answer_schema(prompt, cfg.explain.max_chars)
     outputs = outputs or {}
 
     async def work(latent: int, examples: list[Example]) -> list[dict]:
@@ -154,20 +156,34 @@ def make_work(cfg: RunConfig, key: str, llm, outputs: dict[int, str] | None = No
                          error=f"only {len(train)} activating examples")]
         negatives = training_negatives(examples, cfg.explain.n_negatives)
         messages = build_messages(prompt, cfg, train, negatives, outputs.get(latent))
+        constrained = await structured(llm)
         try:
-            r = await llm.generate(messages, max_tokens=cfg.explain.max_tokens,
-                                   temperature=cfg.explain.temperature, stage="explain", latent=latent)
+            r = await llm.generate(messages, temperature=cfg.explain.temperature, stage="explain",
+                                   latent=latent, purpose="explain", schema=schema,
+                                   max_tokens=max_tokens_for(schema) if constrained
+                                   else cfg.explain.max_tokens)
         except LLMError as err:  # the server refused this request for good (e.g. too long)
             return [_row(eid, latent, cfg, prompt, settings_hash, len(train), status="llm_error",
                          error=err.reason, attempts=err.attempts)]
-        text = parse_explanation(r.text)
+        if r.constrained:
+            text, status = parse_structured(r.text, schema, truncated=r.truncated)
+            error = {"parse_error": "not the answer's JSON (cut off at max_tokens?)",
+                     "echo": "the explanation echoes the prompt's examples or instructions"}.get(status)
+        else:
+            text = parse_explanation(r.text)
+            status, error = (None, None) if text else ("parse_error", "no usable [EXPLANATION]: "
+                                                       "line (missing, repeated, or echoing the prompt)")
         return [_row(eid, latent, cfg, prompt, settings_hash, len(train), text=text, raw=r.text,
-                     status="ok" if text else "parse_error",
-                     error=None if text else "no usable [EXPLANATION]: line (missing, repeated, "
-                     "or echoing the prompt)",
-                     prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
-                     latency_s=r.latency_s, attempts=r.attempts)]
+                     status=status or "ok", error=error, prompt_tokens=r.prompt_tokens,
+                     completion_tokens=r.completion_tokens, latency_s=r.latency_s,
+                     attempts=r.attempts)]
     return work
+
+
+async def structured(llm) -> bool:
+    """Whether the client constrains answers to a schema (clients without the method: no)."""
+    ask = getattr(llm, "structured", None)
+    return bool(await ask()) if ask is not None else False
 
 
 def _embed(table: pa.Table, out: Path, device: str) -> None:

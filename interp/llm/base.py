@@ -105,7 +105,12 @@ class LLM(Protocol):
     async def generate(self, messages: list[dict[str, str]], *, max_tokens: int,
                        temperature: float = 0.0, logprobs: int | None = None,
                        stage: str = "", latent: int | None = None,
-                       schema: dict[str, Any] | None = None) -> LLMResponse: ...
+                       schema: dict[str, Any] | None = None,
+                       purpose: str | None = None) -> LLMResponse: ...
+
+    async def structured(self) -> bool:
+        """Whether a request with a schema goes constrained (else its answer is free text)."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -128,8 +133,9 @@ class Ledger:
 
     def record(self, *, call_id: str, stage: str, latent: int | None, model: str, attempt: int,
                status: str, error: str | None, prompt_tokens: int, completion_tokens: int,
-               latency_s: float) -> None:
-        row = {"call_id": call_id, "stage": stage, "latent": latent, "model": model,
+               latency_s: float, purpose: str | None = None) -> None:
+        row = {"call_id": call_id, "stage": stage, "purpose": purpose or stage or None,
+               "latent": latent, "model": model,
                "attempt": attempt, "status": status, "error": error,
                "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                "latency_s": round(latency_s, 4), "created_at": time.time()}
@@ -172,7 +178,8 @@ def read_ledger(paths: list[Path]) -> list[dict[str, Any]]:
         for line in Path(p).read_text().splitlines():
             with contextlib.suppress(ValueError):
                 row = json.loads(line)
-                if isinstance(row, dict) and set(row) == set(LEDGER_SCHEMA_FIELDS):
+                if isinstance(row, dict) and set(row) | {"purpose"} == set(LEDGER_SCHEMA_FIELDS):
+                    row.setdefault("purpose", row["stage"])  # written before purposes were
                     rows.append(row)
     return rows
 
@@ -181,5 +188,7 @@ def new_call_id() -> str:
     return f"{random.getrandbits(64):016x}"  # reseeded after fork; no syscall (uuid4: urandom)
 
 
-LEDGER_SCHEMA_FIELDS = ("call_id", "stage", "latent", "model", "attempt", "status", "error",
-                        "prompt_tokens", "completion_tokens", "latency_s", "created_at")
+# purpose: what the call was for: 'explain', a scorer's name, 'control:<scorer>' or
+# 'probe:<scorer>', so the cost per latent of each is one GROUP BY.
+LEDGER_SCHEMA_FIELDS = ("call_id", "stage", "purpose", "latent", "model", "attempt", "status",
+                        "error", "prompt_tokens", "completion_tokens", "latency_s", "created_at")

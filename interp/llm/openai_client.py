@@ -213,12 +213,18 @@ class OpenAICompatibleLLM:
         return _parse(orjson.loads(content), prefill, bool(logprobs))
 
     async def generate(self, messages, *, max_tokens, temperature=0.0, logprobs=None,
-                       stage="", latent=None, schema=None) -> LLMResponse:
+                       stage="", latent=None, schema=None, purpose=None) -> LLMResponse:
         self._bind()
         if schema is not None and not await self._constrained():
             schema = None  # the caller sees constrained=False and parses free text
         return await self._attempts(messages, max_tokens, temperature, logprobs, schema,
-                                    stage=stage, latent=latent)
+                                    stage=stage, latent=latent, purpose=purpose)
+
+    async def structured(self) -> bool:
+        """Whether a request with a schema goes constrained (llm.structured_outputs; probed
+        once on a server of unknown abilities)."""
+        self._bind()
+        return await self._constrained()
 
     async def _constrained(self) -> bool:
         """llm.structured_outputs for this server; probed once, by the first caller that asks."""
@@ -247,7 +253,7 @@ class OpenAICompatibleLLM:
         return True
 
     async def _attempts(self, messages, max_tokens, temperature, logprobs, schema, *,
-                        stage="", latent=None, record=True) -> LLMResponse:
+                        stage="", latent=None, record=True, purpose=None) -> LLMResponse:
         """One request with retries; every attempt in the ledger (unless not `record`)."""
         call_id = new_call_id()
         attempts = self.cfg.max_retries + 1
@@ -262,7 +268,7 @@ class OpenAICompatibleLLM:
                     final = kind != "retry" or attempt == attempts
                     if record:
                         self.ledger.record(call_id=call_id, stage=stage, latent=latent,
-                                           model=self.model, attempt=attempt,
+                                           purpose=purpose, model=self.model, attempt=attempt,
                                            status="error" if final else "retry", error=reason,
                                            prompt_tokens=0, completion_tokens=0,
                                            latency_s=time.monotonic() - t0)
@@ -276,7 +282,8 @@ class OpenAICompatibleLLM:
                     latency = time.monotonic() - t0
                     if record:
                         self.ledger.record(call_id=call_id, stage=stage, latent=latent,
-                                           model=self.model, attempt=attempt, status="ok",
+                                           purpose=purpose, model=self.model, attempt=attempt,
+                                           status="ok",
                                            error=None, prompt_tokens=r.prompt_tokens,
                                            completion_tokens=r.completion_tokens,
                                            latency_s=latency)

@@ -88,8 +88,12 @@ class VLLMOfflineLLM:
             continue_final_message=bool(prefill))
         return prompt, prefill
 
+    async def structured(self) -> bool:
+        """Whether a request with a schema goes constrained (llm.structured_outputs)."""
+        return bool(self.constrains)
+
     async def generate(self, messages, *, max_tokens, temperature=0.0, logprobs=None,
-                       stage="", latent=None, schema=None) -> LLMResponse:
+                       stage="", latent=None, schema=None, purpose=None) -> LLMResponse:
         constrained = schema is not None and self.constrains
         prompt, prefill = self.render(messages, constrained)
         extra = structured_params(schema) if constrained else {}
@@ -104,16 +108,18 @@ class VLLMOfflineLLM:
             out = await req.future
         except Exception as err:  # noqa: BLE001 - recorded, then raised as LLMError
             reason = f"vllm: {type(err).__name__}: {str(err)[:200]}"
-            self._record(call_id, stage, latent, "error", reason, 0, 0, time.monotonic() - t0)
+            self._record(call_id, stage, latent, purpose, "error", reason, 0, 0, time.monotonic() - t0)
             raise LLMError(reason, 1) from err
         latency = time.monotonic() - t0
         resp = to_response(out, prefill, bool(logprobs), latency, constrained)
-        self._record(call_id, stage, latent, "ok", None, resp.prompt_tokens,
+        self._record(call_id, stage, latent, purpose, "ok", None, resp.prompt_tokens,
                      resp.completion_tokens, latency)
         return resp
 
-    def _record(self, call_id, stage, latent, status, error, p_tok, c_tok, latency) -> None:
-        self.ledger.record(call_id=call_id, stage=stage, latent=latent, model=self.model,
+    def _record(self, call_id, stage, latent, purpose, status, error, p_tok, c_tok,
+                latency) -> None:
+        self.ledger.record(call_id=call_id, stage=stage, latent=latent, purpose=purpose,
+                           model=self.model,
                            attempt=1, status=status, error=error, prompt_tokens=p_tok,
                            completion_tokens=c_tok, latency_s=latency)
 

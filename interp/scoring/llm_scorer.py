@@ -41,6 +41,7 @@ class Ask:
     max_tokens: int
     items: list[Any]
     logprobs: int | None = None
+    schema: dict[str, Any] | None = None  # the answer's JSON schema (constrained where served)
     extra: dict[str, Any] = field(default_factory=dict)  # what `parse` needs besides the items
 
 
@@ -71,7 +72,8 @@ class LLMScorer(Scorer):
     async def ask(self, ctx: ScoreContext, latent: int, ask: Ask) -> Reply:
         try:
             r = await ctx.llm.generate(ask.messages, max_tokens=ask.max_tokens, temperature=0.0,
-                                       logprobs=ask.logprobs, stage="score", latent=latent)
+                                       logprobs=ask.logprobs, stage="score", latent=latent,
+                                       schema=ask.schema, purpose=ctx.purpose)
         except LLMError as err:
             return Reply(None, f"llm: {err.reason}")
         value = self.parse(ctx, ask, r)
