@@ -57,7 +57,8 @@ def test_saebench_preset_follows_the_published_protocol():
 
 def test_llm_calls_follow_the_config_arithmetic():
     default = llm_calls(load_config(None))
-    assert default == {"explain": 1, "detection": 10, "fuzzing": 10, "controls": 40, "probes": 80}
+    # one request per latent and scorer (score.batch_size all)
+    assert default == {"explain": 1, "detection": 1, "fuzzing": 1, "controls": 4, "probes": 8}
     paper = load_config(None, preset="paper")   # 200 windows, 5 per call
     assert llm_calls(paper)["detection"] == 40
     odd = load_config(None, {"score.batch_size": 3, "score.scorers": ["detection", "simulation"]})

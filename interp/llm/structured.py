@@ -49,6 +49,26 @@ def labels_schema(ids: Sequence[int | str]) -> dict[str, Any]:
     return _root({"labels": _root({k: label for k in keys})})
 
 
+def keyed_schema(field: str, values: dict[int | str, dict[str, Any]]) -> dict[str, Any]:
+    """`{field: {"<key>": <its value>, ...}}`: every key once, in order, each answered as its
+    schema says (labels_schema's layout for other answers: an intruder's number per round, a
+    simulated activation list per window)."""
+    if not values:
+        raise ValueError("keyed_schema needs at least one key")
+    return _root({field: _root({str(k): v for k, v in values.items()})})
+
+
+def choice_schema(n: int) -> dict[str, Any]:
+    """One of 1..n (an intruder's number)."""
+    return {"type": "integer", "enum": list(range(1, n + 1))}
+
+
+def digits_schema(n: int) -> dict[str, Any]:
+    """Exactly n digits 0-9 (a window's simulated activations, one per token)."""
+    return {"type": "array", "items": {"type": "integer", "enum": list(range(10))},
+            "minItems": n, "maxItems": n}
+
+
 def explanation_schema(max_chars: int) -> dict[str, Any]:
     """`{"explanation": "<at most max_chars characters>"}`."""
     if max_chars < 1:

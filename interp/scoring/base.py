@@ -70,6 +70,7 @@ class ScoreContext:
     llm: Any
     resources: Resources
     purpose: str | None = None
+    structured: bool = False  # the LLM constrains answers to a JSON schema (set by LLMScorer.run)
 
     def section(self, name: str) -> Any:
         return getattr(self.cfg.score, name)

@@ -1,10 +1,14 @@
 """The window judge that detection and fuzzing share (delphi's classifier): the judge reads the
 explanation and held-out windows and answers 0/1 for each.
 
-With score.batch_size 1 each window is its own request and the answer's log-probabilities give
-P(1) (an AUC, even from a judge that always answers 1); with more, one request judges that many
-windows and the answer is parsed as a list. An answer that does not give exactly one 0/1 per
-window, in order, fails that request's windows (predictions None): counted, never scored as 0.
+score.batch_size 'all' (the default) asks once per latent: every held-out window named by a
+random id, the answer a JSON object with one 0/1 per id, constrained to that schema where the
+server can (interp/llm/structured.py) and P(1) read at each label from the log-probabilities.
+With batch_size 1 each window is its own request and the answer's log-probabilities give P(1)
+(an AUC, even from a judge that always answers 1); with k > 1, one request judges k windows and
+the answer is parsed as a list (delphi's protocol, the paper preset). An answer that does not
+give exactly one 0/1 per window fails that request's windows (predictions None): counted,
+never scored as 0.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ import re
 from typing import Any, ClassVar
 
 from interp.llm.base import LLMResponse
+from interp.llm.structured import AnswerError, labels_schema, max_tokens_for
+from interp.llm.structured import parse_labels as parse_json_labels
 from interp.mine.examples import Example
 from interp.prompts import Prompt, load_prompt
 from interp.scoring.base import Outcome, Prediction, ScoreContext
@@ -88,6 +94,36 @@ def classification_outcome(items: list[Item], preds, probs, model: str, prompt_h
                    model, prompt_hash, errors)
 
 
+ALL = "all"  # score.batch_size: every held-out window of a latent in one request
+
+
+def window_ids(n: int, rng: random.Random) -> list[int]:
+    """n distinct 3-digit ids, seeded: a window is named by its id, not its position, so an
+    answer cannot shift a label onto its neighbour, and the ids say nothing about the order."""
+    return rng.sample(range(100, 1000), n)
+
+
+def json_label_probs(top: list[list[tuple[str, float]]] | None, ids: list[int]) -> dict[int, float]:
+    """P(1) of each id's label from the log-probabilities of a `{"labels": {"<id>": 0|1}}`
+    answer: at a generated 0/1 right after `"<id>":`, the mass of "1" over that of 0 and 1."""
+    out: dict[int, float] = {}
+    text, wanted = "", {str(i): i for i in ids}
+    for alternatives in top or []:
+        tok = alternatives[0][0] if alternatives else ""
+        head = _KEY_BEFORE.search(text)
+        if head and tok.strip() in ("0", "1") and head.group(1) in wanted:
+            mass = {0: 0.0, 1: 0.0}
+            for alt, lp in alternatives:
+                if alt.strip() in ("0", "1"):
+                    mass[int(alt.strip())] += math.exp(lp)
+            out[wanted[head.group(1)]] = mass[1] / (mass[0] + mass[1])
+        text += tok
+    return out
+
+
+_KEY_BEFORE = re.compile(r'"(\d+)"\s*:\s*$')
+
+
 class WindowJudge(LLMScorer):
     """Detection or fuzzing: the items come from `items`; the rest is shared."""
 
@@ -98,9 +134,13 @@ class WindowJudge(LLMScorer):
 
     def prompts(self, score: Any) -> tuple[str, ...]:
         base = getattr(score, self.name).prompt
+        if score.batch_size == ALL:
+            return (base + "_all",)
         return (base if score.batch_size == 1 else base + "_batch",)
 
     def calls(self, score: Any) -> int | None:
+        if score.batch_size == ALL:
+            return 1
         return -(-(score.n_positive + score.n_negative) // score.batch_size)
 
     def asks(self, ctx: ScoreContext, latent: int, explanation: str,
@@ -109,6 +149,8 @@ class WindowJudge(LLMScorer):
         prompt = load_prompt(self.prompts(score)[0])
         rng = random.Random(f"{score.seed}:{latent}:{self.name}")
         items = self.items(score, examples, rng)
+        if score.batch_size == ALL:
+            return ([self._ask_all(prompt, explanation, items, rng, score)] if items else []), prompt
         size = score.batch_size
         asks = []
         for b in range(0, len(items), size):
@@ -119,8 +161,29 @@ class WindowJudge(LLMScorer):
                             logprobs=score.logprobs or None))
         return asks, prompt
 
+    @staticmethod
+    def _ask_all(prompt: Prompt, explanation: str, items: list[Item], rng: random.Random,
+                 score: Any) -> Ask:
+        """All of a latent's windows in one request, each named by an id; the answer a JSON
+        object with one 0/1 per id (constrained to that schema where the server can)."""
+        ids = window_ids(len(items), rng)
+        body = "\n".join(f"Example {i}: {it.text}" for i, it in zip(ids, items))
+        schema = labels_schema(ids)
+        return Ask(prompt.messages(explanation=explanation, examples=body, n=len(items)),
+                   max_tokens_for(schema), items, logprobs=score.logprobs or None,
+                   schema=schema, extra={"ids": ids})
+
     def parse(self, ctx: ScoreContext, ask: Ask, response: LLMResponse):
-        """[(label, P(1) or None)] per item; P(1) from the log-probabilities when judged one by one."""
+        """[(label, P(1) or None)] per item; P(1) from the log-probabilities when judged one by
+        one, or at each label of a one-call JSON answer."""
+        if "ids" in ask.extra:
+            ids = ask.extra["ids"]
+            try:
+                labels = parse_json_labels(response.text, ids, truncated=response.truncated)
+            except AnswerError:
+                return None
+            probs = json_label_probs(response.top_logprobs, ids)
+            return [(labels[i], probs.get(i)) for i in ids]
         if ctx.cfg.score.batch_size == 1 and response.top_logprobs:
             judged = label_from_logprobs(response.top_logprobs)
             if judged is not None:

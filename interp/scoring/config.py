@@ -22,11 +22,14 @@ class ScoreSettings(_Strict):
 
     n_positive: int = Field(5, gt=0, description="Held-out activating windows per latent.")
     n_negative: int = Field(5, gt=0, description="Non-activating windows per latent.")
-    batch_size: int = Field(1, gt=0, description="Windows judged per LLM request. 1 asks for "
-        "log-probabilities of the 0/1 answer (gives AUC; best for small judges and prefix caching); "
-        "more uses the '<prompt>_batch' template and parses a list of answers.")
+    batch_size: Literal["all"] | int = Field("all", description="Windows judged per LLM "
+        "request by detection, fuzzing and intruder: 'all' asks once per latent and scorer, "
+        "every window named by an id and the answer one JSON object (constrained to its schema "
+        "where the server can; P(1) from the log-probabilities at each label); 1 asks per window "
+        "and reads P(1) of the 0/1 answer; k > 1 uses the '<prompt>_batch' template and parses "
+        "a list of k answers (delphi's 5, the paper preset).")
     max_tokens: int = Field(3, gt=0, description="Completion token budget per request (per window "
-                            "judged when batch_size > 1).")
+                            "judged when batch_size > 1; 'all' sizes it from the answer's schema).")
     logprobs: int = Field(5, ge=0, description="Top log-probabilities requested per token (0 = none).")
     seed: int = Field(0, description="Shuffling, fuzzing-mark, control and bootstrap seed.")
     min_valid_frac: float = Field(0.8, ge=0, le=1, description="A latent whose scorer got valid "
@@ -63,6 +66,13 @@ class ScoreSettings(_Strict):
             raise ValueError("score.scorers must name at least one scorer")
         if len(set(v)) != len(v):
             raise ValueError("score.scorers lists a scorer twice")
+        return v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, v: str | int) -> str | int:
+        if v != "all" and v < 1:
+            raise ValueError("score.batch_size must be 'all' or a whole number >= 1")
         return v
 
     @field_validator("control_scorers")

@@ -5,8 +5,11 @@ Each of `score.intruder.n_rounds` rounds shows `score.intruder.n_shown` held-out
 windows of one activation quantile (activating tokens marked) and one held-out non-activating
 window (as many marks as the shown windows have on average, on random tokens, so marks alone do
 not give it away), in random order; the judge names the intruder's number. One prediction per round (label 1 = the intruder; prediction 1 = found); the headline
-metric is accuracy, chance = 1 / (n_shown + 1). An answer that is not exactly one valid number
-is a failure, counted, never scored. Cost: n_rounds calls per latent (5 by default).
+metric is accuracy, chance = 1 / (n_shown + 1). With score.batch_size 'all' (the default) every
+round goes in one request and the answer is a JSON object naming each round's intruder
+(constrained where the server can); otherwise one request per round. An answer that is not
+exactly one valid number per round is a failure, counted, never scored. Cost: 1 call per latent
+('all'), else n_rounds (5).
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from interp.llm.base import LLMResponse
 from interp.mine.examples import Example, mark_tokens
 from interp.prompts import Prompt, load_prompt
 from interp.scoring.base import Outcome, Prediction, ScoreContext
+from interp.llm.structured import AnswerError, choice_schema, keyed_schema, max_tokens_for, parse_json
+from interp.scoring.classifier import ALL
 from interp.scoring.llm_scorer import Ask, LLMScorer, Reply, answer_body, errors_of
 from interp.scoring.metrics import classification_metrics
 from interp.scoring.windows import held_out_positives
@@ -92,13 +97,13 @@ class Intruder(LLMScorer):
     controls = ("shuffled",)  # other latents' windows (it reads no explanation to stand in for)
 
     def prompts(self, score: Any) -> tuple[str, ...]:
-        return (score.intruder.prompt,)
+        return (score.intruder.prompt + ("_all" if score.batch_size == ALL else ""),)
 
     def chance(self, score: Any) -> float | None:
         return 1 / (score.intruder.n_shown + 1)
 
     def calls(self, score: Any) -> int | None:
-        return score.intruder.n_rounds
+        return 1 if score.batch_size == ALL else score.intruder.n_rounds
 
     def control_input(self, control: str, stand_in: str, examples: list[Example],
                       pool: list[Example], rng: random.Random):
@@ -120,24 +125,48 @@ class Intruder(LLMScorer):
 
     def asks(self, ctx: ScoreContext, latent: int, explanation: str,
              examples: list[Example]) -> tuple[list[Ask], Prompt]:
+        """One request per round, or (score.batch_size 'all') every round in one request
+        answered by a JSON object naming each round's intruder."""
         sec = ctx.cfg.score.intruder
-        prompt = load_prompt(sec.prompt)
+        prompt = load_prompt(self.prompts(ctx.cfg.score)[0])
         rng = random.Random(f"{ctx.cfg.score.seed}:{latent}:intruder")
-        asks = []
-        for texts, at, intruder in rounds(examples, sec.n_rounds, sec.n_shown, rng):
-            body = "\n".join(f"Example {i}: {t}" for i, t in enumerate(texts, 1))
-            asks.append(Ask(prompt.messages(examples=body, n=len(texts)), sec.max_tokens,
-                            [intruder], extra={"at": at, "n": len(texts)}))
-        return asks, prompt
+        made = rounds(examples, sec.n_rounds, sec.n_shown, rng)
+        bodies = ["\n".join(f"Example {i}: {t}" for i, t in enumerate(texts, 1))
+                  for texts, _, _ in made]
+        if ctx.cfg.score.batch_size != ALL:
+            return [Ask(prompt.messages(examples=body, n=len(texts)), sec.max_tokens, [intruder],
+                        extra={"at": [at], "n": len(texts)})
+                    for body, (texts, at, intruder) in zip(bodies, made)], prompt
+        if not made:
+            return [], prompt
+        keys = [f"R{r}" for r in range(1, len(made) + 1)]
+        schema = keyed_schema("intruders", {k: choice_schema(sec.n_shown + 1) for k in keys})
+        text = "\n\n".join(f"Round {k}:\n{body}" for k, body in zip(keys, bodies))
+        return [Ask(prompt.messages(rounds=text, n=len(made)), max_tokens_for(schema),
+                    [intruder for _, _, intruder in made], schema=schema,
+                    extra={"at": [at for _, at, _ in made], "keys": keys})], prompt
 
-    def parse(self, ctx: ScoreContext, ask: Ask, response: LLMResponse) -> int | None:
-        choice = parse_choice(response.text, ask.extra["n"])
-        return None if choice is None else int(choice - 1 == ask.extra["at"])
+    def parse(self, ctx: ScoreContext, ask: Ask, response: LLMResponse) -> list[int] | None:
+        """Per round of the ask: 1 if the judge named the intruder, 0 if another example."""
+        if "keys" in ask.extra:
+            try:
+                answer = parse_json(response.text, ask.schema, truncated=response.truncated)
+            except AnswerError:
+                return None
+            choices = [answer["intruders"][k] for k in ask.extra["keys"]]
+        else:
+            choices = [parse_choice(response.text, ask.extra["n"])]
+            if choices[0] is None:
+                return None
+        return [int(c - 1 == at) for c, at in zip(choices, ask.extra["at"])]
 
     def outcome(self, ctx: ScoreContext, latent: int, asks: list[Ask], replies: list[Reply],
                 prompt: Prompt) -> Outcome:
-        preds = [r.value for r in replies]
-        return Outcome([Prediction(a.items[0].seq_id, a.items[0].start, -1, 1, p, None)
-                        for a, p in zip(asks, preds)],
-                       classification_metrics([1] * len(asks), preds), ctx.cfg.llm.model,
+        intruders, preds = [], []
+        for ask, reply in zip(asks, replies):
+            intruders += ask.items
+            preds += reply.value or [None] * len(ask.items)
+        return Outcome([Prediction(e.seq_id, e.start, -1, 1, p, None)
+                        for e, p in zip(intruders, preds)],
+                       classification_metrics([1] * len(intruders), preds), ctx.cfg.llm.model,
                        prompt.sha, errors_of(replies))

@@ -81,6 +81,8 @@ class LLMScorer(Scorer):
 
     async def run(self, ctx: ScoreContext, latent: int, explanation: str,
                   examples: list[Example]) -> Outcome:
+        ask = getattr(ctx.llm, "structured", None)  # scripted test clients may lack it
+        ctx.structured = bool(await ask()) if ask is not None else False
         asks, prompt = self.asks(ctx, latent, explanation, examples)
         return await self.ask_all(ctx, latent, asks, prompt)
 

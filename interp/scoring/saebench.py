@@ -23,6 +23,8 @@ from pydantic import Field
 
 from interp.config_base import _Strict
 from interp.llm.base import LLMResponse
+from interp.llm.structured import AnswerError, labels_schema, max_tokens_for
+from interp.llm.structured import parse_labels as parse_json_labels
 from interp.mine.examples import Example
 from interp.prompts import Prompt, load_prompt
 from interp.scoring.base import Outcome, Prediction, ScoreContext
@@ -71,7 +73,10 @@ class SAEBenchScorerConfig(_Strict):
     importance-weighted and random windows the latent fires on (one call per latent)."""
 
     prompt: str = Field("score_saebench", description="Template ($explanation, $examples, $n, "
-                        "$example: a sample answer).")
+                        "$example: a sample answer): SAEBench's, answered by a list of numbers.")
+    json_prompt: str = Field("score_saebench_all", description="Template where the server "
+                             "constrains answers to JSON: a 0/1 label per text (the same "
+                             "information as SAEBench's list, in a form a grammar can hold).")
     n_top: int = Field(2, gt=0, description="Held-out strong windows shown (mine.n_top_test).")
     n_iw: int = Field(2, ge=0, description="Held-out importance-weighted windows shown "
                       "(mine.n_iw_test).")
@@ -88,7 +93,7 @@ class SAEBench(LLMScorer):
     headline = "accuracy"
 
     def prompts(self, score: Any) -> tuple[str, ...]:
-        return (score.saebench.prompt,)
+        return (score.saebench.prompt, score.saebench.json_prompt)
 
     def chance(self, score: Any) -> float | None:
         """Answering "None" always: the share of random windows among those shown."""
@@ -101,7 +106,7 @@ class SAEBench(LLMScorer):
     def asks(self, ctx: ScoreContext, latent: int, explanation: str,
              examples: list[Example]) -> tuple[list[Ask], Prompt]:
         sec = ctx.cfg.score.saebench
-        prompt = load_prompt(sec.prompt)
+        prompt = load_prompt(sec.json_prompt if ctx.structured else sec.prompt)
         rng = random.Random(f"{ctx.cfg.score.seed}:{latent}:saebench")
         items = scoring_items(examples, sec.n_top, sec.n_iw, sec.n_random, rng)
         if not items:
@@ -110,11 +115,23 @@ class SAEBench(LLMScorer):
         n_pos = sum(it.label for it in items)
         example = ", ".join(map(str, sorted(rng.sample(range(1, len(items) + 1), n_pos))))
         body = "\n".join(f"{i}. {it.text}" for i, it in enumerate(items, 1))
+        if ctx.structured:
+            schema = labels_schema(range(1, len(items) + 1))
+            return [Ask(prompt.messages(explanation=explanation, examples=body, n=len(items)),
+                        max_tokens_for(schema), items, schema=schema)], prompt
         messages = prompt.messages(explanation=explanation, examples=body, n=len(items),
                                    example=example)
         return [Ask(messages, sec.max_tokens or 2 * len(items) + 5, items)], prompt
 
     def parse(self, ctx: ScoreContext, ask: Ask, response: LLMResponse) -> set[int] | None:
+        """The numbers of the texts the judge says the latent fires in."""
+        if ask.schema is not None:
+            try:
+                labels = parse_json_labels(response.text, range(1, len(ask.items) + 1),
+                                           truncated=response.truncated)
+            except AnswerError:
+                return None
+            return {i for i, label in labels.items() if label}
         return parse_indices(response.text, len(ask.items))
 
     def outcome(self, ctx: ScoreContext, latent: int, asks: list[Ask], replies: list[Reply],

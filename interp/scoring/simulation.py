@@ -24,9 +24,11 @@ from pydantic import Field
 
 from interp.config_base import _Strict
 from interp.llm.base import LLMResponse
+from interp.llm.structured import AnswerError, digits_schema, keyed_schema, max_tokens_for, parse_json
 from interp.mine.examples import Example
 from interp.prompts import Prompt, load_prompt
 from interp.scoring.base import Outcome, Prediction, ScoreContext
+from interp.scoring.classifier import ALL, window_ids
 from interp.scoring.llm_scorer import Ask, LLMScorer, Reply, errors_of
 from interp.scoring.windows import Item, detection_items
 from interp.scoring.metrics import classification_metrics, pearson
@@ -80,7 +82,10 @@ def numbered_tokens(tokens: tuple[str, ...]) -> str:
 class SimulationConfig(_Strict):
     """Simulation (OpenAI's all-at-once): the judge gives every token a 0-9 activation."""
 
-    prompt: str = Field("score_simulation_all", description="Template ($explanation, $tokens).")
+    prompt: str = Field("score_simulation_all", description="Template of one window per request "
+                        "($explanation, $tokens; score.batch_size 1 or k).")
+    json_prompt: str = Field("score_simulation_json", description="Template of every window in "
+                             "one request, answered as JSON (score.batch_size 'all').")
     logprobs: int = Field(10, ge=0, description="Top log-probabilities per answer token: the "
         "simulated value is the expected digit over them (0 = the digit as written).")
 
@@ -91,30 +96,53 @@ class Simulation(LLMScorer):
     headline = "corr"
 
     def prompts(self, score: Any) -> tuple[str, ...]:
-        return (score.simulation.prompt,)
+        sec = score.simulation
+        return (sec.json_prompt if score.batch_size == ALL else sec.prompt,)
 
     def chance(self, score: Any) -> float | None:
         return 0.0
 
     def calls(self, score: Any) -> int | None:
-        return score.n_positive + score.n_negative
+        return 1 if score.batch_size == ALL else score.n_positive + score.n_negative
 
     def asks(self, ctx: ScoreContext, latent: int, explanation: str,
              examples: list[Example]) -> tuple[list[Ask], Prompt]:
         score = ctx.cfg.score
-        prompt = load_prompt(score.simulation.prompt)
-        items = detection_items(examples, score.n_positive, score.n_negative,
-                                random.Random(f"{score.seed}:{latent}:simulation"))
-        asks = []
-        for it, ex, true in windows_of(items, examples):  # one request per window, in order
-            messages = prompt.messages(explanation=explanation, tokens=numbered_tokens(ex.tokens))
-            asks.append(Ask(messages, 6 * len(ex.tokens) + 8, [it],
-                            logprobs=score.simulation.logprobs or None,
-                            extra={"n": len(ex.tokens), "true": true}))
-        return asks, prompt
+        prompt = load_prompt(self.prompts(score)[0])
+        rng = random.Random(f"{score.seed}:{latent}:simulation")
+        windows = list(windows_of(detection_items(examples, score.n_positive, score.n_negative,
+                                                  rng), examples))
+        if score.batch_size == ALL:
+            return ([self._ask_all(prompt, explanation, windows, rng)] if windows else []), prompt
+        return [Ask(prompt.messages(explanation=explanation, tokens=numbered_tokens(ex.tokens)),
+                    6 * len(ex.tokens) + 8, [it], logprobs=score.simulation.logprobs or None,
+                    extra={"n": len(ex.tokens), "true": [true]})
+                for it, ex, true in windows], prompt  # one request per window, in order
 
-    def parse(self, ctx: ScoreContext, ask: Ask, response: LLMResponse) -> list[float] | None:
-        return expected_values(response.text, response.top_logprobs, ask.extra["n"])
+    @staticmethod
+    def _ask_all(prompt: Prompt, explanation: str, windows, rng: random.Random) -> Ask:
+        """Every window in one request, named by an id; the answer one digit per token of each,
+        as a JSON object (constrained where the server can)."""
+        ids = window_ids(len(windows), rng)
+        texts = "\n".join(f"Text {i}: " + " | ".join(t.replace("\n", "\\n").strip() or "_"
+                                                     for t in ex.tokens)
+                           for i, (_, ex, _) in zip(ids, windows))
+        schema = keyed_schema("activations", {i: digits_schema(len(ex.tokens))
+                                              for i, (_, ex, _) in zip(ids, windows)})
+        return Ask(prompt.messages(explanation=explanation, texts=texts, n=len(windows)),
+                   max_tokens_for(schema), [it for it, _, _ in windows], schema=schema,
+                   extra={"ids": ids, "true": [true for _, _, true in windows]})
+
+    def parse(self, ctx: ScoreContext, ask: Ask, response: LLMResponse) -> list | None:
+        """Simulated activations per window of the ask (the request fails as a whole)."""
+        if "ids" in ask.extra:
+            try:
+                answer = parse_json(response.text, ask.schema, truncated=response.truncated)
+            except AnswerError:
+                return None
+            return [[float(d) for d in answer["activations"][str(i)]] for i in ask.extra["ids"]]
+        values = expected_values(response.text, response.top_logprobs, ask.extra["n"])
+        return None if values is None else [values]
 
     def outcome(self, ctx: ScoreContext, latent: int, asks: list[Ask], replies: list[Reply],
                 prompt: Prompt) -> Outcome:
@@ -133,19 +161,19 @@ def windows_of(items: list[Item], examples: list[Example]):
 
 def simulation_outcome(ctx: ScoreContext, latent: int, name: str, prompt: Prompt, asks: list[Ask],
                        replies: list[Reply], *, top: float, positive) -> Outcome:
-    """A simulator's Outcome from its per-window answers ((simulated values or None, error)):
+    """A simulator's Outcome from its answers (per ask, simulated values per window or None):
     the correlation with the true normalised activations over all tokens of the answered windows
-    (unanswered ones are counted failed, never zeros), its window-bootstrap interval, and a
+    (unanswered ones are counted failed, never zeros), its interval over windows, and a
     classification view (P = max simulated value / `top`, prediction = `positive(sim)`)."""
-    items = [a.items[0] for a in asks]
+    items = [it for a in asks for it in a.items]
+    judged = [(it, sim, true) for a, r in zip(asks, replies)
+              for it, sim, true in zip(a.items, r.value or [None] * len(a.items), a.extra["true"])]
     preds, probs, sim_all, true_all, windows, kinds = [], [], [], [], [], []
-    for ask, reply in zip(asks, replies):
-        sim, it = reply.value, ask.items[0]
+    for it, sim, true in judged:
         if sim is None:
             preds.append(None)
             probs.append(None)
             continue
-        true = ask.extra["true"]
         sim_all += sim
         true_all += true
         windows.append(window_stats(sim, true))

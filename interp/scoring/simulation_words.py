@@ -89,6 +89,9 @@ class SimulationWords(Simulation):
     def prompts(self, score: Any) -> tuple[str, ...]:
         return (score.simulation_words.prompt,)
 
+    def calls(self, score: Any) -> int | None:
+        return score.n_positive + score.n_negative  # one request per window, whatever batch_size
+
     def asks(self, ctx: ScoreContext, latent: int, explanation: str,
              examples: list[Example]) -> tuple[list[Ask], Prompt]:
         score = ctx.cfg.score
@@ -97,12 +100,12 @@ class SimulationWords(Simulation):
                                 random.Random(f"{score.seed}:{latent}:simulation"))
         return [Ask(prompt.messages(explanation=explanation, text=it.text),
                     score.simulation_words.max_tokens, [it],
-                    extra={"tokens": ex.tokens, "true": true})
+                    extra={"tokens": ex.tokens, "true": [true]})
                 for it, ex, true in windows_of(items, examples)], prompt
 
-    def parse(self, ctx: ScoreContext, ask: Ask, response: LLMResponse) -> list[float] | None:
+    def parse(self, ctx: ScoreContext, ask: Ask, response: LLMResponse) -> list | None:
         words = parse_simulation(response.text)
-        return None if words is None else simulate(ask.extra["tokens"], words)
+        return None if words is None else [simulate(ask.extra["tokens"], words)]
 
     def outcome(self, ctx: ScoreContext, latent: int, asks: list[Ask], replies: list[Reply],
                 prompt: Prompt) -> Outcome:

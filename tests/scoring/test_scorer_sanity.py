@@ -30,7 +30,7 @@ class KeywordJudge:
     model = "keyword-judge"
 
     async def generate(self, messages, *, max_tokens, temperature=0.0, logprobs=None,
-                       stage="", latent=None):
+                       stage="", latent=None, schema=None, purpose=None):
         user = messages[-2]["content"]
         keyword = re.search(r"Description: (.*)", user).group(1).split()[-1]
         example = re.search(r"Example: (.*)", user).group(1)
@@ -65,7 +65,7 @@ async def _score_all(scorer: str, explanations: list[str], ctx, examples) -> lis
 @pytest.fixture(scope="module")
 def resources():
     # Module-scoped: MiniLM loads once (~10 s), as it does once per stage run.
-    return Resources(build_config({"score": {"n_positive": 8, "n_negative": 8}}))
+    return Resources(build_config({"score": {"n_positive": 8, "n_negative": 8, "batch_size": 1}}))
 
 
 @pytest.mark.parametrize("scorer", ["detection", "fuzzing", "embedding"])
