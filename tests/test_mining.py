@@ -224,6 +224,24 @@ def test_code_spill_buckets_return_each_latents_triples_in_token_order(tmp_path)
             assert torch.equal(a[mine], act[want].float())
 
 
+def test_code_spill_on_a_full_disk_raises_naming_the_file(tmp_path):
+    """Every spill file is /dev/full (every write: ENOSPC). ndarray.tofile lost that error for
+    small writes, and mining went on over a spill with triples missing."""
+    import os
+
+    from interp.mine.codes import _FILES, CodeSpill
+    (tmp_path / "s").mkdir()
+    for b in range(2):
+        for name, _ in _FILES:
+            os.symlink("/dev/full", tmp_path / "s" / f"{b:04d}.{name}")
+    spill = CodeSpill(tmp_path / "s", num_latents=4, n_buckets=2)
+    with pytest.raises(OSError) as err:
+        spill.append(torch.arange(6), torch.tensor([0, 1, 2, 3, 0, 1]), torch.rand(6))
+        spill.close()
+    assert err.value.errno == 28 and str(tmp_path / "s") in err.value.filename
+    spill.close()  # again (mine_into's cleanup): every file is closed already
+
+
 def test_no_window_is_kept_twice_for_a_latent_across_kinds(tmp_path):
     shards = ActivationShards(make_shards(tmp_path / "c", n_seq=12, seq_len=17, d=8))
     enc = TinyTopK(d=8, m=10, k=4)

@@ -8,6 +8,7 @@ sequence-aligned chunks, so no window ever straddles two chunks.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,14 +69,36 @@ class CodeSpill:
         for b, c in enumerate(counts):
             for (name, _), a in zip(_FILES, arrays):
                 if c:
-                    a[start:start + c].tofile(self._files[b, name])
+                    # The file's own write, not ndarray.tofile: tofile's stdio buffer lost a
+                    # full disk's error for small writes, and mining went on over a spill
+                    # with missing triples.
+                    with self._named(b, name):
+                        self._files[b, name].write(memoryview(a[start:start + c]))
             self.bounds[b].append(self.bounds[b][-1] + c)
             start += c
 
+    @contextlib.contextmanager
+    def _named(self, bucket: int, name: str) -> Iterator[None]:
+        """An OSError of a spill file names the file (a full disk says where it is full)."""
+        try:
+            yield
+        except OSError as err:
+            if err.filename:
+                raise
+            raise OSError(err.errno, err.strerror or str(err), str(self._file(bucket, name))) from err
+
     def close(self) -> None:
-        """Flush the writers; call once after the last append, before reading."""
-        for f in self._files.values():
-            f.close()
+        """Flush and close every writer (all of them, even when one fails; the first error
+        is raised); call once after the last append, before reading. Closing again is a no-op."""
+        first: OSError | None = None
+        for (b, name), f in self._files.items():
+            try:
+                with self._named(b, name):
+                    f.close()
+            except OSError as err:
+                first = first or err
+        if first is not None:
+            raise first
 
     def chunks(self, lo: int, hi: int, max_triples: int, device: str | torch.device
                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
