@@ -190,6 +190,28 @@ def test_memory_budget_below_current_use_still_mines(tmp_path, caplog):
     assert "memory_budget_mb=1" in caplog.text and ex.num_rows > 0
 
 
+def test_latent_ranges_are_sized_on_what_the_encode_pass_left_in_use(tmp_path, monkeypatch):
+    """The encode pass leaves memory resident (statistics, heap glibc keeps: +110 MiB at 2,304
+    latents); ranges sized on the RSS measured before it let the peak pass the budget (605 MB
+    at mine.memory_budget_mb=600). Here the process 'holds' 100 MiB before and 400 after."""
+    import interp.mine.stage as stage
+    held = {"rss": 100 << 20}
+    monkeypatch.setattr(stage, "rss_bytes", lambda: held["rss"])
+    real_encode, real_plan, planned = stage.encode_pass, stage.plan_ranges, []
+
+    def encode_then_hold_more(*a, **k):
+        stats = real_encode(*a, **k)
+        held["rss"] = 400 << 20
+        return stats
+    monkeypatch.setattr(stage, "encode_pass", encode_then_hold_more)
+    monkeypatch.setattr(stage, "plan_ranges", lambda count, cfg, range_bytes, *a:
+                        planned.append(range_bytes) or real_plan(count, cfg, range_bytes, *a))
+    shards = ActivationShards(make_shards(tmp_path / "c", n_seq=8, seq_len=17, d=8))
+    cfg = MineConfig(window=WINDOW, n_top=2, n_random=1, memory_budget_mb=500)
+    _mine(tmp_path, "m", shards, TinyTopK(d=8, m=6, k=2), cfg)
+    assert planned and 0 < planned[0] <= (500 - 400) << 20
+
+
 def test_all_dead_latents_give_negatives_only(tmp_path):
     shards = _write_collect(tmp_path / "c", torch.zeros(6, 17, 8))   # relu(0 @ W) = 0 everywhere
     cfg = MineConfig(window=WINDOW, n_top=2, n_random=2)
