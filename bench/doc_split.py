@@ -39,7 +39,8 @@ def with_documents(collect: Path, tokenizer: str, tmp: Path) -> Path:
     if (collect / DOCUMENTS).is_file():
         return collect
     meta = json.loads((collect / "manifest.json").read_text())
-    corpus = {k: v for k, v in meta["corpus"].items() if k in CorpusConfig.model_fields}
+    corpus = {"max_doc_tokens": None,  # left out of the manifest for whole documents
+              **{k: v for k, v in meta["corpus"].items() if k in CorpusConfig.model_fields}}
     seqs, starts = token_stream(CorpusConfig(**corpus), AutoTokenizer.from_pretrained(tokenizer))
     stored = torch.tensor(pq.read_table(collect / "sequences.parquet", columns=["tokens"])
                           .column("tokens").to_pylist())

@@ -28,9 +28,10 @@ from interp.explain.format import training_examples, training_negatives
 from interp.explain.stage import build_messages, select_latents
 from interp.stages import build
 from interp.models import resolve_hf_source
-from interp.presets import llm_calls, preset_names
+from interp.presets import preset_names
+from interp.scoring.cost import llm_calls
 from interp.prompts import load_prompt
-from interp.scoring.classify import BUILDERS, format_items
+from interp.scoring.windows import detection_items, format_items, fuzzing_items
 from interp.scoring.saebench import scoring_items
 
 STAND_IN = "the word 'the' at the start of a sentence in news text"
@@ -55,7 +56,7 @@ def _score_prompts(cfg, name, examples, latent, explanation):
         return [load_prompt(s.saebench.prompt).messages(explanation=explanation, examples=body,
                                                         n=len(items), example=example)]
     prompt = load_prompt(getattr(s, name).prompt + ("" if s.batch_size == 1 else "_batch"))
-    items = BUILDERS[name](examples, s.n_positive, s.n_negative,
+    items = {"detection": detection_items, "fuzzing": fuzzing_items}[name](examples, s.n_positive, s.n_negative,
                            random.Random(f"{s.seed}:{latent}:{name}"))
     batches = [items[b:b + s.batch_size] for b in range(0, len(items), s.batch_size)]
     return [prompt.messages(explanation=explanation, examples=format_items(b), n=len(b))

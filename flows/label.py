@@ -9,6 +9,7 @@ Dask cluster, each shard optionally pinned to its own LLM server.
 """
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from typing import Any
 
@@ -20,25 +21,37 @@ from flows import runtime
 from interp.artifacts import ArtifactRef, ArtifactStore
 from interp.config import RunConfig
 from interp.llm import LLMError, LLMUnavailable
-from interp.resumable import StageIncomplete
 from interp.contract import Stage
+from interp.resumable import BudgetReached, StageIncomplete, stoppable
 from interp.stages import BuildContext, RunRecord, build, run
 from storage.catalog import PublishLockTimeout, load_run, publish
 
-TRANSIENT = (OSError, TimeoutError, LLMError, StageIncomplete, PublishLockTimeout)
+# A full, read-only or forbidden disk, or a path that is not there: the same 5 s later.
+LASTING_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
+                               errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
+                               errno.ENAMETOOLONG})
+
+
+def worth_retrying(err: BaseException) -> bool:
+    """Whether a second attempt of a failed task can succeed: a few lost LLM requests, a passing
+    I/O error or a busy catalogue can; bad input, a bug, an outage that the probe or three failed
+    latents in a row already diagnosed, a refused key (401/403), a spent token budget, a full
+    disk or a permission error cannot, and fail the run at once."""
+    if isinstance(err, LLMUnavailable):
+        return False
+    if isinstance(err, StageIncomplete):
+        return not isinstance(err, BudgetReached) and not err.server_down
+    if isinstance(err, OSError):  # TimeoutError and connection errors included
+        return err.errno not in LASTING_OS_ERRORS
+    return isinstance(err, (LLMError, PublishLockTimeout))
 
 
 def _transient(task, task_run, state) -> bool:
-    """Retry only failures that a second attempt can fix (I/O, LLM outages, a busy catalogue);
-    a refused API key or a wrong model name fails at once."""
+    """Prefect's retry_condition_fn: retry only what worth_retrying says a retry can fix."""
     try:
         state.result()
-    except LLMUnavailable as err:
-        return not err.fatal
-    except TRANSIENT:
-        return True
-    except Exception:  # noqa: BLE001 - a bug or bad input: fail fast
-        return False
+    except Exception as err:  # noqa: BLE001 - classified, not handled
+        return worth_retrying(err)
     return False
 
 
@@ -83,8 +96,10 @@ class ScaleOut(BaseModel):
 @task(name="shard", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient,
       cache_policy=NO_CACHE, task_run_name="{stage}-{index}")
 def shard_task(stage: str, config: dict[str, Any], inputs: dict[str, str], index: int, count: int,
-               base_url: str | None) -> None:
-    """One latent shard of a shardable stage, written into the stage's partial directory."""
+               base_url: str | None, env: dict[str, str] | None = None) -> None:
+    """One latent shard of a shardable stage, written into the stage's partial directory, with
+    the driver's offline settings `env` (a Dask worker has the environment it was started with)."""
+    runtime.apply_env(env or {})
     cfg = RunConfig.model_validate(config)
     store = ArtifactStore(cfg.home)
     refs = {s: store.require(s, k) for s, k in inputs.items()}
@@ -97,12 +112,20 @@ def shard_task(stage: str, config: dict[str, Any], inputs: dict[str, str], index
 
 @flow(name="latent-shards")
 def map_shards(stage: str, config: dict[str, Any], inputs: dict[str, str], count: int,
-               urls: list[str]) -> None:
-    """Run every shard of a stage on this subflow's task runner and wait for all of them."""
-    futures = [shard_task.submit(stage, config, inputs, i, count, urls[i % len(urls)] if urls else None)
-               for i in range(count)]
-    for f in futures:
-        f.result()
+               urls: list[str], env: dict[str, str] | None = None) -> None:
+    """Run every shard of a stage on this subflow's task runner and wait for all of them; if
+    one fails, or Ctrl-C / SIGTERM interrupts the wait, the shards in this process stop too (a
+    signal reaches only this thread: the pool waited for its shards to finish)."""
+    with stoppable() as stop:  # a thread pool's shards run in copies of this context
+        try:
+            futures = [shard_task.submit(stage, config, inputs, i, count,
+                                         urls[i % len(urls)] if urls else None, env)
+                       for i in range(count)]
+            for f in futures:
+                f.result()
+        except BaseException:
+            stop.set()
+            raise
 
 
 def builder(cfg: RunConfig, scale: ScaleOut):
@@ -115,8 +138,10 @@ def builder(cfg: RunConfig, scale: ScaleOut):
         if not exists and stage.per_latent and scale.latent_shards > 1:
             runner = runtime.task_runner(scale.task_runner, max_workers=scale.max_workers,
                                          dask_address=scale.dask_address)
-            map_shards.with_options(task_runner=runner)(stage.name, payload, inputs,
-                                                        scale.latent_shards, scale.llm_base_urls)
+            with runtime.api_url_travels():
+                map_shards.with_options(task_runner=runner)(stage.name, payload, inputs,
+                                                            scale.latent_shards,
+                                                            scale.llm_base_urls, runtime.offline_env())
         done = stage_task.with_options(refresh_cache=not exists)(stage.name, key, inputs, thunk)
         return store.require(stage.name, done)
     return build

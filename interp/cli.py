@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as click_exc
 
 from interp.config_base import default_home
+from interp.signals import sigterm_as_ctrl_c
 
 if TYPE_CHECKING:
     from interp.config import RunConfig
@@ -63,20 +63,14 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _prefect_env(home: Path) -> None:
-    """Keep Prefect offline and local unless the user configured it otherwise."""
-    defaults = {"PREFECT_HOME": str(home.resolve() / "prefect"), "DO_NOT_TRACK": "1",
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false",
-                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}
-    for k, v in defaults.items():
-        os.environ.setdefault(k, v)
+def _start_prefect(home: Path, verbose: bool = True) -> None:
+    """Prefect offline and local, set before Prefect is first imported (it reads its settings
+    then), its ephemeral server tied to this process's life, its console quiet without -v."""
+    from flows.runtime import prefect_env, quiet_prefect_logs, start_ephemeral_server
 
-
-def _start_prefect(home: Path) -> None:
-    """Prefect offline and local, its ephemeral server tied to this process's life."""
-    _prefect_env(home)
-    from flows.runtime import start_ephemeral_server
-
+    prefect_env(home)
+    if not verbose:
+        quiet_prefect_logs()
     start_ephemeral_server()
 
 
@@ -166,16 +160,18 @@ def run(
     t0 = time.time()
     try:
         if prefect:
+            _start_prefect(cfg.home, verbose)
             from flows.label import label
 
-            _start_prefect(cfg.home)
-            result = label(cfg.model_dump(mode="json"))
+            with sigterm_as_ctrl_c():
+                result = label(cfg.model_dump(mode="json"))
         else:
             from interp.stages import run as run_stages
             from storage.catalog import publish_run
 
-            rec = run_stages(cfg, progress=True)
-            result = {**rec.to_dict(), "published": publish_run(cfg.home, rec.run_id)}
+            with sigterm_as_ctrl_c():
+                rec = run_stages(cfg, progress=True)
+                result = {**rec.to_dict(), "published": publish_run(cfg.home, rec.run_id)}
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         _fail(str(err))
     _summary(cfg, result, time.time() - t0)
@@ -327,19 +323,21 @@ def rescore(
         check_run(cfg, corpus=False)  # fail fast; the activations exist: no corpus is read again
         t0 = time.time()
         if prefect:
+            _start_prefect(h, verbose)
             from flows.label import ScaleOut
             from flows.rescore import rescore as rescore_flow
 
-            _start_prefect(h)
             scale = ScaleOut(latent_shards=latent_shards, task_runner=task_runner,
                              dask_address=dask_address, llm_base_urls=llm_url)
-            result = rescore_flow(home=str(h), from_run=run_dir.name, changes=changes,
-                                  overrides=overrides, sae_path=str(sae) if sae else None, scale=scale)
+            with sigterm_as_ctrl_c():
+                result = rescore_flow(home=str(h), from_run=run_dir.name, changes=changes, scale=scale,
+                                      overrides=overrides, sae_path=str(sae) if sae else None)
         else:
             from storage.catalog import publish_run
 
-            rec = run_after_collect(cfg, collect_key, progress=True)
-            result = {**rec.to_dict(), "published": publish_run(h, rec.run_id)}
+            with sigterm_as_ctrl_c():
+                rec = run_after_collect(cfg, collect_key, progress=True)
+                result = {**rec.to_dict(), "published": publish_run(h, rec.run_id)}
     except (ValueError, FileNotFoundError, RuntimeError, OSError, yaml.YAMLError) as err:
         _fail(str(err))
     _summary(cfg, result, time.time() - t0)
@@ -349,10 +347,13 @@ def rescore(
 @cli_errors
 def presets(name: Optional[str] = typer.Argument(None, help="Print this preset's YAML.")) -> None:
     """List the protocol presets (`--preset NAME` of run and rescore), or print one."""
-    from interp.presets import preset_names, preset_text, summary
+    from interp.config import load_config
+    from interp.presets import describe, preset_names, preset_text
+    from interp.scoring.cost import describe_calls
 
     for n in [name] if name else preset_names():
-        typer.echo(preset_text(n) if name else f"{n}: {summary(n)}\n")
+        summary = f"{describe(n)} {describe_calls(load_config(None, preset=n))}"
+        typer.echo(preset_text(n) if name else f"{n}: {summary}\n")
 
 
 @app.command("config")

@@ -71,6 +71,11 @@ class RunConfig(_Strict):
         if (self.corpus.seq_len - 1) % self.mine.window:
             raise ValueError(f"mine.window ({self.mine.window}) must divide corpus.seq_len - 1 "
                              f"({self.corpus.seq_len - 1}): windows tile each sequence after BOS")
+        if (self.corpus.max_doc_tokens or self.mine.window) < self.mine.window:
+            raise ValueError(f"corpus.max_doc_tokens ({self.corpus.max_doc_tokens}) is shorter "
+                             f"than mine.window ({self.mine.window}): every window would span "
+                             "documents, and those spanning a train and a held-out one are "
+                             "dropped; raise corpus.max_doc_tokens")
         if self.explain.train_set == "top_iw" and self.mine.n_iw <= self.mine.n_iw_test:
             raise ValueError("explain.train_set 'top_iw' needs importance-weighted train windows: "
                              "set mine.n_iw > mine.n_iw_test")

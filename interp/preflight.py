@@ -72,16 +72,13 @@ def _layer_count(cfg: RunConfig) -> int | None:
 
 
 def check_prompts(cfg: RunConfig) -> None:
-    """The explainer's and the scorers' prompt templates exist (without importing
-    interp.scoring, whose import takes seconds)."""
+    """The explainer's and the scorers' prompt templates exist (each scorer names its own)."""
     from interp.prompts import load_prompt
+    from interp.scoring.registry import SCORERS
 
     names = [cfg.explain.prompt]
     for s in cfg.score.scorers:
-        name = getattr(getattr(cfg.score, s, None), "prompt", None)
-        if name and s in ("detection", "fuzzing") and cfg.score.batch_size > 1:
-            name += "_batch"  # the judge scorers' batch template (JudgeScorer.prompts)
-        names += [name] if name else []
+        names += SCORERS[s].prompts(cfg.score)
     for name in names:
         try:
             load_prompt(name)

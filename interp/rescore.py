@@ -18,6 +18,7 @@ import yaml
 
 from interp.artifacts import ArtifactStore
 from interp.config import ConfigError, RunConfig, build_config
+from interp.presets import merge
 
 if TYPE_CHECKING:
     from interp.stages import RunRecord
@@ -47,13 +48,6 @@ def find_run(home: Path, run_id: str | None = None) -> Path:
     return found[-1][2]
 
 
-def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in changes.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def rescore_config(home: Path, run_dir: Path, changes: dict[str, Any] | None = None,
                    overrides: dict[str, Any] | None = None,
                    sae_path: Path | None = None) -> tuple[RunConfig, str]:
@@ -64,7 +58,9 @@ def rescore_config(home: Path, run_dir: Path, changes: dict[str, Any] | None = N
     activations, i.e. `interp run`.
     """
     base_tree = yaml.safe_load((run_dir / "config.yaml").read_text())
-    tree = _merge(base_tree, changes or {})
+    # A run saved before corpus.max_doc_tokens existed collected whole documents.
+    base_tree.setdefault("corpus", {}).setdefault("max_doc_tokens", None)
+    tree = merge(base_tree, changes or {})
     tree["home"] = str(home)
     over = dict(overrides or {})
     if sae_path is not None:

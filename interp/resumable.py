@@ -19,11 +19,13 @@ StageIncomplete naming the server, so nothing missing is ever cached as a result
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,11 +89,42 @@ async def in_order(steps: list[Callable[[], Awaitable[Any]]]) -> list:
 
 
 class StageIncomplete(RuntimeError):
-    """Some latents got no answer from the LLM; what finished is kept for the next run."""
+    """Some latents got no answer from the LLM; what finished is kept for the next run.
+
+    `server_down`: the stage stopped early because the server looked down or refused the
+    configuration, so asking again seconds later is pointless (a retry fails the same way)."""
+
+    def __init__(self, message: str, *, server_down: bool = False):
+        super().__init__(message)
+        self.server_down = server_down
 
 
 class BudgetReached(StageIncomplete):
     """llm.max_prompt_tokens was spent before every latent was done."""
+
+
+class Stopped(RuntimeError):
+    """The run was stopped from outside (Ctrl-C, SIGTERM); what finished is kept."""
+
+
+# Set to an Event by code that runs latent stages in threads of its own (the flows' shard pool):
+# Ctrl-C and SIGTERM reach only the main thread, so that thread sets the event, and every
+# run_latents of its context (copied into the pool's threads) stops within STOP_POLL_S.
+STOP_EVENT: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "interp_stop_event", default=None)
+STOP_POLL_S = 0.2
+
+
+@contextlib.contextmanager
+def stoppable() -> Iterator[threading.Event]:
+    """Within the block, latent stages run from this context, or from threads that copy it, stop
+    once the yielded event is set."""
+    stop = threading.Event()
+    token = STOP_EVENT.set(stop)
+    try:
+        yield stop
+    finally:
+        STOP_EVENT.reset(token)
 
 
 def done_latents(partial: Path) -> set[int]:
@@ -236,6 +269,21 @@ async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, infligh
         run.flush()  # keep every finished latent, whatever happened to the rest
 
 
+async def _until_stopped(work: Awaitable[None], stop: threading.Event | None, desc: str) -> None:
+    """Await `work`; once `stop` is set, cancel it (it keeps what finished) and raise Stopped."""
+    if stop is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        await asyncio.wait({task}, timeout=STOP_POLL_S)
+        if stop.is_set() and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise Stopped(f"{desc}: stopped with the run; the latents that finished are kept")
+    return task.result()
+
+
 async def run_latents(latents: list[int], work: Work, load: Loader, *, partial: Path,
                       schema: pa.Schema, ledger: Ledger, inflight: int, desc: str,
                       shard: tuple[int, int] | None = None, progress: bool = False,
@@ -260,9 +308,10 @@ async def run_latents(latents: list[int], work: Work, load: Loader, *, partial: 
     bar = tqdm(total=len(mine), initial=resumed, desc=desc, unit="latent", disable=not progress)
     try:
         with ledger.writing_to(partial / f"calls-{uuid.uuid4().hex[:12]}.jsonl"):
-            await _produce(todo, load, work, run, inflight, bar, lambda: max_prompt_tokens is not None
-                           and ledger.totals["prompt_tokens"] >= max_prompt_tokens,
-                           slots or max(1, inflight // 2))
+            await _until_stopped(_produce(
+                todo, load, work, run, inflight, bar, lambda: max_prompt_tokens is not None
+                and ledger.totals["prompt_tokens"] >= max_prompt_tokens,
+                slots or max(1, inflight // 2)), STOP_EVENT.get(), desc)
     finally:
         bar.close()
         if close is not None:
@@ -280,7 +329,8 @@ async def run_latents(latents: list[int], work: Work, load: Loader, *, partial: 
         raise StageIncomplete(
             f"{desc}: {missing} of {len(mine)} latents got no answer from the LLM server "
             f"{err.server or ''} ({err.reason}); {resumed + run.computed} are kept. Fix the server "
-            f"or the config and run again: only the missing latents are asked again.")
+            f"or the config and run again: only the missing latents are asked again.",
+            server_down=run.stop.is_set() and not run.over_budget) from err
     return {"latents": len(mine), "resumed": resumed, "computed": run.computed}
 
 

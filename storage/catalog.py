@@ -26,6 +26,7 @@ from typing import Any
 import duckdb
 
 from interp.artifacts import ArtifactStore, disk_full, disk_full_errno
+from storage.views import create_views
 from storage.ingest import insert_row, insert_run, insert_scorers, publish_artifact, published_stages
 from storage.read import (CATALOG, DUCKDB_CONFIG, LATEST_VERSION, CatalogError, catalog_path,
                           check_blocks, check_intact, damage_named, damaged, migrations,
@@ -120,7 +121,7 @@ def _update(con, home: Path, artifacts: dict[str, str] | list[tuple[str, str]],
     items = list(artifacts.items()) if isinstance(artifacts, dict) else list(artifacts)
     done = _apply(con, home, items, list(runs))
     insert_scorers(con)
-    con.execute((SQL_DIR / "views.sql").read_text())
+    create_views(con, SQL_DIR)
     con.execute("COMMIT")
     con.execute("CHECKPOINT")
     return done

@@ -6,7 +6,6 @@ as artifacts (`match/<key>/matches.parquet`, `explain/<key>/explanation_embeddin
 """
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -97,6 +96,6 @@ def insert_scorers(con) -> None:
 
     con.execute(_CLEAR_SCORERS_SQL)
     for name, scorer in SCORERS.items():
-        doc = (inspect.getmodule(scorer).__doc__ or "").strip().splitlines()
         insert_row(con, "scorers", {"scorer": name, "headline_metric": scorer.headline,
-                                    "description": doc[0] if doc else None})
+                                    "description": scorer.description(),
+                                    "uses_llm": scorer.uses_llm})

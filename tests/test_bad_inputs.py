@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -193,11 +194,13 @@ def test_bad_input_through_the_entry_point(env, case, expect):
     _check(proc.returncode, proc.stderr, expect, cpu, before, home)
 
 
-def _tiny_run_config(tmp: Path, llm_url: str, corpus_text: str, n_tokens: int = 640) -> Path:
+def _tiny_run_config(tmp: Path, llm_url: str, corpus_text: str, n_tokens: int = 640,
+                     **corpus: Any) -> Path:
     """A tiny run's config file over a .txt corpus, its collect artifact already in the home
     (seed_collect: the real corpus reader, random activations), so `interp run` needs no model."""
-    corpus = _write(tmp / "corpus.txt", corpus_text)
-    cfg = tiny_config(tmp / "home", llm_url, corpus={"source": str(corpus), "n_tokens": n_tokens})
+    path = _write(tmp / "corpus.txt", corpus_text)
+    cfg = tiny_config(tmp / "home", llm_url,
+                      corpus={"source": str(path), "n_tokens": n_tokens, **corpus})
     seed_collect(cfg)
     return _write(tmp / "run.yaml", dump_config(cfg))
 
@@ -207,7 +210,9 @@ def test_a_corpus_of_one_document_fails_at_mining_and_says_why(tmp_path, fake_ll
     # No blank line: the whole .txt is one document, which the split by document puts wholly in
     # train, so no latent could be scored; the run used to finish "0 of 0 latents explained".
     text = "\n".join(" ".join(f"w{(7 * i + j) % 41}" for j in range(12)) for i in range(80))
-    cfg_file = _tiny_run_config(tmp_path, fake_llm.base_url, text)
+    # Whole documents: cut to corpus.max_doc_tokens (512), the one document could not even fill
+    # the 640 tokens, and collect would say so (tests/test_corpus.py).
+    cfg_file = _tiny_run_config(tmp_path, fake_llm.base_url, text, max_doc_tokens=None)
     result = CliRunner().invoke(app, ["run", "-c", str(cfg_file), "--no-prefect"])
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
     assert result.exit_code == 2 and len(errors) == 1, result.stderr

@@ -24,6 +24,7 @@ def test_yaml_and_overrides(tmp_path):
 @pytest.mark.parametrize("data, field", [
     ({"sae": {"kk": 3}}, "sae.kk"),
     ({"sae": {"k": 0}}, "sae.k"),
+    ({"corpus": {"max_doc_tokens": 0}}, "corpus.max_doc_tokens"),
     ({"mine": {"window": "wide"}}, "mine.window"),
     ({"bogus": {}}, "bogus"),
     ({"model": {"hookpoint": "resid"}}, "model.hookpoint"),
@@ -42,6 +43,10 @@ def test_cross_field_checks_name_fields():
         build_config({"llm": {"backend": "openai"}})
     with pytest.raises(ConfigError, match="explain.n_examples"):
         build_config({"explain": {"n_examples": 50}})
+    with pytest.raises(ConfigError, match=r"corpus.max_doc_tokens \(16\) is shorter than mine.window"):
+        build_config({"corpus": {"max_doc_tokens": 16}})
+    build_config({"corpus": {"max_doc_tokens": 32}})
+    build_config({"corpus": {"max_doc_tokens": None}})
 
 
 def test_file_errors(tmp_path):

@@ -15,7 +15,8 @@ from interp.collect.config import CorpusConfig
 from interp.mine.config import MineConfig
 from interp.collect.corpus import token_stream
 from interp.collect.documents import DOCUMENTS, read_doc_starts, write_documents
-from interp.mine.doc_split import check_split, held_out_documents, warn_if_lopsided
+from interp.mine.doc_split import (TEST, TRAIN, check_split, held_out_documents,
+                                   warn_if_lopsided, window_splits)
 from interp.mine.examples import Example
 from interp.explain.stage import select_latents
 from interp.mine.stage import mine_into
@@ -152,6 +153,44 @@ def test_no_held_out_window_shares_a_document_with_a_training_window(tmp_path, n
         assert active.count("train") >= 2 and "test" in active
 
 
+def _default_split(tokenizer) -> tuple[int, float, dict[int, float]]:
+    """The embedded corpus at the default settings through the real reader: its documents, the
+    share of them held out, and the share of windows in each split."""
+    corpus, mine = CorpusConfig(), MineConfig()
+    seqs, starts = token_stream(corpus, tokenizer)
+    n_tokens = seqs[:, 1:].numel()
+    held = held_out_documents(starts, n_tokens, mine.test_fraction, mine.seed)
+    splits = window_splits(starts, held, n_tokens // mine.window, mine.window, "cpu")
+    return len(starts), float(held.float().mean()), {s: float((splits == s).float().mean())
+                                                     for s in (TRAIN, TEST)}
+
+
+def test_the_default_corpus_splits_into_many_documents_on_each_side():
+    """Issue 20: 32,768 tokens of whole articles were 7 documents, 1 for the explainer and 6
+    held out. The first corpus.max_doc_tokens of each make it 64 (word tokens here)."""
+    from tests.builders import WordTokenizer
+
+    n_docs, held, windows = _default_split(WordTokenizer())
+    assert n_docs >= 50
+    assert 0.35 <= held <= 0.65
+    assert windows[TRAIN] >= 0.35 and windows[TEST] >= 0.35
+
+
+@pytest.mark.slow
+def test_the_default_corpus_splits_with_the_subject_models_tokenizer(model_cache):
+    from transformers import AutoTokenizer
+
+    from interp.config import ModelConfig
+    from interp.models import resolve_hf_source
+
+    tok = AutoTokenizer.from_pretrained(resolve_hf_source(ModelConfig(cache_dir=str(model_cache)),
+                                                          model_cache))
+    n_docs, held, windows = _default_split(tok)
+    assert n_docs >= 50
+    assert 0.35 <= held <= 0.65
+    assert windows[TRAIN] >= 0.35 and windows[TEST] >= 0.35
+
+
 def test_held_out_documents_balance_tokens_and_follow_the_seed(caplog):
     sizes = torch.randint(1, 400, (300,), generator=torch.Generator().manual_seed(0))
     starts = torch.cumsum(sizes, 0) - sizes
@@ -199,3 +238,26 @@ def test_an_old_artifact_gets_its_document_table_back_from_its_corpus(tmp_path):
     (tmp_path / "docs.txt").write_text("other text entirely\n" * 200)   # the corpus changed
     assert not backfill_documents(shards.path, tok)
     assert not (shards.path / DOCUMENTS).exists()
+
+
+def test_an_old_artifact_of_documents_longer_than_max_doc_tokens_gets_its_table_back(tmp_path):
+    """Collected before corpus.max_doc_tokens existed, i.e. from whole documents: its manifest's
+    corpus has no max_doc_tokens, which means whole documents, not the default prefix."""
+    from interp.collect.corpus import corpus_identity
+    from interp.collect.documents import backfill_documents
+
+    text = "\n\n".join(" ".join(f"d{k}w{i}" for i in range(600)) for k in range(3))
+    (tmp_path / "docs.txt").write_text(text + "\n")
+    cfg = CorpusConfig(source=str(tmp_path / "docs.txt"), n_tokens=1792, seq_len=SEQ_LEN,
+                       max_doc_tokens=None)
+    tok = WordTokenizer()
+    seqs, starts = token_stream(cfg, tok)
+    assert starts.tolist() == [0, 601, 1202]                       # three whole documents
+    shards = _collect(tmp_path / "c", tok, seqs, starts, {})
+    (shards.path / DOCUMENTS).unlink()
+    manifest = json.loads((shards.path / "manifest.json").read_text())
+    corpus = corpus_identity(cfg)
+    assert "max_doc_tokens" not in corpus
+    (shards.path / "manifest.json").write_text(json.dumps(manifest | {"corpus": corpus}))
+    assert backfill_documents(shards.path, tok)
+    assert torch.equal(read_doc_starts(shards.path, shards.n_tokens), starts)

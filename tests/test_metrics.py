@@ -6,7 +6,7 @@ import random
 import pytest
 
 from interp.mine.examples import Example
-from interp.scoring.classify import detection_items, fuzzing_items
+from interp.scoring.windows import detection_items, fuzzing_items
 from interp.scoring.metrics import auc, classification_metrics
 
 

@@ -13,7 +13,7 @@ from interp.mine.config import MineConfig
 from interp.mine.examples import Example
 from interp.mine.stage import mine_into
 from interp.mine.negatives import CANDIDATE_FACTOR
-from interp.scoring.classify import detection_items
+from interp.scoring.windows import detection_items
 from interp.collect.shards import ActivationShards
 from interp.mine.select import split_caps
 from tests.builders import TinyTopK, make_shards

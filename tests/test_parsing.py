@@ -84,7 +84,7 @@ def test_prompt_errors():
 def test_label_from_logprobs():
     import math
 
-    from interp.scoring.classify import label_from_logprobs
+    from interp.scoring.classifier import label_from_logprobs
 
     top = [[(" ", -0.5), (" Yes", -2.0)], [("1", math.log(0.6)), ("0", math.log(0.2)), ("2", -3.0)]]
     pred, p1 = label_from_logprobs(top)

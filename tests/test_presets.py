@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from interp.cli import app
 from interp.config import load_config
-from interp.presets import llm_calls, load_preset, merge, preset_names
+from interp.presets import load_preset, merge, preset_names
+from interp.scoring.cost import llm_calls
 
 
 def test_every_preset_validates_and_lists_with_its_cost():
@@ -60,7 +61,7 @@ def test_llm_calls_follow_the_config_arithmetic():
     paper = load_config(None, preset="paper")   # 200 windows, 5 per call
     assert llm_calls(paper)["detection"] == 40
     odd = load_config(None, {"score.batch_size": 3, "score.scorers": ["detection", "simulation"]})
-    assert llm_calls(odd) == {"explain": 1, "detection": 4, "simulation": None, "controls": 8}
+    assert llm_calls(odd) == {"explain": 1, "detection": 4, "simulation": 10, "controls": 8}
 
 
 def test_rescore_layers_a_preset_between_the_base_run_and_the_changes():

@@ -197,3 +197,24 @@ def test_the_newest_run_is_the_one_started_last_even_within_one_second(tmp_path)
         (tmp_path / "runs" / run_id / "run.json").write_text(json.dumps(
             {"run_id": run_id, "status": "complete", "started_at": started}))
     assert find_run(tmp_path).name == "20261130T010203-000000"
+
+
+def test_a_run_saved_before_max_doc_tokens_is_rescored_as_whole_documents(tmp_path, collected):
+    """A resolved config.yaml without corpus.max_doc_tokens was collected from whole documents:
+    rescore's config says so (not the new default prefix), and asking for a prefix is refused."""
+    import json
+
+    import yaml
+
+    from interp.config import dump_config
+
+    tree = yaml.safe_load(dump_config(tiny_config(tmp_path, "http://127.0.0.1:9/v1")))
+    del tree["corpus"]["max_doc_tokens"]
+    run_dir = tmp_path / "runs" / "old"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(tree))
+    (run_dir / "run.json").write_text(json.dumps({"artifacts": {"collect": collected.key}}))
+    cfg, ck = rescore_config(tmp_path, run_dir, {"sae": {"seed": 1}})
+    assert ck == collected.key and cfg.corpus.max_doc_tokens is None
+    with pytest.raises(ConfigError, match="corpus"):
+        rescore_config(tmp_path, run_dir, {"corpus": {"max_doc_tokens": 512}})

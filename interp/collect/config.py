@@ -18,6 +18,11 @@ class CorpusConfig(_Strict):
     n_tokens: int = Field(32_768, gt=0, description="Tokens of activations to collect.")
     seq_len: int = Field(65, ge=8, description="Tokens per sequence fed to the model (BOS + 64).")
     seed: int = Field(0, description="Seed for shuffling documents.")
+    max_doc_tokens: int | None = Field(512, gt=0, description="Tokens taken from the start of "
+        "each document (its EOS not counted), cut at that token count; null = whole documents. "
+        "Mining splits train and test by document, so n_tokens should span many documents (at "
+        "least n_tokens / (max_doc_tokens + 1)): at 512 the default 32,768 tokens of the embedded "
+        "Wikipedia sample span 66 articles, whole they are 7. Applies to every source.")
 
 
 class CollectConfig(_Strict):

@@ -2,9 +2,16 @@
 
 Sources: the embedded Wikipedia sample shipped in the gensim wheel, local .txt / .jsonl / .parquet
 files (or a directory of them), and Hugging Face datasets (`hf:<name>[:<split>]`, when online).
-Documents are shuffled with a seed, joined with EOS and cut into sequences, so every token of the
-corpus is used and the result is reproducible; where each document starts in that stream is kept,
-so that mining can split train and test windows by document (interp/mine/doc_split.py).
+Documents are shuffled with a seed, each cut to its first corpus.max_doc_tokens tokens, joined with
+EOS and cut into sequences, so the result is reproducible; where each document starts in that
+stream is kept, so that mining can split train and test windows by document
+(interp/mine/doc_split.py), which needs many documents in the tokens collected.
+
+A document's prefix ends at a token count, not at a sentence or paragraph end: the budget is exact
+(n_tokens holds at least n_tokens / (max_doc_tokens + 1) documents, whatever the seed), it works
+for any tokenizer, language or code, and it changes no kept token's activation (the model is
+causal; a later cut would only move the EOS). The cost, an EOS after a broken-off sentence, is
+what every sequence boundary already does to running text every seq_len - 1 tokens.
 """
 from __future__ import annotations
 
@@ -29,8 +36,11 @@ log = logging.getLogger(__name__)
 
 WIKI_SAMPLE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
+CHARS_PER_TOKEN = 8        # characters first tokenized per kept token (English: ~4 a token)
+PREFIX_MARGIN = 16         # tokens past the cut a text prefix must give (document_ids)
 SNIFF_BYTES = 1 << 16      # checked up front (check_source); the rest as documents are read
 MAX_CONTROL_SHARE = 0.01   # real text has almost no control characters; binary data has many
+_WORD_END = re.compile(r"(?<=\S)\s")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")  # C0 controls but \t \n \f \r, and DEL
 _FIX = ("corpus files must be UTF-8 text (.txt, .jsonl) or Parquet with a string column; "
         "convert it or move it out of corpus.source")
@@ -213,12 +223,43 @@ def documents(cfg: CorpusConfig) -> Iterator[str]:
 
 def corpus_identity(cfg: CorpusConfig) -> dict[str, Any]:
     """What determines the token sequences, for cache keys: config plus local file contents."""
-    ident: dict[str, Any] = cfg.model_dump(mode="json")
+    # Whole documents (None) is what every key from before the setting existed meant: left out,
+    # those keys and their artifacts stay valid; a cap changes the tokens, hence the key.
+    ident: dict[str, Any] = cfg.model_dump(
+        mode="json", exclude={"max_doc_tokens"} if cfg.max_doc_tokens is None else None)
     if cfg.source == EMBEDDED:
         ident["file"] = WIKI_SAMPLE
     elif not cfg.source.startswith("hf:"):
         ident["files"] = {str(p): file_hash(p) for p in _local_files(Path(cfg.source))}
     return ident
+
+
+def document_ids(doc: str, tokenizer: Any, max_tokens: int | None) -> list[int]:
+    """Token ids of `doc`, or its first `max_tokens` ones: tokenizer(doc)[:max_tokens].
+
+    Only a prefix of a long document's text is tokenized (a Wikipedia article is 10^4 tokens, of
+    which 512 are kept): CHARS_PER_TOKEN characters per token to begin with, ended at a word end
+    and grown until it gives PREFIX_MARGIN tokens past the cut. Tokenizers split text into words
+    before merging, so only the last word of the prefix (complete, but maybe tokenized apart
+    from what follows it) can differ from the whole document's tokens, and it lies past the cut.
+    """
+    if max_tokens is None:
+        return tokenizer(doc, add_special_tokens=False)["input_ids"]
+    n_chars = max_tokens * CHARS_PER_TOKEN
+    while True:
+        text = _to_word_end(doc, n_chars)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) >= max_tokens + PREFIX_MARGIN or len(text) == len(doc):
+            return ids[:max_tokens]
+        n_chars *= 4
+
+
+def _to_word_end(text: str, n_chars: int) -> str:
+    """text[:n] for the first n >= n_chars where a word ends (all of text if none does)."""
+    if len(text) <= n_chars:
+        return text
+    end = _WORD_END.search(text, n_chars)
+    return text if end is None else text[:end.start()]
 
 
 def token_sequences(cfg: CorpusConfig, tokenizer: Any) -> torch.Tensor:
@@ -232,7 +273,8 @@ def token_stream(cfg: CorpusConfig, tokenizer: Any) -> tuple[torch.Tensor, torch
     A sequence is BOS followed by seq_len-1 tokens of running text; n_seq =
     ceil(n_tokens / (seq_len-1)); raises if the corpus is too small. Document i (with its EOS)
     covers body tokens [doc_starts[i], doc_starts[i+1]) of the stream with BOS dropped, i.e. token
-    t = seq_id * (seq_len-1) + position - 1; the last document may be cut at the end.
+    t = seq_id * (seq_len-1) + position - 1; each document is its first cfg.max_doc_tokens tokens,
+    and the last one may be cut shorter at the end.
     """
     body = cfg.seq_len - 1
     n_seq = -(-cfg.n_tokens // body)
@@ -243,14 +285,18 @@ def token_stream(cfg: CorpusConfig, tokenizer: Any) -> tuple[torch.Tensor, torch
     starts: list[int] = []
     for doc in documents(cfg):
         starts.append(len(stream))
-        stream.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        stream.extend(document_ids(doc, tokenizer, cfg.max_doc_tokens))
         if eos is not None:
             stream.append(eos)
         if len(stream) >= need:
             break
     if len(stream) < need:
-        raise ValueError(f"corpus.source {cfg.source!r} has only {len(stream)} tokens; "
-                         f"corpus.n_tokens asks for {cfg.n_tokens}: lower it or add text")
+        cut, fix = "", "lower it"
+        if cfg.max_doc_tokens is not None:
+            cut = f" in the first corpus.max_doc_tokens ({cfg.max_doc_tokens}) of each document"
+            fix = "lower it, raise corpus.max_doc_tokens (null = whole documents)"
+        raise ValueError(f"corpus.source {cfg.source!r} has only {len(stream)} tokens{cut}; "
+                         f"corpus.n_tokens asks for {cfg.n_tokens}: {fix} or add text")
     body_tokens = torch.tensor(stream[:need], dtype=torch.long).view(n_seq, body)
     seqs = torch.cat([torch.full((n_seq, 1), bos, dtype=torch.long), body_tokens], dim=1)
     return seqs, torch.tensor(starts, dtype=torch.long)

@@ -48,6 +48,8 @@ def backfill_documents(collect_dir: Path, tokenizer) -> bool:
         return False
     meta = json.loads((collect_dir / "manifest.json").read_text())
     corpus = {k: v for k, v in (meta.get("corpus") or {}).items() if k in CorpusConfig.model_fields}
+    # The manifest's corpus identity leaves max_doc_tokens out for whole documents.
+    corpus.setdefault("max_doc_tokens", None)
     try:
         seqs, starts = token_stream(CorpusConfig(**corpus), tokenizer)
     except (OSError, ValueError) as err:  # the corpus or tokenizer is gone or changed

@@ -3,6 +3,7 @@ which keeps API keys out of every error string that is stored or logged."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 import re
@@ -53,6 +54,9 @@ class LLMError(RuntimeError):
         self.reason = reason
         self.attempts = attempts
 
+    def __reduce__(self):  # rebuilt from its fields: a shard's error crosses a process (Dask)
+        return type(self), (self.reason, self.attempts)
+
 
 class LLMUnavailable(RuntimeError):
     """The server could not give an answer: unreachable, timing out, overloaded (after every
@@ -65,6 +69,10 @@ class LLMUnavailable(RuntimeError):
         self.attempts = attempts
         self.server = server
         self.fatal = fatal  # a configuration error: no later request can succeed either
+
+    def __reduce__(self):  # rebuilt from its fields: a shard's error crosses a process (Dask)
+        return functools.partial(type(self), fatal=self.fatal), (self.reason, self.attempts,
+                                                                 self.server)
 
 
 class LLM(Protocol):

@@ -29,17 +29,6 @@ def describe(name: str) -> str:
     return " ".join(ln for ln in lines if ln)
 
 
-def summary(name: str) -> str:
-    """The description and the LLM calls per latent of preset `name` on the defaults."""
-    from interp.config import load_config
-
-    calls = llm_calls(load_config(None, preset=name))
-    ctrl = calls.pop("controls")
-    steps = ", ".join(f"{k} {'?' if v is None else v}" for k, v in calls.items())
-    return (f"{describe(name)} LLM calls per latent: {steps}; controls +{ctrl} per controlled "
-            "latent.")
-
-
 def preset_names() -> list[str]:
     return list(_files())
 
@@ -71,22 +60,4 @@ def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in top.items():
         out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def llm_calls(cfg) -> dict[str, int | None]:
-    """LLM calls per latent by step, from the config's arithmetic (an upper bound: a latent with
-    fewer held-out windows than asked for needs fewer). None for a scorer whose count is not a
-    fixed number of judge calls (README 'Scorers'). 'controls' is per controlled latent
-    (score.control_latents of them), the others per explained latent."""
-    s = cfg.score
-    per_window = -(-(s.n_positive + s.n_negative) // s.batch_size)
-    fixed = {"detection": per_window, "fuzzing": per_window, "saebench": 1,
-             "intruder": s.intruder.n_rounds, "embedding": 0, "surprisal": 0,
-             "intervention": 0,
-             "intervention_judge": 2 * s.intervention_judge.n_prompts}
-    out: dict[str, int | None] = {"explain": 1}
-    out.update({name: fixed.get(name) for name in s.scorers})
-    controlled = [fixed.get(n) for n in s.control_scorers if n in s.scorers]
-    out["controls"] = None if None in controlled else len(s.controls) * sum(controlled)
     return out

@@ -1,22 +1,21 @@
-"""The scorer seam: what a scorer returns, and the heavy resources scorers share within one stage run.
+"""The scorer seam: what a scorer declares about itself, what it returns, and what it may use.
 
-A scorer turns (explanation, a latent's mined examples) into per-example predictions and per-latent
-metrics. LLM scorers use the stage's client; embedding, surprisal and intervention also need the
-MiniLM embedder, the subject model or the SAE, which `Resources` loads lazily, once per stage run
-(never per latent), and guards with a lock because the torch work runs in worker threads.
+A scorer is one module: a `Scorer` subclass carrying its config section (`Config`), the prompt
+files it uses, its headline metric and that metric's chance level, its LLM calls per latent and
+how it turns (explanation, a latent's mined examples) into per-example predictions and per-latent
+metrics (`run`). interp/scoring/registry.py lists the scorers; the score config, the key, the
+presets' cost table, the catalogue's views, the UI and the exports all derive from that list.
+
+This module never imports interp.config: the score config is composed from the scorers, so a
+scorer sees its settings through `ScoreContext` (the run config, its own section).
 """
 from __future__ import annotations
 
 import asyncio
-import functools
-import threading
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
-import pyarrow.parquet as pq
-
-from interp.config import RunConfig
+from interp.config_base import _Strict
 from interp.mine.examples import Example
 
 
@@ -49,18 +48,79 @@ class Outcome:
     errors: list[str] = field(default_factory=list)   # reasons of failed examples (deduplicated)
 
 
-class Scorer(Protocol):
-    """One scoring method. `prompts` names its templates (hashed into the stage key); `needs`
-    says which held-out windows it cannot score without ('positives', 'negatives')."""
+class Resources(Protocol):
+    """Heavy objects a scorer may need, loaded once per stage run (interp/scoring/resources.py)."""
 
-    uses_subject_model: bool
-    headline: str  # the `scores` column that sums this scorer up (browser, report, views)
-    needs: tuple[str, ...]
+    lock: Any
 
-    def prompts(self, cfg: RunConfig) -> tuple[str, ...]: ...
+    def embedder(self) -> Any: ...
+    def subject_model(self) -> Any: ...
+    def sae(self) -> Any: ...
+    def token_ids(self) -> dict[int, list[int]]: ...
+    def window_ids(self, e: Example) -> list[int]: ...
+
+
+@dataclass
+class ScoreContext:
+    """What a scorer may use: the run config (its own section via `section`), the LLM client
+    (None if not needed), the stage's resources, and what the calls are for (`purpose`: the
+    scorer's name, `control:<scorer>` or `probe:<scorer>`, written to the calls ledger)."""
+
+    cfg: Any  # interp.config.RunConfig (not imported: the config is composed from the scorers)
+    llm: Any
+    resources: Resources
+    purpose: str | None = None
+
+    def section(self, name: str) -> Any:
+        return getattr(self.cfg.score, name)
+
+    async def compute(self, fn, *args):
+        """Run blocking torch work in a thread, one job at a time, so LLM requests keep flowing."""
+        def locked():
+            with self.resources.lock:
+                return fn(*args)
+        return await asyncio.to_thread(locked)
+
+
+class Scorer:
+    """One scoring method, described by its class attributes; `run` scores one latent.
+
+    name: its key in `score.scorers`; Config: its config section (a strict pydantic model, one
+    description per field; only an enabled scorer's section enters the score key); headline: the
+    `scores` column that sums it up; needs: held-out windows it cannot score without ('positives',
+    'negatives'); uses_llm / uses_subject_model: what it runs.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[_Strict]]
+    headline: ClassVar[str] = "balanced_accuracy"
+    needs: ClassVar[tuple[str, ...]] = ("positives", "negatives")
+    uses_llm: ClassVar[bool] = True
+    uses_subject_model: ClassVar[bool] = False
+
+    def prompts(self, score: Any) -> tuple[str, ...]:
+        """Prompt files this scorer uses under `score` (the score config): hashed into the key."""
+        return ()
+
+    def chance(self, score: Any) -> float | None:
+        """The headline metric's value for a judge that knows nothing (None: no fixed value)."""
+        return 0.5
+
+    def calls(self, score: Any) -> int | None:
+        """LLM calls per latent at most (a latent with fewer windows needs fewer); None when the
+        count is not a fixed number."""
+        return 0
+
+    def description(self) -> str:
+        """The first line of the scorer module's docstring (the `scorers` table, the UI)."""
+        import sys
+
+        doc = (sys.modules[type(self).__module__].__doc__ or "").strip().splitlines()
+        return doc[0] if doc else self.name
 
     async def run(self, ctx: ScoreContext, latent: int, explanation: str,
-                  examples: list[Example]) -> Outcome: ...
+                  examples: list[Example]) -> Outcome:
+        raise NotImplementedError
 
 
 def unscorable_reason(needs: tuple[str, ...], examples: list[Example]) -> str | None:
@@ -77,72 +137,3 @@ def unscorable_reason(needs: tuple[str, ...], examples: list[Example]) -> str | 
     if "negatives" in needs and not any(not e.active for e in test):
         return "no held-out non-activating windows"
     return None
-
-
-class Resources:
-    """Lazily loaded, shared heavy objects of one score-stage run."""
-
-    def __init__(self, cfg: RunConfig, sae_dir: Path | None = None, sequences: Path | None = None):
-        self.cfg = cfg
-        self.sae_dir = Path(sae_dir) if sae_dir is not None else None      # the train artifact
-        self.sequences = Path(sequences) if sequences is not None else None  # collect's token ids
-        self.lock = threading.RLock()   # one torch job at a time (steering hooks are model state)
-        self._cache: dict[str, Any] = {}
-
-    def _get(self, name: str, load) -> Any:
-        with self.lock:
-            if name not in self._cache:
-                self._cache[name] = load()
-            return self._cache[name]
-
-    def embedder(self):
-        """texts -> unit-normalised MiniLM embeddings [n, 384] on the configured device."""
-        from interp.embed import embed_texts
-
-        device = self.cfg.score.embedding.device or self.cfg.model.device
-        return functools.partial(embed_texts, device=device)
-
-    def subject_model(self):
-        from interp.models import load_model
-
-        return self._get("model", lambda: load_model(self.cfg.model, self.cfg.home))
-
-    def _require(self, path: Path | None, what: str) -> Path:
-        if path is None:
-            raise RuntimeError(f"this scorer needs {what} (surprisal, intervention)")
-        return path
-
-    def sae(self):
-        """The SAE whose latents were mined (from its train artifact)."""
-        from interp.sae import load_sae
-
-        def load():
-            return load_sae(self._require(self.sae_dir, "the SAE"), device=self.cfg.model.device)
-        return self._get("sae", load)
-
-    def token_ids(self) -> dict[int, list[int]]:
-        """seq_id -> token ids of the collected sequences (windows are re-run through the model)."""
-        def load():
-            path = self._require(self.sequences, "the collected token ids")
-            t = pq.read_table(path, columns=["seq_id", "tokens"])
-            return dict(zip(t.column("seq_id").to_pylist(), t.column("tokens").to_pylist()))
-        return self._get("token_ids", load)
-
-    def window_ids(self, e: Example) -> list[int]:
-        return self.token_ids()[e.seq_id][e.start:e.start + len(e.tokens)]
-
-
-@dataclass
-class ScoreContext:
-    """What a scorer may use: the config, the LLM client (None if not needed) and the resources."""
-
-    cfg: RunConfig
-    llm: Any
-    resources: Resources
-
-    async def compute(self, fn, *args):
-        """Run blocking torch work in a thread, one job at a time, so LLM requests keep flowing."""
-        def locked():
-            with self.resources.lock:
-                return fn(*args)
-        return await asyncio.to_thread(locked)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import random
 
-from interp.config import RunConfig
+from typing import ClassVar
+
+from pydantic import Field
+
+from interp.config_base import _Strict
 from interp.embed import MODEL_NAME
 from interp.mine.examples import Example
-from interp.scoring.base import Outcome, Prediction, ScoreContext
-from interp.scoring.classify import Item, detection_items
+from interp.scoring.base import Outcome, Prediction, ScoreContext, Scorer
 from interp.scoring.metrics import ranking_metrics
+from interp.scoring.windows import Item, detection_items
 
 
 
@@ -31,13 +35,19 @@ def embedding_outcome(items: list[Item], sims: list[float]) -> Outcome:
                     for it, p, s in zip(items, preds, sims)], metrics, MODEL_NAME)
 
 
-class EmbeddingScorer:
-    uses_subject_model = False
-    headline = "auc"
-    needs = ("positives", "negatives")
+class EmbeddingScorerConfig(_Strict):
+    """Embedding: MiniLM similarity of the explanation and each window (no LLM)."""
 
-    def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
-        return ()
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device"})
+    device: str | None = Field(None, description="Device of the MiniLM embedder; None = "
+                               "model.device.")
+
+
+class Embedding(Scorer):
+    name = "embedding"
+    Config = EmbeddingScorerConfig
+    headline = "auc"
+    uses_llm = False
 
     async def run(self, ctx: ScoreContext, latent: int, explanation: str,
                   examples: list[Example]) -> Outcome:

@@ -2,7 +2,7 @@
 language models", Paulo et al.): does the explanation say what the latent *does* when turned up?
 
 The latent is steered at a strength calibrated to `score.intervention.target_kl` (see
-intervention_judge.continuations), and greedy continuations of held-out prompts are generated
+interp/scoring/steering.py), and greedy continuations of held-out prompts are generated
 clean and steered. The scorer model (here the subject model itself, no LLM calls) reads each
 continuation followed by `prompts/score_intervention_lm.md` and we take the log-probability of the
 explanation after it. Score per prompt = log P(explanation | steered text) - log P(explanation |
@@ -16,13 +16,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from interp.config import RunConfig
+from typing import Any
+
+from pydantic import Field
+
 from interp.mine.examples import Example
 from interp.prompts import load_prompt
-from interp.scoring.base import Outcome, Prediction, ScoreContext
-from interp.scoring.intervention_judge import continuations, prompt_windows
+from interp.scoring.base import Outcome, Prediction, ScoreContext, Scorer
 from interp.scoring.metrics import classification_metrics
 from interp.scoring.stats import mean_interval
+from interp.scoring.steering import SteeringConfig, continuations, prompt_windows
 
 
 @torch.inference_mode()
@@ -39,21 +42,35 @@ def target_logprobs(run, contexts: list[list[int]], target: list[int]) -> list[f
     return out
 
 
-class InterventionScorer:
-    uses_subject_model = True
+class InterventionConfig(SteeringConfig):
+    """Intervention (the paper's): steer along the latent; how much likelier does the explanation
+    become after steered than after clean continuations?"""
+
+    prompt: str = Field("score_intervention_lm", description="Template ($text = a continuation) "
+                        "after which the explanation's log-probability is read.")
+
+
+class Intervention(Scorer):
+    name = "intervention"
+    Config = InterventionConfig
     needs = ("negatives",)
-    # Not a classification column: the gain is in `value` (the views' CASE has no branch for it).
+    uses_llm = False
+    uses_subject_model = True
+    # Not a classification column: the gain (nats) is in `value`.
     headline = "logprob_gain"
 
-    def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
-        return (cfg.score.intervention.prompt,)
+    def prompts(self, score: Any) -> tuple[str, ...]:
+        return (score.intervention.prompt,)
+
+    def chance(self, score: Any) -> float | None:
+        return 0.0
 
     def _gains(self, ctx: ScoreContext, explanation: str, pool: list[Example],
                clean: list[str], steered: list[str]) -> list[float]:
         res = ctx.resources
         model = res.subject_model()
         run = model.run_model(ctx.cfg.model.hookpoint)
-        template = load_prompt(self.prompts(ctx.cfg)[0])
+        template = load_prompt(self.prompts(ctx.cfg.score)[0])
         bos = res.token_ids()[pool[0].seq_id][0]  # the BOS the collected sequences start with
 
         def ids(text: str) -> list[int]:
@@ -67,7 +84,7 @@ class InterventionScorer:
     async def run(self, ctx: ScoreContext, latent: int, explanation: str,
                   examples: list[Example]) -> Outcome:
         cfg = ctx.cfg.score
-        sha = load_prompt(self.prompts(ctx.cfg)[0]).sha
+        sha = load_prompt(self.prompts(ctx.cfg.score)[0]).sha
         pool = prompt_windows(examples, cfg.intervention.n_prompts)
         gains: list[float] = []
         if pool:

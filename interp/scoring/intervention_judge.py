@@ -1,125 +1,74 @@
-"""Steering, and the judge-based intervention scorer (`intervention_judge`).
+"""Intervention judged by the LLM (`intervention_judge`): can the judge tell steered from clean
+continuations with the explanation's help?
 
-Per latent: prompts = the first `prompt_tokens` tokens of its held-out non-activating windows
-(after BOS). The latent is steered by adding alpha * its unit decoder direction to every
-non-BOS position at the SAE's output hookpoint; alpha is found by bisection so that the mean
-KL(clean || steered) of the next-token distribution over the prompts equals `target_kl`. Greedy
-continuations are generated clean and steered (`continuations`, shared with the paper's
-`intervention` scorer). `intervention_judge` then asks the judge LLM
-(`prompts/score_intervention.md`, one continuation per request, P(1) from log-probabilities)
-whether each matches the explanation. Label 1 = steered, 0 = clean: AUC and balanced accuracy
-measure how well the explanation tells steered text from clean text (not the paper's metric).
-Cost: 2 x n_prompts LLM calls per latent, plus about 20 + 2 x new_tokens forward passes of the
-subject model over the prompts (batched), no KV cache.
+The latent is steered (interp/scoring/steering.py) and greedy continuations of held-out prompts
+are generated clean and steered; the judge (`prompts/score_intervention.md`, one continuation per
+request, P(1) from log-probabilities) says whether each matches the explanation. Label 1 =
+steered, 0 = clean: AUC and balanced accuracy measure how well the explanation tells steered
+text from clean text (not the paper's metric). Cost: 2 x n_prompts LLM calls per latent, plus
+the steering's forward passes of the subject model.
 """
 from __future__ import annotations
 
-import logging
 import random
+from typing import Any
 
-import torch
-import torch.nn.functional as F
+from pydantic import Field
 
-from interp.config import RunConfig
+from interp.llm.base import LLMResponse
 from interp.mine.examples import Example
-from interp.prompts import load_prompt
+from interp.prompts import Prompt, load_prompt
 from interp.scoring.base import Outcome, ScoreContext
-from interp.scoring.classify import Item
-from interp.scoring.judge import judge_items, outcome
-
-log = logging.getLogger(__name__)
-_MAX_ALPHA = 1e4   # give up growing the bracket: the target KL is unreachable by steering
-
-
-def steering_hook(direction: torch.Tensor, alpha: float):
-    """acts [B, T, d] -> acts with alpha * direction added at every position but BOS."""
-    def hook(acts: torch.Tensor) -> torch.Tensor:
-        out = acts.clone()
-        out[:, 1:] += alpha * direction.to(acts.device, acts.dtype)
-        return out
-    return hook
+from interp.scoring.classifier import classification_outcome, label_from_logprobs, parse_labels
+from interp.scoring.llm_scorer import Ask, LLMScorer, Reply, errors_of
+from interp.scoring.steering import SteeringConfig, continuations, prompt_windows
+from interp.scoring.windows import Item
 
 
-def mean_kl(run, tokens: torch.Tensor, clean_logp: torch.Tensor, direction, alpha: float) -> float:
-    """Mean over prompts of KL(clean || steered) at the last position, in nats."""
-    steered = F.log_softmax(run(tokens, steering_hook(direction, alpha))[:, -1].float(), -1)
-    return float((clean_logp.exp() * (clean_logp - steered)).sum(-1).mean())
+class InterventionJudgeConfig(SteeringConfig):
+    """Judge-based intervention: the judge LLM tells steered from clean continuations."""
+
+    prompt: str = Field("score_intervention", description="Template for judging clean and "
+                        "steered continuations (2 judge calls per prompt).")
 
 
-def calibrate(run, tokens: torch.Tensor, direction: torch.Tensor, target: float,
-              steps: int) -> tuple[float, float]:
-    """(alpha, its KL): grow alpha x4 until KL >= target, then bisect (geometric) `steps` times."""
-    clean_logp = F.log_softmax(run(tokens, None)[:, -1].float(), -1)
-    lo, hi = 0.0, 1.0
-    kl_hi = mean_kl(run, tokens, clean_logp, direction, hi)
-    while kl_hi < target and hi < _MAX_ALPHA:
-        lo, hi = hi, hi * 4
-        kl_hi = mean_kl(run, tokens, clean_logp, direction, hi)
-    if kl_hi < target:
-        log.warning("steering cannot reach KL %.2f (%.3f at alpha %.0f)", target, kl_hi, hi)
-        return hi, kl_hi
-    best = (hi, kl_hi)
-    for _ in range(steps):
-        mid = (lo * hi) ** 0.5 if lo > 0 else hi / 2
-        kl = mean_kl(run, tokens, clean_logp, direction, mid)
-        if abs(kl - target) < abs(best[1] - target):
-            best = (mid, kl)
-        lo, hi = (mid, hi) if kl < target else (lo, mid)
-    return best
-
-
-@torch.inference_mode()
-def greedy(run, tokens: torch.Tensor, n_new: int, hook=None) -> torch.Tensor:
-    """n_new greedy tokens [B, n_new] after prompts [B, T] (full forward per step)."""
-    out = tokens
-    for _ in range(n_new):
-        nxt = run(out, hook)[:, -1].argmax(-1, keepdim=True).to(out.device)
-        out = torch.cat([out, nxt], 1)
-    return out[:, tokens.shape[1]:]
-
-
-def continuations(ctx: ScoreContext, latent: int, prompts: list[Example], steer) -> tuple[list[str], list[str]]:
-    """(clean, steered) greedy continuations of the prompts, steered at the calibrated strength."""
-    res = ctx.resources
-    model, sae = res.subject_model(), res.sae()
-    hookpoint = sae.cfg.get("hookpoint_out") or ctx.cfg.model.hookpoint
-    run = model.run_model(hookpoint)
-    direction = sae.W_dec[latent].detach().float()
-    direction = direction / direction.norm().clamp_min(1e-8)
-    tokens = torch.tensor([[res.token_ids()[e.seq_id][0]] +
-                           res.window_ids(e)[:steer.prompt_tokens] for e in prompts])
-    with torch.inference_mode():
-        alpha, kl = calibrate(run, tokens, direction, steer.target_kl, steer.bisection_steps)
-    clean = greedy(run, tokens, steer.new_tokens)
-    steered = greedy(run, tokens, steer.new_tokens, steering_hook(direction, alpha))
-    log.debug("latent %d: alpha %.2f gives KL %.3f", latent, alpha, kl)
-    decode = model.tokenizer.decode
-    return [decode(t).strip() for t in clean.tolist()], [decode(t).strip() for t in steered.tolist()]
-
-
-def prompt_windows(examples: list[Example], n: int) -> list[Example]:
-    return [e for e in examples if e.split == "test" and not e.active][:n]
-
-
-class JudgeInterventionScorer:
-    uses_subject_model = True
+class InterventionJudge(LLMScorer):
+    name = "intervention_judge"
+    Config = InterventionJudgeConfig
     needs = ("negatives",)
     headline = "auc"
+    uses_subject_model = True
 
-    def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
-        return (cfg.score.intervention_judge.prompt,)
+    def prompts(self, score: Any) -> tuple[str, ...]:
+        return (score.intervention_judge.prompt,)
+
+    def calls(self, score: Any) -> int | None:
+        return 2 * score.intervention_judge.n_prompts
 
     async def run(self, ctx: ScoreContext, latent: int, explanation: str,
                   examples: list[Example]) -> Outcome:
-        cfg = ctx.cfg.score
-        steer = cfg.intervention_judge
-        prompt = load_prompt(self.prompts(ctx.cfg)[0])
+        score = ctx.cfg.score
+        steer = score.intervention_judge
+        prompt = load_prompt(steer.prompt)
         pool = prompt_windows(examples, steer.n_prompts)
-        if not pool:
-            return outcome([], [], [], ctx.cfg.llm.model, prompt.sha, [])
-        clean, steered = await ctx.compute(continuations, ctx, latent, pool, steer)
+        clean, steered = await ctx.compute(continuations, ctx, latent, pool, steer) if pool else ([], [])
         items = [Item(t or "(empty)", label, e.seq_id, e.start, -1)
                  for texts, label in ((clean, 0), (steered, 1)) for e, t in zip(pool, texts)]
-        random.Random(f"{cfg.seed}:{latent}:intervention").shuffle(items)
-        preds, probs, errors = await judge_items(ctx, prompt, explanation, items, latent)
-        return outcome(items, preds, probs, ctx.cfg.llm.model, prompt.sha, errors)
+        random.Random(f"{score.seed}:{latent}:intervention").shuffle(items)
+        asks = [Ask(prompt.messages(explanation=explanation, examples=it.text, n=1),
+                    score.max_tokens, [it], logprobs=score.logprobs or None) for it in items]
+        return await self.ask_all(ctx, latent, asks, prompt)
+
+    def parse(self, ctx: ScoreContext, ask: Ask, response: LLMResponse):
+        judged = label_from_logprobs(response.top_logprobs) if response.top_logprobs else None
+        if judged is not None:
+            return judged
+        labels = parse_labels(response.text, 1)
+        return None if labels is None else (labels[0], None)
+
+    def outcome(self, ctx: ScoreContext, latent: int, asks: list[Ask], replies: list[Reply],
+                prompt: Prompt) -> Outcome:
+        items = [a.items[0] for a in asks]
+        got = [r.value or (None, None) for r in replies]
+        return classification_outcome(items, [p for p, _ in got], [q for _, q in got],
+                                      ctx.cfg.llm.model, prompt.sha, errors_of(replies))

@@ -17,13 +17,18 @@ from __future__ import annotations
 import random
 import re
 
-from interp.config import RunConfig
+from typing import Any
+
+from pydantic import Field
+
+from interp.config_base import _Strict
+from interp.llm.base import LLMResponse
 from interp.mine.examples import Example
-from interp.llm import LLMError
-from interp.prompts import load_prompt
+from interp.prompts import Prompt, load_prompt
 from interp.scoring.base import Outcome, Prediction, ScoreContext
-from interp.scoring.classify import _RESULT, Item, _plain
+from interp.scoring.llm_scorer import Ask, LLMScorer, Reply, answer_body, errors_of
 from interp.scoring.metrics import classification_metrics
+from interp.scoring.windows import Item, plain
 
 _NUMBERS = re.compile(r"\d+(?:\s*,\s*\d+|\s+\d+)*")
 
@@ -31,10 +36,10 @@ _NUMBERS = re.compile(r"\d+(?:\s*,\s*\d+|\s+\d+)*")
 def parse_indices(raw: str, n: int) -> set[int] | None:
     """The 1-based window numbers after the [RESULT]: marker; an empty set for "None"; None when
     the answer is anything else (prose, out-of-range or repeated numbers, no marker)."""
-    m = _RESULT.search(raw)
-    if not m:
+    body = answer_body(raw)
+    if body is None:
         return None
-    body = m.group(1).split("\n\n")[0].strip().strip('"').rstrip(".").strip()
+    body = body.strip('"').rstrip(".").strip()
     if body.lower() == "none":
         return set()
     if not _NUMBERS.fullmatch(body):
@@ -55,48 +60,72 @@ def scoring_items(examples: list[Example], n_top: int, n_iw: int, n_random: int,
                  key=lambda e: e.rank)[:n_random]
     if not (top or iw) or not neg:
         return []
-    items = [Item(_plain(e), 1, e.seq_id, e.start, -1) for e in top + iw] + \
-            [Item(_plain(e), 0, e.seq_id, e.start, -1) for e in neg]
+    items = [Item(plain(e), 1, e.seq_id, e.start, -1) for e in top + iw] + \
+            [Item(plain(e), 0, e.seq_id, e.start, -1) for e in neg]
     rng.shuffle(items)
     return items
 
 
-class SAEBenchScorer:
-    uses_subject_model = False
+class SAEBenchScorerConfig(_Strict):
+    """SAEBench's autointerp scoring: the judge lists which of a shuffled set of held-out strong,
+    importance-weighted and random windows the latent fires on (one call per latent)."""
+
+    prompt: str = Field("score_saebench", description="Template ($explanation, $examples, $n, "
+                        "$example: a sample answer).")
+    n_top: int = Field(2, gt=0, description="Held-out strong windows shown (mine.n_top_test).")
+    n_iw: int = Field(2, ge=0, description="Held-out importance-weighted windows shown "
+                      "(mine.n_iw_test).")
+    n_random: int = Field(10, gt=0, description="Random non-activating windows shown (the test "
+                          "half of mine.n_random).")
+    max_tokens: int | None = Field(None, gt=0, description="Completion budget; None = 2 per "
+                                   "window + 5 (SAEBench's).")
+
+
+class SAEBench(LLMScorer):
+    name = "saebench"
+    Config = SAEBenchScorerConfig
     needs = ("negatives",)   # its positives are top/iw windows, checked in scoring_items
     headline = "accuracy"
 
-    def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
-        return (cfg.score.saebench.prompt,)
+    def prompts(self, score: Any) -> tuple[str, ...]:
+        return (score.saebench.prompt,)
 
-    async def run(self, ctx: ScoreContext, latent: int, explanation: str,
-                  examples: list[Example]) -> Outcome:
+    def chance(self, score: Any) -> float | None:
+        """Answering "None" always: the share of random windows among those shown."""
+        sec = score.saebench
+        return sec.n_random / (sec.n_top + sec.n_iw + sec.n_random)
+
+    def calls(self, score: Any) -> int | None:
+        return 1
+
+    def asks(self, ctx: ScoreContext, latent: int, explanation: str,
+             examples: list[Example]) -> tuple[list[Ask], Prompt]:
         sec = ctx.cfg.score.saebench
         prompt = load_prompt(sec.prompt)
         rng = random.Random(f"{ctx.cfg.score.seed}:{latent}:saebench")
         items = scoring_items(examples, sec.n_top, sec.n_iw, sec.n_random, rng)
-        labels = [it.label for it in items]
         if not items:
+            return [], prompt
+        # SAEBench's example answer: as many sorted random numbers as there are positives.
+        n_pos = sum(it.label for it in items)
+        example = ", ".join(map(str, sorted(rng.sample(range(1, len(items) + 1), n_pos))))
+        body = "\n".join(f"{i}. {it.text}" for i, it in enumerate(items, 1))
+        messages = prompt.messages(explanation=explanation, examples=body, n=len(items),
+                                   example=example)
+        return [Ask(messages, sec.max_tokens or 2 * len(items) + 5, items)], prompt
+
+    def parse(self, ctx: ScoreContext, ask: Ask, response: LLMResponse) -> set[int] | None:
+        return parse_indices(response.text, len(ask.items))
+
+    def outcome(self, ctx: ScoreContext, latent: int, asks: list[Ask], replies: list[Reply],
+                prompt: Prompt) -> Outcome:
+        if not asks:
             return Outcome([], classification_metrics([], []), ctx.cfg.llm.model, prompt.sha,
                            ["no held-out top/iw windows or no random ones (see mine.n_top_test, "
                             "mine.n_iw_test)"])
-        # SAEBench's example answer: as many sorted random numbers as there are positives.
-        example = ", ".join(map(str, sorted(rng.sample(range(1, len(items) + 1), sum(labels)))))
-        body = "\n".join(f"{i}. {it.text}" for i, it in enumerate(items, 1))
-        chosen, error = None, None
-        try:
-            r = await ctx.llm.generate(
-                prompt.messages(explanation=explanation, examples=body, n=len(items),
-                                example=example),
-                max_tokens=sec.max_tokens or 2 * len(items) + 5, temperature=0.0,
-                stage="score", latent=latent)
-            chosen = parse_indices(r.text, len(items))
-            if chosen is None:
-                error = f"unparseable answer: {r.text[:80]!r}"
-        except LLMError as err:
-            error = f"llm: {err.reason}"
+        items, chosen = asks[0].items, replies[0].value
         preds = [None if chosen is None else int(i in chosen) for i in range(1, len(items) + 1)]
         return Outcome([Prediction(it.seq_id, it.start, it.quantile, it.label, p, None)
                         for it, p in zip(items, preds)],
-                       classification_metrics(labels, preds), ctx.cfg.llm.model, prompt.sha,
-                       [error] if error else [])
+                       classification_metrics([it.label for it in items], preds),
+                       ctx.cfg.llm.model, prompt.sha, errors_of(replies))

@@ -18,12 +18,17 @@ import math
 import random
 import re
 
-from interp.config import RunConfig
+from typing import Any
+
+from pydantic import Field
+
+from interp.config_base import _Strict
+from interp.llm.base import LLMResponse
 from interp.mine.examples import Example
-from interp.llm import LLMError
-from interp.prompts import load_prompt
+from interp.prompts import Prompt, load_prompt
 from interp.scoring.base import Outcome, Prediction, ScoreContext
-from interp.scoring.classify import detection_items
+from interp.scoring.llm_scorer import Ask, LLMScorer, Reply, errors_of
+from interp.scoring.windows import Item, detection_items
 from interp.scoring.metrics import classification_metrics, pearson
 from interp.scoring.stats import correlation_interval, window_stats
 
@@ -71,57 +76,76 @@ def numbered_tokens(tokens: tuple[str, ...]) -> str:
     return "\n".join(f"{i} {t}".replace("\n", "\\n") for i, t in enumerate(tokens, 1))
 
 
-class SimulationScorer:
-    uses_subject_model = False
-    needs = ("positives", "negatives")
+class SimulationConfig(_Strict):
+    """Simulation (OpenAI's all-at-once): the judge gives every token a 0-9 activation."""
+
+    prompt: str = Field("score_simulation_all", description="Template ($explanation, $tokens).")
+    logprobs: int = Field(10, ge=0, description="Top log-probabilities per answer token: the "
+        "simulated value is the expected digit over them (0 = the digit as written).")
+
+
+class Simulation(LLMScorer):
+    name = "simulation"
+    Config = SimulationConfig
     headline = "corr"
 
-    def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
-        return (cfg.score.simulation.prompt,)
+    def prompts(self, score: Any) -> tuple[str, ...]:
+        return (score.simulation.prompt,)
 
-    async def _one(self, ctx: ScoreContext, prompt, explanation: str, ex: Example, latent: int):
-        cfg = ctx.cfg.score.simulation
-        messages = prompt.messages(explanation=explanation, tokens=numbered_tokens(ex.tokens))
-        try:
-            r = await ctx.llm.generate(messages, max_tokens=6 * len(ex.tokens) + 8, temperature=0.0,
-                                       logprobs=cfg.logprobs or None, stage="score", latent=latent)
-        except LLMError as err:
-            return None, f"llm: {err.reason}"
-        values = expected_values(r.text, r.top_logprobs, len(ex.tokens))
-        return values, None if values is not None else f"unparseable answer: {r.text[:80]!r}"
+    def chance(self, score: Any) -> float | None:
+        return 0.0
 
-    async def run(self, ctx: ScoreContext, latent: int, explanation: str,
-                  examples: list[Example]) -> Outcome:
-        cfg = ctx.cfg.score
-        prompt = load_prompt(self.prompts(ctx.cfg)[0])
-        items = detection_items(examples, cfg.n_positive, cfg.n_negative,
-                                random.Random(f"{cfg.seed}:{latent}:simulation"))
-        by_pos = {(e.seq_id, e.start): e for e in examples}
-        answers = []
-        for it in items:  # one after another: the instructions + explanation prefix stays cached
-            answers.append(await self._one(ctx, prompt, explanation, by_pos[(it.seq_id, it.start)],
-                                           latent))
-        return simulation_outcome(ctx, latent, "simulation", prompt, items, examples, answers,
-                                  top=9, positive=lambda sim: max(sim, default=0.0) / 9 >= 0.5)
+    def calls(self, score: Any) -> int | None:
+        return score.n_positive + score.n_negative
+
+    def asks(self, ctx: ScoreContext, latent: int, explanation: str,
+             examples: list[Example]) -> tuple[list[Ask], Prompt]:
+        score = ctx.cfg.score
+        prompt = load_prompt(score.simulation.prompt)
+        items = detection_items(examples, score.n_positive, score.n_negative,
+                                random.Random(f"{score.seed}:{latent}:simulation"))
+        asks = []
+        for it, ex, true in windows_of(items, examples):  # one request per window, in order
+            messages = prompt.messages(explanation=explanation, tokens=numbered_tokens(ex.tokens))
+            asks.append(Ask(messages, 6 * len(ex.tokens) + 8, [it],
+                            logprobs=score.simulation.logprobs or None,
+                            extra={"n": len(ex.tokens), "true": true}))
+        return asks, prompt
+
+    def parse(self, ctx: ScoreContext, ask: Ask, response: LLMResponse) -> list[float] | None:
+        return expected_values(response.text, response.top_logprobs, ask.extra["n"])
+
+    def outcome(self, ctx: ScoreContext, latent: int, asks: list[Ask], replies: list[Reply],
+                prompt: Prompt) -> Outcome:
+        return simulation_outcome(ctx, latent, self.name, prompt, asks, replies, top=9,
+                                  positive=lambda sim: max(sim, default=0.0) / 9 >= 0.5)
 
 
-def simulation_outcome(ctx: ScoreContext, latent: int, name: str, prompt, items, examples,
-                       answers, *, top: float, positive) -> Outcome:
+def windows_of(items: list[Item], examples: list[Example]):
+    """(item, its window, its true activations / the latent's max) per item."""
+    by_pos = {(e.seq_id, e.start): e for e in examples}
+    scale = max((e.max_act for e in examples), default=0.0) or 1.0
+    for it in items:
+        ex = by_pos[(it.seq_id, it.start)]
+        yield it, ex, [a / scale for a in ex.acts]
+
+
+def simulation_outcome(ctx: ScoreContext, latent: int, name: str, prompt: Prompt, asks: list[Ask],
+                       replies: list[Reply], *, top: float, positive) -> Outcome:
     """A simulator's Outcome from its per-window answers ((simulated values or None, error)):
     the correlation with the true normalised activations over all tokens of the answered windows
     (unanswered ones are counted failed, never zeros), its window-bootstrap interval, and a
     classification view (P = max simulated value / `top`, prediction = `positive(sim)`)."""
     cfg = ctx.cfg.score
-    by_pos = {(e.seq_id, e.start): e for e in examples}
-    scale = max((e.max_act for e in examples), default=0.0) or 1.0
-    preds, probs, errors, sim_all, true_all, windows, kinds = [], [], [], [], [], [], []
-    for it, (sim, err) in zip(items, answers):
+    items = [a.items[0] for a in asks]
+    preds, probs, sim_all, true_all, windows, kinds = [], [], [], [], [], []
+    for ask, reply in zip(asks, replies):
+        sim, it = reply.value, ask.items[0]
         if sim is None:
             preds.append(None)
             probs.append(None)
-            errors.append(err)
             continue
-        true = [a / scale for a in by_pos[(it.seq_id, it.start)].acts]
+        true = ask.extra["true"]
         sim_all += sim
         true_all += true
         windows.append(window_stats(sim, true))
@@ -134,4 +158,4 @@ def simulation_outcome(ctx: ScoreContext, latent: int, name: str, prompt, items,
     metrics["ci_low"], metrics["ci_high"] = ci if ci else (None, None)
     return Outcome([Prediction(it.seq_id, it.start, it.quantile, it.label, p, q)
                     for it, p, q in zip(items, preds, probs)], metrics,
-                   ctx.cfg.llm.model, prompt.sha, list(dict.fromkeys(errors)))
+                   ctx.cfg.llm.model, prompt.sha, errors_of(replies))

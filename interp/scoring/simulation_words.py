@@ -13,17 +13,20 @@ window-level metrics use max simulated activation > 0 as prediction.
 """
 from __future__ import annotations
 
-import asyncio
 import random
 import re
+from typing import Any
 
-from interp.config import RunConfig
+from pydantic import Field
+
+from interp.config_base import _Strict
+from interp.llm.base import LLMResponse
 from interp.mine.examples import Example
-from interp.llm import LLMError
-from interp.prompts import load_prompt
+from interp.prompts import Prompt, load_prompt
 from interp.scoring.base import Outcome, ScoreContext
-from interp.scoring.classify import detection_items
-from interp.scoring.simulation import simulation_outcome
+from interp.scoring.llm_scorer import Ask, Reply
+from interp.scoring.simulation import Simulation, simulation_outcome, windows_of
+from interp.scoring.windows import detection_items
 
 _MARKER = re.compile(r"\[?\s*ACTIVATIONS\s*\]?\s*:(.*)", re.IGNORECASE | re.DOTALL)
 _ENTRY = re.compile(r"^(.*?)(?:\s*[:=(]\s*|\s+-\s*|\s+)(\d{1,2})\)?$")
@@ -69,34 +72,39 @@ def simulate(tokens: tuple[str, ...], words: dict[str, int]) -> list[float]:
     return [float(strength.get(_norm(tok), 0)) if _norm(tok) else 0.0 for tok in tokens]
 
 
-class WordListSimulationScorer:
-    uses_subject_model = False
-    needs = ("positives", "negatives")
-    headline = "corr"
+class SimulationWordsConfig(_Strict):
+    """Word-list simulation: the LLM lists the words it expects the latent to fire on."""
 
-    def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
-        return (cfg.score.simulation_words.prompt,)
+    prompt: str = Field("score_simulation", description="Template.")
+    max_tokens: int = Field(48, gt=0, description="Completion budget of an answer (the listed "
+                            "words with strengths).")
 
-    async def _one(self, ctx: ScoreContext, prompt, explanation: str, item_text: str, latent: int):
-        try:
-            r = await ctx.llm.generate(prompt.messages(explanation=explanation, text=item_text),
-                                       max_tokens=ctx.cfg.score.simulation_words.max_tokens,
-                                       temperature=0.0, stage="score", latent=latent)
-        except LLMError as err:
-            return None, f"llm: {err.reason}"
-        words = parse_simulation(r.text)
-        return words, None if words is not None else f"unparseable answer: {r.text[:80]!r}"
 
-    async def run(self, ctx: ScoreContext, latent: int, explanation: str,
-                  examples: list[Example]) -> Outcome:
-        cfg = ctx.cfg.score
-        prompt = load_prompt(self.prompts(ctx.cfg)[0])
-        items = detection_items(examples, cfg.n_positive, cfg.n_negative,
-                                random.Random(f"{cfg.seed}:{latent}:simulation"))
-        by_pos = {(e.seq_id, e.start): e for e in examples}
-        answers = await asyncio.gather(*(self._one(ctx, prompt, explanation, it.text, latent)
-                                         for it in items))  # the client bounds concurrency
-        sims = [(None if words is None else simulate(by_pos[(it.seq_id, it.start)].tokens, words),
-                 err) for it, (words, err) in zip(items, answers)]
-        return simulation_outcome(ctx, latent, "simulation_words", prompt, items, examples, sims,
-                                  top=10, positive=lambda sim: max(sim, default=0) > 0)
+class SimulationWords(Simulation):
+    """Simulation's windows, counts and outcome; a word list for an answer."""
+
+    name = "simulation_words"
+    Config = SimulationWordsConfig
+
+    def prompts(self, score: Any) -> tuple[str, ...]:
+        return (score.simulation_words.prompt,)
+
+    def asks(self, ctx: ScoreContext, latent: int, explanation: str,
+             examples: list[Example]) -> tuple[list[Ask], Prompt]:
+        score = ctx.cfg.score
+        prompt = load_prompt(score.simulation_words.prompt)
+        items = detection_items(examples, score.n_positive, score.n_negative,
+                                random.Random(f"{score.seed}:{latent}:simulation"))
+        return [Ask(prompt.messages(explanation=explanation, text=it.text),
+                    score.simulation_words.max_tokens, [it],
+                    extra={"tokens": ex.tokens, "true": true})
+                for it, ex, true in windows_of(items, examples)], prompt
+
+    def parse(self, ctx: ScoreContext, ask: Ask, response: LLMResponse) -> list[float] | None:
+        words = parse_simulation(response.text)
+        return None if words is None else simulate(ask.extra["tokens"], words)
+
+    def outcome(self, ctx: ScoreContext, latent: int, asks: list[Ask], replies: list[Reply],
+                prompt: Prompt) -> Outcome:
+        return simulation_outcome(ctx, latent, self.name, prompt, asks, replies, top=10,
+                                  positive=lambda sim: max(sim, default=0) > 0)

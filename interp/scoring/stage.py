@@ -18,7 +18,8 @@ from interp.llm import LLMUnavailable
 from interp.models import model_identity
 from interp.prompts import load_prompt
 from interp.resumable import drive, in_order, merge_parts
-from interp.scoring.base import Outcome, Resources, ScoreContext, unscorable_reason
+from interp.scoring.base import Outcome, ScoreContext, unscorable_reason
+from interp.scoring.resources import StageResources
 from interp.scoring.controls import control_lifts, control_texts, derangement
 from interp.scoring.metrics import classification_metrics
 from interp.scoring.registry import SCORERS
@@ -40,6 +41,7 @@ SCHEMA = pa.schema([
     # The scorer's headline metric (its `headline` in the registry), its value and 95% interval.
     ("metric", pa.string()), ("value", pa.float64()),
     ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+    ("chance", pa.float64()),  # the headline's value for a judge that knows nothing
     ("predictions", pa.list_(pa.struct([("seq_id", pa.int32()), ("start", pa.int32()),
                                         ("quantile", pa.int32()), ("label", pa.int8()),
                                         ("prediction", pa.int8()), ("prob", pa.float64())]))),
@@ -85,7 +87,7 @@ def _row(cfg: RunConfig, exp: dict, latent: int, scorer: str, out: Outcome, sett
     if m["n_failed"] or status in ("failed", "insufficient"):
         error = f"{m['n_failed']} of {n_items} examples failed: " + "; ".join(out.errors[:3])
     # The registry is the one definition of a scorer's headline metric (also the `scorers` table).
-    metric, ci = getattr(SCORERS.get(scorer), "headline", "balanced_accuracy"), None
+    metric, ci = SCORERS[scorer].headline, None
     if status == "ok":
         ci = _interval(cfg, (latent, scorer, control or ""), metric, out)
     else:  # too few valid answers (or none) is not a score
@@ -99,14 +101,16 @@ def _row(cfg: RunConfig, exp: dict, latent: int, scorer: str, out: Outcome, sett
             "n_valid": n_items - m["n_failed"], "metric": metric,
             "value": m.get(metric) if status == "ok" else None,
             "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
+            "chance": SCORERS[scorer].chance(cfg.score),
             "predictions": [p.row() for p in out.predictions], "created_at": time.time()}
 
 
-def make_work(cfg: RunConfig, explanations: dict[int, dict], llm, resources: Resources | None = None):
+def make_work(cfg: RunConfig, explanations: dict[int, dict], llm,
+              resources: StageResources | None = None):
     """work(latent, examples) -> one score row per configured scorer (interp.scoring.registry),
     plus one per control (interp.scoring.controls) for the scorers in score.control_scorers."""
     settings_hash = stable_hash(_settings(cfg))
-    ctx = ScoreContext(cfg, llm, resources or Resources(cfg))
+    ctx = ScoreContext(cfg, llm, resources or StageResources(cfg))
     other = derangement(list(explanations), cfg.score.seed) if "shuffled" in cfg.score.controls else {}
     shuffled = {l: explanations[o]["text"] for l, o in other.items()}
     n = cfg.score.control_latents
@@ -130,7 +134,7 @@ def make_work(cfg: RunConfig, explanations: dict[int, dict], llm, resources: Res
         exp = explanations[latent]
         rows, steps = [], []
         for name in cfg.score.scorers:
-            reason = unscorable_reason(getattr(SCORERS[name], "needs", ()), examples)
+            reason = unscorable_reason(SCORERS[name].needs, examples)
             if reason:  # recorded, never scored on what is left (e.g. negatives only)
                 empty = Outcome([], classification_metrics([], []), name)
                 rows.append(_row(cfg, exp, latent, name, empty, settings_hash, unscorable=reason))
@@ -183,7 +187,7 @@ def fill(ctx: StageContext) -> dict:
                           filters=[("status", "=", "ok")])
     explanations = {r["latent"]: r for r in table.to_pylist()}
     latents = sorted(explanations)
-    resources = Resources(cfg, ctx.input("train").path,
+    resources = StageResources(cfg, ctx.input("train").path,
                           ctx.input("collect").path / "sequences.parquet")
     progress = drive(ctx, latents, lambda client: make_work(cfg, explanations, client, resources),
                      SCHEMA)
@@ -209,7 +213,7 @@ def settings(cfg: RunConfig) -> dict:
 
 
 def _prompts(cfg: RunConfig) -> dict:
-    return {"prompts": {s: [load_prompt(p).sha for p in SCORERS[s].prompts(cfg)]
+    return {"prompts": {s: [load_prompt(p).sha for p in SCORERS[s].prompts(cfg.score)]
                         for s in cfg.score.scorers}}
 
 

@@ -14,12 +14,16 @@ import random
 import torch
 import torch.nn.functional as F
 
-from interp.config import RunConfig
+from typing import Any
+
+from pydantic import Field
+
+from interp.config_base import _Strict
 from interp.mine.examples import Example
 from interp.prompts import load_prompt
-from interp.scoring.base import Outcome, Prediction, ScoreContext
-from interp.scoring.classify import detection_items
+from interp.scoring.base import Outcome, Prediction, ScoreContext, Scorer
 from interp.scoring.metrics import ranking_metrics
+from interp.scoring.windows import detection_items
 
 _BATCH = 8  # windows per forward pass: logits are [batch, tokens, vocab] floats
 
@@ -51,13 +55,24 @@ def prefix_ids(tokenizer, text: str, bos: int | None) -> list[int]:
     return ([bos] if bos is not None else []) + ids
 
 
-class SurprisalScorer:
-    uses_subject_model = True
-    headline = "auc"
-    needs = ("positives", "negatives")
+class SurprisalConfig(_Strict):
+    """Surprisal: how much the explanation, as a prefix, lowers the subject model's loss."""
 
-    def prompts(self, cfg: RunConfig) -> tuple[str, ...]:
-        return (cfg.score.surprisal.prompt,)
+    prompt: str = Field("score_surprisal", description="Prefix template ($explanation); its "
+                        "USER text precedes each window.")
+    neutral: str = Field("some text", description="What fills the prefix instead of the "
+                         "explanation for the baseline loss.")
+
+
+class Surprisal(Scorer):
+    name = "surprisal"
+    Config = SurprisalConfig
+    headline = "auc"
+    uses_llm = False
+    uses_subject_model = True
+
+    def prompts(self, score: Any) -> tuple[str, ...]:
+        return (score.surprisal.prompt,)
 
     def _scores(self, ctx: ScoreContext, explanation: str, examples: list[Example]) -> list[float]:
         res = ctx.resources
@@ -66,7 +81,7 @@ class SurprisalScorer:
 
         def logits(tokens):
             return run(tokens, None)
-        template = load_prompt(self.prompts(ctx.cfg)[0])
+        template = load_prompt(self.prompts(ctx.cfg.score)[0])
         windows = [res.window_ids(e) for e in examples]
         # The collected sequences' first token is the BOS the activations were computed with.
         bos = res.token_ids()[examples[0].seq_id][0] if examples[0].start > 0 else None
@@ -87,4 +102,4 @@ class SurprisalScorer:
         preds, metrics = ranking_metrics([it.label for it in items], scores)
         return Outcome([Prediction(it.seq_id, it.start, it.quantile, it.label, p, s)
                         for it, p, s in zip(items, preds, scores)], metrics,
-                       ctx.cfg.model.name, load_prompt(self.prompts(ctx.cfg)[0]).sha)
+                       ctx.cfg.model.name, load_prompt(self.prompts(ctx.cfg.score)[0]).sha)

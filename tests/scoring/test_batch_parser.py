@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from interp.scoring.classify import parse_labels
+from interp.scoring.classifier import parse_labels
 
 
 @pytest.mark.parametrize("raw, n, expected", [

@@ -15,7 +15,8 @@ import pytest
 from interp.config import build_config
 from interp.mine.examples import Example
 from interp.llm.base import LLMResponse
-from interp.scoring.base import Resources, ScoreContext
+from interp.scoring.base import ScoreContext
+from interp.scoring.resources import StageResources as Resources
 from interp.scoring.registry import SCORERS
 
 KEYWORDS = ["banana", "guitar", "volcano", "senator", "umbrella", "penguin"]

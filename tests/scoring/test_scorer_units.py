@@ -12,7 +12,7 @@ from interp.config import build_config
 from interp.scoring.stage import _settings
 from tests.builders import key
 from interp.scoring.intervention import target_logprobs
-from interp.scoring.intervention_judge import calibrate, greedy, mean_kl, steering_hook
+from interp.scoring.steering import calibrate, greedy, mean_kl, steering_hook
 from interp.scoring.metrics import pearson, ranking_metrics
 from interp.scoring.registry import SCORERS
 from interp.scoring.simulation import expected_values, numbered_tokens
@@ -174,13 +174,11 @@ def test_disabled_scorer_settings_stay_out_of_the_key():
 def test_a_scorer_exception_is_recorded_not_raised(monkeypatch):
     import asyncio
 
+    from interp.scoring.embedding import Embedding
     from interp.scoring.stage import make_work
 
-    class Boom:
-        uses_subject_model = False
-
-        def prompts(self, cfg):
-            return ()
+    class Boom(Embedding):
+        needs = ()
 
         async def run(self, ctx, latent, explanation, examples):
             raise RuntimeError("bad window")
@@ -198,7 +196,8 @@ def test_paper_intervention_scores_the_explanation_logprob_gain(monkeypatch):
 
     from interp.mine.examples import Example
     from interp.scoring import intervention
-    from interp.scoring.base import Resources, ScoreContext
+    from interp.scoring.base import ScoreContext
+    from interp.scoring.resources import StageResources as Resources
 
     lm = ToyLM(vocab=11)
 
@@ -224,7 +223,7 @@ def test_paper_intervention_scores_the_explanation_logprob_gain(monkeypatch):
     cfg = build_config({"score": {"scorers": ["intervention"], "intervention": {"n_prompts": 2}}})
     pool = [Example(7, "random", "test", i, -1, i, 0, 0.0, ("x",), (0.0,)) for i in range(2)]
     ctx = ScoreContext(cfg, None, Res(cfg))
-    out = asyncio.run(intervention.InterventionScorer().run(ctx, 7, "zzz", pool))
+    out = asyncio.run(intervention.Intervention().run(ctx, 7, "zzz", pool))
     template = "{}\nThe text above is about:"
     target = Tok().encode(" zzz")
     ref = [target_logprobs(lm, [[1] + Tok().encode(template.format(s))], target)[0] -

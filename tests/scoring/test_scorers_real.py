@@ -11,8 +11,8 @@ import torch
 
 from interp.config import build_config
 from interp.stages import run
-from interp.scoring.base import Resources
-from interp.scoring.intervention_judge import steering_hook
+from interp.scoring.resources import StageResources as Resources
+from interp.scoring.steering import steering_hook
 from interp.scoring.registry import SCORERS
 from storage.catalog import load_run, publish
 

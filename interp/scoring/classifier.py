@@ -1,0 +1,140 @@
+"""The window judge that detection and fuzzing share (delphi's classifier): the judge reads the
+explanation and held-out windows and answers 0/1 for each.
+
+With score.batch_size 1 each window is its own request and the answer's log-probabilities give
+P(1) (an AUC, even from a judge that always answers 1); with more, one request judges that many
+windows and the answer is parsed as a list. An answer that does not give exactly one 0/1 per
+window, in order, fails that request's windows (predictions None): counted, never scored as 0.
+"""
+from __future__ import annotations
+
+import math
+import random
+import re
+from typing import Any, ClassVar
+
+from interp.llm.base import LLMResponse
+from interp.mine.examples import Example
+from interp.prompts import Prompt, load_prompt
+from interp.scoring.base import Outcome, Prediction, ScoreContext
+from interp.scoring.llm_scorer import Ask, LLMScorer, Reply, answer_body, errors_of
+from interp.scoring.metrics import classification_metrics
+from interp.scoring.windows import Item, format_items
+
+_ANSWER = {"1": 1, "0": 0, "yes": 1, "no": 0}
+# One numbered answer: "1) 1", "2. no", "Example 3: 0", "#4 - yes". The number is captured so it
+# can be checked against the item's position: a label is never taken from an item number.
+_NUMBERED = re.compile(r"(?:example\s*)?#?(\d+)\s*[).:\-=]\s*(1|0|yes|no)\b", re.IGNORECASE)
+_SEPARATORS = re.compile(r"[\s,;.\[\]]*")
+
+
+def parse_labels(raw: str, n: int) -> list[int] | None:
+    """Exactly n 0/1 (or yes/no) answers after the [RESULT]: marker, in item order; else None.
+
+    Accepted bodies (up to the first blank line): a bare list ("1, 0, 1", "[1 0 1]", one per
+    line) of exactly n answers, or exactly n numbered answers "1) 1", "Example 2: 0", "3. yes"
+    numbered 1..n in order. Anything else in the body (extra answers, prose, item numbers
+    without a clear answer) is a parse failure: a shifted label would be scored, a failure is
+    only counted.
+    """
+    body = answer_body(raw)
+    if body is None:
+        return None
+    numbered = list(_NUMBERED.finditer(body))
+    if numbered:
+        rest = _NUMBERED.sub(" ", body)
+        if not _SEPARATORS.fullmatch(rest):
+            return None
+        if [int(x.group(1)) for x in numbered] != list(range(1, n + 1)):
+            return None
+        return [_ANSWER[x.group(2).lower()] for x in numbered]
+    tokens = [t for t in re.split(r"[\s,;\[\]]+", body.rstrip(".")) if t]
+    if len(tokens) != n or any(t.lower() not in _ANSWER for t in tokens):
+        return None
+    return [_ANSWER[t.lower()] for t in tokens]
+
+
+_LABEL_WORDS = {"1": 1, "yes": 1, "0": 0, "no": 0}
+
+
+def label_from_logprobs(top: list[list[tuple[str, float]]]) -> tuple[int, float] | None:
+    """(prediction, P(1)) from the first generated position that answers 0/1 (or yes/no).
+
+    P(1) is the probability mass of the "1" answers over that of all answers at that position;
+    it gives an AUC even when a small judge always answers 1.
+    """
+    for alternatives in top:
+        best = alternatives[0][0].strip().lower() if alternatives else ""
+        if not best:
+            continue  # a whitespace token: the answer comes next
+        if best not in _LABEL_WORDS:
+            return None
+        mass = {0: 0.0, 1: 0.0}
+        for tok, lp in alternatives:
+            label = _LABEL_WORDS.get(tok.strip().lower())
+            if label is not None:
+                mass[label] += math.exp(lp)
+        p1 = mass[1] / (mass[0] + mass[1])
+        return int(p1 >= 0.5), p1
+    return None
+
+
+def classification_outcome(items: list[Item], preds, probs, model: str, prompt_hash: str | None,
+                           errors: list[str]) -> Outcome:
+    """Predictions and classification metrics of judged items (None where the answer failed)."""
+    return Outcome([Prediction(it.seq_id, it.start, it.quantile, it.label, p, q)
+                    for it, p, q in zip(items, preds, probs)],
+                   classification_metrics([it.label for it in items], preds, probs),
+                   model, prompt_hash, errors)
+
+
+class WindowJudge(LLMScorer):
+    """Detection or fuzzing: the items come from `items`; the rest is shared."""
+
+    prompt_field: ClassVar[str] = "prompt"
+
+    def items(self, score: Any, examples: list[Example], rng: random.Random) -> list[Item]:
+        raise NotImplementedError
+
+    def prompts(self, score: Any) -> tuple[str, ...]:
+        base = getattr(score, self.name).prompt
+        return (base if score.batch_size == 1 else base + "_batch",)
+
+    def calls(self, score: Any) -> int | None:
+        return -(-(score.n_positive + score.n_negative) // score.batch_size)
+
+    def asks(self, ctx: ScoreContext, latent: int, explanation: str,
+             examples: list[Example]) -> tuple[list[Ask], Prompt]:
+        score = ctx.cfg.score
+        prompt = load_prompt(self.prompts(score)[0])
+        rng = random.Random(f"{score.seed}:{latent}:{self.name}")
+        items = self.items(score, examples, rng)
+        size = score.batch_size
+        asks = []
+        for b in range(0, len(items), size):
+            batch = items[b:b + size]
+            messages = prompt.messages(explanation=explanation, examples=format_items(batch),
+                                       n=len(batch))
+            asks.append(Ask(messages, score.max_tokens * len(batch), batch,
+                            logprobs=score.logprobs or None))
+        return asks, prompt
+
+    def parse(self, ctx: ScoreContext, ask: Ask, response: LLMResponse):
+        """[(label, P(1) or None)] per item; P(1) from the log-probabilities when judged one by one."""
+        if ctx.cfg.score.batch_size == 1 and response.top_logprobs:
+            judged = label_from_logprobs(response.top_logprobs)
+            if judged is not None:
+                return [judged]
+        labels = parse_labels(response.text, len(ask.items))
+        return None if labels is None else [(label, None) for label in labels]
+
+    def outcome(self, ctx: ScoreContext, latent: int, asks: list[Ask], replies: list[Reply],
+                prompt: Prompt) -> Outcome:
+        items, preds, probs = [], [], []
+        for ask, reply in zip(asks, replies):
+            items += ask.items
+            got = reply.value or [(None, None)] * len(ask.items)
+            preds += [p for p, _ in got]
+            probs += [q for _, q in got]
+        return classification_outcome(items, preds, probs, ctx.cfg.llm.model, prompt.sha,
+                                      errors_of(replies))

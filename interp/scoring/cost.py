@@ -1,0 +1,28 @@
+"""LLM calls per latent of a config, from each scorer's own count (interp/scoring/registry.py):
+the presets' cost table (`interp presets`, README, bench/preset_cost.py)."""
+from __future__ import annotations
+
+from typing import Any
+
+from interp.scoring.registry import SCORERS
+
+
+def llm_calls(cfg: Any) -> dict[str, int | None]:
+    """LLM calls per latent by step of a run config (an upper bound: a latent with fewer held-out
+    windows than asked for needs fewer). None for a scorer whose count is not a fixed number of
+    judge calls. 'controls' is per controlled latent (score.control_latents of them), the others
+    per explained latent."""
+    s = cfg.score
+    out: dict[str, int | None] = {"explain": 1}
+    out.update({name: SCORERS[name].calls(s) for name in s.scorers})
+    controlled = [SCORERS[n].calls(s) for n in s.control_scorers if n in s.scorers]
+    out["controls"] = None if None in controlled else len(s.controls) * sum(controlled)
+    return out
+
+
+def describe_calls(cfg: Any) -> str:
+    """The calls per latent as one sentence (`interp presets`)."""
+    calls = llm_calls(cfg)
+    ctrl = calls.pop("controls")
+    steps = ", ".join(f"{k} {'?' if v is None else v}" for k, v in calls.items())
+    return f"LLM calls per latent: {steps}; controls +{ctrl} per controlled latent."

@@ -1,0 +1,79 @@
+"""Which held-out windows a scorer shows, and how: the items of detection (activating windows
+spread over the quantiles and non-activating ones, unmarked), of fuzzing (activating windows
+marked correctly or at as many random other tokens), and their numbered listing."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from interp.mine.examples import Example, mark_tokens
+
+
+
+@dataclass(frozen=True)
+class Item:
+    """One window to judge: its text as shown, its true label, and where it came from."""
+
+    text: str
+    label: int
+    seq_id: int
+    start: int
+    quantile: int
+
+
+def spread(examples: list[Example], n: int) -> list[Example]:
+    """Up to n examples taken round-robin across quantiles, so every activation level is tested."""
+    by_q: dict[int, list[Example]] = {}
+    for e in examples:
+        by_q.setdefault(e.quantile, []).append(e)
+    out, qs = [], sorted(by_q)
+    while len(out) < n and any(by_q[q] for q in qs):
+        for q in qs:
+            if by_q[q] and len(out) < n:
+                out.append(by_q[q].pop(0))
+    return out
+
+
+def plain(e: Example) -> str:
+    return mark_tokens(e.tokens, [False] * len(e.tokens))
+
+
+def detection_items(examples: list[Example], n_pos: int, n_neg: int, rng: random.Random) -> list[Item]:
+    pos = spread([e for e in examples if e.kind == "quantile" and e.split == "test"], n_pos)
+    # Hard negatives (mine.negatives similar/neighbours) first; random ones fill in.
+    neg = sorted((e for e in examples if e.kind in ("hard", "random") and e.split == "test"),
+                 key=lambda e: e.kind != "hard")[:n_neg]
+    items = [Item(plain(e), 1, e.seq_id, e.start, e.quantile) for e in pos] + \
+            [Item(plain(e), 0, e.seq_id, e.start, -1) for e in neg]
+    rng.shuffle(items)
+    return items
+
+
+def fuzzed_marks(e: Example, rng: random.Random) -> list[bool]:
+    """As many marks as the window has activating tokens, placed on non-activating tokens."""
+    active = [a > 0 for a in e.acts]
+    n = max(1, sum(active))
+    others = [i for i, a in enumerate(active) if not a] or list(range(len(active)))
+    chosen = set(rng.sample(others, min(n, len(others))))
+    return [i in chosen for i in range(len(active))]
+
+
+def fuzzing_items(examples: list[Example], n_pos: int, n_neg: int, rng: random.Random) -> list[Item]:
+    acts = spread([e for e in examples if e.kind == "quantile" and e.split == "test"], n_pos + n_neg)
+    if not acts:
+        return []
+    correct, wrong = acts[:n_pos], acts[n_pos:] or acts  # reuse windows when too few are held out
+    items = [Item(mark_tokens(e.tokens, [a > 0 for a in e.acts]), 1, e.seq_id, e.start, e.quantile)
+             for e in correct]
+    items += [Item(mark_tokens(e.tokens, fuzzed_marks(e, rng)), 0, e.seq_id, e.start, e.quantile)
+              for e in wrong[:n_neg]]
+    rng.shuffle(items)
+    return items
+
+
+def format_items(items: list[Item]) -> str:
+    """One item is shown bare (per-example prompts); several are numbered."""
+    if len(items) == 1:
+        return items[0].text
+    return "\n".join(f"Example {i}: {it.text}" for i, it in enumerate(items, 1))
+
