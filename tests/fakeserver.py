@@ -16,10 +16,11 @@ FAULTS = ("429", "500", "timeout", "malformed", "empty")
 
 
 class FakeLLMServer:
-    """Serves on 127.0.0.1:<free port>; `answer(messages)` produces the text of ok responses."""
+    """Serves on 127.0.0.1:<free port> (or `port`); `answer(messages)` produces the text of ok
+    responses."""
 
     def __init__(self, answer: Answer, fault_rate: float = 0.0, faults=FAULTS, seed: int = 0,
-                 hang_s: float = 2.0, script: list[str] | None = None):
+                 hang_s: float = 2.0, script: list[str] | None = None, port: int = 0):
         self.answer, self.fault_rate, self.faults = answer, fault_rate, faults
         self.rng = random.Random(seed)
         self.hang_s = hang_s
@@ -48,7 +49,8 @@ class FakeLLMServer:
                     server.requests.append(outcome)
                 server._respond(self, outcome, body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # port: a fixed one, for a server that replaces a killed one at the same URL
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
