@@ -166,7 +166,7 @@ def test_disk_full_while_collecting_then_a_run_with_room_finishes(tmp_path, mode
     home = tmp_path / "home"
     cfg = build_config({
         "home": str(home), "model": {"cache_dir": str(model_cache)},
-        "corpus": {"n_tokens": 384, "seq_len": 33},
+        "corpus": {"n_tokens": 384, "seq_len": 33, "max_doc_tokens": 40},
         "collect": {"batch_size": 4, "shard_sequences": 4},
         "sae": {"expansion_factor": 1, "k": 4, "epochs": 1, "eval_sequences": 0},
         "mine": {"window": 16, "n_top": 3, "n_quantiles": 2, "per_quantile": 2, "n_random": 2},
