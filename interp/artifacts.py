@@ -170,10 +170,12 @@ def read_parts(directory: Path, pattern: str = "part-*.parquet") -> pa.Table | N
 # A write that failed for lack of room: no space, a quota, or a file-size limit (RLIMIT_FSIZE).
 _DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
               errno.EFBIG: "file too large"}
-# How libraries that raise no OSError say so: safetensors (Rust's "os error 28"), DuckDB's
-# IOException ("... No space left on device").
+# How the libraries that raise no OSError say so: safetensors (Rust's "os error 28") and DuckDB
+# ("... No space left on device"). Only theirs: an LLM server's error text saying the same is
+# about the server's disk, not ours.
 _DISK_FULL_TEXT = {f"os error {code}": code for code in _DISK_FULL} | {
     os.strerror(code): code for code in _DISK_FULL}
+_WORDS_ONLY = ("safetensors", "duckdb", "_duckdb")
 
 
 class DiskFull(OSError):
@@ -190,7 +192,7 @@ def disk_full_errno(err: BaseException) -> int | None:
         if isinstance(e, OSError) and e.errno is not None:
             if e.errno in _DISK_FULL:
                 return e.errno
-        elif e is not None:
+        elif e is not None and type(e).__module__.split(".")[0] in _WORDS_ONLY:
             text = str(e)
             for words, code in _DISK_FULL_TEXT.items():
                 if words in text:

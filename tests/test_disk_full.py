@@ -232,6 +232,9 @@ def test_safetensors_and_duckdb_say_disk_full_in_words_only():
     assert disk_full_errno(OSError(*PYARROW_FULL)) == 28
     assert disk_full_errno(OSError(27, "File too large")) == 27  # RLIMIT_FSIZE
     assert disk_full_errno(ValueError("corpus.n_tokens must be > 0")) is None
+    # An LLM server whose own disk is full: its error is about the server, not ours.
+    from interp.llm import LLMUnavailable
+    assert disk_full_errno(LLMUnavailable("500: No space left on device", 3, "http://s")) is None
     assert disk_full_errno(OSError(13, "Permission denied")) is None
 
 
