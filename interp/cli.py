@@ -238,14 +238,16 @@ def export(sae: str = typer.Argument(..., help="SAE key (a unique prefix is enou
            model_id: Optional[str] = typer.Option(None, help="Neuronpedia modelId (default: "
                                                   "the model's name)."),
            source_id: Optional[str] = typer.Option(None, help="Neuronpedia source id (default: "
-                                                   "<layer>-interp-<arch>-<key>).")) -> None:
-    """Export an SAE's latents, explanations and scores for Neuronpedia or as SAEBench JSON."""
+                                                   "<layer>-interp-<arch>-<key>)."),
+           score_run: Optional[str] = typer.Option(None, help="Score run (key or unique prefix) "
+                                                   "to export; default: the SAE's newest.")) -> None:
+    """Export an SAE's latents, explanations and one score run's scores (Neuronpedia, SAEBench)."""
     from storage.export import export as run_export
     from storage.read import CatalogError
 
     ids = {"model_id": model_id, "source_id": source_id} if fmt == "neuronpedia" else {}
     try:
-        files = run_export(home or default_home(), sae, fmt, out, **ids)
+        files = run_export(home or default_home(), sae, fmt, out, score_run, **ids)
     except (ValueError, FileNotFoundError, CatalogError) as err:
         _fail(str(err))
     typer.echo(f"wrote {len(files)} file(s) under {out}")

@@ -79,6 +79,11 @@ class RunConfig(_Strict):
         if self.explain.train_set == "top_iw" and self.mine.n_iw <= self.mine.n_iw_test:
             raise ValueError("explain.train_set 'top_iw' needs importance-weighted train windows: "
                              "set mine.n_iw > mine.n_iw_test")
+        if self.explain.min_heldout > self.mine.n_quantiles * self.mine.per_quantile:
+            raise ValueError(f"explain.min_heldout ({self.explain.min_heldout}) exceeds the held-out "
+                             f"windows mined per latent (mine.n_quantiles x mine.per_quantile = "
+                             f"{self.mine.n_quantiles * self.mine.per_quantile}): no latent could "
+                             "be explained")
         if self.explain.train_set in ("quantile", "mixed") and not self.mine.train_per_quantile:
             raise ValueError(f"explain.train_set {self.explain.train_set!r} needs quantile windows "
                              "in the train split: set mine.train_per_quantile > 0")

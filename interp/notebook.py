@@ -6,7 +6,9 @@ locked-down read-only connection.
     cat = interp.open("~/.interp")
     cat.saes()                          # SAEs with training metrics
     cat.latents(sae="3fa2", explained=True)
-    cat.explanations(sae="3fa2", latent=7)   # text, status, {scorer: headline} per explanation
+    cat.explanations(sae="3fa2", latent=7)   # text, status, {scorer: headline} of one score run
+    cat.score_runs(sae="3fa2")               # per score run and scorer: mean, chance level
+    cat.compare_score_runs("60bd", "c3a9")   # two score runs side by side, per latent and scorer
     cat.examples("3fa2", 7, kind="top")      # ['the <<cat>> sat', ...]
     cat.logits("3fa2", 7)                    # promoted / suppressed tokens
     cat.sql("SELECT count(*) FROM latents WHERE dead").to_pandas()
@@ -77,10 +79,36 @@ class Catalogue:
         with self._con() as con:
             return _arrow(con, Q["latents"], {"sae": self._key(con, sae), "explained": explained})
 
-    def explanations(self, sae: str | None = None, latent: int | None = None) -> pa.Table:
-        """Explanations (newest first per latent) with `scores`: {scorer: headline metric}."""
+    def explanations(self, sae: str | None = None, latent: int | None = None, *,
+                     score_run: str | None = None) -> pa.Table:
+        """Explanations (newest first per latent) with `scores`: {scorer: headline metric} of
+        one score run, named by `score_key`: each explanation's newest, or `score_run` (a key
+        or unique prefix; then only the explanations it scored)."""
         with self._con() as con:
-            return _arrow(con, Q["explanations"], {"sae": self._key(con, sae), "lat": latent})
+            run = None if score_run is None else self._run(con, score_run)
+            return _arrow(con, Q["explanations"], {"sae": self._key(con, sae), "lat": latent,
+                                                   "run": run})
+
+    def score_runs(self, sae: str | None = None) -> pa.Table:
+        """Score runs, newest first, one row per run and scorer: the mean of the run's own
+        headline scores, how many it scored, the metric and its chance level."""
+        with self._con() as con:
+            return _arrow(con, Q["score_runs"], {"sae": self._key(con, sae)})
+
+    def compare_score_runs(self, a: str, b: str) -> pa.Table:
+        """Two score runs (keys or unique prefixes) side by side: per latent and scorer each
+        run's headline score, b - a, the metric and chance levels (storage/sql/compare.sql
+        `score_runs_side_by_side`)."""
+        with self._con() as con:
+            return _arrow(con, queries("compare")["score_runs_side_by_side"],
+                          {"a": self._run(con, a), "b": self._run(con, b)})
+
+    def _run(self, con, run: str) -> str:
+        keys = [r[0] for r in con.execute(Q["score_run_keys"], {"run": run}).fetchall()]
+        if not keys or (len(keys) > 1 and keys[0] != run):
+            what = "matches no score run" if not keys else "matches several score runs"
+            raise ValueError(f"score run {run!r} {what}; cat.score_runs() lists them")
+        return keys[0]
 
     def examples(self, sae: str, latent: int, kind: str = "top", n: int = 10) -> list[str]:
         """Example windows as text, activating tokens marked <<like this>>; kind is one of

@@ -2,10 +2,14 @@
 
 Plots are inline SVG drawn in Python (interp.ui.svg), the stylesheet is inlined, and there is no
 script: score distributions per scorer, explanation quality against firing frequency, the SAE's
-metrics, and the LLM ledger's tokens, latency and failures, plus the best and worst explanations
-with their top examples shaded, and the run's scores beside other architectures' (SAE latents vs
-MLP neurons) on the same model, layer and corpus. All corpus and LLM text is escaped by the
-template.
+metrics, and the LLM ledger's tokens, latency and failures, plus each scorer's best and worst
+explanations with their top examples shaded, and the run's scores beside other architectures'
+(SAE latents vs MLP neurons) on the same model, layer and corpus. All corpus and LLM text is
+escaped by the template.
+
+Every score in it is the run's own (its score run, `runs.score_key`), never another run's or the
+best of several, and each is read per scorer beside its metric's chance level: scorers' headline
+metrics have different scales, so none is averaged with another.
 """
 from __future__ import annotations
 
@@ -81,23 +85,28 @@ def _ledger(cur, run: dict[str, Any]) -> dict[str, Any]:
                                           ylabel="calls", color=svg.PALETTE[2])}
 
 
-def _showcase(cur, run: dict[str, Any], scores: list[dict[str, Any]], n: int = 5) -> dict[str, list]:
-    """The best and worst explanations by mean headline score, each with its top example shaded."""
-    mean: dict[tuple[int, str], list[float]] = {}
-    for s in scores:
-        if s["value"] is not None:
-            mean.setdefault((s["latent"], s["explanation_id"]), []).append(s["value"])
-    ranked = sorted(((sum(v) / len(v), lat, eid) for (lat, eid), v in mean.items()), reverse=True)
-    out: dict[str, list] = {}
-    for label, picked in (("best", ranked[:n]), ("worst", ranked[n:][::-1][:n])):
-        items = []
-        for value, lat, eid in picked:
-            text = cur.execute(Q["explanation_text"], [eid]).fetchone()
-            ex = cur.execute(Q["top_example"], [run["mine_key"], lat]).fetchone()
-            items.append({"latent": lat, "score": value, "text": text[0] if text else None,
-                          "html": tokens_html(shade(ex[0], ex[1], max(ex[1]))) if ex else ""})
-        out[label] = items
+def _showcase(cur, run: dict[str, Any], scores: list[dict[str, Any]],
+              n: int = 5) -> dict[str, dict[str, Any]]:
+    """Per scorer, the best and worst explanations by that scorer's headline score (its metric
+    and chance level beside them), each with its top example shaded. Per scorer because a mean
+    over scorers would add balanced accuracies to correlations and nats."""
+    out: dict[str, dict[str, Any]] = {}
+    for scorer in sorted({s["scorer"] for s in scores if s["value"] is not None}):
+        rows = [s for s in scores if s["scorer"] == scorer and s["value"] is not None]
+        ranked = sorted(rows, key=lambda s: (-s["value"], s["latent"]))
+        best, worst = ranked[:n], ranked[n:][::-1][:n]
+        out[scorer] = {"metric": rows[0]["metric"], "chance": rows[0]["chance"],
+                       "best": [_example(cur, run, s) for s in best],
+                       "worst": [_example(cur, run, s) for s in worst]}
     return out
+
+
+def _example(cur, run: dict[str, Any], score: dict[str, Any]) -> dict[str, Any]:
+    """A showcased explanation: its latent, score, text and top example shaded."""
+    text = cur.execute(Q["explanation_text"], [score["explanation_id"]]).fetchone()
+    ex = cur.execute(Q["top_example"], [run["mine_key"], score["latent"]]).fetchone()
+    return {"latent": score["latent"], "score": score["value"], "text": text[0] if text else None,
+            "html": tokens_html(shade(ex[0], ex[1], max(ex[1]))) if ex else ""}
 
 
 def _summary(cur, run: dict[str, Any], scores: list[dict[str, Any]]) -> dict[str, Any]:
@@ -107,6 +116,9 @@ def _summary(cur, run: dict[str, Any], scores: list[dict[str, Any]]) -> dict[str
 
     freq = {s["latent"]: s["frequency"] for s in scores if s["frequency"] is not None}
     means = summarize([s for s in scores if s["value"] is not None or s["status"] != "ok"], freq)
+    for name, m in means.items():  # the level a judge that knows nothing reaches (migration 8)
+        m["chance"] = next((s["chance"] for s in scores
+                            if s["scorer"] == name and s["chance"] is not None), None)
     controls = dicts(cur, Q["run_controls"], [run["score_key"]]) if run.get("score_key") else []
     return {"means": means, "controls": controls}
 

@@ -351,10 +351,12 @@ def merge_parts(partial: Path, schema: pa.Schema, out_name: str, key_cols: tuple
     return table
 
 
-def drive(ctx, latents: list[int], make_work: Callable[[Any], Work], schema: pa.Schema) -> dict[str, int]:
+def drive(ctx, latents: list[int], make_work: Callable[[Any], Work], schema: pa.Schema,
+          given: dict[int, Any] | None = None) -> dict[str, int]:
     """Run a per-latent stage's pending latents (of `ctx.shard`) into `ctx.out`, their examples
-    read a block at a time from the stage's mine input (token text from collect's sequences),
-    with `ctx.llm`: a client, or a function that opens one (called only if there is work)."""
+    read a block at a time from the stage's mine input (token text from collect's sequences) or
+    taken from `given` (pseudo-latents such as the score stage's probes), with `ctx.llm`: a
+    client, or a function that opens one (called only if there is work)."""
     from interp.mine.examples import ExampleReader
 
     cfg, shard = ctx.cfg, ctx.shard
@@ -363,10 +365,16 @@ def drive(ctx, latents: list[int], make_work: Callable[[Any], Work], schema: pa.
         n = len(shard_of(latents, shard))
         return {"latents": n, "resumed": n, "computed": 0}
     reader = ExampleReader(ctx.input("mine").path, ctx.input("collect").path / "sequences.parquet")
+    given = given or {}
+
+    def load(block: list[int]) -> dict[int, Any]:
+        wanted = [l for l in block if l not in given]
+        mined = reader(wanted) if wanted else {}
+        return {l: given[l] if l in given else mined[l] for l in block}
     try:
         llm = ctx.llm if hasattr(ctx.llm, "generate") else ctx.llm()
         return asyncio.run(run_latents(
-            latents, make_work(llm), reader,
+            latents, make_work(llm), load,
             partial=ctx.out, schema=schema, ledger=llm.ledger, inflight=2 * cfg.llm.concurrency,
             desc=ctx.stage if shard is None else f"{ctx.stage} {shard[0]}/{shard[1]}", shard=shard,
             progress=ctx.progress, close=llm.aclose, max_prompt_tokens=cfg.llm.max_prompt_tokens,

@@ -11,6 +11,10 @@
   mean accuracy of the saebench scorer (SAEBench's protocol, `--preset saebench`) when the SAE
   was scored with it, else of our detection scorer (comparable in kind, not in number); eval_config.scorer
   says which.
+
+Both take one score run (`--score-run`, a key or unique prefix; default: the SAE's newest, the
+run whose rows were written last): its explanations and its own scores, never the best of several
+runs; eval_config.score_run names it.
 """
 from __future__ import annotations
 
@@ -107,7 +111,22 @@ def _activations(cur, key, ids, creator) -> dict[int, list[dict]]:
     return out
 
 
-def _explanations(cur, key, ids, creator) -> dict[int, list[dict]]:
+def _pick_run(cur, key: str, run: str | None = None) -> str | None:
+    """The score run an export shows: `run` (a key or unique prefix of one of SAE `key`'s score
+    runs) or the SAE's newest; None for an SAE that was never scored (and no `run` asked for)."""
+    if run is None:
+        found = cur.execute(Q["newest_score_run"], [key]).fetchone()
+        return found[0] if found else None
+    rows = [r[0] for r in cur.execute(Q["score_runs_like"], {"sae": key, "run": run}).fetchall()]
+    if rows and (len(rows) == 1 or rows[0] == run):
+        return rows[0]
+    known = [r[0] for r in cur.execute(Q["score_run_keys"], [key]).fetchall()]
+    what = "matches no score run" if not rows else "matches several score runs"
+    raise ValueError(f"--score-run {run!r} {what} of SAE {key}; its score runs: "
+                     f"{', '.join(known) or 'none (score it first)'}")
+
+
+def _explanations(cur, key, ids, creator, run) -> dict[int, list[dict]]:
     model_id, source = ids
     return {r["latent"]: [{
         "id": _id(r["explanation_id"]), "modelId": model_id, "layer": source,
@@ -115,15 +134,18 @@ def _explanations(cur, key, ids, creator) -> dict[int, list[dict]]:
         "typeName": f"interp-{r['prompt_name'] or 'explain'}",
         "explanationModelName": r["explainer_model"], "embedding": None,
         "umap_x": None, "umap_y": None, "umap_cluster": None, "umap_log_feature_sparsity": None}]
-        for r in dicts(cur, Q["explanations"], [key])}
+        for r in dicts(cur, Q["explanations"], {"sae": key, "run": run})}
 
 
 def export_neuronpedia(home: Path, sae: str, out: Path, *, model_id: str | None = None,
-                       source_id: str | None = None, creator_id: str = "interp") -> list[Path]:
-    """Write the SAE's features, activations and explanations under out/<model>/<source>/."""
+                       source_id: str | None = None, creator_id: str = "interp",
+                       score_run: str | None = None) -> list[Path]:
+    """Write the SAE's features, activations and explanations (those of `score_run`, default
+    the newest) under out/<model>/<source>/."""
     with reading(home) as con:
         cur = con.cursor()
         key = resolve_sae(cur, sae)
+        run = _pick_run(cur, key, score_run)
         row = dicts(cur, Q["sae"], [key])[0]
         dm, ds = default_ids(row)
         ids = (model_id or dm, source_id or ds)
@@ -132,25 +154,27 @@ def export_neuronpedia(home: Path, sae: str, out: Path, *, model_id: str | None 
         files = []
         for name, rows in (("features", _features(cur, key, ids, creator_id, row["hookpoint"])),
                            ("activations", _activations(cur, key, ids, creator_id)),
-                           ("explanations", _explanations(cur, key, ids, creator_id))):
+                           ("explanations", _explanations(cur, key, ids, creator_id, run))):
             files += _write_batches(base / name, rows, n)
         return files
 
 
-def saebench_result(home: Path, sae: str) -> dict[str, Any]:
-    """The SAE's autointerp results in SAEBench's eval-output shape."""
+def saebench_result(home: Path, sae: str, score_run: str | None = None) -> dict[str, Any]:
+    """The SAE's autointerp results in SAEBench's eval-output shape, from one score run
+    (`score_run`, a key or unique prefix; default: the SAE's newest)."""
     with reading(home) as con:
         cur = con.cursor()
         key = resolve_sae(cur, sae)
         row = dicts(cur, Q["sae"], [key])[0]
-        exps = dicts(cur, Q["explanations"], [key])
+        run = _pick_run(cur, key, score_run)
+        exps = dicts(cur, Q["explanations"], {"sae": key, "run": run})
     # Scored with the saebench scorer at all (even if every answer failed): its score or None.
     scorer = "saebench" if any(e["n_saebench"] for e in exps) else "detection"
     col = f"{scorer}_accuracy"
     accs = [e[col] for e in exps if e[col] is not None and math.isfinite(e[col])]
     return {
         "eval_type_id": "autointerp",
-        "eval_config": {"model_name": _model_name(row), "scorer": scorer,
+        "eval_config": {"model_name": _model_name(row), "scorer": scorer, "score_run": run,
                         "metric": "accuracy", "n_latents": len(exps),
                         "explainer_models": sorted({e["explainer_model"] for e in exps if e["explainer_model"]})},
         "eval_id": str(uuid.uuid4()),
@@ -171,12 +195,14 @@ def saebench_result(home: Path, sae: str) -> dict[str, Any]:
     }
 
 
-def export(home: Path, sae: str, fmt: str, out: Path, **ids: Any) -> list[Path]:
-    """Write the export in `fmt` under `out`; returns the files written."""
+def export(home: Path, sae: str, fmt: str, out: Path, score_run: str | None = None,
+           **ids: Any) -> list[Path]:
+    """Write the export in `fmt` under `out` from one score run (default: the SAE's newest);
+    returns the files written."""
     if fmt == "neuronpedia":
-        return export_neuronpedia(home, sae, out, **ids)
+        return export_neuronpedia(home, sae, out, score_run=score_run, **ids)
     if fmt == "saebench":
-        result = saebench_result(home, sae)
+        result = saebench_result(home, sae, score_run)
         path = Path(out) / f"{result['sae_cfg_dict']['sae_key'][:12]}_autointerp_eval_results.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2, allow_nan=False))

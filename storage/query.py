@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +98,11 @@ _SHOW_STATS_SQL = ("SELECT frequency, max_act, mean_act, n_active_windows FROM l
                    "WHERE sae_key = ? AND latent = ? ORDER BY mine_key LIMIT 1")
 _SHOW_EXPLANATIONS_SQL = ("SELECT explanation_id, status, text, explainer_model, prompt_hash, error "
                           "FROM explanations WHERE sae_key = ? AND latent = ? ORDER BY created_at DESC")
-_SHOW_SCORES_SQL = ("SELECT scorer, headline_metric, headline, balanced_accuracy, precision, recall, "
-                    "f1, auc, n_failed, n_examples FROM score_headlines WHERE explanation_id = ? "
-                    "ORDER BY scorer")
+# An explanation's scores grouped by score run, newest run (rows written last) first.
+_SHOW_SCORES_SQL = ("SELECT score_key, max(created_at) OVER (PARTITION BY score_key) AS scored_at, "
+                    "scorer, headline_metric, headline, chance, balanced_accuracy, precision, "
+                    "recall, f1, auc, n_failed, n_examples FROM score_headlines "
+                    "WHERE explanation_id = ? ORDER BY scored_at DESC, score_key DESC, scorer")
 _SHOW_EXAMPLES_SQL = ("SELECT tokens, acts, max_act FROM examples WHERE sae_key = ? AND latent = ? "
                       "AND kind = ? ORDER BY quantile, rank LIMIT ?")
 
@@ -135,12 +138,20 @@ def _show_heads(con, key: str, latent: int) -> list[str]:
 
 
 def _show_explanations(con, key: str, latent: int) -> list[str]:
+    """Each explanation with its scores, one block per score run (newest first, each its own
+    numbers: a re-score never replaces or is merged with an earlier run)."""
     out = []
     for eid, status, text, model, ph, err in con.execute(_SHOW_EXPLANATIONS_SQL, [key, latent]).fetchall():
         out.append(f"  [{status}] {text or err}   ({model}, prompt {ph})")
+        run = None
         for sc in con.execute(_SHOW_SCORES_SQL, [eid]).fetchall():
-            out.append(f"      {sc[0]:10s} {sc[1]}={_cell(sc[2])}  bal.acc={_cell(sc[3])} P={_cell(sc[4])} "
-                       f"R={_cell(sc[5])} F1={_cell(sc[6])} AUC={_cell(sc[7])} failed={sc[8]}/{sc[9]}")
+            if sc[0] != run:
+                when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(sc[1]))
+                out.append(f"    score run {sc[0]} ({'newest, ' if run is None else ''}scored {when})")
+                run = sc[0]
+            out.append(f"      {sc[2]:10s} {sc[3]}={_cell(sc[4])} (chance {_cell(sc[5])})  "
+                       f"bal.acc={_cell(sc[6])} P={_cell(sc[7])} R={_cell(sc[8])} F1={_cell(sc[9])} "
+                       f"AUC={_cell(sc[10])} failed={sc[11]}/{sc[12]}")
     return out or ["  (none)"]
 
 

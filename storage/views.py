@@ -5,7 +5,8 @@ column with no SQL edited).
 Every reader of scores sees one score run at a time: `explanation_scores` has a row per
 explanation and score run (`score_key`), `latest` takes each latent's newest ok explanation and
 its newest score run, and `latent_match_compare` pairs two SAEs' `latest` rows. A score is never
-the maximum over runs; comparing runs is the documented query `score_runs` in README.
+the maximum over runs; comparing two runs is the named query `score_runs_side_by_side`
+(storage/sql/compare.sql, shown in README).
 """
 from __future__ import annotations
 
@@ -31,14 +32,16 @@ def explanation_scores_sql(scorers: list[str]) -> str:
         f"any_value(s.headline) FILTER (WHERE s.scorer = '{n}') AS {n}" for n in scorers)
     return f"""
 -- One row per explanation and score run (score_key; NULL when the explanation was never scored),
--- each registered scorer's headline score of that run side by side.
+-- each registered scorer's headline score of that run side by side. scored_at: when that run
+-- scored this explanation, the order in which "newest score run" is meant everywhere (`latest`,
+-- the browser, `interp show`, the notebook); it needs no pass over every score, as `score_runs`
+-- would.
 CREATE OR REPLACE VIEW explanation_scores AS
 SELECT x.explanation_id, x.sae_key, x.latent, x.text, x.status, x.explainer_model, x.prompt_hash,
-       x.created_at, s.score_key, r.scored_at,
+       x.created_at, x.explain_key, x.mine_key, s.score_key, max(s.created_at) AS scored_at,
        {cols}
 FROM explanations x
 LEFT JOIN score_headlines s USING (explanation_id)
-LEFT JOIN score_runs r ON r.score_key = s.score_key
 GROUP BY ALL;
 """
 

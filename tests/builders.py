@@ -218,10 +218,12 @@ def score(cfg, explain, mine, collect, train, **kw):
 
 
 def hand_artifacts(home: Path, sequences: list[dict], examples: list[dict],
-                   explanations: list[dict], frequencies: list[dict] | None = None) -> dict:
+                   explanations: list[dict], frequencies: list[dict] | None = None,
+                   doc_starts: list[int] | None = None) -> dict:
     """collect/train/mine/explain artifacts written by hand from rows (a scorer test's known
     windows): stage name -> ArtifactRef, the inputs of the score stage. The train artifact is
-    empty (scorers that load the SAE are tested elsewhere)."""
+    empty (scorers that load the SAE are tested elsewhere). With `doc_starts` (token offsets,
+    BOS dropped) the collect artifact has its document table: the probes can be built."""
     from interp.artifacts import ArtifactStore
 
     store = ArtifactStore(home)
@@ -229,6 +231,9 @@ def hand_artifacts(home: Path, sequences: list[dict], examples: list[dict],
     def writer(name, rows, extra=None):
         def fill(tmp):
             pq.write_table(pa.Table.from_pylist(rows), tmp / name)
+            if doc_starts is not None and name == "sequences.parquet":
+                n_tokens = len(rows) * (len(rows[0]["tokens"]) - 1)
+                write_documents(torch.tensor(doc_starts), n_tokens, tmp)
             return extra or {}
         return fill
     refs = {"collect": store.build_once("collect", "c0", writer("sequences.parquet", sequences)),

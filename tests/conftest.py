@@ -39,9 +39,10 @@ def tiny_config(home, url: str, **over):
         "llm": {"backend": "openai", "base_url": url, "max_retries": 2, "backoff_s": 0.01,
                 "timeout_s": 5},
         # MiniLM takes ~10 s to load per process: only the tests about embeddings turn it on.
-        "explain": {"n_examples": 3, "min_examples": 2, "n_latents": None, "embed": False},
+        "explain": {"n_examples": 3, "min_examples": 2, "min_heldout": 2, "n_latents": None,
+                    "embed": False},
         # Controls (on by default) triple the judge calls; tests of them turn them on.
-        "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4, "controls": []},
+        "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4, "controls": [], "min_per_class": 2},
         # Synthetic activations have no subject model behind them: no logit lens (test_logit_lens).
         "logits": {"k": 0},
     }

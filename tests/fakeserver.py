@@ -17,16 +17,24 @@ FAULTS = ("429", "500", "timeout", "malformed", "empty")
 
 class FakeLLMServer:
     """Serves on 127.0.0.1:<free port> (or `port`); `answer(messages)` produces the text of ok
-    responses."""
+    responses.
+
+    It ignores `response_format` (as a server without structured outputs does) unless
+    `constrained(schema)` is given: then that answers every request carrying a JSON schema.
+    """
 
     def __init__(self, answer: Answer, fault_rate: float = 0.0, faults=FAULTS, seed: int = 0,
-                 hang_s: float = 2.0, script: list[str] | None = None, port: int = 0):
+                 hang_s: float = 2.0, script: list[str] | None = None,
+                 constrained: Callable[[dict], str] | None = None, finish_reason: str = "stop",
+                 port: int = 0):
         self.answer, self.fault_rate, self.faults = answer, fault_rate, faults
+        self.constrained, self.finish_reason = constrained, finish_reason
         self.rng = random.Random(seed)
         self.hang_s = hang_s
         self.script = list(script or [])  # forced outcomes for the first requests
         self.models: list[str] = []        # listed by GET /v1/models (empty: no check)
         self.requests: list[str] = []
+        self.bodies: list[dict] = []       # every POSTed request body, in order
         self.lock = threading.Lock()
         server = self
 
@@ -47,6 +55,7 @@ class FakeLLMServer:
                     outcome = server.script.pop(0) if server.script else (
                         server.rng.choice(server.faults) if server.rng.random() < server.fault_rate else "ok")
                     server.requests.append(outcome)
+                    server.bodies.append(body)
                 server._respond(self, outcome, body)
 
         # port: a fixed one, for a server that replaces a killed one at the same URL
@@ -72,9 +81,16 @@ class FakeLLMServer:
             return self._send(h, int(outcome), payload)
         if outcome == "malformed":
             return self._send(h, 200, b'{"id": "x", "choices": [{"mess')
-        answer = "" if outcome == "empty" else self.answer(body["messages"])
+        schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema")
+        if outcome == "empty":
+            answer = ""
+        elif schema is not None and self.constrained is not None:
+            answer = self.constrained(schema)
+        else:
+            answer = self.answer(body["messages"])
         text, top = answer if isinstance(answer, tuple) else (answer, None)
-        choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+        choice = {"index": 0, "finish_reason": self.finish_reason,
+                  "message": {"role": "assistant", "content": text}}
         if top is not None and body.get("logprobs"):
             choice["logprobs"] = {"content": [
                 {"token": alts[0][0], "logprob": alts[0][1], "bytes": None,

@@ -144,7 +144,7 @@ def test_no_held_out_window_shares_a_document_with_a_training_window(tmp_path, n
     assert not any(r["max_act"] > 0 and r["split"] == "train" for r in rows if r["latent"] == 1)
     assert unscorable_reason(("positives", "negatives"), examples(1)) is None
     # The explain stage picks latents it can both explain and score: neither of these two.
-    pick = SimpleNamespace(explain=SimpleNamespace(min_examples=2, n_latents=None),
+    pick = SimpleNamespace(explain=SimpleNamespace(min_examples=2, min_heldout=1, n_latents=None),
                            mine=SimpleNamespace(seed=0))
     eligible = select_latents(tmp_path / "m", pick)
     assert eligible and 0 not in eligible and 1 not in eligible

@@ -24,7 +24,8 @@ def _config(home: Path, models: Path, score_seed: int = 0) -> dict:
         "sae": {"expansion_factor": 1, "k": 8, "batch_size": 256, "epochs": 2, "eval_sequences": 4},
         "mine": {"n_top": 6, "n_quantiles": 2, "per_quantile": 2, "n_random": 4},
         "llm": {"concurrency": 2, "n_ctx": 4096},
-        "explain": {"n_latents": 3, "n_examples": 3, "min_examples": 2, "max_tokens": 24},
+        "explain": {"n_latents": 3, "n_examples": 3, "min_examples": 2, "min_heldout": 2,
+                    "max_tokens": 24},
         "score": {"n_positive": 2, "n_negative": 2, "seed": score_seed, "controls": []},
     }
 

@@ -52,16 +52,17 @@ def test_saebench_preset_follows_the_published_protocol():
     assert (m.n_top, m.n_iw - m.n_iw_test, cfg.explain.n_examples) == (10, 5, 15)
     assert (m.n_top_test, m.n_iw_test, m.n_random // 2) == (2, 2, 10)
     assert (s.n_top, s.n_iw, s.n_random) == (2, 2, 10) and cfg.score.scorers == ("saebench",)
-    assert llm_calls(cfg) == {"explain": 1, "saebench": 1, "controls": 2}
+    assert llm_calls(cfg) == {"explain": 1, "saebench": 1, "controls": 2, "probes": 4}
 
 
 def test_llm_calls_follow_the_config_arithmetic():
     default = llm_calls(load_config(None))
-    assert default == {"explain": 1, "detection": 10, "fuzzing": 10, "controls": 20}
+    assert default == {"explain": 1, "detection": 10, "fuzzing": 10, "controls": 40, "probes": 80}
     paper = load_config(None, preset="paper")   # 200 windows, 5 per call
     assert llm_calls(paper)["detection"] == 40
     odd = load_config(None, {"score.batch_size": 3, "score.scorers": ["detection", "simulation"]})
-    assert llm_calls(odd) == {"explain": 1, "detection": 4, "simulation": 10, "controls": 8}
+    assert llm_calls(odd) == {"explain": 1, "detection": 4, "simulation": 10, "controls": 28,
+                              "probes": 56}
 
 
 def test_rescore_layers_a_preset_between_the_base_run_and_the_changes():

@@ -176,17 +176,26 @@ def error_norm_correlation(a: Path | pa.Table, b: Path | pa.Table,
                            split: str | None = "heldout") -> dict[str, float]:
     """Pearson and Spearman correlation of two SAEs' per-token error norms on the tokens both
     scored (joined on seq_id, position); a, b: token_errors tables or dark_matter artifact dirs.
-    The paper finds them high: larger SAEs struggle on the same tokens as smaller ones."""
+
+    Both norms grow with the input's norm ‖x‖, so their raw correlation is high for any two SAEs
+    (the paper reads it as larger SAEs struggling on the same tokens). `pearson_given_x_norm` is
+    the partial correlation with ‖x‖ held fixed, and `pearson_rel_error` that of the relative
+    errors ‖e‖ / ‖x‖: what the two SAEs share beyond the input's size."""
     ta, tb = (pq.read_table(Path(t) / "token_errors.parquet") if not isinstance(t, pa.Table) else t
               for t in (a, b))
     if split is not None:
         ta, tb = (t.filter(pc.equal(t["split"], split)) for t in (ta, tb))
     keys = ["seq_id", "position"]
-    joined = ta.select([*keys, "error_norm"]).join(
+    joined = ta.select([*keys, "error_norm", "x_norm"]).join(
         tb.select([*keys, "error_norm"]).rename_columns([*keys, "error_norm_b"]), keys=keys)
     u = torch.tensor(joined["error_norm"].to_numpy(), dtype=torch.float64)
     v = torch.tensor(joined["error_norm_b"].to_numpy(), dtype=torch.float64)
-    return {"pearson": _pearson(u, v), "spearman": _pearson(_ranks(u), _ranks(v)),
+    x = torch.tensor(joined["x_norm"].to_numpy(), dtype=torch.float64)
+    r_uv, r_ux, r_vx = _pearson(u, v), _pearson(u, x), _pearson(v, x)
+    denom = ((1 - r_ux ** 2) * (1 - r_vx ** 2)) ** 0.5
+    return {"pearson": r_uv, "spearman": _pearson(_ranks(u), _ranks(v)),
+            "pearson_given_x_norm": (r_uv - r_ux * r_vx) / denom if denom > 0 else 0.0,
+            "pearson_rel_error": _pearson(u / x.clamp_min(1e-12), v / x.clamp_min(1e-12)),
             "n_tokens": len(u)}
 
 

@@ -31,6 +31,9 @@ class ExplainConfig(_Strict):
     temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
     n_latents: int | None = Field(24, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")
     min_examples: int = Field(3, gt=0, description="Skip latents with fewer activating windows.")
+    min_heldout: int = Field(5, gt=0, description="Explain only latents with at least this many "
+        "held-out activating windows (test-split quantile samples): a score over one or two "
+        "positives says little, and per-class intervals need a few of each.")
     embed: bool = Field(True, description="Embed the ok explanations with MiniLM into the "
                         "artifact (the browser's semantic search; publish only inserts them). "
                         "Loading MiniLM takes ~10 s once per stage run.")

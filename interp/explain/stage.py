@@ -80,17 +80,25 @@ def output_tokens(logits: ArtifactRef | None, n: int = 10) -> dict[int, str]:
 
 
 def select_latents(mine_dir: Path, cfg: RunConfig) -> list[int]:
-    """Latents with min_examples activating train windows (what the explainer may be shown) and
-    one activating held-out window; a seeded sample of them. Counted from the mined examples,
-    since train and test are whole documents: a latent of one document has windows in one only."""
+    """Latents with explain.min_examples activating train windows (what the explainer may be
+    shown) and explain.min_heldout held-out activating quantile windows (what the scorers judge);
+    a seeded sample of them. Counted from the mined examples, since train and test are whole
+    documents: a latent of one document has windows in one split only."""
     import random
 
-    ex = pq.read_table(Path(mine_dir) / "examples.parquet", columns=["latent", "split", "max_act"])
+    ex = pq.read_table(Path(mine_dir) / "examples.parquet",
+                       columns=["latent", "kind", "split", "max_act"])
     ex = ex.filter(pa.compute.greater(ex["max_act"], 0))
-    counts = ex.group_by(["latent", "split"]).aggregate([("max_act", "count")]).to_pylist()
-    n = {(r["latent"], r["split"]): r["max_act_count"] for r in counts}
-    eligible = sorted(l for (l, split), c in n.items() if split == "train"
-                      and c >= cfg.explain.min_examples and n.get((l, "test"), 0) >= 1)
+    counts = ex.group_by(["latent", "split", "kind"]).aggregate([("max_act", "count")]).to_pylist()
+    train: dict[int, int] = {}
+    heldout: dict[int, int] = {}
+    for r in counts:
+        if r["split"] == "train":
+            train[r["latent"]] = train.get(r["latent"], 0) + r["max_act_count"]
+        elif r["kind"] == "quantile":
+            heldout[r["latent"]] = r["max_act_count"]
+    eligible = sorted(l for l, c in train.items() if c >= cfg.explain.min_examples
+                      and heldout.get(l, 0) >= cfg.explain.min_heldout)
     if cfg.explain.n_latents is None or cfg.explain.n_latents >= len(eligible):
         return eligible
     return sorted(random.Random(cfg.mine.seed).sample(eligible, cfg.explain.n_latents))

@@ -44,6 +44,16 @@ class LLMResponse:
     attempts: int
     # Per generated token: list of (token, logprob) alternatives, most likely first; None if absent.
     top_logprobs: list[list[tuple[str, float]]] | None = None
+    # Whether the request's JSON schema was sent as a decoding constraint (llm.structured_outputs):
+    # when False the answer is free text, for the caller's text parser.
+    constrained: bool = False
+    # Why generation stopped, as the server says: 'stop', 'length' (cut off at max_tokens), ...
+    finish_reason: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """Cut off at max_tokens: an unfinished answer (a parse failure if it does not parse)."""
+        return self.finish_reason == "length"
 
 
 class LLMError(RuntimeError):
@@ -81,6 +91,12 @@ class LLM(Protocol):
     `generate` raises LLMError for a request the server answered with a final refusal of that
     request (e.g. 400: the prompt is too long: asking again gives the same), LLMUnavailable when no
     answer could be had. `aclose` releases what the client holds in the running event loop.
+
+    `schema` (a JSON schema, interp.llm.structured) asks for an answer constrained to it where
+    llm.structured_outputs resolves to on for this server: then a trailing assistant turn (an
+    answer marker for free text) is dropped, the answer is the JSON alone and
+    `LLMResponse.constrained` is True. Otherwise the schema is not sent, the messages go as
+    they are and the caller parses free text.
     """
 
     model: str
@@ -88,7 +104,8 @@ class LLM(Protocol):
 
     async def generate(self, messages: list[dict[str, str]], *, max_tokens: int,
                        temperature: float = 0.0, logprobs: int | None = None,
-                       stage: str = "", latent: int | None = None) -> LLMResponse: ...
+                       stage: str = "", latent: int | None = None,
+                       schema: dict[str, Any] | None = None) -> LLMResponse: ...
 
     async def aclose(self) -> None: ...
 

@@ -40,6 +40,14 @@ class LLMConfig(_Strict):
     assistant_prefill: Literal["native", "vllm", "off"] = Field("native", description="How a "
         "prompt's trailing assistant turn is continued: 'native' (llama.cpp does it), 'vllm' (sends "
         "continue_final_message), 'off' (the turn is dropped; the answer must carry the marker).")
+    structured_outputs: Literal["auto", "json_schema", "off"] = Field("auto", description=
+        "Constrained decoding of answers that have a JSON schema: 'json_schema' sends the schema "
+        "with every such request (the server's JSON-schema mode: response_format for HTTP "
+        "servers, StructuredOutputsParams for in-process vLLM); 'off' never sends one (answers "
+        "are free text for the stage's text parser); 'auto' = json_schema for the embedded "
+        "llama.cpp server and vLLM, and for backend openai one tiny constrained request on first "
+        "use decides (a server that refuses or ignores it gets none). In the cache keys as it "
+        "resolves: see LLMConfig.identity.")
     n_ctx: int = Field(8192, ge=512, description="Embedded server context, shared by its slots.")
     n_threads: int | None = Field(None, gt=0, description="Embedded server threads; None = all cores.")
 
@@ -61,10 +69,24 @@ class LLMConfig(_Strict):
             raise ValueError(f"llm.api_key_env names {self.api_key_env!r}, which is not set in the environment")
         return key
 
+    def constrains(self) -> bool | None:
+        """Whether requests with a schema are sent constrained; None: probe the server first
+        ('auto' with backend openai, whose server may be anything)."""
+        if self.structured_outputs != "auto":
+            return self.structured_outputs == "json_schema"
+        return None if self.backend == "openai" else True
+
     def identity(self) -> dict[str, Any]:
-        """What determines the LLM's answers (for cache keys): not concurrency, not secrets."""
+        """What determines the LLM's answers (for cache keys): not concurrency, not secrets.
+
+        structured_outputs enters as it resolves: 'auto' on the embedded server or vLLM is
+        'json_schema' (same answers, same key); 'auto' with backend openai stays 'auto', which
+        the probe resolves per server, and the server (base_url, model) is in the key already.
+        """
+        constrains = self.constrains()
         ident = {"backend": self.backend, "base_url": self.base_url, "model": self.model,
-                 "assistant_prefill": self.assistant_prefill}
+                 "assistant_prefill": self.assistant_prefill,
+                 "structured_outputs": {True: "json_schema", False: "off", None: "auto"}[constrains]}
         if self.backend == "vllm":
             ident["vllm_options"] = self.vllm_options  # e.g. dtype or quantization change answers
         return ident

@@ -5,6 +5,10 @@ retries with exponential backoff and full jitter on 429, 5xx, timeouts, dropped 
 malformed and empty responses; 4xx errors other than 429 fail at once. Every attempt goes into
 the ledger.
 
+A request with a JSON schema goes constrained (OpenAI's `response_format: json_schema`, which
+llama.cpp's server and vLLM's take too) when llm.structured_outputs resolves to on; with 'auto'
+against an arbitrary server, one probe request on first use decides (`_probe`).
+
 What a final failure means decides whether it may ever be a result: an empty answer after every
 retry, or a 400/413/422 refusing this one request, is the model's (LLMError, recorded per latent);
 a server that is unreachable, times out, is overloaded, or answers 401/403/404 gave no answer
@@ -17,6 +21,7 @@ loop that first uses them and again in a later loop (explain and score run one l
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -34,6 +39,8 @@ from interp.llm.config import LLMConfig
 from interp.llm.base import Ledger, LLMError, LLMResponse, LLMUnavailable, new_call_id, redact
 from interp.llm.http import (HTTPConnectionError, HTTPStatusError, HTTPTimeout, LeanHTTP,
                              choose_transport)
+from interp.llm.structured import (PROBE_MESSAGES, PROBE_SCHEMA, AnswerError, max_tokens_for,
+                                   parse_json)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +111,14 @@ def _reason(err: Exception) -> tuple[str, str]:
     return "final", f"{type(err).__name__}: {err}"
 
 
+def response_format(schema: dict) -> dict:
+    """The chat-completions `response_format` that constrains an answer to `schema`. OpenAI's
+    form; llama.cpp's server reads json_schema.schema, vLLM's maps it to its structured outputs;
+    `strict` is OpenAI's switch from best effort to constrained (the others ignore it)."""
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema,
+                                                   "strict": True}}
+
+
 def _parse(r: dict, prefill: str, want_logprobs: bool) -> LLMResponse:
     """An OpenAI chat-completion JSON body as an LLMResponse (KeyError/TypeError if malformed)."""
     choices = r["choices"]
@@ -122,13 +137,15 @@ def _parse(r: dict, prefill: str, want_logprobs: bool) -> LLMResponse:
     usage = r.get("usage") or {}
     return LLMResponse(text=text, prompt_tokens=usage.get("prompt_tokens") or 0,
                        completion_tokens=usage.get("completion_tokens") or 0,
-                       latency_s=0.0, attempts=0, top_logprobs=top)
+                       latency_s=0.0, attempts=0, top_logprobs=top,
+                       finish_reason=choices[0].get("finish_reason"))
 
 
 class OpenAICompatibleLLM:
     """The LLM protocol over an OpenAI-compatible HTTP endpoint.
 
     `width` is how many requests it keeps in flight (llm.concurrency, or the shared slots it got).
+    `constrains`: whether a request's schema is sent (None: probe on the first request with one).
     """
 
     def __init__(self, cfg: LLMConfig, base_url: str, ledger: Ledger | None = None, *,
@@ -144,6 +161,8 @@ class OpenAICompatibleLLM:
         self._client: openai.AsyncOpenAI | LeanHTTP | None = None
         self._sem: asyncio.Semaphore | None = None
         self._limiter: RateLimiter | None = None
+        self.constrains: bool | None = cfg.constrains()
+        self._probing: asyncio.Lock | None = None
 
     def _bind(self) -> None:
         """Loop-bound state for the running loop (made again when the loop changes)."""
@@ -158,25 +177,31 @@ class OpenAICompatibleLLM:
                                                   max_retries=0, timeout=self.cfg.timeout_s)
             self._sem = asyncio.Semaphore(self.width)
             self._limiter = RateLimiter(self.cfg.requests_per_second)
+            self._probing = asyncio.Lock()
 
-    def _prefill(self, messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str, dict]:
-        """Split off a trailing assistant turn that the answer should continue."""
+    def _prefill(self, messages: list[dict[str, str]], constrained: bool
+                 ) -> tuple[list[dict[str, str]], str, dict]:
+        """Split off a trailing assistant turn that the answer should continue. A constrained
+        answer is the JSON alone: the turn (a free-text answer marker) is dropped; llama.cpp
+        refuses a grammar after one anyway (400 'Failed to initialize samplers')."""
         if not messages or messages[-1]["role"] != "assistant":
             return messages, "", {}
         prefill = messages[-1]["content"]
         mode = self.cfg.assistant_prefill
-        if mode == "off":
+        if mode == "off" or constrained:
             return messages[:-1], "", {}
         if mode == "vllm":
             return messages, prefill, {"continue_final_message": True, "add_generation_prompt": False}
         return messages, prefill, {}
 
-    async def _once(self, messages, max_tokens, temperature, logprobs) -> LLMResponse:
-        messages, prefill, body = self._prefill(messages)
+    async def _once(self, messages, max_tokens, temperature, logprobs, schema) -> LLMResponse:
+        messages, prefill, body = self._prefill(messages, schema is not None)
         body.update(model=self.model, messages=messages, max_tokens=max_tokens,
                     temperature=temperature)
         if logprobs:
             body.update(logprobs=True, top_logprobs=logprobs)
+        if schema is not None:
+            body["response_format"] = response_format(schema)
         if self.transport == "lean":
             content = await self._client.post_json("/chat/completions", body)
         else:
@@ -188,8 +213,42 @@ class OpenAICompatibleLLM:
         return _parse(orjson.loads(content), prefill, bool(logprobs))
 
     async def generate(self, messages, *, max_tokens, temperature=0.0, logprobs=None,
-                       stage="", latent=None) -> LLMResponse:
+                       stage="", latent=None, schema=None) -> LLMResponse:
         self._bind()
+        if schema is not None and not await self._constrained():
+            schema = None  # the caller sees constrained=False and parses free text
+        return await self._attempts(messages, max_tokens, temperature, logprobs, schema,
+                                    stage=stage, latent=latent)
+
+    async def _constrained(self) -> bool:
+        """llm.structured_outputs for this server; probed once, by the first caller that asks."""
+        if self.constrains is None:
+            async with self._probing:
+                if self.constrains is None:
+                    self.constrains = await self._probe()
+        return self.constrains
+
+    async def _probe(self) -> bool:
+        """Whether the server constrains answers to a JSON schema: one small request outside
+        the ledger. A refusal (400/422) or an answer that ignores the schema means no; an outage
+        raises LLMUnavailable and the next request probes again."""
+        try:
+            r = await self._attempts(PROBE_MESSAGES, max_tokens_for(PROBE_SCHEMA), 0.0, None,
+                                     PROBE_SCHEMA, record=False)
+            parse_json(r.text, PROBE_SCHEMA, truncated=r.truncated)
+        except (LLMError, AnswerError) as err:
+            reason = err.reason if isinstance(err, LLMError) else f"it ignored the schema ({err})"
+            log.warning("LLM server %s: no structured outputs (%s); answers are parsed as text. "
+                        "Set llm.structured_outputs to 'off' to skip this probe", self.base_url,
+                        reason[:200])
+            return False
+        log.info("LLM server %s constrains answers to JSON schemas (llm.structured_outputs: auto)",
+                 self.base_url)
+        return True
+
+    async def _attempts(self, messages, max_tokens, temperature, logprobs, schema, *,
+                        stage="", latent=None, record=True) -> LLMResponse:
+        """One request with retries; every attempt in the ledger (unless not `record`)."""
         call_id = new_call_id()
         attempts = self.cfg.max_retries + 1
         for attempt in range(1, attempts + 1):
@@ -197,14 +256,16 @@ class OpenAICompatibleLLM:
                 await self._limiter.wait()
                 t0 = time.monotonic()
                 try:
-                    r = await self._once(messages, max_tokens, temperature, logprobs)
+                    r = await self._once(messages, max_tokens, temperature, logprobs, schema)
                 except Exception as err:  # noqa: BLE001 - classified below, never swallowed
                     kind, reason = _classify(err, [self._api_key])
                     final = kind != "retry" or attempt == attempts
-                    self.ledger.record(call_id=call_id, stage=stage, latent=latent, model=self.model,
-                                       attempt=attempt, status="error" if final else "retry",
-                                       error=reason, prompt_tokens=0, completion_tokens=0,
-                                       latency_s=time.monotonic() - t0)
+                    if record:
+                        self.ledger.record(call_id=call_id, stage=stage, latent=latent,
+                                           model=self.model, attempt=attempt,
+                                           status="error" if final else "retry", error=reason,
+                                           prompt_tokens=0, completion_tokens=0,
+                                           latency_s=time.monotonic() - t0)
                     if final:
                         if kind == "final" or isinstance(err, EmptyAnswer):
                             raise LLMError(reason, attempt) from err
@@ -213,12 +274,14 @@ class OpenAICompatibleLLM:
                     log.debug("retrying %s (attempt %d): %s", call_id, attempt, reason)
                 else:
                     latency = time.monotonic() - t0
-                    self.ledger.record(call_id=call_id, stage=stage, latent=latent, model=self.model,
-                                       attempt=attempt, status="ok", error=None,
-                                       prompt_tokens=r.prompt_tokens,
-                                       completion_tokens=r.completion_tokens, latency_s=latency)
-                    return LLMResponse(r.text, r.prompt_tokens, r.completion_tokens, latency,
-                                       attempt, r.top_logprobs)
+                    if record:
+                        self.ledger.record(call_id=call_id, stage=stage, latent=latent,
+                                           model=self.model, attempt=attempt, status="ok",
+                                           error=None, prompt_tokens=r.prompt_tokens,
+                                           completion_tokens=r.completion_tokens,
+                                           latency_s=latency)
+                    return dataclasses.replace(r, latency_s=latency, attempts=attempt,
+                                               constrained=schema is not None)
             # Backoff outside the semaphore so waiting does not hold a slot.
             await asyncio.sleep(random.uniform(0, self.cfg.backoff_s * 2 ** (attempt - 1)))
         raise AssertionError("unreachable")

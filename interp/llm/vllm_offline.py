@@ -5,6 +5,10 @@ batches and handed to one blocking `vllm.LLM.generate` call in a worker thread: 
 fast only when it sees many prompts at once. Chats are rendered with the model's own chat template
 (`tokenizer.apply_chat_template`); a trailing assistant turn is continued, like the HTTP backends.
 Every call gets a ledger row. There are no retries: an in-process failure is not transient.
+A request's JSON schema constrains decoding through vLLM's structured outputs
+(`SamplingParams(structured_outputs=StructuredOutputsParams(json=...))`; older vLLM named it
+`guided_decoding=GuidedDecodingParams(json=...)`, removed in 0.12) unless llm.structured_outputs
+is 'off'.
 
 vLLM pins a FastAPI older than Prefect's server needs, so it lives in its own environment (or
 serve it with `vllm serve` and use `llm.backend: openai`).
@@ -68,12 +72,14 @@ class VLLMOfflineLLM:
         self._queue: list[_Request] = []
         self._worker: asyncio.Task | None = None
         self.batches: list[int] = []  # sizes of the batches sent to vllm (observability, tests)
+        self.constrains = cfg.constrains() is not False  # 'auto': vLLM always can
 
-    def render(self, messages: list[dict[str, str]]) -> tuple[str, str]:
-        """(prompt text, assistant prefill that the answer continues) via the chat template."""
+    def render(self, messages: list[dict[str, str]], constrained: bool = False) -> tuple[str, str]:
+        """(prompt text, assistant prefill that the answer continues) via the chat template;
+        a constrained answer is the JSON alone, so its trailing assistant turn is dropped."""
         prefill = ""
         if messages and messages[-1]["role"] == "assistant":
-            if self.cfg.assistant_prefill == "off":
+            if self.cfg.assistant_prefill == "off" or constrained:
                 messages = messages[:-1]
             else:
                 prefill = messages[-1]["content"]
@@ -83,10 +89,12 @@ class VLLMOfflineLLM:
         return prompt, prefill
 
     async def generate(self, messages, *, max_tokens, temperature=0.0, logprobs=None,
-                       stage="", latent=None) -> LLMResponse:
-        prompt, prefill = self.render(messages)
+                       stage="", latent=None, schema=None) -> LLMResponse:
+        constrained = schema is not None and self.constrains
+        prompt, prefill = self.render(messages, constrained)
+        extra = structured_params(schema) if constrained else {}
         params = self._vllm.SamplingParams(max_tokens=max_tokens, temperature=temperature,
-                                           logprobs=logprobs or None)
+                                           logprobs=logprobs or None, **extra)
         req = _Request(prompt, prefill, params, asyncio.get_running_loop().create_future())
         self._queue.append(req)
         if self._worker is None or self._worker.done():
@@ -99,7 +107,7 @@ class VLLMOfflineLLM:
             self._record(call_id, stage, latent, "error", reason, 0, 0, time.monotonic() - t0)
             raise LLMError(reason, 1) from err
         latency = time.monotonic() - t0
-        resp = to_response(out, prefill, bool(logprobs), latency)
+        resp = to_response(out, prefill, bool(logprobs), latency, constrained)
         self._record(call_id, stage, latent, "ok", None, resp.prompt_tokens,
                      resp.completion_tokens, latency)
         return resp
@@ -135,7 +143,19 @@ class VLLMOfflineLLM:
             await self._worker
 
 
-def to_response(out: Any, prefill: str, want_logprobs: bool, latency: float) -> LLMResponse:
+def structured_params(schema: dict[str, Any]) -> dict[str, Any]:
+    """SamplingParams keyword arguments constraining the answer to the JSON `schema`."""
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+    except ImportError:  # a vLLM from before the rename
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(json=schema)}
+    return {"structured_outputs": StructuredOutputsParams(json=schema)}
+
+
+def to_response(out: Any, prefill: str, want_logprobs: bool, latency: float,
+                constrained: bool = False) -> LLMResponse:
     """An LLMResponse from a vllm RequestOutput (the prefill is put back in front of the text)."""
     comp = out.outputs[0]
     top = None
@@ -146,4 +166,5 @@ def to_response(out: Any, prefill: str, want_logprobs: bool, latency: float) -> 
                for pos in comp.logprobs]
     return LLMResponse(text=prefill + comp.text, prompt_tokens=len(out.prompt_token_ids or []),
                        completion_tokens=len(comp.token_ids), latency_s=latency, attempts=1,
-                       top_logprobs=top)
+                       top_logprobs=top, constrained=constrained,
+                       finish_reason=getattr(comp, "finish_reason", None))

@@ -97,6 +97,8 @@ class Scorer:
     needs: ClassVar[tuple[str, ...]] = ("positives", "negatives")
     uses_llm: ClassVar[bool] = True
     uses_subject_model: ClassVar[bool] = False
+    probed: ClassVar[bool] = True  # judges the known-answer probes (interp/scoring/probes.py)
+    controls: ClassVar[tuple[str, ...]] = ("shuffled", "top_tokens")  # the controls that fit it
 
     def prompts(self, score: Any) -> tuple[str, ...]:
         """Prompt files this scorer uses under `score` (the score config): hashed into the key."""
@@ -110,6 +112,15 @@ class Scorer:
         """LLM calls per latent at most (a latent with fewer windows needs fewer); None when the
         count is not a fixed number."""
         return 0
+
+    def control_input(self, control: str, stand_in: str, examples: list[Example],
+                      pool: list[Example], rng: Any) -> tuple[str, list[Example], str] | None:
+        """What this scorer judges for control `control` (interp/scoring/controls.py):
+        (explanation, windows, the text recorded as control_text), or None where the control
+        does not fit the scorer. Default: the stand-in explanation (another latent's for
+        'shuffled', the latent's most frequent activating tokens for 'top_tokens') on the
+        latent's own windows. `pool`: held-out activating windows of other latents."""
+        return stand_in, examples, stand_in
 
     def description(self) -> str:
         """The first line of the scorer module's docstring (the `scorers` table, the UI)."""

@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model, field_validator
 
+from interp.artifacts import stable_hash
 from interp.config_base import _Strict
+from interp.scoring.probes import RULES
 from interp.scoring.registry import SCORERS
 
 
@@ -29,15 +31,30 @@ class ScoreSettings(_Strict):
     seed: int = Field(0, description="Shuffling, fuzzing-mark, control and bootstrap seed.")
     min_valid_frac: float = Field(0.8, ge=0, le=1, description="A latent whose scorer got valid "
         "answers for fewer than this fraction of its windows gets status 'insufficient', no score.")
-    n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the 95% intervals.")
+    min_per_class: int = Field(3, ge=1, description="A latent with fewer valid items than this "
+        "in a class its headline metric needs (activating and non-activating windows; intruder "
+        "rounds, intervention prompts) gets status 'insufficient', no score: below 3 a class's "
+        "rate can only be 0, 1/2 or 1 and its 95% interval spans most of [0, 1].")
+    n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the 95% intervals "
+                             "still bootstrapped (run-level means over latents).")
     controls: tuple[Literal["shuffled", "top_tokens"], ...] = Field(("shuffled", "top_tokens"),
         description="Stand-in explanations scored like the real one (README 'Controls'): another "
         "latent's explanation (shuffled), the most frequent activating tokens (top_tokens).")
-    control_scorers: tuple[str, ...] = Field(("detection",), description="Scorers the "
-        "controls run for (each control adds that scorer's judge calls once more).")
-    control_latents: int | None = Field(8, gt=0, description="Run the controls on a seeded "
-        "sample of this many scored latents (the lift is paired over them); None = all. The "
-        "default keeps controls at +33% of the default run's judge calls.")
+    control_scorers: tuple[str, ...] | None = Field(None, description="Scorers the controls "
+        "run for (each control adds that scorer's judge calls once more per controlled latent); "
+        "None = every configured scorer, each with the control design that fits it (stand-in "
+        "explanations; windows of other latents for intruder, which reads no explanation).")
+    control_latents: int | None = Field(32, gt=0, description="Run the controls on a seeded "
+        "sample of this many scored latents (the lift is paired over them); None = all. With 32 "
+        "the one-sided test detects a true lift of 0.1 in balanced accuracy (5 + 5 windows) 84% "
+        "of the time (24 latents: 71%; 8: 25%). Each controlled latent costs each control its "
+        "scorer's judge calls again.")
+    probes: tuple[Literal[tuple(RULES)], ...] = Field(tuple(RULES), description="Known-answer "
+        "probes scored by every scorer that can judge them, before any score is believed "
+        "(interp/scoring/probes.py): rules built from the run's held-out corpus, e.g. the word "
+        "'the', digits, capitalised words, the most frequent proper noun. () = none.")
+    probe_windows: int = Field(5, gt=0, description="Held-out windows where a probe's rule "
+        "holds, and as many where it does not, per probe.")
 
     @field_validator("scorers", check_fields=False)
     @classmethod
@@ -50,10 +67,19 @@ class ScoreSettings(_Strict):
 
     @field_validator("control_scorers")
     @classmethod
-    def _known_control_scorers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if bad := [s for s in v if s not in SCORERS]:
+    def _known_control_scorers(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if bad := [s for s in v or () if s not in SCORERS]:
             raise ValueError(f"score.control_scorers: unknown scorer(s) {bad}")
         return v
+
+    def controlled_scorers(self) -> tuple[str, ...]:
+        """The configured scorers that the controls run for."""
+        chosen = self.scorers if self.control_scorers is None else self.control_scorers
+        return tuple(s for s in chosen if s in self.scorers)
+
+    def settings_hash(self) -> str:
+        """A short hash of key_settings(): recorded on every score row."""
+        return stable_hash(self.key_settings())
 
     def key_settings(self) -> dict[str, Any]:
         """What can change the scores: shared settings and the enabled scorers' sections."""

@@ -4,17 +4,25 @@ Each run scores, besides the LLM's explanation, two stand-ins on the same window
 judge: `shuffled` (another scored latent's explanation, a seeded derangement, so it never is the
 latent's own) and `top_tokens` (no LLM: the latent's most frequent activating train tokens). The
 lift of the real explanation over a control is the paired mean difference of the headline metric
-over the latents scored both ways, with a bootstrap interval over latents; `informative` means
-the interval lies above 0. A judge that cannot beat shuffled explanations carries no information.
+over the latents scored both ways, with a 95% t interval over latents for reading; `informative`
+is the verdict of a one-sided paired sign-flip permutation test (lift_test), whose rate of false
+"informative" verdicts is at most ALPHA when real and control are exchangeable. A judge that
+cannot beat shuffled explanations carries no information.
 """
 from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from interp.mine.examples import Example
-from interp.scoring.stats import N_BOOT, mean_interval
+from interp.scoring.stats import LEVEL, _rng, t_interval
+ALPHA = 0.05        # one-sided level of the informativeness test
+EXACT_MAX = 12      # up to this many latents every sign pattern (4,096) is enumerated
+N_PERM = 10_000     # random sign patterns above it (p-value resolution 1e-4)
 
 CONTROLS = ("shuffled", "top_tokens")
 
@@ -62,38 +70,110 @@ def _values(rows: list[dict[str, Any]], scorer: str, control: str | None) -> dic
             and r["control"] == control and r["status"] == "ok" and r["value"] is not None}
 
 
+def _signs(n: int, seed: Any, n_perm: int) -> tuple[np.ndarray, bool]:
+    """[patterns, n] of +-1: all 2^n when n <= EXACT_MAX (exact), else n_perm seeded draws."""
+    if n <= EXACT_MAX:
+        bits = (np.arange(2 ** n)[:, None] >> np.arange(n)) & 1
+        return 1.0 - 2.0 * bits, True
+    return 1.0 - 2.0 * _rng(seed).integers(0, 2, (n_perm, n)), False
+
+
+def sign_flip_pvalues(diffs: Any, *, seed: Any = 0, n_perm: int = N_PERM) -> np.ndarray:
+    """One-sided p-values of H0 "the paired differences are symmetric about 0" (real and control
+    exchangeable on each latent) against "real is higher", for each row of `diffs` [..., n].
+
+    The statistic is the sum of differences; its null distribution flips each latent's sign.
+    Exact (all 2^n patterns) up to EXACT_MAX latents, else n_perm seeded random patterns with
+    p = (1 + #{T* >= T}) / (n_perm + 1), which keeps P(p <= a) <= a. Ties count against
+    rejecting (a float tolerance), zeros are allowed, n = 0 gives p = 1.
+    """
+    d = np.asarray(diffs, np.float64)
+    n = d.shape[-1]
+    signs, exact = _signs(n, seed, n_perm)
+    observed = d.sum(-1)
+    tol = 1e-9 * (1 + np.abs(d).sum(-1))      # sums of 0.1s differ in the last bits
+    hits = ((d @ signs.T) >= (observed - tol)[..., None]).sum(-1)
+    return hits / len(signs) if exact else (1 + hits) / (len(signs) + 1)
+
+
+def lift_test(real: Sequence[float], control: Sequence[float], *, seed: Any = 0,
+              alpha: float = ALPHA, level: float = LEVEL, n_perm: int = N_PERM) -> dict[str, Any]:
+    """Does the real explanation beat the control? real[i], control[i]: one latent's headline
+    metric with each explanation (paired, same latents, same order).
+
+    Returns {n, lift (mean of real - control), ci_low, ci_high (Student's t interval at `level`,
+    for reading; None below 2 latents), p_value (sign_flip_pvalues, one-sided; None for none),
+    informative (p_value <= alpha: the verdict)}. The interval and the test can disagree at the
+    margin (a two-sided 95% interval matches a one-sided 2.5% test): the verdict is the test's.
+    With n latents the smallest possible p is 2^-n: below 5 latents nothing is informative.
+    """
+    d = np.asarray(real, np.float64) - np.asarray(control, np.float64)
+    if not len(d):
+        return {"n": 0, "lift": None, "ci_low": None, "ci_high": None, "p_value": None,
+                "informative": False}
+    p = float(sign_flip_pvalues(d, seed=seed, n_perm=n_perm))
+    lo = hi = None
+    if len(d) >= 2:
+        _, lo, hi = (float(x) for x in t_interval(d, level=level))
+    return {"n": len(d), "lift": float(d.mean()), "ci_low": lo, "ci_high": hi, "p_value": p,
+            "informative": p <= alpha}
+
+
 def control_lifts(rows: list[dict[str, Any]], *, seed: int = 0,
-                  n_boot: int = N_BOOT) -> list[dict[str, Any]]:
+                  n_boot: int | None = None) -> list[dict[str, Any]]:
     """One row per (scorer, control) present in `rows` (scores.parquet rows): the lift of the
-    real explanation over the control, paired over latents, with its bootstrap interval."""
+    real explanation over the control, paired over latents, its interval, the one-sided test's
+    p_value and the verdict (lift_test). `n_boot` is ignored (the lift is no longer
+    bootstrapped); it stays for the score stage's current call."""
     out = []
     pairs = sorted({(r["scorer"], r["control"]) for r in rows if r["control"] is not None})
     for scorer, control in pairs:
         real, ctrl = _values(rows, scorer, None), _values(rows, scorer, control)
         both = sorted(set(real) & set(ctrl))
-        lift, lo, hi = mean_interval([real[l] - ctrl[l] for l in both], seed=(seed, scorer, control),
-                                     n_boot=n_boot)
+        test = lift_test([real[l] for l in both], [ctrl[l] for l in both],
+                         seed=(seed, scorer, control))
         metric = next(r.get("metric") for r in rows if r["scorer"] == scorer)
         row = {"scorer": scorer, "control": control, "metric": metric,
                "n_latents": len(both),
                "real_mean": sum(real[l] for l in both) / len(both) if both else None,
                "control_mean": sum(ctrl[l] for l in both) / len(both) if both else None,
-               "lift": lift, "ci_low": lo, "ci_high": hi,
-               "informative": lo is not None and lo > 0}
+               **{k: test[k] for k in ("lift", "ci_low", "ci_high", "p_value", "informative")},
+               "alpha": ALPHA}
         out.append(row | {"verdict": verdict(row)})
     return out
 
 
+def _span(row: dict[str, Any]) -> str:
+    lift, lo, hi = row["lift"], row.get("ci_low"), row.get("ci_high")
+    interval = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
+    return f"{lift:.2f}{interval}"
+
+
+def _evidence(row: dict[str, Any]) -> str:
+    """' (one-sided p = 0.004, 12 latents)' when the row has the test's p-value (rows written
+    before the test have none)."""
+    if row.get("p_value") is None:
+        return ""
+    return f" (one-sided p = {row['p_value']:.3g}, {row['n_latents']} latents)"
+
+
 def verdict(row: dict[str, Any]) -> str:
     """One sentence saying whether the judge tells explanations from the control."""
-    if not row.get("n_latents"):
-        return f"no latent was scored with both its explanation and the {row['control']} control"
-    span = f"{row['lift']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
-    if row["control"] == "shuffled":
+    n, control = row.get("n_latents") or 0, row["control"]
+    if not n:
+        return f"no latent was scored with both its explanation and the {control} control"
+    alpha = row.get("alpha") or ALPHA
+    if row.get("p_value") is not None and not row["informative"] and 0.5 ** n > alpha:
+        need = int(np.ceil(np.log2(1 / alpha)))
+        return (f"too few latents for a verdict: with {n} latents scored both ways the test "
+                f"cannot reach p <= {alpha:g} ({need} needed; raise score.control_latents); "
+                f"lift over {control} {_span(row)}")
+    span, why = _span(row), _evidence(row)
+    if control == "shuffled":
         if row["informative"]:
-            return f"explanations beat shuffled ones by {span}"
-        return ("the judge cannot tell explanations from shuffled ones: these scores carry no "
-                f"information (lift {span})")
+            return f"explanations beat shuffled ones by {span}{why}"
+        return ("the judge cannot tell explanations from shuffled ones: no evidence that these "
+                f"scores carry information (lift {span}{why})")
     if row["informative"]:
-        return f"explanations beat the most-frequent-tokens baseline by {span}"
-    return f"explanations do not beat the most-frequent-tokens baseline (lift {span})"
+        return f"explanations beat the most-frequent-tokens baseline by {span}{why}"
+    return f"explanations do not beat the most-frequent-tokens baseline (lift {span}{why})"

@@ -53,7 +53,10 @@ class Embedding(Scorer):
                   examples: list[Example]) -> Outcome:
         cfg = ctx.cfg.score
         rng = random.Random(f"{cfg.seed}:{latent}:embedding")
-        items = detection_items(examples, cfg.n_positive, cfg.n_negative, rng)
+        # Never against the negatives MiniLM itself chose as similar (mine.negatives 'similar'):
+        # the scorer would be graded on its own embedder's choice.
+        items = detection_items(examples, cfg.n_positive, cfg.n_negative, rng,
+                                hard=ctx.cfg.mine.negatives != "similar")
         if not items:
             return embedding_outcome([], [])
         embedder = await ctx.compute(ctx.resources.embedder)

@@ -24,7 +24,7 @@ from interp.mine.examples import Example
 from interp.prompts import load_prompt
 from interp.scoring.base import Outcome, Prediction, ScoreContext, Scorer
 from interp.scoring.metrics import classification_metrics
-from interp.scoring.stats import mean_interval
+from interp.scoring.stats import mean_interval_small
 from interp.scoring.steering import SteeringConfig, continuations, prompt_windows
 
 
@@ -56,6 +56,7 @@ class Intervention(Scorer):
     needs = ("negatives",)
     uses_llm = False
     uses_subject_model = True
+    probed = False  # a probe's rule has no decoder direction to steer
     # Not a classification column: the gain (nats) is in `value`.
     headline = "logprob_gain"
 
@@ -92,8 +93,7 @@ class Intervention(Scorer):
             gains = await ctx.compute(self._gains, ctx, explanation, pool, clean, steered)
         preds = [int(g > 0) for g in gains]
         metrics = classification_metrics([1] * len(gains), preds)
-        mean, lo, hi = mean_interval(gains, seed=(cfg.seed, latent, "intervention"),
-                                     n_boot=cfg.n_bootstrap)
+        mean, lo, hi = mean_interval_small(gains)
         metrics |= {"logprob_gain": mean, "ci_low": lo, "ci_high": hi}
         return Outcome([Prediction(e.seq_id, e.start, -1, 1, p, g)
                         for e, p, g in zip(pool, preds, gains)], metrics, ctx.cfg.model.name, sha)

@@ -38,6 +38,7 @@ class InterventionJudge(LLMScorer):
     needs = ("negatives",)
     headline = "auc"
     uses_subject_model = True
+    probed = False  # a probe's rule has no decoder direction to steer
 
     def prompts(self, score: Any) -> tuple[str, ...]:
         return (score.intervention_judge.prompt,)

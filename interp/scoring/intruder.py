@@ -2,9 +2,9 @@
 explanation at all? It measures how coherent the latent is, not how good its explanation is.
 
 Each of `score.intruder.n_rounds` rounds shows `score.intruder.n_shown` held-out activating
-windows (activating tokens marked) and one held-out non-activating window (as many random tokens
-marked, so marks alone do not give it away), in random order; the judge names the intruder's
-number. One prediction per round (label 1 = the intruder; prediction 1 = found); the headline
+windows of one activation quantile (activating tokens marked) and one held-out non-activating
+window (as many marks as the shown windows have on average, on random tokens, so marks alone do
+not give it away), in random order; the judge names the intruder's number. One prediction per round (label 1 = the intruder; prediction 1 = found); the headline
 metric is accuracy, chance = 1 / (n_shown + 1). An answer that is not exactly one valid number
 is a failure, counted, never scored. Cost: n_rounds calls per latent (5 by default).
 """
@@ -23,7 +23,7 @@ from interp.prompts import Prompt, load_prompt
 from interp.scoring.base import Outcome, Prediction, ScoreContext
 from interp.scoring.llm_scorer import Ask, LLMScorer, Reply, answer_body, errors_of
 from interp.scoring.metrics import classification_metrics
-from interp.scoring.windows import fuzzed_marks, spread
+from interp.scoring.windows import held_out_positives
 
 _ANSWER = re.compile(r"(?:example\s*)?#?(\d+)\.?", re.IGNORECASE)
 
@@ -45,21 +45,42 @@ def parse_choice(raw: str, n: int) -> int | None:
     return int(a.group(1)) if a and 1 <= int(a.group(1)) <= n else None
 
 
+def marks_like(e: Example, n: int, rng: random.Random) -> list[bool]:
+    """n marks (at least one, at most the window) on random tokens of window `e`."""
+    n = max(1, min(n, len(e.tokens)))
+    chosen = set(rng.sample(range(len(e.tokens)), n))
+    return [i in chosen for i in range(len(e.tokens))]
+
+
 def rounds(examples: list[Example], n_rounds: int, n_shown: int,
            rng: random.Random) -> list[tuple[list[str], int, Example]]:
-    """(window texts, 0-based index of the intruder, the intruder) per round."""
-    pos = spread([e for e in examples if e.kind == "quantile" and e.split == "test"], 10**6)
+    """(window texts, 0-based index of the intruder, the intruder) per round.
+
+    As delphi does it: the shown windows of one round come from one activation quantile (the
+    rounds cycle through the quantiles, starting at a seeded one), and the intruder carries as
+    many marks as the shown windows do on average, on random tokens: a lone mark on the intruder
+    beside fully marked activating windows gave it away without reading a word.
+    """
+    pos = held_out_positives(examples)
     neg = [e for e in examples if e.split == "test" and not e.active]
     if not pos or not neg:
         return []
+    by_q: dict[int, list[Example]] = {}
+    for e in pos:
+        by_q.setdefault(e.quantile, []).append(e)
+    qs = sorted(by_q)
+    first = rng.randrange(len(qs))
     out = []
     for r in range(n_rounds):
-        shown = [rng.choice(pos) for _ in range(n_shown)] if len(pos) < n_shown else \
-            rng.sample(pos, n_shown)
+        pool = by_q[qs[(first + r) % len(qs)]]
+        shown = [rng.choice(pool) for _ in range(n_shown)] if len(pool) < n_shown else \
+            rng.sample(pool, n_shown)
+        marks = [[a > 0 for a in e.acts] for e in shown]
         intruder = neg[r % len(neg)]
         at = rng.randrange(n_shown + 1)
-        texts = [mark_tokens(e.tokens, [a > 0 for a in e.acts]) for e in shown]
-        texts.insert(at, mark_tokens(intruder.tokens, fuzzed_marks(intruder, rng)))
+        texts = [mark_tokens(e.tokens, m) for e, m in zip(shown, marks)]
+        mean_marks = round(sum(sum(m) for m in marks) / len(marks))
+        texts.insert(at, mark_tokens(intruder.tokens, marks_like(intruder, mean_marks, rng)))
         out.append((texts, at, intruder))
     return out
 
@@ -68,6 +89,7 @@ class Intruder(LLMScorer):
     name = "intruder"
     Config = IntruderConfig
     headline = "accuracy"
+    controls = ("shuffled",)  # other latents' windows (it reads no explanation to stand in for)
 
     def prompts(self, score: Any) -> tuple[str, ...]:
         return (score.intruder.prompt,)
@@ -77,6 +99,24 @@ class Intruder(LLMScorer):
 
     def calls(self, score: Any) -> int | None:
         return score.intruder.n_rounds
+
+    def control_input(self, control: str, stand_in: str, examples: list[Example],
+                      pool: list[Example], rng: random.Random):
+        """Intruder reads no explanation, so explanation controls do not fit it. Its 'shuffled'
+        control shuffles latents instead: the activating windows shown come from other latents
+        (one each, from `pool`), an incoherent set, beside this latent's non-activating ones. A
+        judge that finds the intruder there as often as among the latent's own windows is
+        reading marks or position, not coherence."""
+        own = held_out_positives(examples)
+        others = list({(e.latent, e.seq_id, e.start): e for e in pool
+                       if e.latent != (own[0].latent if own else None)}.values())
+        if control != "shuffled" or not own or not others:
+            return None
+        picked = rng.sample(others, min(len(own), len(others)))
+        mixed = [Example(own[0].latent, "quantile", "test", i, 0, e.seq_id, e.start, e.max_act,
+                         e.tokens, e.acts) for i, e in enumerate(picked)]
+        negatives = [e for e in examples if e.split == "test" and not e.active]
+        return "", mixed + negatives, "activating windows of other latents"
 
     def asks(self, ctx: ScoreContext, latent: int, explanation: str,
              examples: list[Example]) -> tuple[list[Ask], Prompt]:

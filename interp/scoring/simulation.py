@@ -30,8 +30,9 @@ from interp.scoring.base import Outcome, Prediction, ScoreContext
 from interp.scoring.llm_scorer import Ask, LLMScorer, Reply, errors_of
 from interp.scoring.windows import Item, detection_items
 from interp.scoring.metrics import classification_metrics, pearson
-from interp.scoring.stats import correlation_interval, window_stats
+from interp.scoring.stats import corr_interval, window_stats
 
+_DIGITS = frozenset("0123456789")  # str.isdigit also takes "²", which int() refuses
 _PREFIX = re.compile(r"^\s*(\d+)\s*:\s*$")          # a line up to its value: "12: "
 _LINE = re.compile(r"^\s*(\d+)\s*:\s*(\d)\s*$")
 
@@ -40,7 +41,7 @@ def _expected(alternatives: list[tuple[str, float]]) -> float:
     mass = {}
     for tok, lp in alternatives:
         t = tok.strip()
-        if len(t) == 1 and t.isdigit():
+        if len(t) == 1 and t in _DIGITS:
             mass[int(t)] = mass.get(int(t), 0.0) + math.exp(lp)
     return sum(d * p for d, p in mass.items()) / sum(mass.values())
 
@@ -57,7 +58,7 @@ def expected_values(text: str, top: list[list[tuple[str, float]]] | None, n: int
         for alternatives in top:
             tok = alternatives[0][0] if alternatives else ""
             m = _PREFIX.match(line)
-            if m and len(tok.strip()) == 1 and tok.strip().isdigit():
+            if m and len(tok.strip()) == 1 and tok.strip() in _DIGITS:
                 found.append((int(m.group(1)), _expected(alternatives)))
             line = (line + tok).rsplit("\n", 1)[-1]
     else:
@@ -136,7 +137,6 @@ def simulation_outcome(ctx: ScoreContext, latent: int, name: str, prompt: Prompt
     the correlation with the true normalised activations over all tokens of the answered windows
     (unanswered ones are counted failed, never zeros), its window-bootstrap interval, and a
     classification view (P = max simulated value / `top`, prediction = `positive(sim)`)."""
-    cfg = ctx.cfg.score
     items = [a.items[0] for a in asks]
     preds, probs, sim_all, true_all, windows, kinds = [], [], [], [], [], []
     for ask, reply in zip(asks, replies):
@@ -154,7 +154,7 @@ def simulation_outcome(ctx: ScoreContext, latent: int, name: str, prompt: Prompt
         preds.append(int(positive(sim)))
     metrics = classification_metrics([it.label for it in items], preds, probs)
     metrics["corr"] = pearson(sim_all, true_all)
-    ci = correlation_interval(windows, kinds, seed=(cfg.seed, latent, name), n_boot=cfg.n_bootstrap)
+    ci = corr_interval(windows, kinds)
     metrics["ci_low"], metrics["ci_high"] = ci if ci else (None, None)
     return Outcome([Prediction(it.seq_id, it.start, it.quantile, it.label, p, q)
                     for it, p, q in zip(items, preds, probs)], metrics,

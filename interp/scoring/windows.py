@@ -21,11 +21,18 @@ class Item:
     quantile: int
 
 
-def spread(examples: list[Example], n: int) -> list[Example]:
-    """Up to n examples taken round-robin across quantiles, so every activation level is tested."""
+def spread(examples: list[Example], n: int, rng: random.Random) -> list[Example]:
+    """Up to n examples taken round-robin across quantiles, so every activation level is tested.
+
+    Each quantile bin is shuffled first (seeded): taking a bin's windows in mined rank order put
+    the strongest of every bin first, so detection's positives sat at the top of their bins and
+    fuzzing's correctly marked windows (the first round) were stronger than its wrong ones.
+    """
     by_q: dict[int, list[Example]] = {}
     for e in examples:
         by_q.setdefault(e.quantile, []).append(e)
+    for q in sorted(by_q):
+        rng.shuffle(by_q[q])
     out, qs = [], sorted(by_q)
     while len(out) < n and any(by_q[q] for q in qs):
         for q in qs:
@@ -38,10 +45,19 @@ def plain(e: Example) -> str:
     return mark_tokens(e.tokens, [False] * len(e.tokens))
 
 
-def detection_items(examples: list[Example], n_pos: int, n_neg: int, rng: random.Random) -> list[Item]:
-    pos = spread([e for e in examples if e.kind == "quantile" and e.split == "test"], n_pos)
-    # Hard negatives (mine.negatives similar/neighbours) first; random ones fill in.
-    neg = sorted((e for e in examples if e.kind in ("hard", "random") and e.split == "test"),
+def held_out_positives(examples: list[Example]) -> list[Example]:
+    """The held-out activating windows the scorers judge: the test split's quantile samples."""
+    return [e for e in examples if e.kind == "quantile" and e.split == "test"]
+
+
+def detection_items(examples: list[Example], n_pos: int, n_neg: int, rng: random.Random, *,
+                    hard: bool = True) -> list[Item]:
+    """n_pos held-out activating windows over the quantiles (label 1) and n_neg held-out
+    non-activating ones (label 0), unmarked, shuffled. Hard negatives (mine.negatives) come first
+    unless `hard` is False (the embedding scorer: MiniLM chose the 'similar' ones)."""
+    pos = spread(held_out_positives(examples), n_pos, rng)
+    kinds = ("hard", "random") if hard else ("random",)
+    neg = sorted((e for e in examples if e.kind in kinds and e.split == "test"),
                  key=lambda e: e.kind != "hard")[:n_neg]
     items = [Item(plain(e), 1, e.seq_id, e.start, e.quantile) for e in pos] + \
             [Item(plain(e), 0, e.seq_id, e.start, -1) for e in neg]
@@ -59,7 +75,10 @@ def fuzzed_marks(e: Example, rng: random.Random) -> list[bool]:
 
 
 def fuzzing_items(examples: list[Example], n_pos: int, n_neg: int, rng: random.Random) -> list[Item]:
-    acts = spread([e for e in examples if e.kind == "quantile" and e.split == "test"], n_pos + n_neg)
+    """n_pos held-out activating windows marked on their activating tokens (label 1) and n_neg
+    marked on as many other tokens (label 0). Both sets come round-robin over the shuffled
+    quantile bins, so neither is stronger by construction."""
+    acts = spread(held_out_positives(examples), n_pos + n_neg, rng)
     if not acts:
         return []
     correct, wrong = acts[:n_pos], acts[n_pos:] or acts  # reuse windows when too few are held out

@@ -1,8 +1,10 @@
 """The JSON API beside the HTML pages: the same reads, as data, for notebooks and other tools.
 
 `/api/runs` lists the runs, each with `judge`: per scorer, whether the judge beat shuffled
-explanations (informative) and that verdict in one sentence. `/api/latents?...` takes exactly the latent table's URL parameters (sae, q, s, min_<scorer>,
-fmin, fmax, all, sort, page); `/api/sae/<key>/latent/<n>` is the latent page's content. GET only
+explanations (informative) and that verdict in one sentence; `/api/score_runs` the score runs,
+newest first, each with its own per-scorer means and chance levels. `/api/latents?...` takes
+exactly the latent table's URL parameters (sae, q, s, min_<scorer>, fmin, fmax, all, sort, run,
+page); `/api/sae/<key>/latent/<n>[?run=<score key>]` is the latent page's content. GET only
 over the same read-only catalogue connection; non-finite floats become null (JSON has no NaN).
 """
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from interp.ui import data
 from interp.ui.latent import latent_page
-from interp.ui.params import BadParameter, parse_filter, with_query_embedding
+from interp.ui.params import BadParameter, parse_filter, with_query_embedding, with_score_run
 
 
 def _clean(v: Any) -> Any:
@@ -38,7 +40,7 @@ def response(payload: Any, status: int = 200):
 
 def latents_payload(cur, params, tables: frozenset[str]) -> dict[str, Any]:
     """One page of the latent table as JSON: the same filter, order and paging as /latents."""
-    f = parse_filter(params, data.scorers(cur))
+    f = with_score_run(cur, parse_filter(params, data.scorers(cur)))
     semantic, note = (params.get("s") or "").strip(), None
     if semantic:
         f, note = with_query_embedding(cur, f, semantic, tables)
@@ -49,9 +51,10 @@ def latents_payload(cur, params, tables: frozenset[str]) -> dict[str, Any]:
             "note": note, "latents": rows}
 
 
-def latent_payload(cur, key: str, n: int, tables: frozenset[str]) -> dict[str, Any] | None:
+def latent_payload(cur, key: str, n: int, tables: frozenset[str],
+                   run: str | None = None) -> dict[str, Any] | None:
     """The latent page's content as JSON (examples as token and activation lists)."""
-    page = latent_page(cur, key, n, tables)
+    page = latent_page(cur, key, n, tables, run)
     if page is None:
         return None
     examples = {}
@@ -80,7 +83,8 @@ def routes(catalog: data.Catalog, resolve) -> list:
         key, n = request.path_params["key"], request.path_params["n"]
         with catalog.cursor() as cur:
             full = resolve(cur, key)
-            page = latent_payload(cur, full, n, catalog.tables) if full else None
+            run = request.query_params.get("run") or None
+            page = latent_payload(cur, full, n, catalog.tables, run) if full else None
         if page is None:
             return response({"error": f"no latent {n} in an SAE with key {key!r}"}, 404)
         return response(page)
@@ -89,5 +93,9 @@ def routes(catalog: data.Catalog, resolve) -> list:
         with catalog.cursor() as cur:
             return response({"runs": data.overview(cur)["runs"]})
 
-    return [Route("/api/runs", runs), Route("/api/latents", latents),
-            Route("/api/sae/{key}/latent/{n:int}", latent)]
+    def score_runs(request):
+        with catalog.cursor() as cur:
+            return response({"score_runs": data.score_runs(cur)})
+
+    return [Route("/api/runs", runs), Route("/api/score_runs", score_runs),
+            Route("/api/latents", latents), Route("/api/sae/{key}/latent/{n:int}", latent)]

@@ -18,7 +18,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from interp import embed
 from interp.ui import data, svg
-from interp.ui.params import BadParameter, parse_filter, with_query_embedding
+from interp.ui.params import BadParameter, parse_filter, with_query_embedding, with_score_run
 from interp.ui.latent import heads_text, latent_page
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,10 @@ def create_app(home: Path, *, host: str = "127.0.0.1", preload_model: bool = Tru
         with catalog.cursor() as cur:
             full = _resolve(cur, key)
             if full is not None and full != key:  # a prefix: send the stable, full-key URL
-                return RedirectResponse(f"/sae/{full}/latent/{n}", status_code=307)
-            page = latent_page(cur, key, n, catalog.tables) if full else None
+                query = f"?{request.url.query}" if request.url.query else ""
+                return RedirectResponse(f"/sae/{full}/latent/{n}{query}", status_code=307)
+            run = request.query_params.get("run") or None
+            page = latent_page(cur, key, n, catalog.tables, run) if full else None
         if page is None:
             return render("error.html", 404, message=f"no latent {n} in an SAE with key {key!r}")
         return render("latent.html", **page)
@@ -149,7 +151,7 @@ def _resolve(cur, key: str) -> str | None:
 def _latents_context(cur, params, tables: frozenset[str]) -> dict:
     """Template context of the latent table: filtered rows, the filter, paging and choices."""
     names = data.scorers(cur)
-    f = parse_filter(params, names)
+    f = with_score_run(cur, parse_filter(params, names))
     semantic, note = (params.get("s") or "").strip(), None
     if semantic:
         f, note = with_query_embedding(cur, f, semantic, tables)

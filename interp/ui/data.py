@@ -18,6 +18,8 @@ from storage.read import dicts, queries
 
 # Scores are read through the catalogue's `score_headlines` view: `s.headline` is each scorer's
 # headline metric as the scorer registry defines it (the `scorers` table), never chosen here.
+# Every score shown is one score run's: an explanation's newest run's, or the run the user
+# picked (`run`); never the best of several runs, never a mean across scorers.
 PAGE_SIZE = 100
 Q = queries("browse")
 
@@ -78,16 +80,31 @@ def scorers(cur) -> list[str]:
     return [r[0] for r in cur.execute(Q["scorers_present"]).fetchall()]
 
 
+def score_runs(cur) -> list[dict[str, Any]]:
+    """Score runs, newest first, each with `scorers`: per scorer the mean of the run's own
+    headline scores, how many it scored, the metric and its chance level."""
+    runs: dict[str, dict[str, Any]] = {}
+    for r in dicts(cur, Q["score_run_summaries"]):
+        run = runs.setdefault(r["score_key"], {k: r[k] for k in (
+            "score_key", "sae_key", "explain_key", "scored_at")} | {"scorers": []})
+        run["scorers"].append({k: r[k] for k in ("scorer", "metric", "mean", "n_scored",
+                                                  "n_latents", "chance")})
+    return list(runs.values())
+
+
 def overview(cur) -> dict[str, Any]:
     """Runs (newest first, each with `judge`: per scorer, whether the judge beat shuffled
-    explanations, in one sentence) and SAEs with their training metrics and labelling progress."""
-    runs, saes = dicts(cur, Q["runs"]), dicts(cur, Q["saes"])
+    explanations, in one sentence), SAEs with their training metrics, labelling progress and
+    `score_run` (their newest score run's summary per scorer, or None), and every score run."""
+    runs, saes, scored = dicts(cur, Q["runs"]), dicts(cur, Q["saes"]), score_runs(cur)
     verdicts: dict[str, list[dict]] = {}
     for v in dicts(cur, Q["judge_verdicts"]):
         verdicts.setdefault(v.pop("score_key"), []).append(v)
     for r in runs:  # [] when the run scored no shuffled control (score.controls)
         r["judge"] = verdicts.get(r["score_key"], [])
-    return {"runs": runs, "saes": saes}
+    for s in saes:
+        s["score_run"] = next((r for r in scored if r["sae_key"] == s["sae_key"]), None)
+    return {"runs": runs, "saes": saes, "score_runs": scored}
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,7 @@ class LatentFilter:
     freq_max: float = 1.0
     explained_only: bool = True
     sort: str = "latent"                 # 'latent' | 'frequency' | 'max_act' | a scorer name
+    run: str | None = None               # a score run's full key: its explanations and scores
     offset: int = 0
     limit: int = PAGE_SIZE
 
@@ -115,16 +133,30 @@ def _order(f: LatentFilter, scorer_names: list[str], params: dict[str, Any]) -> 
         return "lat.max_act DESC, lat.latent"
     if f.sort in scorer_names:
         params["sort_scorer"] = f.sort
-        return ("(SELECT max(s.headline) FROM score_headlines s WHERE s.explanation_id = "
-                "best.explanation_id AND s.scorer = $sort_scorer) DESC NULLS LAST, lat.latent")
+        return ("(SELECT sc.headline FROM sc WHERE sc.explanation_id = best.explanation_id "
+                "AND sc.scorer = $sort_scorer) DESC NULLS LAST, lat.latent")
     return "lat.sae_key, lat.latent"
 
 
+# The headline scores that the latent table sorts and filters by: one row per explanation and
+# scorer, from the explanation's newest score run (whose rows were written last) or from $run.
+_RUN_SCORES = """,
+        run_of AS (
+            SELECT explanation_id, arg_max(score_key, created_at) AS score_key FROM score_headlines
+            WHERE ($sae IS NULL OR sae_key = $sae) AND ($run IS NULL OR score_key = $run)
+            GROUP BY explanation_id),
+        sc AS (
+            SELECT s.explanation_id, s.scorer, s.headline
+            FROM score_headlines s JOIN run_of USING (explanation_id, score_key))"""
+
+
 def latent_table(cur, f: LatentFilter) -> tuple[list[dict[str, Any]], int]:
-    """One page of latents (with their best-matching ok explanation) and the total match count."""
+    """One page of latents (with their best-matching ok explanation; with `f.run`, among the
+    explanations that score run scored) and the total match count. Each row's `scores` are its
+    explanation's newest score run's (or f.run's), `score_key` says which run."""
     params: dict[str, Any] = {"sae": f.sae, "q": f"%{f.text}%" if f.text else None,
                               "fmin": f.freq_min, "fmax": f.freq_max,
-                              "lim": f.limit, "off": f.offset}
+                              "lim": f.limit, "off": f.offset, "run": f.run}
     sim, emb_join = "NULL::DOUBLE", ""
     if f.semantic is not None:
         sim = f"array_cosine_similarity(e.embedding, $qvec::FLOAT[{DIM}])"
@@ -134,8 +166,10 @@ def latent_table(cur, f: LatentFilter) -> tuple[list[dict[str, Any]], int]:
     thresholds = []
     for i, (scorer, lo) in enumerate(sorted(f.min_score.items())):
         params[f"s{i}"], params[f"t{i}"] = scorer, lo
-        thresholds.append(f"AND EXISTS (SELECT 1 FROM score_headlines s WHERE s.explanation_id = "
-                          f"best.explanation_id AND s.scorer = $s{i} AND s.headline >= $t{i})")
+        thresholds.append(f"AND EXISTS (SELECT 1 FROM sc WHERE sc.explanation_id = "
+                          f"best.explanation_id AND sc.scorer = $s{i} AND sc.headline >= $t{i})")
+    order = _order(f, names, params)
+    run_scores = _RUN_SCORES if thresholds or "sc.headline" in order else ""
     searching = f.text or f.semantic is not None or f.min_score
     join = "JOIN" if (f.explained_only or searching) else "LEFT JOIN"
     sql = f"""
@@ -147,22 +181,27 @@ def latent_table(cur, f: LatentFilter) -> tuple[list[dict[str, Any]], int]:
             SELECT x.sae_key, x.latent, x.explanation_id, x.text, x.created_at, {sim} AS sim
             FROM explanations x {emb_join}
             WHERE x.status = 'ok' AND ($sae IS NULL OR x.sae_key = $sae)
-              AND ($q IS NULL OR x.text ILIKE $q)),
+              AND ($q IS NULL OR x.text ILIKE $q)
+              AND ($run IS NULL OR x.explain_key = (
+                  SELECT any_value(explain_key) FROM scores WHERE score_key = $run))),
         best AS (
             SELECT * FROM cand QUALIFY row_number() OVER (
-                PARTITION BY sae_key, latent ORDER BY sim DESC NULLS LAST, created_at DESC) = 1)
+                PARTITION BY sae_key, latent ORDER BY sim DESC NULLS LAST, created_at DESC,
+                                                      explanation_id DESC) = 1){run_scores}
         SELECT lat.sae_key, lat.latent, lat.frequency, lat.max_act, lat.dead,
                best.explanation_id, best.text, best.sim, count(*) OVER () AS total
         FROM lat {join} best USING (sae_key, latent)
         WHERE lat.frequency BETWEEN $fmin AND $fmax {' '.join(thresholds)}
-        ORDER BY {_order(f, names, params)}
+        ORDER BY {order}
         LIMIT $lim OFFSET $off"""
     rows = dicts(cur, sql, params)
     ids = [r["explanation_id"] for r in rows if r["explanation_id"]]
     by_exp: dict[str, dict[str, float]] = {}
+    run_of: dict[str, str] = {}
     if ids:
-        for eid, scorer, value in cur.execute(Q["headlines_of"], {"ids": ids}).fetchall():
-            by_exp.setdefault(eid, {})[scorer] = value
+        for eid, scorer, value, key in cur.execute(Q["headlines_of"],
+                                                   {"ids": ids, "run": f.run}).fetchall():
+            by_exp.setdefault(eid, {})[scorer], run_of[eid] = value, key
     for r in rows:
-        r["scores"] = by_exp.get(r["explanation_id"], {})
+        r["scores"], r["score_key"] = by_exp.get(r["explanation_id"], {}), run_of.get(r["explanation_id"])
     return rows, (rows[0]["total"] if rows else 0)

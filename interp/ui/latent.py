@@ -41,11 +41,22 @@ def tokens_html(tokens: list[Token]) -> Markup:
         f'title="{t.act:.4g}">{escape(t.text)}</span>' for t in tokens))
 
 
-def _explanations(cur, sae: str, latent: int) -> list[dict[str, Any]]:
+def _explanations(cur, sae: str, latent: int, run: str | None = None) -> list[dict[str, Any]]:
+    """The latent's explanations, newest first, each with one score run's scores: `scores` and
+    `score_key`/`scored_at` of its newest run (or of `run`, a score key or prefix, when it
+    scored this explanation), and `other_runs`, the rest, newest first, each shown as its own."""
     exps = dicts(cur, Q["latent_explanations"], [sae, latent])
-    scores = dicts(cur, Q["latent_scores"], [sae, latent])
+    runs: dict[str, dict[str, dict[str, Any]]] = {}  # explanation -> score key -> run
+    for s in dicts(cur, Q["latent_scores"], [sae, latent]):
+        by_key = runs.setdefault(s["explanation_id"], {})
+        by_key.setdefault(s["score_key"], {"score_key": s["score_key"], "scored_at": s["scored_at"],
+                                           "scores": []})["scores"].append(s)
     for e in exps:
-        e["scores"] = [s for s in scores if s["explanation_id"] == e["explanation_id"]]
+        found = list(runs.get(e["explanation_id"], {}).values())  # newest first (the query's order)
+        picked = next((r for r in found if run and r["score_key"].startswith(run)), None)
+        shown = picked or (found[0] if found else {"score_key": None, "scored_at": None, "scores": []})
+        e.update(shown, newest=bool(found) and shown is found[0],
+                 other_runs=[r for r in found if r is not shown])
     return exps
 
 
@@ -92,17 +103,18 @@ def heads_text(heads: list[dict] | None) -> str:
     return ", ".join(f"head {h['head']}: {h['share']:.0%}" for h in heads or [])
 
 
-def latent_page(cur, sae: str, latent: int,
-                tables: frozenset[str] | None = None) -> dict[str, Any] | None:
+def latent_page(cur, sae: str, latent: int, tables: frozenset[str] | None = None,
+                run: str | None = None) -> dict[str, Any] | None:
     """The latent page's data, or None if the SAE has no such latent. `tables`: the catalogue's
-    table names if known (saves a catalogue lookup per page)."""
+    table names if known (saves a catalogue lookup per page); `run`: the score run whose scores
+    each explanation shows first (default: the explanation's newest)."""
     sae_row = dicts(cur, Q["latent_sae"], [sae])
     stats = dicts(cur, Q["latent_stats"], [sae, latent])
     if not sae_row or not stats:
         return None
     st = stats[0]
     return {"sae": sae_row[0], "latent": latent, "stats": st,
-            "explanations": _explanations(cur, sae, latent),
+            "explanations": _explanations(cur, sae, latent, run), "run": run,
             "examples": _examples(cur, sae, latent, st["mine_key"], st["max_act"] or 0.0),
             "matches": _matches(cur, sae, latent, sae_row[0]["hookpoint"], tables),
             "logits": _logits(cur, sae, latent, tables),

@@ -1,5 +1,6 @@
 """The latent table's filter, read from URL query parameters (the page and the JSON API share it),
-and the semantic search that adds the query's MiniLM embedding to it."""
+the score run it shows (`run`, checked against the catalogue) and the semantic search that adds
+the query's MiniLM embedding to it."""
 from __future__ import annotations
 
 import dataclasses
@@ -43,7 +44,23 @@ def parse_filter(params, scorer_names: list[str]) -> data.LatentFilter:
         min_score=mins, freq_min=_float(params, "fmin", 0.0, lo=0.0),
         freq_max=_float(params, "fmax", 1.0, lo=0.0),
         explained_only=params.get("all") != "1", sort=params.get("sort") or "latent",
-        offset=(int(page) - 1) * data.PAGE_SIZE)
+        run=(params.get("run") or "").strip() or None, offset=(int(page) - 1) * data.PAGE_SIZE)
+
+
+def with_score_run(cur, f: data.LatentFilter) -> data.LatentFilter:
+    """The filter with `run` (a score run's key or unique prefix) made the full key, and `sae`
+    the SAE it scored; BadParameter for a run that is not in the catalogue or is ambiguous, or
+    one that scored another SAE than `sae`."""
+    if f.run is None:
+        return f
+    rows = cur.execute(data.Q["score_run"], {"run": f.run}).fetchall()
+    if not rows or (len(rows) > 1 and rows[0][0] != f.run):
+        what = "no score run" if not rows else "the prefix of several score runs"
+        raise BadParameter(f"run={f.run!r} is {what}; the overview page (/) lists the score runs")
+    key, sae, _ = rows[0]
+    if f.sae is not None and f.sae != sae:
+        raise BadParameter(f"run={f.run!r} scored SAE {sae}, not sae={f.sae!r}: drop one of them")
+    return dataclasses.replace(f, run=key, sae=sae)
 
 
 def with_query_embedding(cur, f: data.LatentFilter, query: str, tables: frozenset[str]):

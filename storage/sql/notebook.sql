@@ -22,14 +22,37 @@ WHERE NOT $explained OR best.explanation_id IS NOT NULL
 ORDER BY lat.sae_key, lat.latent;
 
 -- name: explanations
--- Every explanation with each scorer's headline metric (a scorer -> value map).
+-- Every explanation with one score run's headline scores (a scorer -> value map) and that run's
+-- key: the explanation's newest score run (whose rows were written last, as in `latest`), or
+-- score run $run, which keeps only the explanations $run scored. Never pooled over runs.
+WITH s AS (
+    SELECT explanation_id, score_key, scorer, headline FROM score_headlines
+    WHERE ($sae IS NULL OR sae_key = $sae) AND ($lat IS NULL OR latent = $lat)
+      AND ($run IS NULL OR score_key = $run)
+    QUALIFY score_key = arg_max(score_key, created_at) OVER (PARTITION BY explanation_id)),
+m AS (SELECT explanation_id, any_value(score_key) AS score_key,
+             map(list(scorer ORDER BY scorer), list(headline ORDER BY scorer)) AS scores
+      FROM s GROUP BY explanation_id)
 SELECT x.explanation_id, x.sae_key, x.latent, x.status, x.text, x.explainer_model,
-       x.prompt_name, x.prompt_hash, x.created_at,
-       (SELECT map(list(s.scorer ORDER BY s.scorer), list(s.headline ORDER BY s.scorer))
-        FROM score_headlines s WHERE s.explanation_id = x.explanation_id) AS scores
-FROM explanations x
+       x.prompt_name, x.prompt_hash, x.created_at, m.score_key, m.scores
+FROM explanations x LEFT JOIN m USING (explanation_id)
 WHERE ($sae IS NULL OR x.sae_key = $sae) AND ($lat IS NULL OR x.latent = $lat)
+  AND ($run IS NULL OR m.score_key IS NOT NULL)
 ORDER BY x.sae_key, x.latent, x.created_at DESC;
+
+-- name: score_runs
+-- Score runs, newest first: what each scored, when, and per scorer the mean of its own headline
+-- scores with the metric's chance level (one row per run and scorer; never pooled over either).
+SELECT r.score_key, r.sae_key, r.explain_key, r.scored_at, h.scorer, h.headline_metric AS metric,
+       avg(h.headline) AS mean, count(h.headline) AS n_scored, any_value(h.chance) AS chance
+FROM score_runs r JOIN score_headlines h USING (score_key)
+WHERE ($sae IS NULL OR r.sae_key = $sae)
+GROUP BY ALL ORDER BY r.scored_at DESC, r.score_key, h.scorer;
+
+-- name: score_run_keys
+-- Score keys starting with $run (a key or prefix), an exact match first.
+SELECT DISTINCT score_key FROM scores WHERE starts_with(score_key, $run)
+ORDER BY score_key = $run DESC, score_key LIMIT 2;
 
 -- name: examples
 SELECT kind, rank, quantile, max_act, tokens, acts FROM examples

@@ -10,10 +10,11 @@ ORDER BY started_at DESC;
 SELECT run_id FROM runs ORDER BY started_at DESC;
 
 -- name: run_scores
--- The run's headline scores with each latent's firing frequency.
+-- The run's own headline scores (its score run's rows only, $score) with each metric's chance
+-- level and each latent's firing frequency.
 SELECT s.scorer, s.latent, s.explanation_id, s.headline AS value, s.n_failed, s.n_examples,
-       s.status, s.metric, s.n_valid, s.balanced_accuracy, s.precision, s.recall, s.f1, s.control,
-       l.frequency
+       s.status, s.headline_metric AS metric, s.chance, s.n_valid, s.balanced_accuracy,
+       s.precision, s.recall, s.f1, s.control, l.frequency
 FROM score_headlines s
 LEFT JOIN (SELECT sae_key, latent, any_value(frequency) AS frequency FROM latents
            WHERE sae_key = $sae GROUP BY ALL) l ON l.sae_key = s.sae_key AND l.latent = s.latent

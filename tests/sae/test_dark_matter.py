@@ -68,3 +68,26 @@ def test_stage_writes_stats_and_token_errors(tmp_path):
     assert abs(t0["error_norm"] - direct) < 1e-4 * max(direct, 1)
     same = error_norm_correlation(ref.path, ref.path)
     assert same["n_tokens"] == 48 and same["pearson"] > 0.9999 and same["spearman"] > 0.9999
+
+
+def test_error_norm_correlation_separates_what_the_input_norm_explains():
+    """Two SAEs whose errors only scale with ‖x‖ (independent otherwise) correlate highly in raw
+    error norms, but not once ‖x‖ is held fixed; a shared hard-token component survives it."""
+    import pyarrow as pa
+
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    x_norm = 1 + 9 * torch.rand(n, generator=g, dtype=torch.float64)
+    hard = torch.rand(n, generator=g, dtype=torch.float64)  # tokens both SAEs find hard
+
+    def table(err):
+        return pa.table({"seq_id": list(range(n)), "position": [1] * n, "split": ["heldout"] * n,
+                         "error_norm": err.numpy(), "x_norm": x_norm.numpy()})
+    noise = lambda: 0.1 * torch.rand(n, generator=g, dtype=torch.float64)  # noqa: E731
+    a, b = table(x_norm * (0.2 + noise())), table(x_norm * (0.2 + noise()))
+    scale_only = error_norm_correlation(a, b)
+    assert scale_only["pearson"] > 0.9 and abs(scale_only["pearson_given_x_norm"]) < 0.1
+    assert abs(scale_only["pearson_rel_error"]) < 0.1
+    shared = error_norm_correlation(table(x_norm * (0.2 + hard + noise())),
+                                    table(x_norm * (0.2 + hard + noise())))
+    assert shared["pearson_given_x_norm"] > 0.5 and shared["pearson_rel_error"] > 0.9

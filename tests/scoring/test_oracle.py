@@ -92,7 +92,10 @@ def test_oracle_judge_beats_shuffled_explanations(tmp_path):
     ref, rows, controls = _score(tmp_path, oracle)
     real = [r for r in rows if r["control"] is None and r["latent"] != NO_POSITIVES]
     assert {r["status"] for r in real} == {"ok"}
-    assert all(r["value"] == 1.0 and r["n_valid"] == 8 and r["ci_low"] == 1.0 for r in real)
+    # All right on 4 + 4 windows: the interval still admits a weaker judge (it no longer
+    # collapses to [1, 1], as the bootstrap did).
+    assert all(r["value"] == 1.0 and r["n_valid"] == 8 for r in real)
+    assert all(0.5 < r["ci_low"] < 0.9 and r["ci_high"] == 1.0 for r in real)
     for scorer in ("detection", "fuzzing"):
         lift = controls[(scorer, "shuffled")]
         assert lift["n_latents"] == len(KEYWORDS)
@@ -105,7 +108,9 @@ def test_oracle_judge_beats_shuffled_explanations(tmp_path):
     assert det["mean"] == det["ci_low"] == det["ci_high"] == 1.0 and det["n_scored"] == 12
     assert det["status_counts"] == {"ok": 12, "unscorable": 1}
     assert det["frequency_weighted"] == 1.0
-    assert ref.manifest()["verdicts"][0] == summary["controls"][0]["verdict"]
+    # The run's verdict per scorer (no probe can be built from these hand-made windows).
+    assert ref.manifest()["verdicts"]["detection"] == summary["verdicts"][0]["verdict"]
+    assert summary["verdicts"][0]["case"] == "informative_unprobed"
 
 
 def test_coin_flip_judge_is_not_informative(tmp_path):
@@ -174,7 +179,9 @@ def test_intruder_finds_the_non_activating_window(tmp_path, judge, expected):
     if expected is None:   # '9' is not one of the 5 examples: a failure, not a wrong answer
         assert all(r["status"] == "failed" and "unparseable" in r["error"] for r in rows)
     else:
-        assert all(r["n_valid"] == 5 and r["ci_low"] == 1.0 for r in rows)
+        # 5 of 5 rounds: the exact binomial interval is [0.48, 1]
+        assert all(r["n_valid"] == 5 and r["ci_low"] == pytest.approx(0.478, abs=1e-3)
+                   and r["ci_high"] == 1.0 for r in rows)
 
 
 def simulation_oracle(messages):

@@ -81,10 +81,11 @@ base = {"home": str(home), "corpus": {"seq_len": 17},
         "sae": {"expansion_factor": 2, "k": 2, "batch_size": 64, "epochs": 2, "eval_sequences": 0},
         "mine": {"window": 4, "n_top": 5, "n_quantiles": 2, "per_quantile": 2, "n_random": 4},
         "llm": {"backend": "openai", "base_url": url, "max_retries": 2, "backoff_s": 0.01},
-        "explain": {"n_examples": 3, "min_examples": 2, "n_latents": 4, "embed": False},
+        "explain": {"n_examples": 3, "min_examples": 2, "min_heldout": 2, "n_latents": 4,
+                    "embed": False},
         "logits": {"k": 0}}
 score = {"scorers": ["detection", "toy"], "n_positive": 2, "n_negative": 2, "batch_size": 4,
-         "controls": []}
+         "controls": [], "min_per_class": 1}
 cfg = build_config(base | {"score": score})
 other = build_config(base | {"score": score | {"toy": {"max_tokens": 5}}})
 off = build_config(base | {"score": score | {"scorers": ["detection"]}})
@@ -126,7 +127,7 @@ def test_toy_scorer_needs_one_module_and_its_registry_line(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["schema"] and out["keyed"] and out["unkeyed_when_off"]
-    assert out["calls"] == {"explain": 1, "detection": 1, "toy": 1, "controls": 0}
+    assert out["calls"] == {"explain": 1, "detection": 1, "toy": 1, "controls": 0, "probes": 8}
     n_rows, n_values = out["rows"]
     assert n_rows == 4 and n_values == 4, out["status"]  # one scored row per latent, all parsed
     assert out["scorers_table"] == [["accuracy"]]

@@ -175,7 +175,7 @@ def test_a_scorer_exception_is_recorded_not_raised(monkeypatch):
     import asyncio
 
     from interp.scoring.embedding import Embedding
-    from interp.scoring.stage import make_work
+    from interp.scoring.work import make_work
 
     class Boom(Embedding):
         needs = ()
@@ -185,7 +185,7 @@ def test_a_scorer_exception_is_recorded_not_raised(monkeypatch):
 
     monkeypatch.setitem(SCORERS, "embedding", Boom())
     cfg = build_config({"score": {"scorers": ["embedding"]}})
-    work = make_work(cfg, {3: {"explanation_id": "e3", "text": "x"}}, llm=None)
+    work = make_work(cfg, {3: {"explanation_id": "e3", "text": "x"}}, llm=None, resources=None)
     [row] = asyncio.run(work(3, []))
     assert row["status"] == "error" and "bad window" in row["error"] and row["latent"] == 3
     assert row["balanced_accuracy"] is None and row["predictions"] == []
