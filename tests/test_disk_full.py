@@ -49,14 +49,16 @@ def _namespaces_allowed() -> str | None:
     """Why a tmpfs cannot be mounted in a private namespace here, or None."""
     if shutil.which("unshare") is None:
         return "no unshare(1) on this machine"
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", 'd=$(mktemp -d) && mount -t tmpfs tmpfs '
+                            '"$d"; rc=$?; umount "$d" 2>/dev/null; rmdir "$d"; exit $rc'],
                            capture_output=True, text=True)
     if probe.returncode:
         return f"unprivileged mount namespaces are not allowed here: {probe.stderr.strip()}"
     return None
 
 
-needs_namespaces = pytest.mark.skipif(bool(_namespaces_allowed()), reason=str(_namespaces_allowed()))
+_NO_NAMESPACES = _namespaces_allowed()
+needs_namespaces = pytest.mark.skipif(_NO_NAMESPACES is not None, reason=str(_NO_NAMESPACES))
 
 
 def on_full_disk(home: Path, free_kb: int, argv: list[str], timeout: int = 300
