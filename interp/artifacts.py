@@ -9,6 +9,7 @@ directory (`<key>.partial`) across crashes so a re-run continues from the parts 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -140,8 +141,12 @@ class ArtifactStore:
 
 def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a stray temp file behind
+        raise
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
@@ -160,3 +165,49 @@ def read_parts(directory: Path, pattern: str = "part-*.parquet") -> pa.Table | N
     if not files:
         return None
     return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
+# A write that failed for lack of room: no space, a quota, or a file-size limit (RLIMIT_FSIZE).
+_DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+              errno.EFBIG: "file too large"}
+# How the libraries that raise no OSError say so: safetensors (Rust's "os error 28") and DuckDB
+# ("... No space left on device"). Only theirs: an LLM server's error text saying the same is
+# about the server's disk, not ours.
+_DISK_FULL_TEXT = {f"os error {code}": code for code in _DISK_FULL} | {
+    os.strerror(code): code for code in _DISK_FULL}
+_WORDS_ONLY = ("safetensors", "duckdb", "_duckdb")
+
+
+class DiskFull(OSError):
+    """A write failed for lack of room (errno ENOSPC, EDQUOT or EFBIG); the message names where
+    and what to do. Still an OSError with that errno, for callers that test it."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def disk_full_errno(err: BaseException) -> int | None:
+    """The errno when `err`, or the error it was raised from, is a write that found no room."""
+    for e in (err, err.__cause__):
+        if isinstance(e, OSError) and e.errno is not None:
+            if e.errno in _DISK_FULL:
+                return e.errno
+        elif e is not None and type(e).__module__.split(".")[0] in _WORDS_ONLY:
+            text = str(e)
+            for words, code in _DISK_FULL_TEXT.items():
+                if words in text:
+                    return code
+    return None
+
+
+def disk_full(code: int, what: str, path: Path | str, then: str) -> DiskFull:
+    """The one-line error for a write under `path` that found no room: what failed, where, the
+    room left on that filesystem, and `then` (what was kept, what to do)."""
+    where = Path(path)
+    while not where.exists() and where != where.parent:  # a temp directory already removed
+        where = where.parent
+    try:
+        free = f" ({shutil.disk_usage(where).free / 2**20:.1f} MiB free there)"
+    except OSError:
+        free = ""
+    return DiskFull(code, f"{what}: {_DISK_FULL[code]} writing {path}{free}; {then}")

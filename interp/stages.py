@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from interp.analysis import dark_matter, logits, match
-from interp.artifacts import ArtifactRef, ArtifactStore, artifact_key, write_text_atomic
+from interp.artifacts import (ArtifactRef, ArtifactStore, DiskFull, artifact_key, disk_full,
+                             disk_full_errno, write_text_atomic)
 from interp.collect import stage as collect
 from interp.config import RunConfig, dump_config
 from interp.contract import KeyContext, Stage, StageContext
@@ -133,10 +134,28 @@ def build(cfg: RunConfig, name: str, inputs: dict[str, ArtifactRef], *,
         ctx = StageContext(cfg, name, key, refs, out=Path(), lineage=_lineage(refs),
                            progress=progress or session.progress, shard=shard,
                            llm=llm if llm is not None else session.llm)
-        return _fill(store, stage, ctx)
+        try:
+            return _fill(store, stage, ctx)
+        except Exception as err:
+            if isinstance(err, DiskFull) or (code := disk_full_errno(err)) is None:
+                raise
+            raise _disk_full(code, err, stage, ctx, store) from err
     finally:
         if own:
             session.close()
+
+
+def _disk_full(code: int, err: Exception, stage: Stage, ctx: StageContext,
+               store: ArtifactStore) -> DiskFull:
+    """A stage's write that found no room, as one line naming the file (or the stage's build
+    directory: pyarrow and safetensors do not say which file) and what the next run does."""
+    out = ctx.out if ctx.out != Path() else store.path(stage.name, ctx.key)
+    resumes = stage.per_latent or stage.resumable(ctx.cfg)
+    kept = (f"what it finished is kept in {out} for the next run" if resumes else
+            "its unfinished artifact was removed")
+    return disk_full(code, f"stage {stage.name}", getattr(err, "filename", None) or out,
+                     f"{kept}; free space under {store.root} and run again (finished stages "
+                     f"are reused)")
 
 
 def _fill(store: ArtifactStore, stage: Stage, ctx: StageContext) -> ArtifactRef | None:
@@ -217,8 +236,24 @@ def run(cfg: RunConfig, *, only: tuple[str, ...] | None = None,
         if session.llm_client is not None:
             rec.llm_tokens = dict(session.llm_client.ledger.totals)
         session.close()
-        rec.save(cfg)  # a failed run's record says what it built and spent
+        _save_record(cfg, rec)
     return rec
+
+
+def _save_record(cfg: RunConfig, rec: RunRecord) -> None:
+    """Save the record (a failed run's says what it built and spent). When the run failed, a
+    record that cannot be written (the disk that filled up) is logged, not raised: the run's own
+    error is the one to report."""
+    try:
+        rec.save(cfg)
+    except OSError as err:
+        if rec.status == "failed":
+            log.warning("could not save the record of failed run %s: %s", rec.run_id, err)
+            return
+        if (code := disk_full_errno(err)) is None:
+            raise
+        raise disk_full(code, f"run {rec.run_id}", err.filename or cfg.home / "runs",
+                        "every stage finished: free space and run again (all cached)") from err
 
 
 def _walk(cfg: RunConfig, rec: RunRecord, refs: dict[str, ArtifactRef], session: BuildContext,

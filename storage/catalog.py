@@ -25,7 +25,7 @@ from typing import Any
 
 import duckdb
 
-from interp.artifacts import ArtifactStore
+from interp.artifacts import ArtifactStore, disk_full, disk_full_errno
 from storage.views import create_views
 from storage.ingest import insert_row, insert_run, insert_scorers, publish_artifact, published_stages
 from storage.read import (CATALOG, DUCKDB_CONFIG, LATEST_VERSION, CatalogError, catalog_path,
@@ -171,6 +171,11 @@ def publish(home: Path, artifacts: dict[str, str] | list[tuple[str, str]],
             finally:
                 con.close()
             os.replace(tmp, target)
+        except Exception as err:
+            if (code := disk_full_errno(err)) is None:
+                raise
+            raise disk_full(code, "publish", tmp, f"the catalogue {target} is unchanged: free "
+                            f"space under {home} and run `interp publish` again") from err
         finally:
             tmp.unlink(missing_ok=True)
             Path(f"{tmp}.wal").unlink(missing_ok=True)

@@ -83,6 +83,22 @@ def seed_collect(cfg, d: int = 8) -> Path:
                        hookpoint=cfg.model.hookpoint)
 
 
+def tiny_run_config(tmp: Path, url: str, **over) -> Path:
+    """The config file (tmp/run.yaml) of a tiny run under tmp/home over a .txt corpus of 48
+    documents, its collect artifact seeded (seed_collect), so `interp run` needs no subject
+    model; `over` as tests.conftest.tiny_config takes it."""
+    from interp.config import dump_config
+    from tests.conftest import tiny_config
+
+    corpus = tmp / "corpus.txt"
+    corpus.write_text("\n\n".join(" ".join(f"w{(5 * i + j) % 43}" for j in range(16))
+                                  for i in range(48)))
+    cfg = tiny_config(tmp / "home", url, corpus={"source": str(corpus), "n_tokens": 640}, **over)
+    seed_collect(cfg)
+    (tmp / "run.yaml").write_text(dump_config(cfg))
+    return tmp / "run.yaml"
+
+
 class TinyTopK:
     """Deterministic TopK encoder: relu(x @ W) keeping the k largest (a stand-in with SAE's encode)."""
 

@@ -16,7 +16,8 @@ FAULTS = ("429", "500", "timeout", "malformed", "empty")
 
 
 class FakeLLMServer:
-    """Serves on 127.0.0.1:<free port>; `answer(messages)` produces the text of ok responses.
+    """Serves on 127.0.0.1:<free port> (or `port`); `answer(messages)` produces the text of ok
+    responses.
 
     It ignores `response_format` (as a server without structured outputs does) unless
     `constrained(schema)` is given: then that answers every request carrying a JSON schema.
@@ -24,7 +25,8 @@ class FakeLLMServer:
 
     def __init__(self, answer: Answer, fault_rate: float = 0.0, faults=FAULTS, seed: int = 0,
                  hang_s: float = 2.0, script: list[str] | None = None,
-                 constrained: Callable[[dict], str] | None = None, finish_reason: str = "stop"):
+                 constrained: Callable[[dict], str] | None = None, finish_reason: str = "stop",
+                 port: int = 0):
         self.answer, self.fault_rate, self.faults = answer, fault_rate, faults
         self.constrained, self.finish_reason = constrained, finish_reason
         self.rng = random.Random(seed)
@@ -56,7 +58,8 @@ class FakeLLMServer:
                     server.bodies.append(body)
                 server._respond(self, outcome, body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # port: a fixed one, for a server that replaces a killed one at the same URL
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

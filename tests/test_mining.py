@@ -190,6 +190,28 @@ def test_memory_budget_below_current_use_still_mines(tmp_path, caplog):
     assert "memory_budget_mb=1" in caplog.text and ex.num_rows > 0
 
 
+def test_latent_ranges_are_sized_on_what_the_encode_pass_left_in_use(tmp_path, monkeypatch):
+    """The encode pass leaves memory resident (statistics, heap glibc keeps: +110 MiB at 2,304
+    latents); ranges sized on the RSS measured before it let the peak pass the budget (605 MB
+    at mine.memory_budget_mb=600). Here the process 'holds' 100 MiB before and 400 after."""
+    import interp.mine.stage as stage
+    held = {"rss": 100 << 20}
+    monkeypatch.setattr(stage, "rss_bytes", lambda: held["rss"])
+    real_encode, real_plan, planned = stage.encode_pass, stage.plan_ranges, []
+
+    def encode_then_hold_more(*a, **k):
+        stats = real_encode(*a, **k)
+        held["rss"] = 400 << 20
+        return stats
+    monkeypatch.setattr(stage, "encode_pass", encode_then_hold_more)
+    monkeypatch.setattr(stage, "plan_ranges", lambda count, cfg, range_bytes, *a:
+                        planned.append(range_bytes) or real_plan(count, cfg, range_bytes, *a))
+    shards = ActivationShards(make_shards(tmp_path / "c", n_seq=8, seq_len=17, d=8))
+    cfg = MineConfig(window=WINDOW, n_top=2, n_random=1, memory_budget_mb=500)
+    _mine(tmp_path, "m", shards, TinyTopK(d=8, m=6, k=2), cfg)
+    assert planned and 0 < planned[0] <= (500 - 400) << 20
+
+
 def test_all_dead_latents_give_negatives_only(tmp_path):
     shards = _write_collect(tmp_path / "c", torch.zeros(6, 17, 8))   # relu(0 @ W) = 0 everywhere
     cfg = MineConfig(window=WINDOW, n_top=2, n_random=2)
@@ -222,6 +244,24 @@ def test_code_spill_buckets_return_each_latents_triples_in_token_order(tmp_path)
             want = lat == latent
             assert t[mine].tolist() == tok[want].tolist()
             assert torch.equal(a[mine], act[want].float())
+
+
+def test_code_spill_on_a_full_disk_raises_naming_the_file(tmp_path):
+    """Every spill file is /dev/full (every write: ENOSPC). ndarray.tofile lost that error for
+    small writes, and mining went on over a spill with triples missing."""
+    import os
+
+    from interp.mine.codes import _FILES, CodeSpill
+    (tmp_path / "s").mkdir()
+    for b in range(2):
+        for name, _ in _FILES:
+            os.symlink("/dev/full", tmp_path / "s" / f"{b:04d}.{name}")
+    spill = CodeSpill(tmp_path / "s", num_latents=4, n_buckets=2)
+    with pytest.raises(OSError) as err:
+        spill.append(torch.arange(6), torch.tensor([0, 1, 2, 3, 0, 1]), torch.rand(6))
+        spill.close()
+    assert err.value.errno == 28 and str(tmp_path / "s") in err.value.filename
+    spill.close()  # again (mine_into's cleanup): every file is closed already
 
 
 def test_no_window_is_kept_twice_for_a_latent_across_kinds(tmp_path):

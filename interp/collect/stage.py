@@ -115,34 +115,38 @@ def _collect_into(cfg: RunConfig, model: SubjectModel, tokens: torch.Tensor, out
     # Cast on the way to disk only: the model computes in its own dtype, readers upcast to fp32.
     dtype = getattr(torch, cfg.collect.dtype)
     bar = tqdm(total=tokens.numel(), unit="tok", desc="collect", disable=not progress)
-    for first in range(0, len(tokens), per_shard):
-        chunk = tokens[first:first + per_shard]
-        name = f"shard-{len(shards):05d}.safetensors"
-        if cfg.collect.store == "tokens":  # the forward pass runs where the activations are read
-            save_file({"tokens": chunk.to(torch.int32).contiguous()}, str(out / name))
+    try:
+        for first in range(0, len(tokens), per_shard):
+            chunk = tokens[first:first + per_shard]
+            name = f"shard-{len(shards):05d}.safetensors"
+            if cfg.collect.store == "tokens":  # the forward pass runs where activations are read
+                save_file({"tokens": chunk.to(torch.int32).contiguous()}, str(out / name))
+                shards.append({"file": name, "first_seq": first, "n_seq": len(chunk)})
+                bar.update(chunk.numel())
+                continue
+            if collects_gradient(cfg):  # a g-SAE (never a transcoder): one forward + backward
+                runs = _gradient_runs(cfg, model, chunk, hook)
+                acts = {hook: torch.cat([_to_storage(r[hook], dtype, hook)
+                                         for r in runs]).contiguous()}
+            else:
+                acts = shard_activations(model, chunk, [hook, *extra], cfg.collect.batch_size,
+                                         dtype)
+            tensors = {"acts": acts[hook], "tokens": chunk.to(torch.int32).contiguous()}
+            for h in extra:  # transcoder targets, read by interp.sae.data as acts.<hookpoint>
+                tensors[f"acts.{h}"] = acts[h]
+            if collects_gradient(cfg):
+                tensors[gradient_tensor_name(hook)] = _gradient_storage(runs, dtype)
+            for h in [hook, *extra]:
+                require_finite(tensors["acts" if h == hook else f"acts.{h}"],
+                               f"collect: activations at {h} for {name} (sequences {first}.."
+                               f"{first + len(chunk) - 1}, batches of {cfg.collect.batch_size})",
+                               f"the subject model produced them in {cfg.model.dtype}; try "
+                               f"model.dtype float32 or check the model")
+            save_file(tensors, str(out / name))
             shards.append({"file": name, "first_seq": first, "n_seq": len(chunk)})
             bar.update(chunk.numel())
-            continue
-        if collects_gradient(cfg):  # a g-SAE (never a transcoder): one forward + backward
-            runs = _gradient_runs(cfg, model, chunk, hook)
-            acts = {hook: torch.cat([_to_storage(r[hook], dtype, hook) for r in runs]).contiguous()}
-        else:
-            acts = shard_activations(model, chunk, [hook, *extra], cfg.collect.batch_size, dtype)
-        tensors = {"acts": acts[hook], "tokens": chunk.to(torch.int32).contiguous()}
-        for h in extra:  # transcoder targets, read by interp.sae.data as acts.<hookpoint>
-            tensors[f"acts.{h}"] = acts[h]
-        if collects_gradient(cfg):
-            tensors[gradient_tensor_name(hook)] = _gradient_storage(runs, dtype)
-        for h in [hook, *extra]:
-            require_finite(tensors["acts" if h == hook else f"acts.{h}"],
-                           f"collect: activations at {h} for {name} (sequences {first}.."
-                           f"{first + len(chunk) - 1}, batches of {cfg.collect.batch_size})",
-                           f"the subject model produced them in {cfg.model.dtype}; try "
-                           f"model.dtype float32 or check the model")
-        save_file(tensors, str(out / name))
-        shards.append({"file": name, "first_seq": first, "n_seq": len(chunk)})
-        bar.update(chunk.numel())
-    bar.close()
+    finally:  # on an error too: the CLI's one error line then starts a line of its own
+        bar.close()
     return shards
 
 

@@ -15,12 +15,11 @@ mine.memory_budget_mb, and the output is the same whatever the ranges.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,8 @@ from interp.contract import Stage, StageContext, Table
 from interp.collect.documents import DOCUMENTS, backfill_documents, read_doc_starts
 from interp.collect.shards import ActivationShards
 from interp.collect.stream import StreamedShards, open_activations
-from interp.mine.codes import CodeSpill, encode_chunk_sequences, encode_pass, iter_encoded, rss_bytes
+from interp.mine.codes import (CodeSpill, encode_chunk_bytes, encode_chunk_sequences, encode_pass,
+                               iter_encoded, release_memory, rss_bytes)
 from interp.mine.doc_split import check_split, held_out_documents, window_splits
 from interp.mine.iw import select_extra, wants_extra
 from interp.mine.negatives import hard_candidates
@@ -63,15 +63,19 @@ class Events:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Sizes derived from the budget: encoder chunk, spill read chunk, latent-range working set."""
+    """Sizes derived from the budget: encoder chunk, spill read chunk, latent-range working set,
+    and with a budget the RSS above which the encode pass hands freed heap back to the OS."""
 
     encode_seqs: int
     read_triples: int
     range_bytes: int
+    trim_above: int | None = None
 
 
-def plan_memory(m: int, seq_len: int, cfg, working_bytes: int | None = None) -> MemoryPlan:
-    """Split the working memory (budget minus what the process already holds) between phases."""
+def plan_memory(m: int, seq_len: int, cfg, working_bytes: int | None = None,
+                shard_bytes: int = 0) -> MemoryPlan:
+    """Split the working memory (budget minus what the process already holds) between phases.
+    `shard_bytes`: what reading one activation shard takes, beside the encoder's chunk."""
     if working_bytes is None:
         if cfg.memory_budget_mb is None:
             working_bytes = DEFAULT_WORKING_MB << 20
@@ -83,8 +87,34 @@ def plan_memory(m: int, seq_len: int, cfg, working_bytes: int | None = None) -> 
                             rss_bytes() / 2**20, MIN_WORKING_MB)
                 working_bytes = MIN_WORKING_MB << 20
     read_triples = int(min(max(working_bytes // 8 // _TRIPLE_BYTES, 1 << 14), 1 << 22))
-    return MemoryPlan(encode_chunk_sequences(m, seq_len, cfg.batch_size, working_bytes // 2),
-                      read_triples, working_bytes - read_triples * _TRIPLE_BYTES)
+    seqs = encode_chunk_sequences(m, seq_len, cfg.batch_size, working_bytes // 2)
+    # Between encoder chunks, room for the next one (and the next shard) must stay free.
+    trim_above = (None if cfg.memory_budget_mb is None else
+                  (cfg.memory_budget_mb << 20) - encode_chunk_bytes(m, seq_len, seqs) - shard_bytes)
+    return MemoryPlan(seqs, read_triples, working_bytes - read_triples * _TRIPLE_BYTES, trim_above)
+
+
+def replan_ranges(plan: MemoryPlan, cfg) -> MemoryPlan:
+    """The latent ranges' share of mine.memory_budget_mb from what the process holds after the
+    encode pass, not before it: the pass leaves ~110 MiB more resident (2,304 latents: the
+    statistics, the split, heap glibc keeps), and ranges sized on the RSS before it let the peak
+    pass the budget (605 MB at a 600 MB budget)."""
+    if cfg.memory_budget_mb is None:
+        return plan
+    left = (cfg.memory_budget_mb << 20) - rss_bytes() - plan.read_triples * _TRIPLE_BYTES
+    if left < MIN_WORKING_MB << 20:
+        log.warning("mine.memory_budget_mb=%d leaves %.0f MiB for latent ranges after the "
+                    "encode pass (%.0f MiB in use); mining with %d MiB", cfg.memory_budget_mb,
+                    left / 2**20, rss_bytes() / 2**20, MIN_WORKING_MB)
+        left = MIN_WORKING_MB << 20
+    return replace(plan, range_bytes=left)
+
+
+def _shard_bytes(shards: ActivationShards) -> int:
+    """Reading one shard: its file's bytes and the tensor made of them, fp32 at most (measured:
+    +64 MiB for a 19 MiB fp16 shard)."""
+    n_seq = max((s.n_seq for s in shards.shards), default=0)
+    return n_seq * shards.seq_len * shards.d_model * 4 * 2
 
 
 def plan_ranges(count_tok: torch.Tensor, cfg, range_bytes: int,
@@ -169,15 +199,6 @@ def _hard_rows(sae, shards, cfg, positives: Rows, n_windows: int, embed, wsplit)
     return Rows.make(lat, win, z.float(), z + HARD, z - 1, wsplit.cpu()[win], rank)
 
 
-def _release_memory() -> None:
-    """Hand freed heap pages back to the OS between latent ranges: glibc keeps them (its mmap
-    threshold grows after frees), which would let RSS creep past the budget range by range."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def _in_range(rows: Rows, lo: int, hi: int) -> Rows:
     return rows.take(((rows.latent >= lo) & (rows.latent < hi)).nonzero().squeeze(1))
 
@@ -196,18 +217,24 @@ def mine_into(sae, shards: ActivationShards, cfg, out: Path, device: str = "cpu"
                          "mine at most 2^31 - 1 tokens per collect artifact")
     m, per_seq = sae.num_latents, (shards.seq_len - 1) // cfg.window
     n_windows = shards.n_sequences * per_seq
-    plan = plan_memory(m, shards.seq_len, cfg, working_bytes)
     doc_starts = read_doc_starts(shards.path, shards.n_tokens)
     held_out = held_out_documents(doc_starts, shards.n_tokens, cfg.test_fraction, cfg.seed)
     wsplit = window_splits(doc_starts, held_out, n_windows, cfg.window, device)
     split_windows = tuple((wsplit == s).nonzero().squeeze(1).int() for s in (0, 1))
     check_split(doc_starts, held_out, shards.n_tokens, split_windows, cfg.test_fraction)
     spill = CodeSpill(Path(out) / ".code-spill", m)
+    # Planned after the split and the spill's writers are made: they hold ~60 MiB (pyarrow's
+    # pool, file buffers) that a plan made before them counted as free.
+    plan = plan_memory(m, shards.seq_len, cfg, working_bytes, _shard_bytes(shards))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(cfg.threads or threads)
         t0 = time.time()
-        stats = encode_pass(sae, shards, spill, plan.encode_seqs, device, encoded=iter_encoded)
+        stats = encode_pass(sae, shards, spill, plan.encode_seqs, device, encoded=iter_encoded,
+                            trim_above=plan.trim_above)
+        release_memory()
+        if working_bytes is None:
+            plan = replan_ranges(plan, cfg)
         t1 = time.time()
         ranges = plan_ranges(stats.count, cfg, plan.range_bytes, n_windows)
         log.info("mine: %d latents in %d ranges, spill %.0f MiB", m, len(ranges), spill.nbytes / 2**20)
@@ -253,7 +280,7 @@ def _select_ranges(spill, ranges, max_act: torch.Tensor, cfg, plan: MemoryPlan, 
         n_win.append(nw.cpu())
         hist.append(h.cpu())
         del win, lat, val, rows
-        _release_memory()
+        release_memory()
     return Rows.cat(parts), torch.cat(n_win), torch.cat(hist)
 
 
@@ -278,7 +305,7 @@ def _write_examples(spill, ranges, positives: Rows, hard: Rows | None, n_win: to
             for k, c in zip(*torch.unique(torch.cat([pos.kind, neg.kind]).cpu(), return_counts=True)):
                 n_by_kind[KINDS[int(k)]] += int(c)
             del table, acts, pos, cand, neg
-            _release_memory()
+            release_memory()
     finally:
         writer.close()
     with open(tmp, "rb") as f:
