@@ -15,6 +15,28 @@ from tests.fakeserver import FakeLLMServer
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+pytest_plugins = ["pytester"]  # tests/test_fast_lane.py runs the slow-fixture guard in a sub-session
+
+# Fixtures that start what the fast lane (`-m "not slow"`) must never start. A test that uses one
+# without the slow marker fails at setup, before the fixture runs: the fast lane stays fast, and
+# a new test gets the marker it needs instead of silently converting the model on every run.
+SLOW_FIXTURES = {
+    "model_cache": "the real subject model",
+    "prefect_server": "Prefect's test harness",  # tests/test_rescore.py
+    "browser": "Chromium",  # tests/ui/test_browser.py
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("slow") is not None:
+        return
+    for name in SLOW_FIXTURES:
+        if name in item.fixturenames:
+            pytest.fail(f"{item.nodeid} uses the fixture {name} ({SLOW_FIXTURES[name]}): mark the "
+                        f"test @pytest.mark.slow, so that the fast lane (-m 'not slow') skips it",
+                        pytrace=False)
+
 
 def scripted_answer(messages: list[dict]):
     """Explainer: names the most frequent marked token. Batch scorer: alternating 1/0. Per-example

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pyarrow.parquet as pq
+import pytest
 import torch
 
 from tests.builders import collect, train_stage
 from interp.config import build_config
 from interp.collect.shards import ActivationShards
+
+pytestmark = pytest.mark.slow  # the real subject model
 
 
 def _cfg(tmp_path, model_cache, hookpoint):

@@ -11,6 +11,8 @@ from interp.config import build_config
 from interp.models import load_model
 from interp.collect.shards import ActivationShards
 
+pytestmark = pytest.mark.slow  # the real subject model
+
 
 def _cfg(tmp_path, model_cache, **sae):
     return build_config({"home": str(tmp_path), "model": {"cache_dir": str(model_cache)},

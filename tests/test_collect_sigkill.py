@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow  # the real subject model in a SIGKILLed child
 
 CHILD = r"""
 import os, pathlib, sys, time

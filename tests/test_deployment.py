@@ -14,12 +14,15 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from interp.rescore import run_after_collect
 from storage.catalog import load_run, publish
 from tests.builders import make_shards
 from tests.conftest import scripted_answer, tiny_config
 from tests.fakeserver import FakeLLMServer
+
+pytestmark = pytest.mark.slow  # a Prefect server and worker
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))

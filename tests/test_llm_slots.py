@@ -26,6 +26,7 @@ def test_slots_are_shared_and_bounded(tmp_path):
         assert c == 3  # everything was released on exit
 
 
+@pytest.mark.slow  # a SIGKILLed child
 def test_killed_holder_frees_its_slots_at_once(tmp_path):
     d = slot_dir(tmp_path, "model")
     code = textwrap.dedent(f"""

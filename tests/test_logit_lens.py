@@ -96,6 +96,7 @@ def test_k_zero_skips_the_model(tmp_path, monkeypatch, k):
     assert pq.read_table(ref.path / "latent_logits.parquet").num_rows == 0
 
 
+@pytest.mark.slow  # the real subject model
 def test_readout_of_the_embedded_model_through_the_bridge(tmp_path, model_cache):
     """TransformerLens 4's bridge gives W_U [d_model, vocab] and the RMSNorm's scale; the
     unembedding row of ' cat' (divided by that scale) puts ' cat' first."""

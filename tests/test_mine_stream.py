@@ -14,6 +14,8 @@ from interp.sae import SAE, save_sae
 from interp.collect.shards import ActivationShards
 from interp.collect.stream import StreamedShards, open_activations
 
+pytestmark = pytest.mark.slow  # the real subject model
+
 HOOK = "blocks.2.hook_resid_post"  # a shallow hook: the forward pass stops after block 2
 
 

@@ -20,6 +20,8 @@ from tests.conftest import tiny_config
 from tests.fakeserver import FakeLLMServer
 from tests.test_resume_sigkill import N_LATENTS, SCORE_PER_LATENT, Gate, _done, _finished, _wait
 
+pytestmark = pytest.mark.slow  # Prefect's ephemeral server, SIGKILLed children
+
 CHILD = r"""
 import json, sys
 from pathlib import Path

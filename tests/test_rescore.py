@@ -138,6 +138,7 @@ class _InFlight:
         return self.answer(messages)
 
 
+@pytest.mark.slow  # Prefect's test harness (a server), Dask processes
 @pytest.mark.parametrize("runner", ["threads", "dask"])
 def test_rescore_flow_shards_under_a_shared_llm_limit(tmp_path, collected, prefect_server, runner):
     from flows.label import ScaleOut

@@ -22,6 +22,8 @@ from tests.builders import make_shards
 from tests.conftest import scripted_answer
 from tests.fakeserver import FakeLLMServer
 
+pytestmark = pytest.mark.slow  # SIGKILLed children
+
 CHILD = r"""
 import json, logging, os, pathlib, sys, time
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)

