@@ -112,6 +112,7 @@ def _tree(root: Path) -> str:
 
 
 @needs_namespaces
+@pytest.mark.slow  # the CLI in a child process, in a mount namespace with a small tmpfs
 @pytest.mark.timeout(300)
 def test_disk_full_while_mining_then_a_run_with_room_finishes(tmp_path, fake_llm):
     before_mine = tuple(STAGES)[:tuple(STAGES).index("mine")]
@@ -134,6 +135,7 @@ def test_disk_full_while_mining_then_a_run_with_room_finishes(tmp_path, fake_llm
 
 
 @needs_namespaces
+@pytest.mark.slow  # the CLI in a child process, in a mount namespace with a small tmpfs
 @pytest.mark.timeout(300)
 def test_disk_full_while_publishing_leaves_the_catalogue_as_it_was(tmp_path, fake_llm):
     _, cfg_file = _tiny_home(tmp_path, fake_llm.base_url, ())

@@ -80,6 +80,7 @@ def _failed_mid_score(result, home: Path, server: str, *words: str) -> set[int]:
     return kept
 
 
+@pytest.mark.slow  # the CLI and a server in child processes, the server SIGKILLed
 @pytest.mark.timeout(180)
 def test_llm_server_killed_mid_score_then_the_next_run_asks_only_for_the_rest(tmp_path):
     port = _free_port()
@@ -102,6 +103,7 @@ def test_llm_server_killed_mid_score_then_the_next_run_asks_only_for_the_rest(tm
     assert len(srv.requests) == SCORE_PER_LATENT * (N_LATENTS - len(kept))  # and no explain
 
 
+@pytest.mark.slow  # the CLI and a server in child processes
 @pytest.mark.timeout(180)
 def test_key_revoked_mid_run_then_the_next_run_asks_only_for_the_rest(tmp_path):
     # Every explain request, then ANSWERED score requests, then 401 for everything.
