@@ -5,6 +5,8 @@ those latents); every latent ends explained and scored, or recorded as failed wi
 (empty) answer as its reason; every retry and failure is visible in the llm_calls table."""
 from __future__ import annotations
 
+import pytest
+
 import math
 import re
 
@@ -47,6 +49,8 @@ def _until_complete(build, tries: int = 40):
     raise AssertionError(f"stage still incomplete after {tries} runs")
 
 
+# The default transport in the fast lane; the openai SDK's run (10 s) in the full suite only.
+@pytest.mark.parametrize("transport", ["lean", pytest.param("openai", marks=pytest.mark.slow)])
 def test_fifty_latents_survive_a_faulty_server(tmp_path, transport):
     path = make_shards(tmp_path / "artifacts" / "collect" / "fa017", n_seq=80, seq_len=17, d=8)
     collected = ArtifactRef("collect", "fa017", path)
