@@ -174,7 +174,8 @@ def test_disk_full_while_collecting_then_a_run_with_room_finishes(tmp_path, mode
         "collect": {"batch_size": 4, "shard_sequences": 4},
         "sae": {"expansion_factor": 1, "k": 4, "epochs": 1, "eval_sequences": 0},
         "mine": {"window": 16, "n_top": 3, "n_quantiles": 2, "per_quantile": 2, "n_random": 2},
-        "explain": {"n_latents": 2, "n_examples": 3, "min_examples": 2, "embed": False},
+        "explain": {"n_latents": 2, "n_examples": 3, "min_examples": 2, "min_heldout": 2,
+                    "embed": False},
         "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4, "controls": []},
         "logits": {"k": 0},
         "llm": {"backend": "openai", "base_url": fake_llm.base_url, "timeout_s": 10}})

@@ -69,7 +69,7 @@ def test_cli_end_to_end(tmp_path, env, model_cache):
     assert q.stdout.splitlines()[1] == "3"
     ok = _interp(["query", "select sae_key, latent from explanations where status = 'ok' order by latent",
                   "--home", str(home), "--format", "csv"], env)
-    scored = _interp(["query", "select count(*) from scores", "--home", str(home), "--format", "csv"], env)
+    scored = _interp(["query", "select count(*) from scores where control is null", "--home", str(home), "--format", "csv"], env)
     n_ok = len(ok.stdout.splitlines()) - 1
     assert int(scored.stdout.splitlines()[1]) == 2 * n_ok
 

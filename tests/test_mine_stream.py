@@ -28,7 +28,7 @@ def _cfg(home, model_cache, sae_path, store: str, **over):
             "sae": {"path": str(sae_path), "holdout_every": 3, "eval_sequences": 0},
             "mine": {"window": 8, "n_top": 4, "n_quantiles": 2, "per_quantile": 2, "n_random": 3,
                      "negatives": "neighbours", "n_hard": 3, "n_neighbours": 4},
-            "explain": {"n_examples": 3}}
+            "explain": {"n_examples": 3, "min_heldout": 2}}
     for k, v in over.items():
         data[k].update(v)
     return build_config(data)
@@ -120,6 +120,6 @@ def test_tokens_store_refuses_training_an_sae(runs, tmp_path, model_cache):
     training = build_config({"home": str(tmp_path), "model": {"cache_dir": str(model_cache),
                                                               "hookpoint": HOOK},
                              "corpus": {"n_tokens": 128, "seq_len": 17},
-                             "mine": {"window": 8, "n_top": 4}, "explain": {"n_examples": 3}})
+                             "mine": {"window": 8, "n_top": 4}, "explain": {"n_examples": 3, "min_heldout": 2}})
     with pytest.raises(ValueError, match="collect.store 'tokens'"):
         train_stage(training, runs["tokens"]["collect"])
