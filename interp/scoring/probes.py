@@ -34,32 +34,45 @@ class Probe:
 
     name: str
     description: str
-    matches: Callable[[str], bool]
+    matches: Callable[[tuple[str, ...], int], bool]  # (window tokens, position) -> marked
 
 
 def _word(tok: str) -> str:
     return tok.strip()
 
 
+def _whole_word(toks: tuple[str, ...], i: int) -> bool:
+    """Whether token i is a word by itself: it starts one (a leading space, or after a
+    non-alphanumeric token) and the next token does not continue it. ' Aber' followed by 'deen'
+    is not the name "Aber", and ' the' followed by 'ory' is not the word "the"."""
+    tok = toks[i]
+    starts = tok[:1].isspace() or (i > 0 and not toks[i - 1][-1:].isalnum())
+    nxt = toks[i + 1] if i + 1 < len(toks) else " "
+    return starts and not nxt[:1].isalnum()
+
+
 RULES: dict[str, Callable[[Counter], Probe | None]] = {
-    "the": lambda counts: Probe("the", 'the word "the"', lambda t: _word(t).lower() == "the"),
+    "the": lambda counts: Probe("the", 'the word "the"', lambda ts, i: (
+        _word(ts[i]).lower() == "the" and _whole_word(ts, i))),
     "digits": lambda counts: Probe("digits", "digits: numbers, years and dates",
-                                   lambda t: any(c.isdigit() for c in t)),
+                                   lambda ts, i: any(c.isdigit() for c in ts[i])),
     "capitalised": lambda counts: Probe("capitalised", "words that start with a capital letter",
-                                        lambda t: _word(t)[:1].isupper()),
+                                        lambda ts, i: _word(ts[i])[:1].isupper()),
     "proper_noun": lambda counts: _proper_noun(counts),
 }
 
 
 def _proper_noun(counts: Counter) -> Probe | None:
-    """The most frequent capitalised word (4+ letters) never seen in lower case in the sample."""
+    """The most frequent capitalised whole word (4+ letters) never seen in lower case in the
+    sample (`counts` counts whole words only, so a name's first word piece is never chosen)."""
     lower = {w for w in counts if w.islower()}
     names = [(n, w) for w, n in counts.items()
              if len(w) >= 4 and w.isalpha() and w[0].isupper() and w.lower() not in lower]
     if not names:
         return None
     word = max(names)[1]
-    return Probe("proper_noun", f'the name "{word}"', lambda t, w=word: _word(t) == w)
+    return Probe("proper_noun", f'the name "{word}"',
+                 lambda ts, i, w=word: _word(ts[i]) == w and _whole_word(ts, i))
 
 
 def _held_out_windows(collect_dir: Path, window: int, fraction: float, seed: int,
@@ -97,7 +110,8 @@ def build_probes(cfg: Any, collect_dir: Path) -> dict[int, tuple[str, list[Examp
     rng = random.Random(f"{cfg.score.seed}:probes")
     windows = _held_out_windows(collect_dir, cfg.mine.window, cfg.mine.test_fraction,
                                 cfg.mine.seed, rng)
-    counts = Counter(_word(t) for _, _, toks in windows for t in toks)
+    counts = Counter(_word(t) for _, _, toks in windows for i, t in enumerate(toks)
+                     if _whole_word(toks, i))
     out: dict[int, tuple[str, list[Example]]] = {}
     for name in cfg.score.probes:
         probe, pid = RULES[name](counts), -1 - len(out)
@@ -112,7 +126,7 @@ def _probe_examples(probe: Probe, windows, n: int, n_quantiles: int, rng: random
                     latent: int) -> list[Example]:
     hits, misses = [], []
     for seq, start, toks in windows:
-        acts = tuple(1.0 if probe.matches(t) else 0.0 for t in toks)
+        acts = tuple(1.0 if probe.matches(toks, i) else 0.0 for i in range(len(toks)))
         (hits if any(acts) else misses).append((seq, start, toks, acts))
     if not hits or not misses:
         return []

@@ -136,3 +136,20 @@ def test_a_coin_flip_judge_fails_the_probes(tmp_path):
         assert pooled["passed"] is False
         assert verdicts[scorer]["case"] == "judge_fails_probes"
         assert "say nothing about the explanations" in verdicts[scorer]["verdict"]
+
+
+def test_word_rules_mark_whole_words_only():
+    """A name's first word piece is not the name, and ' the' + 'ory' is not the word "the"."""
+    from collections import Counter
+
+    from interp.scoring.probes import RULES, _whole_word
+
+    toks = (" Aber", "deen", " is", " the", "ory", " of", " the", " Aber", ".")
+    assert [_whole_word(toks, i) for i in range(len(toks))] == [
+        False, False, True, False, False, True, True, True, False]
+    the = RULES["the"](Counter())
+    assert [i for i in range(len(toks)) if the.matches(toks, i)] == [6]
+    counts = Counter(t.strip() for i, t in enumerate(toks) if _whole_word(toks, i))
+    name = RULES["proper_noun"](counts + Counter({"Aberdeen": 0}))
+    assert name.description == 'the name "Aber"'
+    assert [i for i in range(len(toks)) if name.matches(toks, i)] == [7]
