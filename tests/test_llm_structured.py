@@ -84,11 +84,11 @@ def test_no_schema_no_constraint_and_no_probe(transport):
 
 def test_auto_on_the_embedded_server_sends_without_probing():
     # backend embedded is our own llama.cpp: known to constrain (the slow test below checks it)
-    with FakeLLMServer(lambda m: "unused", constrained=honest) as srv:
+    with FakeLLMServer(lambda m: _labels(IDS)) as srv:
         llm = OpenAICompatibleLLM(LLMConfig(backend="embedded", base_url=srv.base_url),
                                   srv.base_url)
         [r] = _ask(llm, (PREFILLED, LABELS))
-    assert [b["response_format"]["json_schema"]["schema"] for b in srv.bodies] == [LABELS]
+    assert len(srv.bodies) == 1 and "grammar" in srv.bodies[0]  # no probe request first
     assert r.constrained
 
 
@@ -213,9 +213,30 @@ def test_identity_names_what_the_setting_resolves_to():
         return LLMConfig(backend=backend, base_url=url,
                          structured_outputs=setting).identity()["structured_outputs"]
 
-    for backend in ("embedded", "vllm"):  # auto and json_schema send the same: one key
-        assert ident(backend, "auto") == ident(backend, "json_schema") == "json_schema"
+    for backend, sent in (("embedded", "json_schema:compact"), ("vllm", "json_schema")):
+        # auto and json_schema send the same: one key (the embedded server's grammar is compact)
+        assert ident(backend, "auto") == ident(backend, "json_schema") == sent
         assert ident(backend, "off") == "off"
     # an arbitrary server: resolved by the probe, per server (base_url and model are in the key)
     assert [ident("openai", s) for s in ("auto", "json_schema", "off")] == \
         ["auto", "json_schema", "off"]
+
+
+def test_the_embedded_server_gets_llguidance_json_without_whitespace(transport):
+    """The embedded llama.cpp server is sent llguidance's JSON grammar with whitespace off (its
+    response_format path lets a small model indent: twice the tokens), never response_format."""
+    from interp.llm.openai_client import compact_grammar
+
+    with FakeLLMServer(lambda m: _labels(IDS)) as srv:
+        llm = OpenAICompatibleLLM(LLMConfig(backend="embedded", transport=transport,
+                                            max_retries=0, timeout_s=2.0), srv.base_url)
+        [r] = _ask(llm, (PREFILLED, LABELS))
+    [body] = srv.bodies
+    assert "response_format" not in body and body["messages"] == PREFILLED[:1]
+    grammar = body["grammar"]
+    assert grammar == compact_grammar(LABELS) and grammar.startswith("%llguidance {}\nstart: %json ")
+    sent = json.loads(grammar.split("%json ", 1)[1])
+    assert sent.pop("x-guidance") == {"whitespace_flexible": False, "item_separator": ",",
+                                      "key_separator": ":"}
+    assert sent == LABELS
+    assert r.constrained and parse_labels(r.text, IDS) == {4: 1, 11: 1, 7: 1}

@@ -20,7 +20,7 @@ def test_every_preset_validates_and_lists_with_its_cost():
     assert out.exit_code == 0
     for name in preset_names():
         assert f"{name}: " in out.output
-    assert "saebench 1; controls +2" in out.output and "detection 40, fuzzing 40" in out.output
+    assert "saebench 1; controls +1" in out.output and "detection 40, fuzzing 40" in out.output
 
 
 def test_the_preset_sits_under_the_users_config(tmp_path):
@@ -52,17 +52,17 @@ def test_saebench_preset_follows_the_published_protocol():
     assert (m.n_top, m.n_iw - m.n_iw_test, cfg.explain.n_examples) == (10, 5, 15)
     assert (m.n_top_test, m.n_iw_test, m.n_random // 2) == (2, 2, 10)
     assert (s.n_top, s.n_iw, s.n_random) == (2, 2, 10) and cfg.score.scorers == ("saebench",)
-    assert llm_calls(cfg) == {"explain": 1, "saebench": 1, "controls": 2, "probes": 4}
+    assert llm_calls(cfg) == {"explain": 1, "saebench": 1, "controls": 1, "probes": 4}
 
 
 def test_llm_calls_follow_the_config_arithmetic():
     default = llm_calls(load_config(None))
     # one request per latent and scorer (score.batch_size all)
-    assert default == {"explain": 1, "detection": 1, "fuzzing": 1, "controls": 4, "probes": 8}
+    assert default == {"explain": 1, "detection": 1, "fuzzing": 1, "controls": 2, "probes": 8}
     paper = load_config(None, preset="paper")   # 200 windows, 5 per call
     assert llm_calls(paper)["detection"] == 40
     odd = load_config(None, {"score.batch_size": 3, "score.scorers": ["detection", "simulation"]})
-    assert llm_calls(odd) == {"explain": 1, "detection": 4, "simulation": 10, "controls": 28,
+    assert llm_calls(odd) == {"explain": 1, "detection": 4, "simulation": 10, "controls": 14,
                               "probes": 56}
 
 

@@ -38,3 +38,5 @@ def test_the_embedded_server_honours_the_schema_twenty_of_twenty():
     parsed = [parse_labels(r.text, ids, truncated=r.truncated)  # raises on any failure
               for r, (_, ids) in zip(answers, prompts + [unrelated])]
     assert len(parsed) == 21 and not any(r.truncated for r in answers)
+    # compact: llguidance's JSON without whitespace (the default grammar let it indent)
+    assert not any(c.isspace() for r in answers for c in r.text)

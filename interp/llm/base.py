@@ -44,6 +44,9 @@ class LLMResponse:
     attempts: int
     # Per generated token: list of (token, logprob) alternatives, most likely first; None if absent.
     top_logprobs: list[list[tuple[str, float]]] | None = None
+    # Per generated token: the token the server chose, where it says (with logprobs). Under a
+    # decoding constraint it need not be the most likely alternative above.
+    tokens: list[str] | None = None
     # Whether the request's JSON schema was sent as a decoding constraint (llm.structured_outputs):
     # when False the answer is free text, for the caller's text parser.
     constrained: bool = False

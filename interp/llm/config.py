@@ -20,7 +20,9 @@ class LLMConfig(_Strict):
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1.")
     model: str = Field("smollm2-135m-instruct", description="Model name sent with each request.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
-    concurrency: int = Field(4, gt=0, description="Requests in flight at once (per process).")
+    concurrency: int = Field(8, gt=0, description="Requests in flight at once (per process); "
+        "the embedded server's slots. On 2 CPU cores llama.cpp decodes 8 answers at once 1.2x "
+        "faster in all than 4 (117 vs 98 tokens/s, SmolLM2-135M).")
     shared_limit: int | None = Field(None, ge=0, description="Requests in flight to one server "
         "(backend openai) summed over every interp process using this home, e.g. two nightly "
         "runs and a rescore: crash-safe file-lock slots under <home>/llm-slots, freed the moment "
@@ -48,7 +50,9 @@ class LLMConfig(_Strict):
         "llama.cpp server and vLLM, and for backend openai one tiny constrained request on first "
         "use decides (a server that refuses or ignores it gets none). In the cache keys as it "
         "resolves: see LLMConfig.identity.")
-    n_ctx: int = Field(8192, ge=512, description="Embedded server context, shared by its slots.")
+    n_ctx: int = Field(16384, ge=512, description="Embedded server context, shared by its "
+        "slots (llm.concurrency): 2,048 tokens per slot at the default 8 slots, enough for the "
+        "paper preset's 40-window explainer prompt (~1,950 tokens).")
     n_threads: int | None = Field(None, gt=0, description="Embedded server threads; None = all cores.")
 
     @model_validator(mode="after")
@@ -84,9 +88,11 @@ class LLMConfig(_Strict):
         the probe resolves per server, and the server (base_url, model) is in the key already.
         """
         constrains = self.constrains()
+        mode = {True: "json_schema", False: "off", None: "auto"}[constrains]
+        if constrains and self.backend == "embedded":
+            mode = "json_schema:compact"  # llguidance without whitespace (compact_grammar)
         ident = {"backend": self.backend, "base_url": self.base_url, "model": self.model,
-                 "assistant_prefill": self.assistant_prefill,
-                 "structured_outputs": {True: "json_schema", False: "off", None: "auto"}[constrains]}
+                 "assistant_prefill": self.assistant_prefill, "structured_outputs": mode}
         if self.backend == "vllm":
             ident["vllm_options"] = self.vllm_options  # e.g. dtype or quantization change answers
         return ident

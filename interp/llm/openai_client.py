@@ -119,6 +119,17 @@ def response_format(schema: dict) -> dict:
                                                    "strict": True}}
 
 
+def compact_grammar(schema: dict) -> str:
+    """The embedded llama.cpp server's constraint for `schema`: llguidance's JSON grammar (the
+    xllamacpp wheel is built with llguidance) with no whitespace between tokens. Through
+    `response_format` that server lets the model indent: SmolLM2 wrote 110 tokens for the 10
+    labels that take 55 as `{"labels":{"59":1,...}}`, and decoding is most of a judge call's
+    time on a CPU. Same JSON value either way, parsed the same."""
+    compact = {**schema, "x-guidance": {"whitespace_flexible": False, "item_separator": ",",
+                                        "key_separator": ":"}}
+    return "%llguidance {}\nstart: %json " + orjson.dumps(compact).decode()
+
+
 def _parse(r: dict, prefill: str, want_logprobs: bool) -> LLMResponse:
     """An OpenAI chat-completion JSON body as an LLMResponse (KeyError/TypeError if malformed)."""
     choices = r["choices"]
@@ -129,15 +140,16 @@ def _parse(r: dict, prefill: str, want_logprobs: bool) -> LLMResponse:
         raise EmptyAnswer("empty response: no content")
     if prefill and not text.lstrip().startswith(prefill.strip()):
         text = prefill + text  # some servers return only the continuation
-    top = None
+    top = tokens = None
     content = (choices[0].get("logprobs") or {}).get("content") if want_logprobs else None
     if content:
         top = [[(t["token"], t["logprob"]) for t in (c.get("top_logprobs") or [])]
                or [(c["token"], c["logprob"])] for c in content]
+        tokens = [c["token"] for c in content]
     usage = r.get("usage") or {}
     return LLMResponse(text=text, prompt_tokens=usage.get("prompt_tokens") or 0,
                        completion_tokens=usage.get("completion_tokens") or 0,
-                       latency_s=0.0, attempts=0, top_logprobs=top,
+                       latency_s=0.0, attempts=0, top_logprobs=top, tokens=tokens,
                        finish_reason=choices[0].get("finish_reason"))
 
 
@@ -200,7 +212,9 @@ class OpenAICompatibleLLM:
                     temperature=temperature)
         if logprobs:
             body.update(logprobs=True, top_logprobs=logprobs)
-        if schema is not None:
+        if schema is not None and self.cfg.backend == "embedded":
+            body["grammar"] = compact_grammar(schema)
+        elif schema is not None:
             body["response_format"] = response_format(schema)
         if self.transport == "lean":
             content = await self._client.post_json("/chat/completions", body)

@@ -164,13 +164,16 @@ def to_response(out: Any, prefill: str, want_logprobs: bool, latency: float,
                 constrained: bool = False) -> LLMResponse:
     """An LLMResponse from a vllm RequestOutput (the prefill is put back in front of the text)."""
     comp = out.outputs[0]
-    top = None
+    top = tokens = None
     if want_logprobs and comp.logprobs:
-        # Per position: {token_id: Logprob(logprob, rank, decoded_token)}, most likely first.
+        # Per position: {token_id: Logprob(logprob, rank, decoded_token)}, most likely first;
+        # the sampled token is always among them.
         top = [[(lp.decoded_token or "", lp.logprob)
                 for lp in sorted(pos.values(), key=lambda lp: -lp.logprob)]
                for pos in comp.logprobs]
+        tokens = [pos[t].decoded_token or "" if t in pos else ""
+                  for t, pos in zip(comp.token_ids, comp.logprobs)]
     return LLMResponse(text=prefill + comp.text, prompt_tokens=len(out.prompt_token_ids or []),
                        completion_tokens=len(comp.token_ids), latency_s=latency, attempts=1,
-                       top_logprobs=top, constrained=constrained,
+                       top_logprobs=top, tokens=tokens, constrained=constrained,
                        finish_reason=getattr(comp, "finish_reason", None))

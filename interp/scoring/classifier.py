@@ -98,25 +98,34 @@ ALL = "all"  # score.batch_size: every held-out window of a latent in one reques
 
 
 def window_ids(n: int, rng: random.Random) -> list[int]:
-    """n distinct 3-digit ids, seeded: a window is named by its id, not its position, so an
-    answer cannot shift a label onto its neighbour, and the ids say nothing about the order."""
-    return rng.sample(range(100, 1000), n)
+    """n distinct ids, seeded: a window is named by its id, not its position, so an answer
+    cannot shift a label onto its neighbour, and the ids say nothing about the order. Two digits
+    while they stay sparse (n <= 30 of 90), else three: the tokenizers of small judges spell a
+    number digit by digit, and the answer repeats every id, so a digit less is n tokens less."""
+    return rng.sample(range(10, 100) if n <= 30 else range(100, 1000), n)
 
 
-def json_label_probs(top: list[list[tuple[str, float]]] | None, ids: list[int]) -> dict[int, float]:
+def json_label_probs(top: list[list[tuple[str, float]]] | None, ids: list[int],
+                     tokens: list[str] | None = None) -> dict[int, float]:
     """P(1) of each id's label from the log-probabilities of a `{"labels": {"<id>": 0|1}}`
-    answer: at a generated 0/1 right after `"<id>":`, the mass of "1" over that of 0 and 1."""
+    answer: at a generated 0/1 right after `"<id>":`, the mass of "1" over that of 0 and 1.
+    `tokens`: the tokens generated, where the server says; under a constraint the generated
+    token is often not the most likely alternative (SmolLM2's top pick after `{"` was `id`, not
+    `labels`), so without them the answer's text would be rebuilt wrong. An id whose
+    alternatives hold neither 0 nor 1 gets no probability."""
     out: dict[int, float] = {}
     text, wanted = "", {str(i): i for i in ids}
-    for alternatives in top or []:
-        tok = alternatives[0][0] if alternatives else ""
+    for n, alternatives in enumerate(top or []):
+        tok = tokens[n] if tokens is not None and n < len(tokens) else (
+            alternatives[0][0] if alternatives else "")
         head = _KEY_BEFORE.search(text)
         if head and tok.strip() in ("0", "1") and head.group(1) in wanted:
             mass = {0: 0.0, 1: 0.0}
             for alt, lp in alternatives:
                 if alt.strip() in ("0", "1"):
                     mass[int(alt.strip())] += math.exp(lp)
-            out[wanted[head.group(1)]] = mass[1] / (mass[0] + mass[1])
+            if mass[0] + mass[1] > 0:
+                out[wanted[head.group(1)]] = mass[1] / (mass[0] + mass[1])
         text += tok
     return out
 
@@ -182,7 +191,7 @@ class WindowJudge(LLMScorer):
                 labels = parse_json_labels(response.text, ids, truncated=response.truncated)
             except AnswerError:
                 return None
-            probs = json_label_probs(response.top_logprobs, ids)
+            probs = json_label_probs(response.top_logprobs, ids, response.tokens)
             return [(labels[i], probs.get(i)) for i in ids]
         if ctx.cfg.score.batch_size == 1 and response.top_logprobs:
             judged = label_from_logprobs(response.top_logprobs)

@@ -40,9 +40,10 @@ class ScoreSettings(_Strict):
         "rate can only be 0, 1/2 or 1 and its 95% interval spans most of [0, 1].")
     n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the 95% intervals "
                              "still bootstrapped (run-level means over latents).")
-    controls: tuple[Literal["shuffled", "top_tokens"], ...] = Field(("shuffled", "top_tokens"),
+    controls: tuple[Literal["shuffled", "top_tokens"], ...] = Field(("shuffled",),
         description="Stand-in explanations scored like the real one (README 'Controls'): another "
-        "latent's explanation (shuffled), the most frequent activating tokens (top_tokens).")
+        "latent's explanation (shuffled: the verdict's control), the most frequent activating "
+        "tokens (top_tokens: opt-in, a report-only baseline that costs the same calls again).")
     control_scorers: tuple[str, ...] | None = Field(None, description="Scorers the controls "
         "run for (each control adds that scorer's judge calls once more per controlled latent); "
         "None = every configured scorer, each with the control design that fits it (stand-in "

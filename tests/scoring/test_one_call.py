@@ -5,6 +5,7 @@ an answer that is not that JSON is a counted failure, and the ledger says what e
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import duckdb
@@ -123,3 +124,21 @@ def test_cost_per_purpose_is_one_query(tmp_path):
     con = duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True)
     got = dict(con.execute("SELECT purpose, count(*) FROM llm_calls GROUP BY ALL").fetchall())
     assert got == {"detection": 12, "fuzzing": 12, "control:detection": 3, "control:fuzzing": 3}
+
+
+def test_label_probabilities_follow_the_generated_tokens_not_the_top_alternative():
+    """Under a constraint the generated token is often not the model's top pick (SmolLM2's top
+    after `{"` was `id`, not `labels`): P(1) is read where the *generated* text has `"<id>":`."""
+    from interp.scoring.classifier import json_label_probs
+
+    gen = ['{"', "labels", '":{"', "4", "2", '":', "1", ',"', "1", "7", '":', "0", "}}"]
+    top = [[(t, -0.1)] for t in gen]
+    top[4] = [("3", -0.5), ("2", -1.0)]                # the unconstrained favourite differs
+    top[6] = [("0", math.log(0.2)), ("1", math.log(0.6)), ("x", -3.0)]
+    top[11] = [("2", math.log(0.5)), ("0", math.log(0.3)), ("1", math.log(0.1))]
+    probs = json_label_probs(top, [42, 17], gen)
+    assert probs == pytest.approx({42: 0.75, 17: 0.25})
+    # rebuilt from the top picks instead, the text names id 43 and the labels are lost
+    assert json_label_probs(top, [42, 17]) == {}
+    top[6] = [("x", -0.1)]                               # neither 0 nor 1 among alternatives
+    assert 42 not in json_label_probs(top, [42, 17], gen)
