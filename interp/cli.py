@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -104,8 +104,8 @@ def cli_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _config(config: Optional[Path], overrides: dict[str, Any], *,
-            runnable: bool = True, preset: Optional[str] = None) -> RunConfig:
+def _config(config: Path | None, overrides: dict[str, Any], *,
+            runnable: bool = True, preset: str | None = None) -> RunConfig:
     """The config, and with `runnable` the preflight checks (interp.preflight.check_run: unset
     API-key variable, home that is a file, missing prompt, bad --sae, unreadable corpus), so a
     run fails in its first second, before any model or server starts."""
@@ -125,24 +125,24 @@ def _config(config: Optional[Path], overrides: dict[str, Any], *,
 @app.command()
 @cli_errors
 def run(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
-    preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
-    home: Optional[Path] = typer.Option(None, help="Artifact root and catalogue ($INTERP_HOME)."),
-    model: Optional[str] = typer.Option(None, help="Subject model ('embedded' or HF id/path)."),
-    hookpoint: Optional[str] = typer.Option(None, help="Hook to read, e.g. blocks.15.hook_resid_post."),
-    corpus: Optional[str] = typer.Option(None, help="'embedded', a file/dir, or hf:<dataset>."),
-    n_tokens: Optional[int] = typer.Option(None, help="Tokens of activations to collect."),
-    expansion_factor: Optional[int] = typer.Option(None, help="SAE width / d_model."),
-    k: Optional[int] = typer.Option(None, help="TopK active latents per token."),
-    architecture: Optional[str] = typer.Option(None, help="sae.architecture, e.g. 'neurons' "
-                                               "(label MLP neurons at blocks.L.mlp.hook_post)."),
-    sae: Optional[Path] = typer.Option(None, help="Label this SAE (sparsify or SAELens directory) "
-                                       "instead of training one."),
-    n_latents: Optional[int] = typer.Option(None, help="Latents to explain and score."),
-    llm_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (sets backend=openai)."),
-    llm_model: Optional[str] = typer.Option(None, help="Model name sent to the LLM server."),
-    llm_api_key_env: Optional[str] = typer.Option(None, help="Env var holding the LLM API key."),
-    device: Optional[str] = typer.Option(None, help="torch device for the subject model and SAE."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
+    preset: str | None = typer.Option(None, help=PRESET_HELP),
+    home: Path | None = typer.Option(None, help="Artifact root and catalogue ($INTERP_HOME)."),
+    model: str | None = typer.Option(None, help="Subject model ('embedded' or HF id/path)."),
+    hookpoint: str | None = typer.Option(None, help="Hook to read, e.g. blocks.15.hook_resid_post."),
+    corpus: str | None = typer.Option(None, help="'embedded', a file/dir, or hf:<dataset>."),
+    n_tokens: int | None = typer.Option(None, help="Tokens of activations to collect."),
+    expansion_factor: int | None = typer.Option(None, help="SAE width / d_model."),
+    k: int | None = typer.Option(None, help="TopK active latents per token."),
+    architecture: str | None = typer.Option(None, help="sae.architecture, e.g. 'neurons' "
+                                            "(label MLP neurons at blocks.L.mlp.hook_post)."),
+    sae: Path | None = typer.Option(None, help="Label this SAE (sparsify or SAELens directory) "
+                                    "instead of training one."),
+    n_latents: int | None = typer.Option(None, help="Latents to explain and score."),
+    llm_base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (sets backend=openai)."),
+    llm_model: str | None = typer.Option(None, help="Model name sent to the LLM server."),
+    llm_api_key_env: str | None = typer.Option(None, help="Env var holding the LLM API key."),
+    device: str | None = typer.Option(None, help="torch device for the subject model and SAE."),
     prefect: bool = typer.Option(True, help="Run as a Prefect flow (--no-prefect: plain library)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -188,14 +188,14 @@ def _summary(cfg: RunConfig, result: dict[str, Any], wall: float) -> None:
         row = con.execute(
             "SELECT count(*) FILTER (WHERE status = 'ok'), count(*) FROM explanations WHERE explain_key = ?",
             [result["artifacts"]["explain"]]).fetchone()
-        typer.echo(f"explanations: {row[0]} ok of {row[1]}; "
+        typer.echo(f"explanations: {row[0]} ok of {row[1]}; "  # noqa: S608 - a hint, not a query
                    f"try: interp query \"select latent, text, detection, fuzzing from latest\"")
 
 
 @app.command()
 @cli_errors
 def query(sql: str = typer.Argument(..., help="A read-only SQL statement."),
-          home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
+          home: Path | None = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
           fmt: str = typer.Option("table", "--format", help="table | csv | json"),
           limit: int = typer.Option(200, help="Rows to print at most (table format).")) -> None:
     """Run read-only SQL against the catalogue and print the result."""
@@ -217,7 +217,7 @@ def query(sql: str = typer.Argument(..., help="A read-only SQL statement."),
 @cli_errors
 def show(sae: str = typer.Argument(..., help="SAE key (a unique prefix is enough)."),
          latent: int = typer.Argument(...),
-         home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
+         home: Path | None = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
          n: int = typer.Option(5, help="Examples per kind.")) -> None:
     """Print a latent's explanations, scores and examples with activating tokens marked."""
     from storage.query import show_latent
@@ -234,13 +234,13 @@ def show(sae: str = typer.Argument(..., help="SAE key (a unique prefix is enough
 def export(sae: str = typer.Argument(..., help="SAE key (a unique prefix is enough)."),
            fmt: str = typer.Option(..., "--format", help="neuronpedia | saebench"),
            out: Path = typer.Option(Path("exports"), "--out", "-o", help="Output directory."),
-           home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
-           model_id: Optional[str] = typer.Option(None, help="Neuronpedia modelId (default: "
-                                                  "the model's name)."),
-           source_id: Optional[str] = typer.Option(None, help="Neuronpedia source id (default: "
-                                                   "<layer>-interp-<arch>-<key>)."),
-           score_run: Optional[str] = typer.Option(None, help="Score run (key or unique prefix) "
-                                                   "to export; default: the SAE's newest.")) -> None:
+           home: Path | None = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
+           model_id: str | None = typer.Option(None, help="Neuronpedia modelId (default: "
+                                               "the model's name)."),
+           source_id: str | None = typer.Option(None, help="Neuronpedia source id (default: "
+                                                "<layer>-interp-<arch>-<key>)."),
+           score_run: str | None = typer.Option(None, help="Score run (key or unique prefix) "
+                                                "to export; default: the SAE's newest.")) -> None:
     """Export an SAE's latents, explanations and one score run's scores (Neuronpedia, SAEBench)."""
     from storage.export import export as run_export
     from storage.read import CatalogError
@@ -255,14 +255,13 @@ def export(sae: str = typer.Argument(..., help="SAE key (a unique prefix is enou
 
 @app.command()
 @cli_errors
-def publish(home: Optional[Path] = typer.Option(None, help="Artifact home ($INTERP_HOME)."),
+def publish(home: Path | None = typer.Option(None, help="Artifact home ($INTERP_HOME)."),
             rebuild: bool = typer.Option(False, help="Recreate the catalogue from all artifacts.")) -> None:
     """Publish finished runs into the catalogue (or rebuild it from the Parquet artifacts)."""
+    from interp.preflight import check_home
     from storage.catalog import load_run
     from storage.catalog import publish as do_publish
     from storage.catalog import rebuild as do_rebuild
-
-    from interp.preflight import check_home
     from storage.read import CatalogError
 
     h = home or default_home()
@@ -285,18 +284,18 @@ def publish(home: Optional[Path] = typer.Option(None, help="Artifact home ($INTE
 @app.command()
 @cli_errors
 def rescore(
-    home: Optional[Path] = typer.Option(None, help="Artifact home ($INTERP_HOME)."),
-    from_run: Optional[str] = typer.Option(None, help="Run whose activations are reused "
-                                           "(default: the newest run)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML of config changes, "
-                                          "merged onto the base run's config."),
-    preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
-    sae: Optional[Path] = typer.Option(None, help="Label this SAE (sparsify or SAELens directory)."),
+    home: Path | None = typer.Option(None, help="Artifact home ($INTERP_HOME)."),
+    from_run: str | None = typer.Option(None, help="Run whose activations are reused "
+                                        "(default: the newest run)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML of config changes, "
+                                       "merged onto the base run's config."),
+    preset: str | None = typer.Option(None, help=PRESET_HELP),
+    sae: Path | None = typer.Option(None, help="Label this SAE (sparsify or SAELens directory)."),
     set_: list[str] = typer.Option([], "--set", help="Dotted override, e.g. --set sae.k=16 "
                                    "(value parsed as YAML); repeatable."),
     latent_shards: int = typer.Option(1, help="Shards of explain/score (Prefect tasks)."),
     task_runner: str = typer.Option("threads", help="threads | dask"),
-    dask_address: Optional[str] = typer.Option(None, help="Dask scheduler, e.g. tcp://host:8786."),
+    dask_address: str | None = typer.Option(None, help="Dask scheduler, e.g. tcp://host:8786."),
     llm_url: list[str] = typer.Option([], help="One of several servers of llm.model; repeatable."),
     prefect: bool = typer.Option(True, help="Run as a Prefect flow (--no-prefect: plain library)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -347,7 +346,7 @@ def rescore(
 
 @app.command()
 @cli_errors
-def presets(name: Optional[str] = typer.Argument(None, help="Print this preset's YAML.")) -> None:
+def presets(name: str | None = typer.Argument(None, help="Print this preset's YAML.")) -> None:
     """List the protocol presets (`--preset NAME` of run and rescore), or print one."""
     from interp.config import load_config
     from interp.presets import describe, preset_names, preset_text
@@ -360,8 +359,8 @@ def presets(name: Optional[str] = typer.Argument(None, help="Print this preset's
 
 @app.command("config")
 @cli_errors
-def show_config(config: Optional[Path] = typer.Option(None, "--config", "-c"),
-                preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+def show_config(config: Path | None = typer.Option(None, "--config", "-c"),
+                preset: str | None = typer.Option(None, help=PRESET_HELP),
                 as_json: bool = typer.Option(False, "--json", help="JSON schema of every field.")) -> None:
     """Print the resolved config (defaults, or a file's) as YAML, or the JSON schema."""
     from interp.config import RunConfig, dump_config
@@ -374,7 +373,7 @@ def show_config(config: Optional[Path] = typer.Option(None, "--config", "-c"),
 
 @app.command()
 @cli_errors
-def ui(home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
+def ui(home: Path | None = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
        host: str = typer.Option("127.0.0.1", help="Interface to bind; the default keeps it local."),
        port: int = typer.Option(8765, help="TCP port to serve on."),
        verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
@@ -395,11 +394,11 @@ def ui(home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_H
 
 @app.command()
 @cli_errors
-def report(home: Optional[Path] = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
-           run_id: Optional[str] = typer.Option(None, "--run", help="Run id (or a unique prefix); "
-                                                "default: the newest run."),
-           out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write "
-                                              "(default: <home>/reports/<run id>.html).")) -> None:
+def report(home: Path | None = typer.Option(None, help="Catalogue home ($INTERP_HOME)."),
+           run_id: str | None = typer.Option(None, "--run", help="Run id (or a unique prefix); "
+                                             "default: the newest run."),
+           out: Path | None = typer.Option(None, "--out", "-o", help="HTML file to write "
+                                           "(default: <home>/reports/<run id>.html).")) -> None:
     """Write a self-contained HTML report of a run that opens offline from disk."""
     from interp.report import write_report
 

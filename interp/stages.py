@@ -20,8 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from interp.analysis import dark_matter, logits, match
-from interp.artifacts import (ArtifactRef, ArtifactStore, DiskFull, artifact_key, disk_full,
-                             disk_full_errno, write_text_atomic)
+from interp.artifacts import (
+    ArtifactRef,
+    ArtifactStore,
+    DiskFull,
+    artifact_key,
+    disk_full,
+    disk_full_errno,
+    write_text_atomic,
+)
 from interp.collect import stage as collect
 from interp.config import RunConfig, dump_config
 from interp.contract import KeyContext, Stage, StageContext

@@ -22,8 +22,13 @@ import pyarrow.parquet as pq
 from interp.artifacts import ArtifactRef, stable_hash, write_parquet_atomic
 from interp.config import RunConfig
 from interp.contract import Stage, StageContext, Table
-from interp.explain.format import (format_for_explainer, format_negatives, top_tokens,
-                                   training_examples, training_negatives)
+from interp.explain.format import (
+    format_for_explainer,
+    format_negatives,
+    top_tokens,
+    training_examples,
+    training_negatives,
+)
 from interp.explain.parse import answer_schema, parse_explanation, parse_structured
 from interp.llm import LLMError
 from interp.llm.structured import max_tokens_for

@@ -18,8 +18,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from interp import embed
 from interp.ui import data, svg
-from interp.ui.params import BadParameter, parse_filter, with_query_embedding, with_score_run
 from interp.ui.latent import heads_text, latent_page
+from interp.ui.params import BadParameter, parse_filter, with_query_embedding, with_score_run
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
