@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,6 +187,13 @@ class _Run:
             write_parquet_atomic(table, self.partial / f"part-{uuid.uuid4().hex[:12]}.parquet")
         self.rows, self.n_rows_latents, self.last_flush = [], 0, time.monotonic()
 
+    async def flush_periodically(self) -> None:
+        """Flush every FLUSH_S: finished latents never wait on slow ones."""
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            if time.monotonic() - self.last_flush >= FLUSH_S:
+                self.flush()
+
 
 def _blocks(todo: list[int], size: int) -> list[list[int]]:
     """Blocks of latents whose examples load together: a small first one, so the first requests
@@ -196,6 +203,26 @@ def _blocks(todo: list[int], size: int) -> list[list[int]]:
         blocks.append(todo[b:b + n])
         b, n = b + n, min(size, 2 * n)
     return blocks
+
+
+async def _loaded(blocks: list[list[int]], load: Loader,
+                  stop: asyncio.Event) -> AsyncIterator[tuple[list[int], dict[int, Any]]]:
+    """Each block with its examples, until `stop` is set. The next block's examples load (in a
+    thread) while the caller runs this one: loading waited for on the loop left every slot idle
+    meanwhile (~0.1-0.3 s a block, which capped explain, one request per latent, well below the
+    server's rate)."""
+    ahead = asyncio.ensure_future(asyncio.to_thread(load, blocks[0])) if blocks else None
+    try:
+        for i, block in enumerate(blocks):
+            if stop.is_set():
+                return
+            examples = await ahead
+            ahead = (asyncio.ensure_future(asyncio.to_thread(load, blocks[i + 1]))
+                     if i + 1 < len(blocks) else None)
+            yield block, examples
+    finally:
+        if ahead is not None and not ahead.cancel() and not ahead.cancelled():
+            ahead.exception()  # retrieved: a load that failed after the run stopped is no news
 
 
 async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, inflight: int,
@@ -224,36 +251,22 @@ async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, infligh
             tasks.discard(asyncio.current_task())
             check_fan_out()
 
-    async def flush_periodically() -> None:  # finished latents never wait on slow ones
-        while True:
-            await asyncio.sleep(FLUSH_S)
-            if time.monotonic() - run.last_flush >= FLUSH_S:
-                run.flush()
-
-    flusher = asyncio.create_task(flush_periodically())
-    blocks = _blocks(todo, max(64, inflight))
-    # The next block's examples load (in a thread) while this block's latents run: loading
-    # waited for on the loop left every slot idle meanwhile (~0.1-0.3 s a block, which capped
-    # explain, one request per latent, well below the server's rate).
-    ahead = asyncio.ensure_future(asyncio.to_thread(load, blocks[0])) if blocks else None
+    flusher = asyncio.create_task(run.flush_periodically())
     try:
-        for i, block in enumerate(blocks):
-            if run.stop.is_set():
-                break
-            examples = await ahead
-            ahead = (asyncio.ensure_future(asyncio.to_thread(load, blocks[i + 1]))
-                     if i + 1 < len(blocks) else None)
-            for latent in block:
-                await sem.acquire()
-                if not run.stop.is_set() and spent():
-                    run.over_budget = True
-                    run.stop.set()
-                if run.stop.is_set():
-                    sem.release()
-                    break
-                t = asyncio.create_task(one(latent, examples.pop(latent, [])))
-                tasks.add(t)
-                t.add_done_callback(tasks.discard)
+        blocks = _loaded(_blocks(todo, max(64, inflight)), load, run.stop)
+        async with contextlib.aclosing(blocks):
+            async for block, examples in blocks:
+                for latent in block:
+                    await sem.acquire()
+                    if not run.stop.is_set() and spent():
+                        run.over_budget = True
+                        run.stop.set()
+                    if run.stop.is_set():
+                        sem.release()
+                        break
+                    t = asyncio.create_task(one(latent, examples.pop(latent, [])))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
         started_all = True
         check_fan_out()
         await asyncio.gather(*tasks)
@@ -265,8 +278,6 @@ async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, infligh
     finally:
         _FAN_OUT.reset(token)
         flusher.cancel()
-        if ahead is not None and not ahead.cancel() and not ahead.cancelled():
-            ahead.exception()  # retrieved: a load that failed after the run stopped is no news
         run.flush()  # keep every finished latent, whatever happened to the rest
 
 
