@@ -35,20 +35,12 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from interp.artifacts import write_parquet_atomic
-from interp.llm.base import LEDGER_SCHEMA_FIELDS, Ledger, LLMUnavailable, read_ledger
+from interp.llm.base import Ledger, LLMUnavailable
 
 log = logging.getLogger(__name__)
 
 Work = Callable[[int, Any], Awaitable[list[dict[str, Any]]]]
 Loader = Callable[[list[int]], dict[int, Any]]
-
-LEDGER_SCHEMA = pa.schema([
-    ("call_id", pa.string()), ("stage", pa.string()), ("purpose", pa.string()),
-    ("latent", pa.int64()), ("model", pa.string()),
-    ("attempt", pa.int32()), ("status", pa.string()), ("error", pa.string()),
-    ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("latency_s", pa.float64()),
-    ("created_at", pa.float64())])
-assert tuple(LEDGER_SCHEMA.names) == LEDGER_SCHEMA_FIELDS
 
 FLUSH_S = 2.0          # a crash loses at most this much finished work
 FLUSH_LATENTS = 256    # ... or this many latents, whichever comes first
@@ -344,52 +336,3 @@ async def run_latents(latents: list[int], work: Work, load: Loader, *, partial: 
             f"or the config and run again: only the missing latents are asked again.",
             server_down=run.stop.is_set() and not run.over_budget) from err
     return {"latents": len(mine), "resumed": resumed, "computed": run.computed}
-
-
-def merge_parts(partial: Path, schema: pa.Schema, out_name: str, key_cols: tuple[str, ...]) -> pa.Table:
-    """Merge part files into one table sorted by `key_cols` (no key may repeat); write it and
-    llm_calls.parquet from the ledger files."""
-    files = sorted(partial.glob("part-*.parquet"))
-    table = (pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
-             if files else schema.empty_table())
-    keys = list(zip(*(table.column(c).to_pylist() for c in key_cols)))
-    if len(keys) != len(set(keys)):
-        raise RuntimeError(f"duplicate rows for {key_cols} in {partial}: refusing to publish")
-    table = table.sort_by([(c, "ascending") for c in key_cols])
-    write_parquet_atomic(table, partial / out_name)
-    calls = read_ledger(sorted(partial.glob("calls-*.jsonl")))
-    calls.sort(key=lambda r: (r["created_at"], r["call_id"], r["attempt"]))
-    write_parquet_atomic(pa.Table.from_pylist(calls, schema=LEDGER_SCHEMA), partial / "llm_calls.parquet")
-    return table
-
-
-def drive(ctx, latents: list[int], make_work: Callable[[Any], Work], schema: pa.Schema,
-          given: dict[int, Any] | None = None) -> dict[str, int]:
-    """Run a per-latent stage's pending latents (of `ctx.shard`) into `ctx.out`, their examples
-    read a block at a time from the stage's mine input (token text from collect's sequences) or
-    taken from `given` (pseudo-latents such as the score stage's probes), with `ctx.llm`: a
-    client, or a function that opens one (called only if there is work)."""
-    from interp.mine.examples import ExampleReader
-
-    cfg, shard = ctx.cfg, ctx.shard
-    todo = pending(latents, ctx.out, shard)  # read the part files once, here
-    if not todo:
-        n = len(shard_of(latents, shard))
-        return {"latents": n, "resumed": n, "computed": 0}
-    reader = ExampleReader(ctx.input("mine").path, ctx.input("collect").path / "sequences.parquet")
-    given = given or {}
-
-    def load(block: list[int]) -> dict[int, Any]:
-        wanted = [l for l in block if l not in given]
-        mined = reader(wanted) if wanted else {}
-        return {l: given[l] if l in given else mined[l] for l in block}
-    try:
-        llm = ctx.llm if hasattr(ctx.llm, "generate") else ctx.llm()
-        return asyncio.run(run_latents(
-            latents, make_work(llm), load,
-            partial=ctx.out, schema=schema, ledger=llm.ledger, inflight=2 * cfg.llm.concurrency,
-            desc=ctx.stage if shard is None else f"{ctx.stage} {shard[0]}/{shard[1]}", shard=shard,
-            progress=ctx.progress, close=llm.aclose, max_prompt_tokens=cfg.llm.max_prompt_tokens,
-            todo=todo, slots=getattr(llm, "width", cfg.llm.concurrency)))
-    finally:
-        reader.close()

@@ -30,11 +30,11 @@ from interp.explain.format import (
     training_negatives,
 )
 from interp.explain.parse import answer_schema, parse_explanation, parse_structured
+from interp.latent_stage import drive, merge_parts
 from interp.llm import LLMError
 from interp.llm.structured import max_tokens_for
 from interp.mine.examples import Example
 from interp.prompts import Prompt, load_prompt
-from interp.resumable import drive, merge_parts
 
 log = logging.getLogger(__name__)
 
