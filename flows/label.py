@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows import runtime
 from interp.artifacts import ArtifactRef, ArtifactStore
 from interp.config import RunConfig
-from interp.llm import LLMError, LLMUnavailable
 from interp.contract import Stage
+from interp.llm import LLMError, LLMUnavailable
 from interp.resumable import BudgetReached, StageIncomplete, stoppable
 from interp.stages import BuildContext, RunRecord, build, run
 from storage.catalog import PublishLockTimeout, load_run, publish

@@ -155,7 +155,8 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+            raise ConfigError(f"config file {path} must hold a mapping of sections, "
+                              f"not {type(data).__name__}")
     origin = str(path) if path else "defaults"
     if preset is not None:
         from interp.presets import load_preset, merge

@@ -35,7 +35,7 @@ def find_run(home: Path, run_id: str | None = None) -> Path:
     if run_id is not None:
         d = runs / run_id
         if not (d / "run.json").is_file():
-            raise FileNotFoundError(f"no run {run_id!r} under {runs}; see `interp query "
+            raise FileNotFoundError(f"no run {run_id!r} under {runs}; see `interp query "  # noqa: S608
                                     f"\"select run_id from runs\"`")
         return d
     # Newest by start time: run ids begin with the second they started, then a random suffix,

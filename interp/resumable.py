@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,20 +35,12 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from interp.artifacts import write_parquet_atomic
-from interp.llm.base import LEDGER_SCHEMA_FIELDS, Ledger, LLMUnavailable, read_ledger
+from interp.llm.base import Ledger, LLMUnavailable
 
 log = logging.getLogger(__name__)
 
 Work = Callable[[int, Any], Awaitable[list[dict[str, Any]]]]
 Loader = Callable[[list[int]], dict[int, Any]]
-
-LEDGER_SCHEMA = pa.schema([
-    ("call_id", pa.string()), ("stage", pa.string()), ("purpose", pa.string()),
-    ("latent", pa.int64()), ("model", pa.string()),
-    ("attempt", pa.int32()), ("status", pa.string()), ("error", pa.string()),
-    ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("latency_s", pa.float64()),
-    ("created_at", pa.float64())])
-assert tuple(LEDGER_SCHEMA.names) == LEDGER_SCHEMA_FIELDS
 
 FLUSH_S = 2.0          # a crash loses at most this much finished work
 FLUSH_LATENTS = 256    # ... or this many latents, whichever comes first
@@ -187,6 +179,13 @@ class _Run:
             write_parquet_atomic(table, self.partial / f"part-{uuid.uuid4().hex[:12]}.parquet")
         self.rows, self.n_rows_latents, self.last_flush = [], 0, time.monotonic()
 
+    async def flush_periodically(self) -> None:
+        """Flush every FLUSH_S: finished latents never wait on slow ones."""
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            if time.monotonic() - self.last_flush >= FLUSH_S:
+                self.flush()
+
 
 def _blocks(todo: list[int], size: int) -> list[list[int]]:
     """Blocks of latents whose examples load together: a small first one, so the first requests
@@ -196,6 +195,26 @@ def _blocks(todo: list[int], size: int) -> list[list[int]]:
         blocks.append(todo[b:b + n])
         b, n = b + n, min(size, 2 * n)
     return blocks
+
+
+async def _loaded(blocks: list[list[int]], load: Loader,
+                  stop: asyncio.Event) -> AsyncIterator[tuple[list[int], dict[int, Any]]]:
+    """Each block with its examples, until `stop` is set. The next block's examples load (in a
+    thread) while the caller runs this one: loading waited for on the loop left every slot idle
+    meanwhile (~0.1-0.3 s a block, which capped explain, one request per latent, well below the
+    server's rate)."""
+    ahead = asyncio.ensure_future(asyncio.to_thread(load, blocks[0])) if blocks else None
+    try:
+        for i, block in enumerate(blocks):
+            if stop.is_set():
+                return
+            examples = await ahead
+            ahead = (asyncio.ensure_future(asyncio.to_thread(load, blocks[i + 1]))
+                     if i + 1 < len(blocks) else None)
+            yield block, examples
+    finally:
+        if ahead is not None and not ahead.cancel() and not ahead.cancelled():
+            ahead.exception()  # retrieved: a load that failed after the run stopped is no news
 
 
 async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, inflight: int,
@@ -224,36 +243,22 @@ async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, infligh
             tasks.discard(asyncio.current_task())
             check_fan_out()
 
-    async def flush_periodically() -> None:  # finished latents never wait on slow ones
-        while True:
-            await asyncio.sleep(FLUSH_S)
-            if time.monotonic() - run.last_flush >= FLUSH_S:
-                run.flush()
-
-    flusher = asyncio.create_task(flush_periodically())
-    blocks = _blocks(todo, max(64, inflight))
-    # The next block's examples load (in a thread) while this block's latents run: loading
-    # waited for on the loop left every slot idle meanwhile (~0.1-0.3 s a block, which capped
-    # explain, one request per latent, well below the server's rate).
-    ahead = asyncio.ensure_future(asyncio.to_thread(load, blocks[0])) if blocks else None
+    flusher = asyncio.create_task(run.flush_periodically())
     try:
-        for i, block in enumerate(blocks):
-            if run.stop.is_set():
-                break
-            examples = await ahead
-            ahead = (asyncio.ensure_future(asyncio.to_thread(load, blocks[i + 1]))
-                     if i + 1 < len(blocks) else None)
-            for latent in block:
-                await sem.acquire()
-                if not run.stop.is_set() and spent():
-                    run.over_budget = True
-                    run.stop.set()
-                if run.stop.is_set():
-                    sem.release()
-                    break
-                t = asyncio.create_task(one(latent, examples.pop(latent, [])))
-                tasks.add(t)
-                t.add_done_callback(tasks.discard)
+        blocks = _loaded(_blocks(todo, max(64, inflight)), load, run.stop)
+        async with contextlib.aclosing(blocks):
+            async for block, examples in blocks:
+                for latent in block:
+                    await sem.acquire()
+                    if not run.stop.is_set() and spent():
+                        run.over_budget = True
+                        run.stop.set()
+                    if run.stop.is_set():
+                        sem.release()
+                        break
+                    t = asyncio.create_task(one(latent, examples.pop(latent, [])))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
         started_all = True
         check_fan_out()
         await asyncio.gather(*tasks)
@@ -265,8 +270,6 @@ async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, infligh
     finally:
         _FAN_OUT.reset(token)
         flusher.cancel()
-        if ahead is not None and not ahead.cancel() and not ahead.cancelled():
-            ahead.exception()  # retrieved: a load that failed after the run stopped is no news
         run.flush()  # keep every finished latent, whatever happened to the rest
 
 
@@ -333,52 +336,3 @@ async def run_latents(latents: list[int], work: Work, load: Loader, *, partial: 
             f"or the config and run again: only the missing latents are asked again.",
             server_down=run.stop.is_set() and not run.over_budget) from err
     return {"latents": len(mine), "resumed": resumed, "computed": run.computed}
-
-
-def merge_parts(partial: Path, schema: pa.Schema, out_name: str, key_cols: tuple[str, ...]) -> pa.Table:
-    """Merge part files into one table sorted by `key_cols` (no key may repeat); write it and
-    llm_calls.parquet from the ledger files."""
-    files = sorted(partial.glob("part-*.parquet"))
-    table = (pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
-             if files else schema.empty_table())
-    keys = list(zip(*(table.column(c).to_pylist() for c in key_cols)))
-    if len(keys) != len(set(keys)):
-        raise RuntimeError(f"duplicate rows for {key_cols} in {partial}: refusing to publish")
-    table = table.sort_by([(c, "ascending") for c in key_cols])
-    write_parquet_atomic(table, partial / out_name)
-    calls = read_ledger(sorted(partial.glob("calls-*.jsonl")))
-    calls.sort(key=lambda r: (r["created_at"], r["call_id"], r["attempt"]))
-    write_parquet_atomic(pa.Table.from_pylist(calls, schema=LEDGER_SCHEMA), partial / "llm_calls.parquet")
-    return table
-
-
-def drive(ctx, latents: list[int], make_work: Callable[[Any], Work], schema: pa.Schema,
-          given: dict[int, Any] | None = None) -> dict[str, int]:
-    """Run a per-latent stage's pending latents (of `ctx.shard`) into `ctx.out`, their examples
-    read a block at a time from the stage's mine input (token text from collect's sequences) or
-    taken from `given` (pseudo-latents such as the score stage's probes), with `ctx.llm`: a
-    client, or a function that opens one (called only if there is work)."""
-    from interp.mine.examples import ExampleReader
-
-    cfg, shard = ctx.cfg, ctx.shard
-    todo = pending(latents, ctx.out, shard)  # read the part files once, here
-    if not todo:
-        n = len(shard_of(latents, shard))
-        return {"latents": n, "resumed": n, "computed": 0}
-    reader = ExampleReader(ctx.input("mine").path, ctx.input("collect").path / "sequences.parquet")
-    given = given or {}
-
-    def load(block: list[int]) -> dict[int, Any]:
-        wanted = [l for l in block if l not in given]
-        mined = reader(wanted) if wanted else {}
-        return {l: given[l] if l in given else mined[l] for l in block}
-    try:
-        llm = ctx.llm if hasattr(ctx.llm, "generate") else ctx.llm()
-        return asyncio.run(run_latents(
-            latents, make_work(llm), load,
-            partial=ctx.out, schema=schema, ledger=llm.ledger, inflight=2 * cfg.llm.concurrency,
-            desc=ctx.stage if shard is None else f"{ctx.stage} {shard[0]}/{shard[1]}", shard=shard,
-            progress=ctx.progress, close=llm.aclose, max_prompt_tokens=cfg.llm.max_prompt_tokens,
-            todo=todo, slots=getattr(llm, "width", cfg.llm.concurrency)))
-    finally:
-        reader.close()

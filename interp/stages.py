@@ -6,6 +6,11 @@ inputs, owns the artifact's directory, lock, manifest and rename (`ArtifactStore
 and records the run. `run` walks the registry for `interp run --no-prefect`, rescore and tests;
 flows/label.py passes a builder that wraps each build in one Prefect task; `build` makes one
 stage (or one latent shard of a per-latent stage) from given input artifacts.
+
+From code that runs an event loop (a notebook, an async app) await `arun` / `abuild` instead:
+the stages run in a worker thread and explain's and score's LLM work on the caller's loop
+(interp/aio.py). `run` / `build` refuse a running loop when an LLM stage is among the stages
+they would build, naming the async entry point.
 """
 from __future__ import annotations
 
@@ -19,9 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from interp.aio import in_worker, refuse_running_loop
 from interp.analysis import dark_matter, logits, match
-from interp.artifacts import (ArtifactRef, ArtifactStore, DiskFull, artifact_key, disk_full,
-                             disk_full_errno, write_text_atomic)
+from interp.artifacts import (
+    ArtifactRef,
+    ArtifactStore,
+    DiskFull,
+    artifact_key,
+    disk_full,
+    disk_full_errno,
+    write_text_atomic,
+)
 from interp.collect import stage as collect
 from interp.config import RunConfig, dump_config
 from interp.contract import KeyContext, Stage, StageContext
@@ -126,6 +139,8 @@ def build(cfg: RunConfig, name: str, inputs: dict[str, ArtifactRef], *,
     the unsharded build then finds them done and only merges.
     """
     stage, store = STAGES[name], ArtifactStore(cfg.home)
+    if stage.per_latent:
+        refuse_running_loop("interp.stages.build", "interp.stages.abuild(cfg, name, inputs)")
     refs = _resolve(cfg, stage, inputs)
     key = stage_key(cfg, name, {s: r.key for s, r in refs.items()}, store)
     own = session is None
@@ -143,6 +158,14 @@ def build(cfg: RunConfig, name: str, inputs: dict[str, ArtifactRef], *,
     finally:
         if own:
             session.close()
+
+
+async def abuild(cfg: RunConfig, name: str, inputs: dict[str, ArtifactRef], **kwargs: Any
+                 ) -> ArtifactRef | None:
+    """`build` awaited from a running event loop (same arguments): the stage runs in a worker
+    thread, so a CPU-bound one never blocks the loop, and explain's or score's LLM requests run
+    on this loop. Cancelled, a per-latent stage stops and keeps the latents that finished."""
+    return await in_worker(build, cfg, name, inputs, **kwargs)
 
 
 def _disk_full(code: int, err: Exception, stage: Stage, ctx: StageContext,
@@ -223,6 +246,8 @@ def run(cfg: RunConfig, *, only: tuple[str, ...] | None = None,
     actually has to be built. The record is saved under <home>/runs/ whether the run finished
     (status 'complete') or not ('failed', with the error and what was built and spent).
     """
+    if any(STAGES[n].per_latent for n in (only or STAGES) if n not in (reuse or {})):
+        refuse_running_loop("interp.stages.run", "interp.stages.arun(cfg, ...)")
     rec = record or RunRecord()
     refs: dict[str, ArtifactRef] = dict(reuse or {})
     session = BuildContext(cfg, progress)
@@ -238,6 +263,14 @@ def run(cfg: RunConfig, *, only: tuple[str, ...] | None = None,
         session.close()
         _save_record(cfg, rec)
     return rec
+
+
+async def arun(cfg: RunConfig, **kwargs: Any) -> RunRecord:
+    """`run` awaited from a running event loop (a notebook: `rec = await arun(cfg)`), with the
+    same keyword arguments: the stages run in a worker thread, explain's and score's LLM
+    requests on this loop. Cancelled, the LLM stages stop as on Ctrl-C (what finished is kept,
+    the record says 'failed'); a CPU-bound stage that is running finishes first."""
+    return await in_worker(run, cfg, **kwargs)
 
 
 def _save_record(cfg: RunConfig, rec: RunRecord) -> None:

@@ -26,11 +26,21 @@ from typing import Any
 import duckdb
 
 from interp.artifacts import ArtifactStore, disk_full, disk_full_errno
-from storage.views import create_views
 from storage.ingest import insert_row, insert_run, insert_scorers, publish_artifact, published_stages
-from storage.read import (CATALOG, DUCKDB_CONFIG, LATEST_VERSION, CatalogError, catalog_path,
-                          check_blocks, check_intact, damage_named, damaged, migrations,
-                          schema_version)
+from storage.read import (
+    CATALOG,
+    DUCKDB_CONFIG,
+    LATEST_VERSION,
+    CatalogError,
+    catalog_path,
+    check_blocks,
+    check_intact,
+    damage_named,
+    damaged,
+    migrations,
+    schema_version,
+)
+from storage.views import create_views
 
 log = logging.getLogger(__name__)
 SQL_DIR = Path(__file__).parent

@@ -176,7 +176,8 @@ def saebench_result(home: Path, sae: str, score_run: str | None = None) -> dict[
         "eval_type_id": "autointerp",
         "eval_config": {"model_name": _model_name(row), "scorer": scorer, "score_run": run,
                         "metric": "accuracy", "n_latents": len(exps),
-                        "explainer_models": sorted({e["explainer_model"] for e in exps if e["explainer_model"]})},
+                        "explainer_models": sorted({e["explainer_model"] for e in exps
+                                                    if e["explainer_model"]})},
         "eval_id": str(uuid.uuid4()),
         "datetime_epoch_millis": int(time.time() * 1000),
         "eval_result_metrics": {"autointerp": {

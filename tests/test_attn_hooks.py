@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.builders import collect, train_stage
-from interp.config import build_config
 from interp.collect.shards import ActivationShards
+from interp.config import build_config
+from tests.builders import collect, train_stage
 
 pytestmark = pytest.mark.slow  # the real subject model
 

@@ -6,10 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.builders import collect, train_stage
+from interp.collect.shards import ActivationShards
 from interp.config import build_config
 from interp.models import load_model
-from interp.collect.shards import ActivationShards
+from tests.builders import collect, train_stage
 
 pytestmark = pytest.mark.slow  # the real subject model
 

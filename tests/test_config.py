@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from interp.config import ConfigError, RunConfig, build_config, dump_config, load_config
 
@@ -74,5 +75,5 @@ def test_api_key_only_from_environment(monkeypatch):
 
 def test_config_is_frozen():
     cfg = RunConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.sae.k = 3  # type: ignore[misc]

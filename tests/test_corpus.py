@@ -23,7 +23,8 @@ class CharTokenizer:
 
 def test_local_sources(tmp_path):
     (tmp_path / "a.txt").write_text("first doc\n\nsecond doc\n")
-    (tmp_path / "b.jsonl").write_text(json.dumps({"body": "third"}) + "\n\n" + json.dumps({"body": "fourth"}) + "\n")
+    (tmp_path / "b.jsonl").write_text(
+        json.dumps({"body": "third"}) + "\n\n" + json.dumps({"body": "fourth"}) + "\n")
     pq.write_table(pa.table({"body": ["fifth"]}), tmp_path / "c.parquet")
     docs = set(documents(CorpusConfig(source=str(tmp_path / "a.txt"))))
     assert docs == {"first doc", "second doc"}

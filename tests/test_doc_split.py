@@ -12,16 +12,22 @@ import torch
 from safetensors.torch import save_file
 
 from interp.collect.config import CorpusConfig
-from interp.mine.config import MineConfig
 from interp.collect.corpus import token_stream
 from interp.collect.documents import DOCUMENTS, read_doc_starts, write_documents
-from interp.mine.doc_split import (TEST, TRAIN, check_split, held_out_documents,
-                                   warn_if_lopsided, window_splits)
-from interp.mine.examples import Example
+from interp.collect.shards import ActivationShards
 from interp.explain.stage import select_latents
+from interp.mine.config import MineConfig
+from interp.mine.doc_split import (
+    TEST,
+    TRAIN,
+    check_split,
+    held_out_documents,
+    warn_if_lopsided,
+    window_splits,
+)
+from interp.mine.examples import Example
 from interp.mine.stage import mine_into
 from interp.scoring.base import unscorable_reason
-from interp.collect.shards import ActivationShards
 from tests.builders import TinyTopK
 
 SEQ_LEN, WINDOW, D = 17, 4, 8

@@ -64,12 +64,14 @@ def test_cli_end_to_end(tmp_path, env, model_cache):
     saved = list((home / "runs").glob("*/config.yaml"))
     assert len(saved) == 1 and yaml.safe_load(saved[0].read_text())["corpus"]["n_tokens"] == 2048
 
-    q = _interp(["query", "select count(*) as n from explanations", "--format", "csv"], env | {"INTERP_HOME": str(home)})
+    q = _interp(["query", "select count(*) as n from explanations", "--format", "csv"],
+                env | {"INTERP_HOME": str(home)})
     assert q.returncode == 0, q.stderr
     assert q.stdout.splitlines()[1] == "3"
     ok = _interp(["query", "select sae_key, latent from explanations where status = 'ok' order by latent",
                   "--home", str(home), "--format", "csv"], env)
-    scored = _interp(["query", "select count(*) from scores where control is null", "--home", str(home), "--format", "csv"], env)
+    scored = _interp(["query", "select count(*) from scores where control is null",
+                      "--home", str(home), "--format", "csv"], env)
     n_ok = len(ok.stdout.splitlines()) - 1
     assert int(scored.stdout.splitlines()[1]) == 2 * n_ok
 

@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from interp.config import ConfigError
-from interp.mine.examples import Example
 from interp.explain.format import training_examples, training_negatives
 from interp.explain.parse import parse_explanation
 from interp.explain.stage import build_messages
-from tests.builders import explain, mine, train_stage
+from interp.mine.examples import Example
 from interp.prompts import load_prompt, parse_prompt
+from tests.builders import explain, mine, train_stage
 from tests.conftest import tiny_config
 from tests.fakeserver import FakeLLMServer
 

@@ -5,18 +5,17 @@ those latents); every latent ends explained and scored, or recorded as failed wi
 (empty) answer as its reason; every retry and failure is visible in the llm_calls table."""
 from __future__ import annotations
 
-import pytest
-
 import math
 import re
 
 import duckdb
 import pyarrow.parquet as pq
+import pytest
 
 from interp.artifacts import ArtifactRef
-from tests.builders import explain, make_shards, mine, score, train_stage
 from interp.resumable import StageIncomplete
 from storage.catalog import publish
+from tests.builders import explain, make_shards, mine, score, train_stage
 from tests.conftest import tiny_config
 from tests.fakeserver import FakeLLMServer
 
@@ -84,7 +83,7 @@ def test_fifty_latents_survive_a_faulty_server(tmp_path, transport):
 
     rows = con.execute("SELECT latent, scorer, status, n_examples, n_failed, error FROM scores").fetchall()
     assert {(l, s) for l, s, *_ in rows} == {(l, s) for l in ok for s in SCORERS}
-    for latent, scorer, status, n, n_failed, error in rows:
+    for _latent, _scorer, status, n, n_failed, error in rows:
         # Too few valid answers is 'insufficient' (no score), none at all 'failed'.
         assert status in ("ok", "failed", "insufficient") and n == 4
         if n_failed:  # failed examples are counted (never scored as 0) and explained

@@ -1,5 +1,6 @@
-"""Layering: the library never imports Prefect (flows/ is the only Prefect-aware layer), and
-imports between interp, storage and flows point one way only (checked on the source with ast)."""
+"""Layering: the library never imports Prefect (flows/ is the only Prefect-aware layer), imports
+between interp, storage and flows point one way only, and modules and functions stay within
+STYLE.md's sizes (all checked on the source with ast)."""
 from __future__ import annotations
 
 import ast
@@ -26,10 +27,11 @@ def test_interp_modules_do_not_import_prefect():
 
 # --- Allowed import directions, read from the source (every import, lazy ones included) --------
 # Layers, inner to outer: the library (interp without its front ends) <- storage <- flows, and the
-# front ends (interp.cli, interp.ui, interp.report) over all of them. An import may only point
-# inwards; the CLI alone also starts Prefect flows.
+# front ends (interp.cli and its command modules, interp.ui, interp.report) over all of them. An
+# import may only point inwards; the CLI alone also starts Prefect flows.
 ROOT = Path(__file__).resolve().parents[1]
-FRONT_ENDS = ("interp.cli", "interp.ui", "interp.report", "interp.notebook")
+FRONT_ENDS = ("interp.cli", "interp.cli_common", "interp.cli_catalogue", "interp.ui", "interp.report",
+              "interp.notebook")
 ALLOWED = {
     "library": {"library"},
     "storage": {"library", "storage"},
@@ -120,3 +122,23 @@ def test_no_import_cycles_between_layers():
         return any(n == goal or (n not in seen and reaches(n, goal, seen | {n}))
                    for n in graph.get(start, ()))
     assert not [a for a in graph if reaches(a, a)], graph
+
+
+# --- Sizes (STYLE.md): modules of 400 lines at most, functions of ~60 -----------------------------
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60  # from `def` to the last line, nested functions included, decorators not
+
+
+def test_modules_stay_within_400_lines():
+    long = {m: n for m, p in _modules().items() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"split these along a real seam (STYLE.md: 400 lines at most): {long}"
+
+
+def test_functions_stay_within_60_lines():
+    long = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if (n := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES:
+                    long.append(f"{module}.{node.name} ({path.name}:{node.lineno}): {n} lines")
+    assert not long, "split these (STYLE.md: functions under ~60 lines):\n" + "\n".join(long)

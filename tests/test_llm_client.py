@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
-from interp.llm.config import LLMConfig
 from interp.llm import Ledger, LLMError, LLMUnavailable, OpenAICompatibleLLM, open_llm
+from interp.llm.config import LLMConfig
 from tests.fakeserver import FakeLLMServer
 
 MSG = [{"role": "user", "content": "hi"}]

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from interp.llm.config import LLMConfig
 from interp.llm import Ledger, LLMUnavailable, OpenAICompatibleLLM
 from interp.llm.base import REDACTED
+from interp.llm.config import LLMConfig
 from interp.llm.http import LeanHTTP, choose_transport
 
 MSG = [{"role": "user", "content": "hi"}]

@@ -11,11 +11,9 @@ import types
 
 import pytest
 
-from interp.llm import Ledger, LLMUnavailable, OpenAICompatibleLLM
-from interp.llm import vllm_offline
+from interp.llm import Ledger, LLMUnavailable, OpenAICompatibleLLM, vllm_offline
 from interp.llm.config import LLMConfig
-from interp.llm.structured import (PROBE_ANSWER, PROBE_SCHEMA, AnswerError, labels_schema,
-                                   parse_labels)
+from interp.llm.structured import PROBE_ANSWER, PROBE_SCHEMA, AnswerError, labels_schema, parse_labels
 from tests.fakeserver import FakeLLMServer
 
 IDS = [4, 11, 7]

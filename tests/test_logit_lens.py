@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from interp.analysis import logits as logit_lens
-from interp.artifacts import ArtifactRef
 from interp.analysis.logits import Readout, project, top_tokens
+from interp.artifacts import ArtifactRef
 from interp.sae.io import save_sae
 from interp.sae.model import SAE
 from storage.catalog import publish
@@ -139,7 +139,8 @@ def test_explainer_sees_promoted_tokens_with_output_tokens_on(tmp_path, collecte
         mined = mine(cfg, collected, sae)
         off = tiny_config(tmp_path, srv.base_url, explain={"output_tokens": True})
         with pytest.raises(ValueError, match="explain.prompt: explain_output"):
-            key(off, "explain", mine=mined.key, collect=collected.key)  # the default prompt has no line to show them on
+            # the default prompt has no line to show them on
+            key(off, "explain", mine=mined.key, collect=collected.key)
         exp = explain(cfg, mined, collected, logits=logits)
     rows = pq.read_table(exp.path / "explanations.parquet").to_pylist()
     table = pq.read_table(logits.path / "latent_logits.parquet").to_pylist()

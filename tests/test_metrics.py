@@ -6,8 +6,8 @@ import random
 import pytest
 
 from interp.mine.examples import Example
-from interp.scoring.windows import detection_items, fuzzing_items
 from interp.scoring.metrics import auc, classification_metrics
+from interp.scoring.windows import detection_items, fuzzing_items
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import torch
 
+from interp.collect.shards import ActivationShards
 from interp.mine.config import MineConfig
 from interp.mine.doc_split import NONE
 from interp.mine.iw import select_extra
 from interp.mine.select import IW, TOP, select_positives
 from interp.mine.stage import mine_into
-from interp.collect.shards import ActivationShards
 from tests.builders import TinyTopK, make_shards
 
 
@@ -85,8 +85,8 @@ def test_mining_writes_iw_rows_only_when_asked(tmp_path):
 
 
 def test_top_iw_train_set_shows_the_iw_train_windows_and_top_ones_never_held_out():
-    from interp.mine.examples import Example
     from interp.explain.format import training_examples
+    from interp.mine.examples import Example
 
     def ex(kind, split, rank, act):
         return Example(0, kind, split, rank, -1, rank, 1, act, ("a",), (act,))

@@ -7,12 +7,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.builders import collect, key, mine, stage, train_stage
+from interp.collect.shards import ActivationShards
+from interp.collect.stream import StreamedShards, open_activations
 from interp.config import ConfigError, build_config
 from interp.models import load_model
 from interp.sae import SAE, save_sae
-from interp.collect.shards import ActivationShards
-from interp.collect.stream import StreamedShards, open_activations
+from tests.builders import collect, key, mine, stage, train_stage
 
 pytestmark = pytest.mark.slow  # the real subject model
 
@@ -104,7 +104,8 @@ def test_keys_follow_the_model_and_hookpoint_and_a_mismatch_is_refused(runs, mod
     base = key(cfg, "collect")
     other_hook = _cfg(home, model_cache, sae, "tokens", model={"hookpoint": "blocks.3.hook_resid_post"})
     other_model = _cfg(home, model_cache, sae, "tokens", model={"dtype": "bfloat16"})
-    keys = {base, key(other_hook, "collect"), key(other_model, "collect"), key(runs["dense"]["cfg"], "collect")}
+    keys = {base, key(other_hook, "collect"), key(other_model, "collect"),
+            key(runs["dense"]["cfg"], "collect")}
     assert len(keys) == 4
     mines = {key(c, "mine", collect=key(c, "collect"), train=key(c, "train", collect=key(c, "collect")))
              for c in (cfg, other_hook, other_model)}
@@ -120,6 +121,7 @@ def test_tokens_store_refuses_training_an_sae(runs, tmp_path, model_cache):
     training = build_config({"home": str(tmp_path), "model": {"cache_dir": str(model_cache),
                                                               "hookpoint": HOOK},
                              "corpus": {"n_tokens": 128, "seq_len": 17},
-                             "mine": {"window": 8, "n_top": 4}, "explain": {"n_examples": 3, "min_heldout": 2}})
+                             "mine": {"window": 8, "n_top": 4},
+                             "explain": {"n_examples": 3, "min_heldout": 2}})
     with pytest.raises(ValueError, match="collect.store 'tokens'"):
         train_stage(training, runs["tokens"]["collect"])

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from interp.collect.shards import ActivationShards
 from interp.mine.config import MineConfig
 from interp.mine.select import lexsort, select_positives, uniform_hash
 from interp.mine.stage import mine_into, plan_ranges
-from interp.collect.shards import ActivationShards
 from tests.builders import TinyTopK, make_shards, write_random_documents
 from tests.mining_reference import reference
 
@@ -50,7 +50,7 @@ def _check_against_reference(ex, lat, enc, shards, cfg):
             if r["kind"] == "quantile":
                 got_q.setdefault((r["quantile"], r["split"]), set()).add(_wid(r))
         assert got_q == {k: v for k, v in want["quantile"].items() if v}
-        for (q, split), ws in got_q.items():  # rank: by maximum, descending, within the group
+        for q, split in got_q:  # rank: by maximum, descending, within the group
             grp = [r for r in mine if r["kind"] == "quantile" and (r["quantile"], r["split"]) == (q, split)]
             assert [r["rank"] for r in grp] == list(range(len(grp)))
             assert [r["max_act"] for r in grp] == sorted((r["max_act"] for r in grp), reverse=True)

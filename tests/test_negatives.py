@@ -9,13 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from interp.collect.shards import ActivationShards
 from interp.mine.config import MineConfig
 from interp.mine.examples import Example
-from interp.mine.stage import mine_into
 from interp.mine.negatives import CANDIDATE_FACTOR
-from interp.scoring.windows import detection_items
-from interp.collect.shards import ActivationShards
 from interp.mine.select import split_caps
+from interp.mine.stage import mine_into
+from interp.scoring.windows import detection_items
 from tests.builders import TinyTopK, make_shards
 from tests.mining_reference import split_of_windows
 

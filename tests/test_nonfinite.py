@@ -6,7 +6,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.builders import collect, key, train_stage
 from interp.artifacts import ArtifactStore
 from interp.collect.shards import ActivationShards
 from interp.finite import NonFiniteError
@@ -14,6 +13,7 @@ from interp.models import SubjectModel
 from interp.sae import SAE, load_sae, save_sae, train
 from interp.sae.config import SAEConfig
 from interp.sae.trainer import Trainer
+from tests.builders import collect, key, train_stage
 from tests.conftest import tiny_config
 
 

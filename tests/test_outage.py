@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from tests.builders import explain, mine, score, train_stage
 from interp.llm import LLMUnavailable
 from interp.rescore import run_after_collect
 from interp.resumable import StageIncomplete
+from tests.builders import explain, mine, score, train_stage
 from tests.conftest import scripted_answer, tiny_config
 from tests.fakeserver import FakeLLMServer
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from interp.mine.examples import mark_tokens
 from interp.explain.parse import parse_explanation
+from interp.mine.examples import mark_tokens
 from interp.prompts import load_prompt, parse_prompt
 
 
@@ -95,8 +95,8 @@ def test_label_from_logprobs():
 
 
 def test_explainer_format_inlines_strengths():
-    from interp.mine.examples import Example
     from interp.explain.format import format_for_explainer
+    from interp.mine.examples import Example
 
     e = Example(0, "top", "train", 0, -1, 0, 1, 5.0, (" The", " big", " cat", "\n", " sat"),
                 (0, 2.0, 5.0, 0, 1.0))

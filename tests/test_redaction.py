@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from interp.llm.config import LLMConfig
 from interp.llm import Ledger, LLMError, LLMUnavailable, OpenAICompatibleLLM
 from interp.llm.base import REDACTED, redact
+from interp.llm.config import LLMConfig
 from tests.fakeserver import FakeLLMServer
 
 
@@ -20,7 +20,8 @@ from tests.fakeserver import FakeLLMServer
     ('{"api_key": "s3cr3t", "n": 1}', [], f'{{"api_key": "{REDACTED}", "n": 1}}'),
     ("x-api-key=hunter2;", [], f"x-api-key={REDACTED};"),
     ("long-secret and long-secret-2", ["long-secret", "long-secret-2"], f"{REDACTED} and {REDACTED}"),
-    ("unused stays; sk-1 too short to be a key", ["unused", "", None], "unused stays; sk-1 too short to be a key"),
+    ("unused stays; sk-1 too short to be a key", ["unused", "", None],
+     "unused stays; sk-1 too short to be a key"),
 ])
 def test_redact(text, secrets, expected):
     assert redact(text, secrets) == expected

@@ -6,9 +6,9 @@ from __future__ import annotations
 import duckdb
 import pytest
 
+from interp.analysis.match import best_matches
 from interp.config import ConfigError
 from interp.rescore import find_run, rescore_config, run_after_collect
-from interp.analysis.match import best_matches
 from storage.catalog import load_run, publish
 from tests.conftest import tiny_config
 

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from interp.explain import stage as explain_mod
-from tests.builders import explain, mine, score, train_stage
 from storage.catalog import publish
+from tests.builders import explain, mine, score, train_stage
 from tests.conftest import tiny_config
 
 

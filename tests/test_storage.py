@@ -53,8 +53,10 @@ def test_a_catalogue_from_before_migrations_is_adopted_and_old_ones_refused(tmp_
     with pytest.raises(CatalogError, match="schema version 0.*interp publish"):
         connect_readonly(tmp_path)
     publish(tmp_path, {}, [])
-    cols = [r[0] for r in _rows(tmp_path, "SELECT column_name FROM duckdb_columns() WHERE table_name = 'scores'")]
-    assert "error" in cols and _rows(tmp_path, "SELECT max(version) FROM schema_version") == [(LATEST_VERSION,)]
+    cols = [r[0] for r in _rows(
+        tmp_path, "SELECT column_name FROM duckdb_columns() WHERE table_name = 'scores'")]
+    assert "error" in cols
+    assert _rows(tmp_path, "SELECT max(version) FROM schema_version") == [(LATEST_VERSION,)]
 
 
 def test_match_artifact_inserted_by_name_and_scorers_from_the_registry(tmp_path):

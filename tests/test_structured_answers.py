@@ -9,8 +9,17 @@ import re
 import jsonschema
 import pytest
 
-from interp.llm.structured import (PROBE_ANSWER, PROBE_SCHEMA, AnswerError, explanation_schema, labels_schema,
-                                   max_tokens_for, parse_explanation, parse_labels, validate)
+from interp.llm.structured import (
+    PROBE_ANSWER,
+    PROBE_SCHEMA,
+    AnswerError,
+    explanation_schema,
+    labels_schema,
+    max_tokens_for,
+    parse_explanation,
+    parse_labels,
+    validate,
+)
 
 IDS = [4, 11, 7]
 LABELS = labels_schema(IDS)

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import pyarrow.parquet as pq
 import pytest
 
+from interp.llm import LLMError, llm_endpoint, open_llm, vllm_offline
 from interp.llm.config import LLMConfig
-from interp.llm import LLMError, llm_endpoint, open_llm
-from interp.llm import vllm_offline
 
 
 @dataclass

@@ -70,7 +70,8 @@ def _sniff(path: Path) -> None:
     try:  # incremental: a multi-byte character cut at SNIFF_BYTES is not an error
         text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except UnicodeDecodeError as err:
-        raise CorpusFileError(path, f"is not UTF-8 (byte {err.start}: {head[err.start:err.start + 4]!r})") from None
+        raise CorpusFileError(
+            path, f"is not UTF-8 (byte {err.start}: {head[err.start:err.start + 4]!r})") from None
     if problem := _text_problem(text):
         raise CorpusFileError(path, problem)
 

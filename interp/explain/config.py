@@ -32,7 +32,8 @@ class ExplainConfig(_Strict):
     max_chars: int = Field(160, gt=0, description="Longest explanation, in characters, when the "
                            "answer is constrained to JSON (its token budget follows from it).")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature.")
-    n_latents: int | None = Field(24, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")
+    n_latents: int | None = Field(
+        24, gt=0, description="Explain a seeded random sample of N eligible latents; None = all.")
     min_examples: int = Field(3, gt=0, description="Skip latents with fewer activating windows.")
     min_heldout: int = Field(5, gt=0, description="Explain only latents with at least this many "
         "held-out activating windows (test-split quantile samples): a score over one or two "

@@ -22,14 +22,19 @@ import pyarrow.parquet as pq
 from interp.artifacts import ArtifactRef, stable_hash, write_parquet_atomic
 from interp.config import RunConfig
 from interp.contract import Stage, StageContext, Table
-from interp.explain.format import (format_for_explainer, format_negatives, top_tokens,
-                                   training_examples, training_negatives)
+from interp.explain.format import (
+    format_for_explainer,
+    format_negatives,
+    top_tokens,
+    training_examples,
+    training_negatives,
+)
 from interp.explain.parse import answer_schema, parse_explanation, parse_structured
+from interp.latent_stage import drive, merge_parts
 from interp.llm import LLMError
 from interp.llm.structured import max_tokens_for
 from interp.mine.examples import Example
 from interp.prompts import Prompt, load_prompt
-from interp.resumable import drive, merge_parts
 
 log = logging.getLogger(__name__)
 

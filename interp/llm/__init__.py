@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from interp.llm.config import LLMConfig
 from interp.llm.base import LLM, Ledger, LLMError, LLMResponse, LLMUnavailable
+from interp.llm.config import LLMConfig
 from interp.llm.openai_client import CONFIG_ERRORS, OpenAICompatibleLLM
 
 __all__ = ["LLM", "LLMError", "LLMResponse", "LLMUnavailable", "Ledger", "OpenAICompatibleLLM",

@@ -35,12 +35,10 @@ try:  # the HTTP library the openai client is built on (httpx2 in openai 3.x, ht
 except ImportError:  # pragma: no cover - older openai
     from httpx import Response as _HTTP_RESPONSE
 
-from interp.llm.config import LLMConfig
 from interp.llm.base import Ledger, LLMError, LLMResponse, LLMUnavailable, new_call_id, redact
-from interp.llm.http import (HTTPConnectionError, HTTPStatusError, HTTPTimeout, LeanHTTP,
-                             choose_transport)
-from interp.llm.structured import (PROBE_MESSAGES, PROBE_SCHEMA, AnswerError, max_tokens_for,
-                                   parse_json)
+from interp.llm.config import LLMConfig
+from interp.llm.http import HTTPConnectionError, HTTPStatusError, HTTPTimeout, LeanHTTP, choose_transport
+from interp.llm.structured import PROBE_MESSAGES, PROBE_SCHEMA, AnswerError, max_tokens_for, parse_json
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from interp.llm.config import LLMConfig
 from interp.llm.base import Ledger, LLMError, LLMResponse, new_call_id
+from interp.llm.config import LLMConfig
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-
 # Mined example rows of a set of latents (token text is attached from the token index).
 _EXAMPLES_SQL = """
 SELECT latent, kind, split, rank, quantile, seq_id, start, max_act, acts
@@ -49,8 +48,9 @@ class TokenIndex:
 
     Joining each block's examples with sequences.parquet in SQL scanned every token string of
     the corpus per block: 0.36-0.51 s per 64 latents at 10^7 tokens against 0.07-0.11 s this way
-    (bench/example_reads.py), on every block of a million-latent stage. The codes come from Arrow's dictionary reading of the column itself, so
-    a window's tokens are exactly the stored strings (no tokenizer involved).
+    (bench/example_reads.py), on every block of a million-latent stage. The codes come from
+    Arrow's dictionary reading of the column itself, so a window's tokens are exactly the stored
+    strings (no tokenizer involved).
     """
 
     def __init__(self, sequences: Path):

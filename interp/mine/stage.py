@@ -28,17 +28,35 @@ import pyarrow.parquet as pq
 import torch
 
 from interp.artifacts import write_parquet_atomic
-from interp.contract import Stage, StageContext, Table
 from interp.collect.documents import DOCUMENTS, backfill_documents, read_doc_starts
 from interp.collect.shards import ActivationShards
 from interp.collect.stream import StreamedShards, open_activations
-from interp.mine.codes import (CodeSpill, encode_chunk_bytes, encode_chunk_sequences, encode_pass,
-                               iter_encoded, release_memory, rss_bytes)
+from interp.contract import Stage, StageContext, Table
+from interp.mine.codes import (
+    CodeSpill,
+    encode_chunk_bytes,
+    encode_chunk_sequences,
+    encode_pass,
+    iter_encoded,
+    release_memory,
+    rss_bytes,
+)
 from interp.mine.doc_split import check_split, held_out_documents, window_splits
 from interp.mine.iw import select_extra, wants_extra
 from interp.mine.negatives import hard_candidates
-from interp.mine.select import (HARD, KINDS, QUANTILE, RANDOM, TOP, Rows, choose_negatives,
-                                gather_acts, random_candidates, select_positives, window_maxima)
+from interp.mine.select import (
+    HARD,
+    KINDS,
+    QUANTILE,
+    RANDOM,
+    TOP,
+    Rows,
+    choose_negatives,
+    gather_acts,
+    random_candidates,
+    select_positives,
+    window_maxima,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +139,9 @@ def plan_ranges(count_tok: torch.Tensor, cfg, range_bytes: int,
                 n_windows: int | None = None) -> list[tuple[int, int]]:
     """Consecutive latent ranges whose estimated working set each fits range_bytes.
 
-    A latent's window maxima are at most its active tokens and at most n_windows; its kept rows hold `window` fp32
-    activations up to five times over (gathered, concatenated, reordered, arrow, writer buffers)
-    while a row group is built.
+    A latent's window maxima are at most its active tokens and at most n_windows; its kept rows
+    hold `window` fp32 activations up to five times over (gathered, concatenated, reordered, arrow,
+    writer buffers) while a row group is built.
     """
     m = len(count_tok)
     n_pos = cfg.n_top + cfg.n_quantiles * (cfg.per_quantile + cfg.train_per_quantile)

@@ -4,7 +4,6 @@ reconstruction is spliced into the subject model through a model-agnostic callab
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -14,12 +13,12 @@ from interp.sae.model import SAE
 
 HookFn = Callable[[Tensor], Tensor]
 """Maps the activations at the SAE's hookpoint [B, T, d] to replacements of the same shape."""
-RunModel = Callable[[Tensor, Optional[HookFn]], Tensor]
+RunModel = Callable[[Tensor, HookFn | None], Tensor]
 """run_model(tokens [B, T], hook_fn or None) -> logits [B, T, vocab]."""
 ReplaceFn = Callable[[Tensor, Tensor], Tensor]
 """Maps (input-hookpoint acts [B, T, d_in], output-hookpoint acts [B, T, d_out]) to a replacement
 of the output-hookpoint acts (a transcoder standing in for the layer between them)."""
-RunReplacement = Callable[[Tensor, Optional[ReplaceFn]], Tensor]
+RunReplacement = Callable[[Tensor, ReplaceFn | None], Tensor]
 """run(tokens [B, T], replace_fn or None) -> logits [B, T, vocab]."""
 
 

@@ -16,8 +16,9 @@ negative activations (a gated MLP's neurons are signed; only their positive side
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -12,10 +12,10 @@ from typing import Any
 import torch
 
 from interp.artifacts import file_hash, stable_hash, write_text_atomic
-from interp.config import RunConfig
-from interp.contract import Stage, StageContext, Table
 from interp.collect.shards import ActivationShards
 from interp.collect.stream import open_activations
+from interp.config import RunConfig
+from interp.contract import Stage, StageContext, Table
 
 VERSION = "3"  # 3: batch thresholds recalibrated on held-out tokens, one dead_frac definition
 NEURONS_VERSION = "1"  # of the neurons build (interp.sae.neurons), in its keys only

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from interp.artifacts import write_text_atomic
+from interp.collect.shards import ActivationShards
 from interp.finite import require_finite
 from interp.sae.calibrate import HELDOUT_TOKENS, calibrate_threshold, dead_fraction
 from interp.sae.checkpoint import load_checkpoint, save_checkpoint
@@ -30,7 +31,6 @@ from interp.sae.eval import evaluate
 from interp.sae.io import save_sae
 from interp.sae.model import SAE
 from interp.sae.trainer import Trainer, default_lr
-from interp.collect.shards import ActivationShards
 
 log = logging.getLogger(__name__)
 

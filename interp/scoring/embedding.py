@@ -8,7 +8,6 @@ the windows, and balanced accuracy & co. with the per-latent median similarity a
 from __future__ import annotations
 
 import random
-
 from typing import ClassVar
 
 from pydantic import Field
@@ -19,7 +18,6 @@ from interp.mine.examples import Example
 from interp.scoring.base import Outcome, Prediction, ScoreContext, Scorer
 from interp.scoring.metrics import ranking_metrics
 from interp.scoring.windows import Item, detection_items
-
 
 
 def similarities(embedder, explanation: str, texts: list[str]) -> list[float]:

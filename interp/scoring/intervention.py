@@ -13,11 +13,10 @@ n_prompts forward passes for the log-probabilities.
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from pydantic import Field
 
 from interp.mine.examples import Example

@@ -4,10 +4,11 @@ explanation at all? It measures how coherent the latent is, not how good its exp
 Each of `score.intruder.n_rounds` rounds shows `score.intruder.n_shown` held-out activating
 windows of one activation quantile (activating tokens marked) and one held-out non-activating
 window (as many marks as the shown windows have on average, on random tokens, so marks alone do
-not give it away), in random order; the judge names the intruder's number. One prediction per round (label 1 = the intruder; prediction 1 = found); the headline
-metric is accuracy, chance = 1 / (n_shown + 1). With score.batch_size 'all' (the default) every
-round goes in one request and the answer is a JSON object naming each round's intruder
-(constrained where the server can); otherwise one request per round. An answer that is not
+not give it away), in random order; the judge names the intruder's number. One prediction per
+round (label 1 = the intruder; prediction 1 = found); the headline metric is accuracy, chance =
+1 / (n_shown + 1). With score.batch_size 'all' (the default) every round goes in one request and
+the answer is a JSON object naming each round's intruder (constrained where the server can);
+otherwise one request per round. An answer that is not
 exactly one valid number per round is a failure, counted, never scored. Cost: 1 call per latent
 ('all'), else n_rounds (5).
 """
@@ -21,10 +22,10 @@ from pydantic import Field
 
 from interp.config_base import _Strict
 from interp.llm.base import LLMResponse
+from interp.llm.structured import AnswerError, choice_schema, keyed_schema, max_tokens_for, parse_json
 from interp.mine.examples import Example, mark_tokens
 from interp.prompts import Prompt, load_prompt
 from interp.scoring.base import Outcome, Prediction, ScoreContext
-from interp.llm.structured import AnswerError, choice_schema, keyed_schema, max_tokens_for, parse_json
 from interp.scoring.classifier import ALL
 from interp.scoring.llm_scorer import Ask, LLMScorer, Reply, answer_body, errors_of
 from interp.scoring.metrics import classification_metrics

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import random
 import re
-
 from typing import Any
 
 from pydantic import Field

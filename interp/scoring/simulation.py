@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import random
 import re
-
 from typing import Any
 
 from pydantic import Field
@@ -30,9 +29,9 @@ from interp.prompts import Prompt, load_prompt
 from interp.scoring.base import Outcome, Prediction, ScoreContext
 from interp.scoring.classifier import ALL, window_ids
 from interp.scoring.llm_scorer import Ask, LLMScorer, Reply, errors_of
-from interp.scoring.windows import Item, detection_items
 from interp.scoring.metrics import classification_metrics, pearson
 from interp.scoring.stats import corr_interval, window_stats
+from interp.scoring.windows import Item, detection_items
 
 _DIGITS = frozenset("0123456789")  # str.isdigit also takes "²", which int() refuses
 _PREFIX = re.compile(r"^\s*(\d+)\s*:\s*$")          # a line up to its value: "12: "

@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 
 from interp.config import RunConfig
 from interp.contract import Stage, StageContext, Table
+from interp.latent_stage import drive, merge_parts
 from interp.mine.examples import Example, ExampleReader
 from interp.models import model_identity
 from interp.prompts import load_prompt
-from interp.resumable import drive, merge_parts
 from interp.scoring.probes import build_probes
 from interp.scoring.registry import SCORERS
 from interp.scoring.resources import StageResources

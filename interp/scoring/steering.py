@@ -84,7 +84,8 @@ def greedy(run, tokens: torch.Tensor, n_new: int, hook=None) -> torch.Tensor:
     return out[:, tokens.shape[1]:]
 
 
-def continuations(ctx: ScoreContext, latent: int, prompts: list[Example], steer) -> tuple[list[str], list[str]]:
+def continuations(ctx: ScoreContext, latent: int, prompts: list[Example],
+                  steer) -> tuple[list[str], list[str]]:
     """(clean, steered) greedy continuations of the prompts, steered at the calibrated strength."""
     res = ctx.resources
     model, sae = res.subject_model(), res.sae()

@@ -10,12 +10,10 @@ accuracy & co. threshold the score at the latent's median.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from typing import Any
-
 from pydantic import Field
 
 from interp.config_base import _Strict

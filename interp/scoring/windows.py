@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from interp.mine.examples import Example, mark_tokens
 
 
-
 @dataclass(frozen=True)
 class Item:
     """One window to judge: its text as shown, its true label, and where it came from."""

@@ -29,6 +29,20 @@ def controlled_latents(cfg: Any, latents: list[int]) -> set[int]:
     return set(random.Random(f"{cfg.score.seed}:controls").sample(sorted(latents), n))
 
 
+async def _outcome(ctx: ScoreContext, name: str, latent: int, text: str,
+                   examples) -> tuple[Outcome, str | None]:
+    """Scorer `name`'s outcome, or an empty one and the error when the scorer raised: one bad
+    latent must not stop the stage. No answer (LLMUnavailable) is not a score: it is raised, and
+    the latent stays pending for the next run."""
+    try:
+        return await SCORERS[name].run(ctx, latent, text, examples), None
+    except LLMUnavailable:
+        raise
+    except Exception as err:  # noqa: BLE001 - recorded in the row; the stage goes on
+        log.exception("scorer %s failed on latent %d", name, latent)
+        return Outcome([], classification_metrics([], []), name), f"{type(err).__name__}: {err}"[:300]
+
+
 def make_work(cfg: Any, explanations: dict[int, dict], llm, resources,
               pool: list[Example] | None = None, score_key: str = ""):
     """work(latent, examples) -> the latent's score rows: one per configured scorer, one per
@@ -47,16 +61,9 @@ def make_work(cfg: Any, explanations: dict[int, dict], llm, resources,
         ctx = ScoreContext(cfg, llm, resources, purpose=name if control is None
                            else f"{control}:{name}" if control == PROBE else f"control:{name}")
         extra = {"control": control, "control_text": control_text, "score_key": score_key}
-        try:
-            out = await SCORERS[name].run(ctx, latent, text, examples)
-        except LLMUnavailable:
-            raise  # no answer is not a score: the latent stays pending for the next run
-        except Exception as err:  # noqa: BLE001 - one bad latent must not stop the stage
-            log.exception("scorer %s failed on latent %d", name, latent)
-            out = Outcome([], classification_metrics([], []), name)
-            return score_row(cfg, exp, latent, name, out, settings_hash, **extra) | {
-                "status": "error", "error": f"{type(err).__name__}: {err}"[:300]}
-        return score_row(cfg, exp, latent, name, out, settings_hash, **extra)
+        out, error = await _outcome(ctx, name, latent, text, examples)
+        row = score_row(cfg, exp, latent, name, out, settings_hash, **extra)
+        return row if error is None else row | {"status": "error", "error": error}
 
     def steps_for(name: str, latent: int, exp: dict, examples: list[Example]) -> list:
         if latent < 0:

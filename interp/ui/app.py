@@ -18,8 +18,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from interp import embed
 from interp.ui import data, svg
-from interp.ui.params import BadParameter, parse_filter, with_query_embedding, with_score_run
 from interp.ui.latent import heads_text, latent_page
+from interp.ui.params import BadParameter, parse_filter, with_query_embedding, with_score_run
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -68,8 +68,8 @@ def create_app(home: Path, *, host: str = "127.0.0.1", preload_model: bool = Tru
     """
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
-    from starlette.responses import HTMLResponse, RedirectResponse
-    from starlette.routing import Mount, Route
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Mount
     from starlette.staticfiles import StaticFiles
 
     from interp.ui import api
@@ -82,6 +82,25 @@ def create_app(home: Path, *, host: str = "127.0.0.1", preload_model: bool = Tru
     def render(name: str, status: int = 200, **ctx) -> HTMLResponse:
         return HTMLResponse(env.get_template(name).render(home=str(home), **ctx), status_code=status,
                             headers={"Content-Security-Policy": CSP})
+
+    _warm_up(preload_model, torch_threads)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        catalog.close()
+
+    routes = [*api.routes(catalog, _resolve), *_pages(catalog, render),
+              Mount("/static", StaticFiles(directory=HERE / "static"), name="static")]
+    return Starlette(lifespan=lifespan, routes=routes, exception_handlers={CatalogError: _unreadable(render)},
+                     middleware=[Middleware(HostCheck, bind_host=host)])
+
+
+def _pages(catalog: data.Catalog, render) -> list:
+    """The HTML pages' routes: the overview, the latent table, a latent's page and an SAE's
+    (the latent table filtered to it)."""
+    from starlette.responses import RedirectResponse
+    from starlette.routing import Route
 
     def index(request):
         with catalog.cursor() as cur:
@@ -111,18 +130,8 @@ def create_app(home: Path, *, host: str = "127.0.0.1", preload_model: bool = Tru
     def sae(request):
         return RedirectResponse(f"/latents?{urlencode({'sae': request.path_params['key']})}", 307)
 
-    _warm_up(preload_model, torch_threads)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app):
-        yield
-        catalog.close()
-
-    routes = [*api.routes(catalog, _resolve), Route("/", index), Route("/latents", latents),
-              Route("/sae/{key}/latent/{n:int}", latent), Route("/sae/{key}", sae),
-              Mount("/static", StaticFiles(directory=HERE / "static"), name="static")]
-    return Starlette(lifespan=lifespan, routes=routes, exception_handlers={CatalogError: _unreadable(render)},
-                     middleware=[Middleware(HostCheck, bind_host=host)])
+    return [Route("/", index), Route("/latents", latents), Route("/sae/{key}/latent/{n:int}", latent),
+            Route("/sae/{key}", sae)]
 
 
 def _unreadable(render):

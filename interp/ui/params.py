@@ -29,7 +29,8 @@ def _float(params, name: str, default: float | None = None, *, lo: float | None 
         raise BadParameter(f"{name}={value!r} is not a number") from None
     if not math.isfinite(number) or (lo is not None and number < lo) or (hi is not None and number > hi):
         raise BadParameter(f"{name}={value!r}: expected a finite number"
-                           + (f" from {lo:g}" if lo is not None else "") + (f" to {hi:g}" if hi is not None else ""))
+                           + (f" from {lo:g}" if lo is not None else "")
+                           + (f" to {hi:g}" if hi is not None else ""))
     return number
 
 

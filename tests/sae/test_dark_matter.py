@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import torch
 from conftest import planted_data, write_shards
 
+from interp.analysis.dark_matter import error_norm_correlation, error_stats
 from interp.artifacts import ArtifactRef
 from interp.config import RunConfig
 from interp.sae import SAE, save_sae
-from interp.analysis.dark_matter import error_norm_correlation, error_stats
 from tests.builders import stage
 
 

@@ -93,9 +93,9 @@ def test_planted_directions_recovered_like_topk(planted, tmp_path):
 def test_collected_gradient_matches_finite_differences(tmp_path, model_cache):
     """collect records dL/dx of the summed next-token loss; a central difference along it on
     the real embedded model agrees, and plain SAEs' collect keys do not change."""
-    from tests.builders import collect, key
     from interp.config import build_config
     from interp.models import load_model
+    from tests.builders import collect, key
 
     def cfg(arch):
         return build_config({"home": str(tmp_path), "model": {"cache_dir": str(model_cache)},

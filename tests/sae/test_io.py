@@ -7,8 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from interp.sae import (SAE, check_compatible, detect_format, load_any_sae, load_sae, save_sae,
-                        save_saelens)
+from interp.sae import SAE, check_compatible, detect_format, load_any_sae, load_sae, save_sae, save_saelens
 
 
 def _sae(**kw) -> SAE:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from interp.sae import SAE, save_sae
 from interp.analysis.match import COLUMNS, best_matches, decoder_matches
+from interp.sae import SAE, save_sae
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

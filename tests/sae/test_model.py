@@ -4,9 +4,15 @@ from __future__ import annotations
 import torch
 
 from interp.sae import SAE, load_sae, save_sae
-from interp.sae.kernels import (dense_decode_reference, gather_preacts, rows_dot,
-                                rows_dot_reference, scatter_rows,
-                                scatter_rows_reference, sparse_decode)
+from interp.sae.kernels import (
+    dense_decode_reference,
+    gather_preacts,
+    rows_dot,
+    rows_dot_reference,
+    scatter_rows,
+    scatter_rows_reference,
+    sparse_decode,
+)
 
 
 def _sae(d: int = 16, m: int = 64, k: int = 4, seed: int = 0) -> SAE:

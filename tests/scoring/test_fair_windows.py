@@ -62,7 +62,7 @@ def test_intruder_marks_and_quantiles_match_the_shown_windows():
     for seed in range(50):
         exs = _latent(random.Random(seed))
         q_of = {e.tokens[0].strip(): e.quantile for e in exs}
-        for texts, at, intruder in rounds(exs, 5, 4, random.Random(seed)):
+        for texts, at, _intruder in rounds(exs, 5, 4, random.Random(seed)):
             shown = [t for i, t in enumerate(texts) if i != at]
             mean = sum(_marked(t) for t in shown) / len(shown)
             assert _marked(texts[at]) == max(1, round(mean))  # a lone mark gave it away
@@ -117,9 +117,9 @@ def test_embedding_scorer_drops_hard_negatives_only_when_minilm_chose_them(monke
 def test_a_latent_needs_enough_held_out_positives(tmp_path):
     rows = []
     for latent, n_test in ((0, 2), (1, 5), (2, 9)):
-        for i in range(4):
+        for _ in range(4):
             rows.append({"latent": latent, "kind": "top", "split": "train", "max_act": 1.0})
-        for i in range(n_test):
+        for _ in range(n_test):
             rows.append({"latent": latent, "kind": "quantile", "split": "test", "max_act": 1.0})
         rows.append({"latent": latent, "kind": "top", "split": "test", "max_act": 1.0})  # not judged
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "examples.parquet")

@@ -17,8 +17,8 @@ import zlib
 import pyarrow.parquet as pq
 import pytest
 
-from tests.builders import hand_artifacts, keyword_windows, stage
 from interp.scoring.controls import verdict
+from tests.builders import hand_artifacts, keyword_windows, stage
 from tests.conftest import tiny_config
 from tests.fakeserver import FakeLLMServer
 

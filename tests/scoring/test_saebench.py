@@ -9,8 +9,8 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from tests.builders import hand_artifacts, keyword_windows, stage
 from interp.scoring.saebench import parse_indices
+from tests.builders import hand_artifacts, keyword_windows, stage
 from tests.conftest import tiny_config
 from tests.fakeserver import FakeLLMServer
 

@@ -8,9 +8,9 @@ import importlib.util
 
 import pytest
 
-from tests.builders import stage
 from storage.catalog import publish
 from storage.read import connect_readonly
+from tests.builders import stage
 from tests.conftest import tiny_config
 from tests.scoring.test_saebench import _build
 

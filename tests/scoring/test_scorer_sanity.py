@@ -13,11 +13,11 @@ import statistics
 import pytest
 
 from interp.config import build_config
-from interp.mine.examples import Example
 from interp.llm.base import LLMResponse
+from interp.mine.examples import Example
 from interp.scoring.base import ScoreContext
-from interp.scoring.resources import StageResources as Resources
 from interp.scoring.registry import SCORERS
+from interp.scoring.resources import StageResources as Resources
 
 KEYWORDS = ["banana", "guitar", "volcano", "senator", "umbrella", "penguin"]
 FILLER = ["the", "walked", "slowly", "across", "a", "quiet", "street", "before", "evening",

@@ -7,17 +7,17 @@ import math
 import pytest
 import torch
 
-from interp.scoring.config import ScoreConfig
 from interp.config import build_config
-from interp.scoring.stage import _settings
-from tests.builders import key
+from interp.scoring.config import ScoreConfig
 from interp.scoring.intervention import target_logprobs
-from interp.scoring.steering import calibrate, greedy, mean_kl, steering_hook
 from interp.scoring.metrics import pearson, ranking_metrics
 from interp.scoring.registry import SCORERS
 from interp.scoring.simulation import expected_values, numbered_tokens
 from interp.scoring.simulation_words import parse_simulation, simulate
+from interp.scoring.stage import _settings
+from interp.scoring.steering import calibrate, greedy, mean_kl, steering_hook
 from interp.scoring.surprisal import window_losses
+from tests.builders import key
 
 
 def test_registry_names_match_config_literal():
@@ -131,7 +131,8 @@ def test_steering_hook_skips_bos_and_calibration_hits_the_target_kl():
     assert out[:, 0].abs().sum() == 0 and torch.all(out[:, 1:, 0] == 2.0)
     lm = ToyLM()
     tokens = torch.tensor([[1, 3, 5, 7], [1, 2, 4, 6]])
-    direction = torch.nn.functional.normalize(torch.randn(6, generator=torch.Generator().manual_seed(1)), dim=0)
+    direction = torch.nn.functional.normalize(
+        torch.randn(6, generator=torch.Generator().manual_seed(1)), dim=0)
     alpha, kl = calibrate(lm, tokens, direction, target=0.5, steps=12)
     clean = torch.log_softmax(lm(tokens)[:, -1], -1)
     assert kl == pytest.approx(mean_kl(lm, tokens, clean, direction, alpha))

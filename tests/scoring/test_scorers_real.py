@@ -1,7 +1,7 @@
 """All scorers through the real pipeline: the embedded subject model, the llama.cpp server,
-MiniLM and the DuckDB catalogue, on a tiny run (2k tokens, 2 latents, 1+1 windows: 8 LLM calls per latent). Slow-ish
-(~1-3 min on 2 cores), so it is the one real test of the scorers; it also checks that steering
-really acts at the SAE's hookpoint of the real TransformerBridge."""
+MiniLM and the DuckDB catalogue, on a tiny run (2k tokens, 2 latents, 1+1 windows: 8 LLM calls
+per latent). Slow-ish (~1-3 min on 2 cores), so it is the one real test of the scorers; it also
+checks that steering really acts at the SAE's hookpoint of the real TransformerBridge."""
 from __future__ import annotations
 
 import time
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from interp.config import build_config
-from interp.stages import run
+from interp.scoring.registry import SCORERS
 from interp.scoring.resources import StageResources as Resources
 from interp.scoring.steering import steering_hook
-from interp.scoring.registry import SCORERS
+from interp.stages import run
 from storage.catalog import load_run, publish
 
 pytestmark = pytest.mark.slow  # the real subject model and llama.cpp

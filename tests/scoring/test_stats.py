@@ -14,8 +14,15 @@ from scipy.stats import binom, rankdata
 from sklearn.metrics import roc_auc_score
 
 from interp.scoring import stats
-from interp.scoring.controls import (EXACT_MAX, control_lifts, derangement, lift_test,
-                                     sign_flip_pvalues, top_tokens_text, verdict)
+from interp.scoring.controls import (
+    EXACT_MAX,
+    control_lifts,
+    derangement,
+    lift_test,
+    sign_flip_pvalues,
+    top_tokens_text,
+    verdict,
+)
 from interp.scoring.metrics import auc, classification_metrics, pearson
 
 LATENTS = 2000

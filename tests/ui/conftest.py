@@ -49,8 +49,8 @@ def _answer_with_plant():
 @pytest.fixture(scope="session")
 def ui_home(tmp_path_factory) -> Path:
     """A home with one run (train, mine, explain with embeddings, score, logits) published."""
-    from tests.builders import explain, mine, score, train_stage
     from storage.catalog import publish
+    from tests.builders import explain, mine, score, train_stage
 
     home = tmp_path_factory.mktemp("uihome")
     path = make_shards(home / "artifacts" / "collect" / "c0ffee", n_seq=40, seq_len=17, d=8)

@@ -13,8 +13,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from interp.sae.arch.base import (Architecture, Codes, SparseCoder, pairs_to_padded,
-                                  pre_act_batches, threshold_codes)
+from interp.sae.arch.base import (
+    Architecture,
+    Codes,
+    SparseCoder,
+    pairs_to_padded,
+    pre_act_batches,
+    threshold_codes,
+)
 
 ROW_CAP = 8  # calibration candidates per token, as a multiple of k
 

@@ -10,8 +10,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from interp.sae.arch.base import (Architecture, Codes, SparseCoder, pairs_to_padded,
-                                  pre_act_batches, threshold_codes)
+from interp.sae.arch.base import (
+    Architecture,
+    Codes,
+    SparseCoder,
+    pairs_to_padded,
+    pre_act_batches,
+    threshold_codes,
+)
 
 
 def feature_choice_pairs(pre: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from interp.sae.arch.base import (Architecture, Codes, SparseCoder, dense_codes,
-                                  threshold_codes)
+from interp.sae.arch.base import Architecture, Codes, SparseCoder, dense_codes, threshold_codes
 
 
 class _JumpReLU(torch.autograd.Function):
