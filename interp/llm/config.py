@@ -70,7 +70,8 @@ class LLMConfig(_Strict):
             return "unused"
         key = os.environ.get(self.api_key_env)
         if key is None:
-            raise ValueError(f"llm.api_key_env names {self.api_key_env!r}, which is not set in the environment")
+            raise ValueError(f"llm.api_key_env names {self.api_key_env!r}, which is not set "
+                             "in the environment")
         return key
 
     def constrains(self) -> bool | None:
