@@ -85,8 +85,7 @@ def home_cases(home: Path, n: int, explanations: Path | None) -> list[Case]:
     store = ArtifactStore(home)
     refs = {s: store.require(s, _only(home, s)) for s in ("collect", "train")}
     mine = build(cfg, "mine", refs)  # a cache hit on a home that ran the default config
-    path = explanations or store.root / "explain" / _only(home, "explain") / \
-        "explanations.parquet"
+    path = explanations or _explanations_of(store.root / "explain", mine.key)
     texts = {r["latent"]: r["text"] for r in pq.read_table(path).to_pylist() if r["status"] == "ok"}
     latents = [l for l in select_latents(mine.path, cfg) if l in texts][:n]
     out = []
@@ -96,6 +95,17 @@ def home_cases(home: Path, n: int, explanations: Path | None) -> list[Case]:
         if items:
             out.append(Case(str(latent), texts[latent], items, rng))
     return out
+
+
+def _explanations_of(explain_root: Path, mine_key: str) -> Path:
+    """explanations.parquet of the one finished explain artifact made from mine artifact
+    `mine_key` (a home may hold other presets' explain artifacts beside it)."""
+    found = [d for d in explain_root.iterdir() if (d / "manifest.json").is_file() and
+             json.loads((d / "manifest.json").read_text())["inputs"].get("mine") == mine_key]
+    if len(found) != 1:
+        raise SystemExit(f"{explain_root} has {len(found)} explain artifacts of mine {mine_key}; "
+                         "name one with --explanations")
+    return found[0] / "explanations.parquet"
 
 
 async def _labels(llm, ask) -> list[int | None]:
