@@ -73,10 +73,10 @@ def child(args: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
     import torch
 
+    from interp.collect.shards import ActivationShards
     from interp.mine.config import MineConfig
     from interp.mine.stage import mine_into
     from interp.sae import load_sae
-    from interp.collect.shards import ActivationShards
 
     torch.set_num_threads(1)
     sae = load_sae(Path(args.sae))

@@ -5,7 +5,8 @@ log-prob AUC) and with MiniLM similarity (embedding AUC, computed here), and pri
     .venv/bin/python bench/explainer_prompts.py --home /tmp/dhome --latents 16
 
 The run home is copied to a work directory (collect, train and mine artifacts only) and never
-modified; explain and score resume there if the bench is interrupted and run again. Every variant sees the same latents and the same held-out windows; only the prompt and
+modified; explain and score resume there if the bench is interrupted and run again. Every variant
+sees the same latents and the same held-out windows; only the prompt and
 explain settings differ. Cost: per variant, one explain call plus n_positive + n_negative detection
 calls per latent on the shared CPU.
 """

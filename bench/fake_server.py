@@ -3,8 +3,11 @@
     python bench/fake_server.py --port 0 --latency-ms 50     # prints 'listening <base_url>'
 
 Explainer prompts (a trailing assistant turn holding [EXPLANATION]) get an explanation; every other
-request gets ' 1' or ' 0' with top log-probabilities, like a detection/fuzzing judge. Uvicorn with
-one asyncio worker: thousands of requests per second, so the client side is what is measured.
+request gets ' 1' or ' 0' with top log-probabilities, like a detection/fuzzing judge. A request
+with a JSON schema (`response_format`, as interp sends for one-call judging and JSON
+explanations) gets a valid instance of it, as a constraining server would: the request mix is
+then the default protocol's, one request per latent and scorer. Uvicorn with one asyncio worker:
+thousands of requests per second, so the client side is what is measured.
 """
 from __future__ import annotations
 
@@ -25,6 +28,21 @@ LOGPROBS = {"content": [{"token": " 1", "logprob": -0.2, "bytes": None,
                                           {"token": " 0", "logprob": -1.7, "bytes": None}]}]}
 
 
+def instance(schema: dict):
+    """A valid value of the JSON schemas interp sends: objects of required properties, integer
+    enums (the last value: a judge that says 1), strings within maxLength."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return schema["enum"][-1]
+    if kind == "object":
+        return {k: instance(schema["properties"][k]) for k in schema.get("required", [])}
+    if kind == "array":
+        return [instance(schema["items"]) for _ in range(schema.get("minItems", 1))]
+    if kind == "integer":
+        return schema.get("minimum", 0)
+    return "the token t1 and its neighbours"[:schema.get("maxLength", 64)]
+
+
 def app(latency_s: float) -> Starlette:
     async def chat(request: Request) -> Response:
         body = json.loads(await request.body())
@@ -32,6 +50,9 @@ def app(latency_s: float) -> Starlette:
         last = body["messages"][-1]["content"]
         explain = "EXPLANATION" in last
         text = "[EXPLANATION]: the token t1 and its neighbours" if explain else " 1"
+        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
+        if schema is not None:
+            text, explain = json.dumps(instance(schema), separators=(",", ":")), True
         choice = {"index": 0, "finish_reason": "stop",
                   "message": {"role": "assistant", "content": text}}
         if body.get("logprobs") and not explain:

@@ -3,9 +3,11 @@ OpenAI-compatible server with fixed latency, next to a raw async HTTP loop on th
 
     python bench/llm_scale.py [--latents 400] [--latency-ms 50] [--concurrency 32]
 
-Prints req/s of the stages (explain: 1 request per latent; score: detection + fuzzing, 5 + 5
-windows each, one request per window) and of a raw loop (the same number of requests, the same
-concurrency, no client logic: what the server gives), their ratio, and the client CPU per request
+Prints req/s of the stages (the default protocol: explain 1 request per latent; score:
+detection + fuzzing, 5 + 5 windows each, one request per latent and scorer answered as JSON, the
+shuffled control of each on up to 32 latents, and the known-answer probes) and of a raw loop
+(the same number of requests, the same concurrency, no client logic: what the server
+gives), their ratio, and the client CPU per request
 (this process's CPU time / requests, the server runs in its own process). The raw loop is the
 fastest one measured here: keep-alive HTTP/1.1 on bare asyncio streams with orjson (~0.15 ms CPU
 per request); the same loop with httpx2, the openai SDK's HTTP client (~1.3 ms), is printed for

@@ -20,8 +20,8 @@ import time
 
 import httpx
 
-from interp.llm.config import LLMConfig
 from interp.llm import Ledger, OpenAICompatibleLLM, llm_endpoint
+from interp.llm.config import LLMConfig
 
 TOPICS = ["rivers", "elections", "chemistry", "football", "medieval castles", "jazz", "volcanoes",
           "railways", "poetry", "banking", "insects", "astronomy", "cooking", "tennis", "glaciers",

@@ -66,11 +66,11 @@ def child(args: argparse.Namespace) -> None:
 
     import torch
 
-    from interp.mine.config import MineConfig
+    from interp.collect.shards import ActivationShards
     from interp.mine.codes import iter_encoded
+    from interp.mine.config import MineConfig
     from interp.mine.stage import plan_memory
     from interp.sae.model import SAE
-    from interp.collect.shards import ActivationShards
 
     torch.set_num_threads(args.threads)
     shards = ActivationShards(Path(args.shards))

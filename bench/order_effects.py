@@ -253,7 +253,8 @@ def main() -> None:
         wall = time.monotonic() - t0
     out = summarize(records, args.seed)
     print(json.dumps(out | {"judge": args.base_url or "embedded", "wall_s": round(wall, 1)}))
-    print(f"agreement {out['agreement']} (kappa {out.get('kappa')}) over {out.get('windows')} windows of {out.get('cases')} "
+    print(f"agreement {out['agreement']} (kappa {out.get('kappa')}) over {out.get('windows')} "
+          f"windows of {out.get('cases')} "
           f"cases ({out['failed']} labels failed); slope of P(1) per position "
           f"{out.get('slope_per_position')}; within-window slope {out.get('within_window_slope')}"
           f"; accuracy {out.get('accuracy')}; {wall:.0f} s")

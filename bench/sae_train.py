@@ -36,8 +36,8 @@ def synthetic(n: int, d: int, seed: int) -> Tensor:
 
 
 def load_collect(path: str, n: int) -> Tensor:
-    from interp.sae.data import train_batches
     from interp.collect.shards import ActivationShards
+    from interp.sae.data import train_batches
     shards = ActivationShards(path)
     x, _ = next(train_batches(shards, n, seed=0, holdout_every=0))
     return x.contiguous()

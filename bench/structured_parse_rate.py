@@ -55,7 +55,7 @@ def main() -> None:
               f"completion tokens mean {sum(tokens) / len(tokens):.0f} max {max(tokens)} "
               f"(budget {max_tokens_for(labels_schema(prompts[0][1]))})  wall {wall:.0f} s",
               flush=True)
-        for ok, r, why in results:
+        for ok, _, why in results:
             if not ok:
                 print(f"    {why}", flush=True)
 

@@ -20,9 +20,10 @@ class LLMConfig(_Strict):
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1.")
     model: str = Field("smollm2-135m-instruct", description="Model name sent with each request.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
-    concurrency: int = Field(8, gt=0, description="Requests in flight at once (per process); "
-        "the embedded server's slots. On 2 CPU cores llama.cpp decodes 8 answers at once 1.2x "
-        "faster in all than 4 (117 vs 98 tokens/s, SmolLM2-135M).")
+    concurrency: int = Field(4, gt=0, description="Requests in flight at once (per process); "
+        "the embedded server's slots. On 2 CPU cores 8 slots decode 1.2x faster in all than 4 "
+        "(117 vs 98 tokens/s, SmolLM2-135M) but make each request 2x slower: on a loaded "
+        "machine the saebench preset's explain requests then passed llm.timeout_s (120 s).")
     shared_limit: int | None = Field(None, ge=0, description="Requests in flight to one server "
         "(backend openai) summed over every interp process using this home, e.g. two nightly "
         "runs and a rescore: crash-safe file-lock slots under <home>/llm-slots, freed the moment "
@@ -50,8 +51,8 @@ class LLMConfig(_Strict):
         "llama.cpp server and vLLM, and for backend openai one tiny constrained request on first "
         "use decides (a server that refuses or ignores it gets none). In the cache keys as it "
         "resolves: see LLMConfig.identity.")
-    n_ctx: int = Field(16384, ge=512, description="Embedded server context, shared by its "
-        "slots (llm.concurrency): 2,048 tokens per slot at the default 8 slots, enough for the "
+    n_ctx: int = Field(8192, ge=512, description="Embedded server context, shared by its "
+        "slots (llm.concurrency): 2,048 tokens per slot at the default 4 slots, enough for the "
         "paper preset's 40-window explainer prompt (~1,950 tokens).")
     n_threads: int | None = Field(None, gt=0, description="Embedded server threads; None = all cores.")
 
