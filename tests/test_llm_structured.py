@@ -238,3 +238,18 @@ def test_the_embedded_server_gets_llguidance_json_without_whitespace(transport):
                                       "key_separator": ":"}
     assert sent == LABELS
     assert r.constrained and parse_labels(r.text, IDS) == {4: 1, 11: 1, 7: 1}
+
+
+def test_the_explainers_answer_schema_is_in_the_explain_key(monkeypatch):
+    """The schema is code: a change to it must re-explain (where answers are constrained to it)."""
+    from interp.config import build_config
+    from interp.explain import stage as explain_stage
+    from tests.builders import key
+
+    cfg, off = build_config({}), build_config({"llm": {"structured_outputs": "off"}})
+    before, off_before = key(cfg, "explain", mine="m"), key(off, "explain", mine="m")
+    real = explain_stage.answer_schema
+    monkeypatch.setattr(explain_stage, "answer_schema",
+                        lambda prompt, n: real(prompt, n) | {"title": "changed"})
+    assert key(cfg, "explain", mine="m") != before
+    assert key(off, "explain", mine="m") == off_before   # never sent: not in the key

@@ -68,7 +68,11 @@ def settings(cfg: RunConfig) -> dict[str, Any]:
         raise ValueError(f"explain.output_tokens is true but explain.prompt "
                          f"{cfg.explain.prompt!r} has no $output_tokens line: set "
                          "explain.prompt: explain_output (or add the line to your prompt)")
-    return {"explain": used, "llm": cfg.llm.identity()}
+    # The answer's JSON schema is code (interp.explain.parse.answer_schema): in the key as sent,
+    # so a change to it re-explains, where the server constrains answers to it.
+    schema = answer_schema(prompt, cfg.explain.max_chars) if cfg.llm.constrains() is not False \
+        else None
+    return {"explain": used, "llm": cfg.llm.identity(), "answer_schema": schema}
 
 
 def output_tokens(logits: ArtifactRef | None, n: int = 10) -> dict[int, str]:
