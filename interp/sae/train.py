@@ -27,7 +27,7 @@ from interp.sae.calibrate import HELDOUT_TOKENS, calibrate_threshold, dead_fract
 from interp.sae.checkpoint import load_checkpoint, save_checkpoint
 from interp.sae.config import SAEConfig
 from interp.sae.data import count_train_tokens, heldout_tokens, train_batches
-from interp.sae.eval import evaluate
+from interp.sae.eval import evaluate, massive_token_fvu
 from interp.sae.io import save_sae
 from interp.sae.model import SAE
 from interp.sae.trainer import Trainer, default_lr
@@ -217,7 +217,8 @@ def _final_metrics(sae: SAE, shards: ActivationShards, trainer: Trainer, holdout
         x, y = heldout_tokens(shards, holdout, HELDOUT_TOKENS, target)
     else:  # too few sequences to hold any out: evaluate on (a sample of) the training tokens
         x, y = next(train_batches(shards, HELDOUT_TOKENS, seed=0, holdout_every=0, target=target))
-    return {**evaluate(sae, x, y), "fvu_split": "heldout" if holdout else "train",
+    return {**evaluate(sae, x, y), **massive_token_fvu(sae, x, y),
+            "fvu_split": "heldout" if holdout else "train",
             "l0_rule": "inference", "dead_frac": dead_fraction(sae, x),
             "dead_tokens_evaluated": min(len(x), HELDOUT_TOKENS),
             "dead_frac_train_window": float(trainer.dead_mask().float().mean()),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from conftest import planted_data
 
@@ -48,3 +49,32 @@ def test_planted_dictionary_is_recovered(make_shards, tmp_path):
     best_cos = (dictionary @ sae.W_dec.T).max(dim=1).values
     assert (best_cos >= 0.9).float().mean() >= 0.95, best_cos
     assert metrics["fvu"] < 0.15
+
+
+def test_a_few_massive_tokens_are_reported_beside_the_pooled_fvu():
+    """Planted truth: 2 of 400 tokens 100x the others' scale hold ~all the variance. An SAE that
+    reconstructs only them well has a tiny pooled FVU; fvu_typical shows the rest."""
+    import torch
+
+    from interp.sae.eval import evaluate, massive_token_fvu
+
+    class OnlyTheGiants:  # stands in for an SAE: exact on the giants, zero elsewhere
+        device = "cpu"
+
+        def encode(self, x):
+            return torch.ones(len(x), 1), torch.zeros(len(x), 1, dtype=torch.long)
+
+        def reconstruct(self, x, codes):
+            return torch.where(x.norm(dim=-1, keepdim=True) > 50, x, torch.zeros_like(x))
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 8, generator=g)
+    x[[10, 300]] *= 100.0
+    sae = OnlyTheGiants()
+    pooled = evaluate(sae, x)["fvu"]
+    m = massive_token_fvu(sae, x)
+    assert pooled < 0.1                                  # looks excellent, pooled
+    assert m["massive_tokens"] == 2 and m["massive_variance_share"] > 0.9
+    assert m["fvu_typical"] == pytest.approx(1.0, abs=0.05)   # explains nothing of the rest
+    plain = massive_token_fvu(sae, torch.randn(400, 8, generator=g))
+    assert plain["massive_tokens"] == 0 and plain["massive_variance_share"] == 0.0
