@@ -61,6 +61,8 @@ def test_llm_calls_follow_the_config_arithmetic():
     assert default == {"explain": 1, "detection": 1, "fuzzing": 1, "controls": 2, "probes": 8}
     paper = load_config(None, preset="paper")   # 200 windows, 5 per call
     assert llm_calls(paper)["detection"] == 40
+    # a probe is 5 + 5 windows, 2 calls of 5 per scorer, whatever n_positive says (16, not 320)
+    assert llm_calls(paper)["probes"] == 4 * 2 * 2
     odd = load_config(None, {"score.batch_size": 3, "score.scorers": ["detection", "simulation"]})
     assert llm_calls(odd) == {"explain": 1, "detection": 4, "simulation": 10, "controls": 14,
                               "probes": 56}

@@ -19,7 +19,9 @@ def llm_calls(cfg: Any) -> dict[str, int | None]:
                   SCORERS[n].calls(s) * len(set(s.controls) & set(SCORERS[n].controls))
                   for n in s.controlled_scorers()]
     out["controls"] = None if None in controlled else sum(controlled)
-    probed = [SCORERS[n].calls(s) for n in s.scorers if SCORERS[n].probed]
+    # A probe shows score.probe_windows windows of each class, not n_positive + n_negative.
+    p = s.model_copy(update={"n_positive": s.probe_windows, "n_negative": s.probe_windows})
+    probed = [SCORERS[n].calls(p) for n in s.scorers if SCORERS[n].probed]
     out["probes"] = None if None in probed else len(s.probes) * sum(probed)
     return out
 
