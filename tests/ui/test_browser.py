@@ -80,8 +80,14 @@ def test_search_finds_the_planted_explanation(browser, served):
     rows = browser.find_elements(By.CSS_SELECTOR, "#latents tr.latent-row")
     assert len(rows) == 1 and PLANTED in rows[0].text
     # Semantic search from the header box: a paraphrase with no word in common ranks it first.
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
     quick = browser.find_element(By.CSS_SELECTOR, "header form.quick input[name=s]")
     quick.send_keys("wild animals kept in captivity", Keys.ENTER)
+    # The text search's table is still there until the new page replaces it: wait for that
+    # (waiting for rows alone read the old single row, a flaky failure).
+    WebDriverWait(browser, 20).until(ec.staleness_of(rows[0]))
     _wait(browser, "#latents tr.latent-row")
     rows = browser.find_elements(By.CSS_SELECTOR, "#latents tr.latent-row")
     assert len(rows) > 1 and PLANTED in rows[0].text
