@@ -26,7 +26,8 @@ def _config(home: Path, models: Path, score_seed: int = 0) -> dict:
         "llm": {"concurrency": 2, "n_ctx": 4096},
         "explain": {"n_latents": 3, "n_examples": 3, "min_examples": 2, "min_heldout": 2,
                     "max_tokens": 24},
-        "score": {"n_positive": 2, "n_negative": 2, "seed": score_seed, "controls": []},
+        "score": {"n_positive": 2, "n_negative": 2, "seed": score_seed, "controls": [],
+                  "probes": ["the"]},
     }
 
 

@@ -30,7 +30,9 @@ def _cfg(tmp_path, model_cache):
         "explain": {"n_latents": 2, "n_examples": 3, "min_examples": 2, "min_heldout": 2,
                     "max_tokens": 24},
         # one window per class: the statistics' floor comes down to match
+        # one probe (the word "the") keeps every probed scorer's probe path in the test
         "score": {"scorers": list(SCORERS), "n_positive": 1, "n_negative": 1, "min_per_class": 1,
+                  "probes": ["the"],
                   "intervention": {"n_prompts": 1, "new_tokens": 8},
                   "intervention_judge": {"n_prompts": 1, "new_tokens": 8},
                   "intruder": {"n_rounds": 2}, "controls": [],
@@ -53,7 +55,7 @@ def test_all_scorers_reach_the_catalogue(tmp_path, model_cache):
         print(r)
     probes = {(r[0], r[1]) for r in rows if r[0] < 0}  # known-answer probes: pseudo-latents < 0
     assert {(r[0], r[1]) for r in rows if r[0] >= 0} == {(l, s) for l in ok for s in SCORERS}
-    assert {p[0] for p in probes} <= {-(i + 1) for i in range(len(cfg.score.probes))}
+    assert probes == {(-1, s) for s in SCORERS if SCORERS[s].probed}  # every probed scorer
     by = {(r[0], r[1]): r for r in rows}
     for latent in ok:
         for name in ("embedding", "surprisal"):  # no LLM involved: always complete
