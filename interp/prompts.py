@@ -6,6 +6,7 @@ filled with string.Template, so braces in corpus text are harmless.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import sys
@@ -52,6 +53,15 @@ def load_prompt(name: str) -> Prompt:
     for d in prompt_dirs():
         path = d / f"{name}.md"
         if path.is_file():
-            return parse_prompt(name, path.read_text())
+            st = path.stat()
+            return _parsed(name, str(path), st.st_mtime_ns, st.st_size)
     raise ValueError(f"prompt {name!r} not found (looked for {name}.md in "
                      f"{', '.join(str(d) for d in prompt_dirs())})")
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(name: str, path: str, mtime_ns: int, size: int) -> Prompt:
+    """A prompt file read and parsed once per version of it (scorers load their template for
+    every request: reading, parsing and hashing it each time was a tenth of the score stage's
+    client CPU in bench/llm_scale.py). An edited file has a new mtime or size: read again."""
+    return parse_prompt(name, Path(path).read_text())
