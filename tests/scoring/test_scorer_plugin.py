@@ -127,7 +127,8 @@ def test_toy_scorer_needs_one_module_and_its_registry_line(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["schema"] and out["keyed"] and out["unkeyed_when_off"]
-    assert out["calls"] == {"explain": 1, "detection": 1, "toy": 1, "controls": 0, "probes": 8}
+    # probes: 4 probes x (detection's 5 + 5 probe windows at 4 per call = 3, toy 1)
+    assert out["calls"] == {"explain": 1, "detection": 1, "toy": 1, "controls": 0, "probes": 16}
     n_rows, n_values = out["rows"]
     assert n_rows == 4 and n_values == 4, out["status"]  # one scored row per latent, all parsed
     assert out["scorers_table"] == [["accuracy"]]
