@@ -252,3 +252,22 @@ def key(cfg, name: str, **input_keys: str) -> str:
     from interp.stages import stage_key
 
     return stage_key(cfg, name, input_keys)
+
+
+def real_model_config(home: Path, model_cache: Path, llm_url: str, timeout_s: float):
+    """The smallest whole run of the real subject model, for tests that interrupt one through the
+    CLI: 12 sequences of 33 tokens in shards of 4 (d = 576 fp16: 152 KiB a shard), a 1x SAE, 2
+    latents explained and scored by the scripted server at `llm_url`."""
+    from interp.config import build_config
+
+    return build_config({
+        "home": str(home), "model": {"cache_dir": str(model_cache)},
+        "corpus": {"n_tokens": 384, "seq_len": 33, "max_doc_tokens": 40},
+        "collect": {"batch_size": 4, "shard_sequences": 4},
+        "sae": {"expansion_factor": 1, "k": 4, "epochs": 1, "eval_sequences": 0},
+        "mine": {"window": 16, "n_top": 3, "n_quantiles": 2, "per_quantile": 2, "n_random": 2},
+        "explain": {"n_latents": 2, "n_examples": 3, "min_examples": 2, "min_heldout": 2,
+                    "embed": False},
+        "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4, "controls": []},
+        "logits": {"k": 0},
+        "llm": {"backend": "openai", "base_url": llm_url, "timeout_s": timeout_s}})

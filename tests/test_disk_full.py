@@ -21,9 +21,9 @@ import pytest
 from typer.testing import CliRunner
 
 from interp.cli import app
-from interp.config import RunConfig, build_config, dump_config, load_config
+from interp.config import RunConfig, dump_config, load_config
 from interp.stages import STAGES, run
-from tests.builders import tiny_run_config
+from tests.builders import real_model_config, tiny_run_config
 from tests.conftest import tiny_config
 
 # In the namespace: the home's content onto a tmpfs mounted over it, all but FREE KiB of it
@@ -168,17 +168,7 @@ def test_disk_full_while_collecting_then_a_run_with_room_finishes(tmp_path, mode
     """The real subject model: 12 sequences of 33 tokens in shards of 4 (d=576 fp16: 152 KiB
     each); 200 KiB free holds the first shard, not the second."""
     home = tmp_path / "home"
-    cfg = build_config({
-        "home": str(home), "model": {"cache_dir": str(model_cache)},
-        "corpus": {"n_tokens": 384, "seq_len": 33, "max_doc_tokens": 40},
-        "collect": {"batch_size": 4, "shard_sequences": 4},
-        "sae": {"expansion_factor": 1, "k": 4, "epochs": 1, "eval_sequences": 0},
-        "mine": {"window": 16, "n_top": 3, "n_quantiles": 2, "per_quantile": 2, "n_random": 2},
-        "explain": {"n_latents": 2, "n_examples": 3, "min_examples": 2, "min_heldout": 2,
-                    "embed": False},
-        "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4, "controls": []},
-        "logits": {"k": 0},
-        "llm": {"backend": "openai", "base_url": fake_llm.base_url, "timeout_s": 10}})
+    cfg = real_model_config(home, model_cache, fake_llm.base_url, timeout_s=10)
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text(dump_config(cfg))
     home.mkdir()

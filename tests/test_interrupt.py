@@ -23,8 +23,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from interp.config import build_config, dump_config
-from tests.builders import tiny_run_config
+from interp.config import dump_config
+from tests.builders import real_model_config, tiny_run_config
 from tests.fakeserver import FakeLLMServer
 from tests.test_resume_sigkill import Gate
 
@@ -200,17 +200,7 @@ def test_signal_mid_stage_then_the_next_run_resumes(tmp_path, stage, sig):
 def test_signal_while_collecting_then_the_next_run_finishes(tmp_path, model_cache, fake_llm, sig):
     """The real subject model, held after its first shard."""
     home, marker = tmp_path / "home", tmp_path / "parked"
-    cfg = build_config({
-        "home": str(home), "model": {"cache_dir": str(model_cache)},
-        "corpus": {"n_tokens": 384, "seq_len": 33, "max_doc_tokens": 40},
-        "collect": {"batch_size": 4, "shard_sequences": 4},
-        "sae": {"expansion_factor": 1, "k": 4, "epochs": 1, "eval_sequences": 0},
-        "mine": {"window": 16, "n_top": 3, "n_quantiles": 2, "per_quantile": 2, "n_random": 2},
-        "explain": {"n_latents": 2, "n_examples": 3, "min_examples": 2, "min_heldout": 2,
-                    "embed": False},
-        "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4, "controls": []},
-        "logits": {"k": 0},
-        "llm": {"backend": "openai", "base_url": fake_llm.base_url, "timeout_s": 30}})
+    cfg = real_model_config(home, model_cache, fake_llm.base_url, timeout_s=30)
     (tmp_path / "run.yaml").write_text(dump_config(cfg))
     argv = ["run", "-c", str(tmp_path / "run.yaml"), "--no-prefect"]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
