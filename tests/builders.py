@@ -271,3 +271,20 @@ def real_model_config(home: Path, model_cache: Path, llm_url: str, timeout_s: fl
         "score": {"n_positive": 2, "n_negative": 2, "batch_size": 4, "controls": []},
         "logits": {"k": 0},
         "llm": {"backend": "openai", "base_url": llm_url, "timeout_s": timeout_s}})
+
+
+def tree_hash(root: Path) -> str:
+    """One hash of every path and file byte under root (or of root's bytes, for a file):
+    'nothing under it changed'. A file root used to hash nothing (rglob of a file is empty), so
+    the disk-full test's "the catalogue is untouched" compared two empty hashes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    if root.is_file():
+        h.update(root.read_bytes())
+        return h.hexdigest()
+    for p in sorted(root.rglob("*")):
+        h.update(str(p.relative_to(root)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()

@@ -9,7 +9,6 @@ rebuild command, `interp publish` refuses, and `interp publish --rebuild` recrea
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -30,7 +29,7 @@ from typer.testing import CliRunner
 from interp.cli import app
 from interp.config import build_config, dump_config
 from storage.catalog import rebuild
-from tests.builders import make_shards, seed_collect
+from tests.builders import make_shards, seed_collect, tree_hash
 from tests.conftest import scripted_answer, tiny_config
 from tests.fakeserver import FakeLLMServer
 
@@ -78,15 +77,6 @@ def env(tmp_path_factory):
     _write(bad / "sae_badcfg" / "cfg.json", "{not json")
     (bad / "sae_empty").mkdir()
     return home, bad
-
-
-def _tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 # (id, argv with {home} / {bad}, text the message must contain)
@@ -155,7 +145,7 @@ def _check(rc: int, stderr: str, expect: str, seconds: float, before: str, home:
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     assert expect in lines[0], lines[0]
     assert "Traceback" not in stderr and seconds < 20
-    assert _tree_hash(home) == before, "the home changed"
+    assert tree_hash(home) == before, "the home changed"
 
 
 @pytest.mark.timeout(60)
@@ -163,7 +153,7 @@ def _check(rc: int, stderr: str, expect: str, seconds: float, before: str, home:
 def test_bad_input_in_process(env, monkeypatch, case, expect):
     home, bad = env
     monkeypatch.delenv("INTERP_NO_SUCH_KEY", raising=False)
-    before = _tree_hash(home)
+    before = tree_hash(home)
     t0 = time.monotonic()
     result = CliRunner().invoke(app, _argv(case, home, bad))
     _check(result.exit_code, result.stderr, expect, time.monotonic() - t0, before, home)
@@ -178,7 +168,7 @@ def test_bad_input_in_process(env, monkeypatch, case, expect):
 ], ids=["binary-corpus", "home-file", "corrupt-sae", "api-key-env"])
 def test_bad_input_through_the_entry_point(env, case, expect):
     home, bad = env
-    before = _tree_hash(home)
+    before = tree_hash(home)
     argv = [a.format(home=home, bad=bad) for a in case]
     argv += [] if "--home" in argv else ["--home", str(home)]  # the Prefect default mode
     run_env = {k: v for k, v in os.environ.items() if k != "INTERP_NO_SUCH_KEY"}
@@ -333,3 +323,17 @@ def _rows(home: Path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def test_tree_hash_sees_a_file_root_change(tmp_path):
+    """The helper behind 'the catalogue is untouched': a file root is hashed by its bytes."""
+    f = tmp_path / "catalog.duckdb"
+    f.write_bytes(b"one")
+    before = tree_hash(f)
+    f.write_bytes(b"two")
+    assert tree_hash(f) != before
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x").write_text("a")
+    dir_before = tree_hash(tmp_path / "d")
+    (tmp_path / "d" / "x").write_text("b")
+    assert tree_hash(tmp_path / "d") != dir_before

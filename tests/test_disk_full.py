@@ -9,7 +9,6 @@ real subject model (slow).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ from typer.testing import CliRunner
 from interp.cli import app
 from interp.config import RunConfig, dump_config, load_config
 from interp.stages import STAGES, run
-from tests.builders import real_model_config, tiny_run_config
+from tests.builders import real_model_config, tiny_run_config, tree_hash
 from tests.conftest import tiny_config
 
 # In the namespace: the home's content onto a tmpfs mounted over it, all but FREE KiB of it
@@ -102,15 +101,6 @@ def _tiny_home(tmp: Path, url: str, stages: tuple[str, ...]) -> tuple[RunConfig,
     return cfg, cfg_file
 
 
-def _tree(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 @needs_namespaces
 @pytest.mark.slow  # the CLI in a child process, in a mount namespace with a small tmpfs
 @pytest.mark.timeout(300)
@@ -144,11 +134,11 @@ def test_disk_full_while_publishing_leaves_the_catalogue_as_it_was(tmp_path, fak
     assert first.exit_code == 0, first.output
     # A second run (another explainer setting) to publish onto the existing catalogue.
     rec = run(load_config(cfg_file, {"explain.max_tokens": 41}))
-    catalogue = _tree(home / "catalog.duckdb")
+    catalogue = tree_hash(home / "catalog.duckdb")
     proc = on_full_disk(home, 64, ["publish", "--home", str(home)])
     _one_error_line(proc, "publish", "no space left on device", str(home / "catalog.duckdb"),
                     "unchanged", "interp publish")
-    assert _tree(home / "catalog.duckdb") == catalogue
+    assert tree_hash(home / "catalog.duckdb") == catalogue
     assert sorted(p.name for p in home.iterdir() if p.name.startswith(".")) == []
 
     again = CliRunner().invoke(app, ["publish", "--home", str(home)])
