@@ -6,10 +6,13 @@ filled with string.Template, so braces in corpus text are harmless.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -49,7 +52,35 @@ def parse_prompt(name: str, text: str) -> Prompt:
     return Prompt(name, turns, hashlib.sha256(text.encode()).hexdigest()[:16])
 
 
+# Within a stage build (interp.stages.build): each prompt as first loaded, by name.
+_PINNED: contextvars.ContextVar[dict[str, Prompt] | None] = contextvars.ContextVar(
+    "interp_pinned_prompts", default=None)
+
+
+@contextlib.contextmanager
+def pinned_prompts() -> Iterator[None]:
+    """Within: every load of a prompt returns the version first loaded here. A stage hashes its
+    prompts into its key before it runs: a file edited during a long run must not change what
+    the rest of that run sends under the old key (the next run sees the edit, under a new key).
+    It also spares the per-request stat: scorers load their template for every latent. The pin
+    follows the context into the stage's event loop and its worker threads."""
+    token = _PINNED.set({})
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
+
+
 def load_prompt(name: str) -> Prompt:
+    pinned = _PINNED.get()
+    if pinned is None:
+        return _load(name)
+    if name not in pinned:
+        pinned[name] = _load(name)
+    return pinned[name]
+
+
+def _load(name: str) -> Prompt:
     for d in prompt_dirs():
         path = d / f"{name}.md"
         if path.is_file():

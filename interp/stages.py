@@ -40,6 +40,7 @@ from interp.config import RunConfig, dump_config
 from interp.contract import KeyContext, Stage, StageContext
 from interp.explain import stage as explain
 from interp.mine import stage as mine
+from interp.prompts import pinned_prompts
 from interp.sae import stage as train
 from interp.scoring import stage as score
 
@@ -138,9 +139,17 @@ def build(cfg: RunConfig, name: str, inputs: dict[str, ArtifactRef], *,
     per-latent stage fills only shard i's latents into its partial directory and returns None;
     the unsharded build then finds them done and only merges.
     """
-    stage, store = STAGES[name], ArtifactStore(cfg.home)
+    stage = STAGES[name]
     if stage.per_latent:
         refuse_running_loop("interp.stages.build", "interp.stages.abuild(cfg, name, inputs)")
+    with pinned_prompts():  # the prompts hashed into the key are the ones the stage sends
+        return _build(cfg, stage, inputs, session, llm, shard, progress)
+
+
+def _build(cfg: RunConfig, stage: Stage, inputs: dict[str, ArtifactRef],
+           session: BuildContext | None, llm: Any, shard: tuple[int, int] | None,
+           progress: bool) -> ArtifactRef | None:
+    name, store = stage.name, ArtifactStore(cfg.home)
     refs = _resolve(cfg, stage, inputs)
     key = stage_key(cfg, name, {s: r.key for s, r in refs.items()}, store)
     own = session is None

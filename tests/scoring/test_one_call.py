@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.catalog import publish
-from tests.builders import stage
+from tests.builders import key, stage
 from tests.conftest import tiny_config
 from tests.fakeserver import FakeLLMServer
 from tests.scoring.test_oracle import KEYWORDS, NO_POSITIVES, _build
@@ -142,3 +142,42 @@ def test_label_probabilities_follow_the_generated_tokens_not_the_top_alternative
     assert json_label_probs(top, [42, 17]) == {}
     top[6] = [("x", -0.1)]                               # neither 0 nor 1 among alternatives
     assert 42 not in json_label_probs(top, [42, 17], gen)
+
+
+def test_a_prompt_edited_during_a_run_is_not_sent_under_the_old_key(tmp_path, monkeypatch):
+    """The score stage hashes its prompts into its key before it runs: a prompt file edited while
+    it runs changes nothing it sends (the edit belongs to the next run, under a new key)."""
+    import shutil
+    import threading
+
+    import interp.prompts
+    from interp.prompts import _SOURCE_PROMPTS, load_prompt
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(_SOURCE_PROMPTS, prompts)
+    monkeypatch.setattr(interp.prompts, "_SOURCE_PROMPTS", prompts)
+    template = prompts / "score_detection_all.md"
+    before = load_prompt("score_detection_all").sha
+
+    edited, lock = template.read_text().replace("### USER", "### USER\nEDITED", 1), threading.Lock()
+
+    def edit_then_answer(messages):  # the server answers in several threads: edit once
+        with lock:
+            if "EDITED" not in template.read_text():
+                template.write_text(edited)
+        return json_oracle(messages)
+
+    refs = _build(tmp_path)
+    with FakeLLMServer(edit_then_answer) as srv:
+        cfg = tiny_config(tmp_path, srv.base_url, score={
+            "scorers": ["detection"], "batch_size": "all", "n_positive": 4, "n_negative": 4,
+            "controls": [], "probes": []})
+        inputs = {name: r.key for name, r in refs.items()}
+        planned = key(cfg, "score", **inputs)
+        ref = stage(cfg, "score", **refs)
+        bodies = list(srv.bodies)
+    assert len(bodies) > 1 and "EDITED" in template.read_text()
+    assert not any("EDITED" in m["content"] for b in bodies for m in b["messages"])
+    assert ref.key == planned  # the key of the prompt it sent
+    # outside a build the edited file is read: the next run has a key of its own
+    assert load_prompt("score_detection_all").sha != before and key(cfg, "score", **inputs) != planned
