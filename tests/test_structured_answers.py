@@ -129,3 +129,19 @@ def test_max_tokens_fits_the_longest_answer_with_whitespace():
         max_tokens_for({"type": "array", "items": {"type": "integer"}})
     with pytest.raises(ValueError, match="maxLength"):
         max_tokens_for({"type": "string"})
+
+
+@pytest.mark.parametrize("value", ["12", "", "a b/c", 'say "hi"', "back\\slash", "tab\there",
+                                   "é", "\x7f", 0, 1, -17, 10**20, True, False, None, 0.5, [1, "x"]])
+def test_schema_sizing_counts_json_characters_exactly(value):
+    from interp.llm.structured import _json_len
+
+    assert _json_len(value) == len(json.dumps(value))
+
+
+@pytest.mark.parametrize("ids", [[3], list(range(10)), [10, 55, 99], [7, 12, 345, 6, 1000],
+                                 list(range(100, 130)), ["a", "b"]])
+def test_labels_budget_by_shape_is_the_schemas(ids):
+    from interp.llm.structured import labels_max_tokens
+
+    assert labels_max_tokens(ids) == max_tokens_for(labels_schema(ids))

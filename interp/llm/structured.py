@@ -9,6 +9,7 @@ tests check this validator against it.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -228,12 +229,41 @@ def max_tokens_for(schema: dict[str, Any]) -> int:
     return chars + WHITESPACE_TOKENS * slots + END_TOKENS
 
 
+def labels_max_tokens(ids: Sequence[int]) -> int:
+    """max_tokens_for(labels_schema(ids)), sized once per shape: only the ids' widths count, and
+    the one-call scorers ask with fresh ids for every latent."""
+    if not all(type(i) is int and i >= 0 for i in ids):
+        return max_tokens_for(labels_schema(ids))
+    return _labels_max_tokens(tuple(sorted(len(str(i)) for i in ids)))
+
+
+@functools.lru_cache(maxsize=256)
+def _labels_max_tokens(widths: tuple[int, ...]) -> int:
+    seen: dict[int, int] = {}
+    ids = []
+    for w in widths:  # distinct ids of these widths: 0-9, 10-99, 100-999...
+        j = seen[w] = seen.get(w, -1) + 1
+        ids.append(j if w == 1 else 10 ** (w - 1) + j)
+    return max_tokens_for(labels_schema(ids))
+
+
+def _json_len(value: Any) -> int:
+    """len(json.dumps(value)), without encoding the common cases (schemas are sized for every
+    request: window ids as keys, 0/1 enums)."""
+    if isinstance(value, str) and value.isascii() and value.isprintable() \
+            and '"' not in value and "\\" not in value:
+        return len(value) + 2
+    if type(value) is int:
+        return len(str(value))
+    return len(json.dumps(value))
+
+
 def _longest(schema: dict[str, Any], path: str) -> tuple[int, int]:
     """(characters of the longest compact instance, places whitespace may go in it)."""
     if "const" in schema:
-        return len(json.dumps(schema["const"])), 0
+        return _json_len(schema["const"]), 0
     if "enum" in schema:
-        return max(len(json.dumps(v)) for v in schema["enum"]), 0
+        return max(_json_len(v) for v in schema["enum"]), 0
     kind = schema.get("type")
     if kind == "object":
         props = schema.get("properties", {})
@@ -241,7 +271,7 @@ def _longest(schema: dict[str, Any], path: str) -> tuple[int, int]:
             raise ValueError(f"schema at {path} allows any key: set additionalProperties false")
         parts = [_longest(sub, f"{path}.{k}") for k, sub in props.items()]
         # '{' and '}', per key its quoted name and ':', ',' between members
-        chars = 2 + sum(len(json.dumps(k)) + 1 + c for k, (c, _) in zip(props, parts)) \
+        chars = 2 + sum(_json_len(k) + 1 + c for k, (c, _) in zip(props, parts)) \
             + max(len(props) - 1, 0)
         return chars, 2 + 2 * len(props) + sum(s for _, s in parts)
     if kind == "array":

@@ -18,7 +18,7 @@ import re
 from typing import Any, ClassVar
 
 from interp.llm.base import LLMResponse
-from interp.llm.structured import AnswerError, labels_schema, max_tokens_for
+from interp.llm.structured import AnswerError, labels_max_tokens, labels_schema
 from interp.llm.structured import parse_labels as parse_json_labels
 from interp.mine.examples import Example
 from interp.prompts import Prompt, load_prompt
@@ -179,7 +179,7 @@ class WindowJudge(LLMScorer):
         body = "\n".join(f"Example {i}: {it.text}" for i, it in zip(ids, items))
         schema = labels_schema(ids)
         return Ask(prompt.messages(explanation=explanation, examples=body, n=len(items)),
-                   max_tokens_for(schema), items, logprobs=score.logprobs or None,
+                   labels_max_tokens(ids), items, logprobs=score.logprobs or None,
                    schema=schema, extra={"ids": ids})
 
     def parse(self, ctx: ScoreContext, ask: Ask, response: LLMResponse):
