@@ -15,8 +15,8 @@ Each has a vectorised core over arrays of counts or latents (`*_batch` / array a
 the coverage tests drive with thousands of simulated latents at once.
 
 The seeded percentile bootstrap (classification_interval, correlation_interval, mean_interval)
-remains for run-level means over latents (summarize), and for the callers not yet moved to the
-intervals above.
+remains for run-level means over latents (aggregate.summarize), and for the callers not yet
+moved to the intervals above.
 """
 from __future__ import annotations
 
@@ -338,48 +338,15 @@ def correlation_interval(stats: Sequence[Sequence[float]], labels: Sequence[int]
     return _interval(_pearson_from_sums(total))
 
 
-def mean_interval(values: Sequence[float], *, seed: Any = 0,
+def mean_interval(values: Sequence[float | None] | np.ndarray, *, seed: Any = 0,
                   n_boot: int = N_BOOT) -> tuple[float | None, float | None, float | None]:
-    """(mean, ci_low, ci_high) of values (latents) by the bootstrap; Nones when empty."""
-    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    """(mean, ci_low, ci_high) of values (latents; None left out of a sequence) by the
+    bootstrap; Nones when empty."""
+    if isinstance(values, np.ndarray):
+        v = values.astype(np.float64, copy=False)
+    else:
+        v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     if not len(v):
         return None, None, None
     lo, hi = _interval(_counts(_rng(seed), len(v), n_boot) @ v / len(v))
     return float(v.mean()), lo, hi
-
-
-def frequency_weighted(values: Sequence[float | None], weights: Sequence[float | None]) -> float | None:
-    """delphi's frequency-weighted aggregate: per-latent metric weighted by how often the
-    latent fires (its firing count or frequency; only the ratios matter). None if no weight."""
-    pairs = [(v, w) for v, w in zip(values, weights) if v is not None and w]
-    total = sum(w for _, w in pairs)
-    return sum(v * w for v, w in pairs) / total if total > 0 else None
-
-
-def _f1(row: dict[str, Any]) -> float | None:
-    return row.get("f1")
-
-
-def summarize(rows: list[dict[str, Any]], frequencies: dict[int, float] | None = None, *,
-              seed: int = 0, n_boot: int = N_BOOT) -> dict[str, dict[str, Any]]:
-    """Run-level figures per scorer over the real explanations' rows (control None): status
-    counts, the headline metric's mean over ok latents with its bootstrap interval, and delphi's
-    frequency-weighted aggregates (headline and F1) when latent frequencies are given."""
-    freq = frequencies or {}
-    out: dict[str, dict[str, Any]] = {}
-    for scorer in sorted({r["scorer"] for r in rows}):
-        mine = [r for r in rows if r["scorer"] == scorer and r.get("control") is None]
-        ok = [r for r in mine if r["status"] == "ok" and r.get("value") is not None]
-        mean, lo, hi = mean_interval([r["value"] for r in ok], seed=(seed, scorer), n_boot=n_boot)
-        statuses = [r["status"] for r in mine]
-        weights = [freq.get(r["latent"]) for r in ok]
-        out[scorer] = {
-            "metric": mine[0].get("metric") if mine else None, "n_latents": len(mine),
-            "n_scored": len(ok),
-            "status_counts": {s: statuses.count(s) for s in sorted(set(statuses))},
-            "mean": mean, "ci_low": lo, "ci_high": hi,
-            "frequency_weighted": frequency_weighted([r["value"] for r in ok], weights),
-            "frequency_weighted_f1": frequency_weighted([_f1(r) for r in ok], weights),
-            "n_valid": sum(r.get("n_valid") or 0 for r in mine),
-            "n_examples": sum(r.get("n_examples") or 0 for r in mine)}
-    return out

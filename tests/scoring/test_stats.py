@@ -13,7 +13,7 @@ import pytest
 from scipy.stats import binom, rankdata
 from sklearn.metrics import roc_auc_score
 
-from interp.scoring import stats
+from interp.scoring import aggregate, stats
 from interp.scoring.controls import (
     EXACT_MAX,
     control_lifts,
@@ -74,8 +74,8 @@ def test_mean_interval_and_frequency_weighting():
     mean, lo, hi = stats.mean_interval([0.5, 0.7, 0.9, None])
     assert mean == pytest.approx(0.7) and lo <= mean <= hi
     assert stats.mean_interval([]) == (None, None, None)
-    assert stats.frequency_weighted([1.0, 0.0, None], [3, 1, 5]) == 0.75
-    assert stats.frequency_weighted([1.0], [0]) is None
+    assert aggregate.frequency_weighted([1.0, 0.0, None], [3, 1, 5]) == 0.75
+    assert aggregate.frequency_weighted([1.0], [0]) is None
 
 
 def test_derangement_has_no_fixed_point_and_is_seeded():
@@ -137,7 +137,7 @@ def test_summarize_counts_statuses_and_weights_by_frequency():
             for i, (s, v) in enumerate([("ok", 1.0), ("ok", 0.5), ("unscorable", None)])]
     rows.append({"scorer": "detection", "control": "shuffled", "latent": 0, "status": "ok",
                  "value": 0.0, "f1": 0.0})
-    out = stats.summarize(rows, {0: 0.03, 1: 0.01})["detection"]
+    out = aggregate.summarize(rows, {0: 0.03, 1: 0.01})["detection"]
     assert out["status_counts"] == {"ok": 2, "unscorable": 1} and out["n_scored"] == 2
     assert out["mean"] == 0.75 and out["frequency_weighted"] == pytest.approx(0.875)
     assert out["metric"] == "balanced_accuracy" and out["n_examples"] == 24
