@@ -112,7 +112,7 @@ def _example(cur, run: dict[str, Any], score: dict[str, Any]) -> dict[str, Any]:
 def _summary(cur, run: dict[str, Any], scores: list[dict[str, Any]]) -> dict[str, Any]:
     """Per scorer: the mean headline score with its bootstrap interval, delphi's frequency-
     weighted mean, and whether the judge beats the controls (one sentence each)."""
-    from interp.scoring.stats import summarize
+    from interp.scoring.aggregate import summarize
 
     freq = {s["latent"]: s["frequency"] for s in scores if s["frequency"] is not None}
     means = summarize([s for s in scores if s["value"] is not None or s["status"] != "ok"], freq)

@@ -17,8 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from interp.mine.examples import Example
+from interp.scoring.aggregate import as_table, seq_sum
 from interp.scoring.stats import LEVEL, _rng, t_interval
 
 ALPHA = 0.05        # one-sided level of the informativeness test
@@ -66,9 +69,13 @@ def control_texts(controls: tuple[str, ...], latent: int, shuffled: dict[int, st
     return out
 
 
-def _values(rows: list[dict[str, Any]], scorer: str, control: str | None) -> dict[int, float]:
-    return {r["latent"]: r["value"] for r in rows if r["scorer"] == scorer
-            and r["control"] == control and r["status"] == "ok" and r["value"] is not None}
+def _values(t: pa.Table, scorer: str, control: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(latents, values) of one scorer's ok rows with a value, with `control`'s stand-in (None:
+    the real explanation)."""
+    which = pc.is_null(t["control"]) if control is None else pc.equal(t["control"], control)
+    ok = pc.and_(pc.equal(t["status"], "ok"), pc.is_valid(t["value"]))
+    found = t.filter(pc.and_(pc.and_(pc.equal(t["scorer"], scorer), which), ok))
+    return found["latent"].to_numpy(), found["value"].to_numpy()
 
 
 def _signs(n: int, seed: Any, n_perm: int) -> tuple[np.ndarray, bool]:
@@ -120,24 +127,28 @@ def lift_test(real: Sequence[float], control: Sequence[float], *, seed: Any = 0,
             "informative": p <= alpha}
 
 
-def control_lifts(rows: list[dict[str, Any]], *, seed: int = 0,
+def control_lifts(rows: pa.Table | list[dict[str, Any]], *, seed: int = 0,
                   n_boot: int | None = None) -> list[dict[str, Any]]:
-    """One row per (scorer, control) present in `rows` (scores.parquet rows): the lift of the
-    real explanation over the control, paired over latents, its interval, the one-sided test's
-    p_value and the verdict (lift_test). `n_boot` is ignored (the lift is no longer
+    """One row per (scorer, control) present in `rows` (a scores table, or its rows as dicts):
+    the lift of the real explanation over the control, paired over latents, its interval, the
+    one-sided test's p_value and the verdict (lift_test). Columnar: the real explanations' rows
+    (10^6 at scale) are read as arrays. `n_boot` is ignored (the lift is no longer
     bootstrapped); it stays for the score stage's current call."""
-    out = []
-    pairs = sorted({(r["scorer"], r["control"]) for r in rows if r["control"] is not None})
-    for scorer, control in pairs:
-        real, ctrl = _values(rows, scorer, None), _values(rows, scorer, control)
-        both = sorted(set(real) & set(ctrl))
-        test = lift_test([real[l] for l in both], [ctrl[l] for l in both],
-                         seed=(seed, scorer, control))
-        metric = next(r.get("metric") for r in rows if r["scorer"] == scorer)
+    t = as_table(rows, ("latent", "scorer", "control", "status", "metric", "value"))
+    kinds = t.filter(pc.is_valid(t["control"])).group_by(["scorer", "control"]).aggregate([])
+    out, real = [], {}
+    for scorer, control in sorted(zip(kinds["scorer"].to_pylist(), kinds["control"].to_pylist())):
+        if scorer not in real:
+            real[scorer] = _values(t, scorer, None)
+        real_latents, real_values = real[scorer]
+        ctrl_latents, ctrl_values = _values(t, scorer, control)
+        both, i, j = np.intersect1d(real_latents, ctrl_latents, return_indices=True)
+        test = lift_test(real_values[i], ctrl_values[j], seed=(seed, scorer, control))
+        metric = t["metric"][pc.index(t["scorer"], scorer).as_py()].as_py()
         row = {"scorer": scorer, "control": control, "metric": metric,
                "n_latents": len(both),
-               "real_mean": sum(real[l] for l in both) / len(both) if both else None,
-               "control_mean": sum(ctrl[l] for l in both) / len(both) if both else None,
+               "real_mean": seq_sum(real_values[i]) / len(both) if len(both) else None,
+               "control_mean": seq_sum(ctrl_values[j]) / len(both) if len(both) else None,
                **{k: test[k] for k in ("lift", "ci_low", "ci_high", "p_value", "informative")},
                "alpha": ALPHA}
         out.append(row | {"verdict": verdict(row)})

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from interp.artifacts import write_parquet_atomic, write_text_atomic
+from interp.scoring.aggregate import SUMMARY_COLUMNS, summarize
 from interp.scoring.controls import control_lifts
 from interp.scoring.metrics import classification_metrics
-from interp.scoring.stats import class_interval, mean_interval_small, summarize
+from interp.scoring.stats import class_interval, mean_interval_small
 from interp.scoring.work import PROBE
 
 CONTROLS_SCHEMA = pa.schema([
@@ -123,22 +125,22 @@ def _case(r: dict[str, Any]) -> dict[str, str]:
             "verdict": f"{passed} ({probes}) and explanations beat shuffled ones (lift {lift})"}
 
 
-def _frequencies(mine_dir: Path) -> dict[int, float]:
+def _frequencies(mine_dir: Path) -> pa.Table | None:
     path = Path(mine_dir) / "latents.parquet"
-    if not path.is_file():
-        return {}
-    t = pq.read_table(path, columns=["latent", "frequency"])
-    return dict(zip(t.column("latent").to_pylist(), t.column("frequency").to_pylist()))
+    return pq.read_table(path, columns=["latent", "frequency"]) if path.is_file() else None
 
 
 def write_summary(cfg: Any, scores: pa.Table, out: Path, mine_dir: Path) -> dict:
-    """summary.json and the controls / judge_checks / verdicts tables of a score run into `out`."""
-    rows = scores.to_pylist()
+    """summary.json and the controls / judge_checks / verdicts tables of a score run into `out`.
+
+    Columnar, so it holds at 10^6 latents: only the probe rows (a handful) become Python dicts,
+    predictions included (judge_checks pools them); of the rest it reads the few columns the
+    aggregates need, as arrays."""
     seed, n_boot = cfg.score.seed, cfg.score.n_bootstrap
-    plain = [r for r in rows if r["control"] != PROBE]
-    controls = control_lifts([{k: v for k, v in r.items() if k != "predictions"} for r in plain],
-                             seed=seed, n_boot=n_boot)
-    checks = judge_checks(rows, seed=seed, n_boot=n_boot)
+    probe = pc.fill_null(pc.equal(scores["control"], PROBE), False)
+    plain = scores.select(list(SUMMARY_COLUMNS)).filter(pc.invert(probe))
+    controls = control_lifts(plain, seed=seed, n_boot=n_boot)
+    checks = judge_checks(scores.filter(probe).to_pylist(), seed=seed, n_boot=n_boot)
     found = verdicts(list(cfg.score.scorers), checks, controls)
     summary = {"scorers": summarize(plain, _frequencies(mine_dir), seed=seed, n_boot=n_boot),
                "controls": controls, "judge_checks": checks, "verdicts": found, "level": 0.95,
