@@ -123,7 +123,7 @@ def noisy_judge(known: dict[tuple[str, str], int], p_correct: float, position_bi
     def answer(messages):
         user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
         description = re.search(r"^Description: (.*)$", user, re.MULTILINE).group(1)
-        shown = re.findall(r"^Example (\d+): (.*)$", user, re.MULTILINE)
+        shown = re.findall(r"^Example (\w+): (.*)$", user, re.MULTILINE)
         if not shown:  # per-window prompt: one bare example, the answer continues "[RESULT]:"
             text = re.search(r"^Example: (.*)$", user, re.MULTILINE).group(1)
             return f" {right('one', description, text, p_correct)}"

@@ -140,7 +140,7 @@ def test_schema_sizing_counts_json_characters_exactly(value):
 
 
 @pytest.mark.parametrize("ids", [[3], list(range(10)), [10, 55, 99], [7, 12, 345, 6, 1000],
-                                 list(range(100, 130)), ["a", "b"]])
+                                 list(range(100, 130)), ["a", "b"], list("KQDA"), ["-1", "x y"]])
 def test_labels_budget_by_shape_is_the_schemas(ids):
     from interp.llm.structured import labels_max_tokens
 

@@ -229,12 +229,13 @@ def max_tokens_for(schema: dict[str, Any]) -> int:
     return chars + WHITESPACE_TOKENS * slots + END_TOKENS
 
 
-def labels_max_tokens(ids: Sequence[int]) -> int:
+def labels_max_tokens(ids: Sequence[int | str]) -> int:
     """max_tokens_for(labels_schema(ids)), sized once per shape: only the ids' widths count, and
     the one-call scorers ask with fresh ids for every latent."""
-    if not all(type(i) is int and i >= 0 for i in ids):
+    keys = [str(i) for i in ids]  # a key's JSON length is its own + 2 when it needs no escape
+    if not all(k.isascii() and k.isalnum() for k in keys) or len(set(keys)) != len(keys):
         return max_tokens_for(labels_schema(ids))
-    return _labels_max_tokens(tuple(sorted(len(str(i)) for i in ids)))
+    return _labels_max_tokens(tuple(sorted(len(k) for k in keys)))
 
 
 @functools.lru_cache(maxsize=256)

@@ -97,23 +97,29 @@ def classification_outcome(items: list[Item], preds, probs, model: str, prompt_h
 ALL = "all"  # score.batch_size: every held-out window of a latent in one request
 
 
-def window_ids(n: int, rng: random.Random) -> list[int]:
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def window_ids(n: int, rng: random.Random) -> list[str]:
     """n distinct ids, seeded: a window is named by its id, not its position, so an answer
-    cannot shift a label onto its neighbour, and the ids say nothing about the order. Two digits
-    while they stay sparse (n <= 30 of 90), else three: the tokenizers of small judges spell a
-    number digit by digit, and the answer repeats every id, so a digit less is n tokens less."""
-    return rng.sample(range(10, 100) if n <= 30 else range(100, 1000), n)
+    cannot shift a label onto its neighbour, and the ids say nothing about the order. One
+    capital letter while n <= 26, else three digits: the answer repeats every id, and the
+    tokenizers of small judges spell a number digit by digit but a letter in one token (with
+    SmolLM2's, a 10-window answer is 44 tokens with letters, 54 with two-digit ids)."""
+    if n <= len(_LETTERS):
+        return rng.sample(_LETTERS, n)
+    return [str(i) for i in rng.sample(range(100, 1000), n)]
 
 
-def json_label_probs(top: list[list[tuple[str, float]]] | None, ids: list[int],
-                     tokens: list[str] | None = None) -> dict[int, float]:
+def json_label_probs(top: list[list[tuple[str, float]]] | None, ids: list[str],
+                     tokens: list[str] | None = None) -> dict[str, float]:
     """P(1) of each id's label from the log-probabilities of a `{"labels": {"<id>": 0|1}}`
     answer: at a generated 0/1 right after `"<id>":`, the mass of "1" over that of 0 and 1.
     `tokens`: the tokens generated, where the server says; under a constraint the generated
     token is often not the most likely alternative (SmolLM2's top pick after `{"` was `id`, not
     `labels`), so without them the answer's text would be rebuilt wrong. An id whose
     alternatives hold neither 0 nor 1 gets no probability."""
-    out: dict[int, float] = {}
+    out: dict[str, float] = {}
     text, wanted = "", {str(i): i for i in ids}
     for n, alternatives in enumerate(top or []):
         tok = tokens[n] if tokens is not None and n < len(tokens) else (
@@ -130,7 +136,7 @@ def json_label_probs(top: list[list[tuple[str, float]]] | None, ids: list[int],
     return out
 
 
-_KEY_BEFORE = re.compile(r'"(\d+)"\s*:\s*$')
+_KEY_BEFORE = re.compile(r'"(\w+)"\s*:\s*$')
 
 
 class WindowJudge(LLMScorer):

@@ -21,7 +21,7 @@ from interp.scoring.work import make_work
 
 log = logging.getLogger(__name__)
 
-VERSION = "4"  # 4: probes, controls for every scorer, fair windows, chance levels
+VERSION = "5"  # 4: probes, controls for every scorer, fair windows, chance levels; 5: letter ids
 POOL_LATENTS = 64  # latents whose held-out windows stand in for another's (intruder's control)
 
 

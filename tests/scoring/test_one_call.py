@@ -36,11 +36,11 @@ def json_oracle(messages):
                                if not set(" ".join(re.findall(r"<<(.*?)>>", t)).split()) & set(KEYWORDS))
         return json.dumps({"intruders": answer})
     if '"activations"' in user:
-        texts = re.findall(r"^Text (\d+): (.*)$", user, re.M)
+        texts = re.findall(r"^Text (\w+): (.*)$", user, re.M)
         return json.dumps({"activations": {i: [9 if t.strip() in named & set(KEYWORDS) else 0
                                                for t in body.split(" | ")]
                                            for i, body in texts}})
-    examples = re.findall(r"^Example (\d+): (.*)$", user, re.M)
+    examples = re.findall(r"^Example (\w+): (.*)$", user, re.M)
     labels = {}
     for i, text in examples:
         shown = " ".join(re.findall(r"<<(.*?)>>", text)) if "<<" in text else text
@@ -78,7 +78,7 @@ def test_one_call_per_latent_and_scorer(tmp_path, structured):
     if structured == "json_schema":  # the schema names exactly the ids shown, each once
         assert all(f and f["type"] == "json_schema" for f in sent)
         body = bodies[0]
-        ids = re.findall(r"^Example (\d+):", _user(body["messages"]), re.M)
+        ids = re.findall(r"^Example (\w+):", _user(body["messages"]), re.M)
         labels = sent[0]["json_schema"]["schema"]["properties"]["labels"]
         assert list(labels["properties"]) == ids and labels["required"] == ids
         assert labels["additionalProperties"] is False
@@ -89,8 +89,9 @@ def test_one_call_per_latent_and_scorer(tmp_path, structured):
 def test_ids_are_not_positions(tmp_path):
     _ref, _rows, bodies = _score(tmp_path, json_oracle)
     for body in bodies:
-        ids = [int(i) for i in re.findall(r"^Example (\d+):", _user(body["messages"]), re.M)]
-        assert len(set(ids)) == len(ids) and ids != list(range(1, len(ids) + 1))
+        ids = re.findall(r"^Example (\w+):", _user(body["messages"]), re.M)
+        assert len(set(ids)) == len(ids) and all(len(i) == 1 and i.isupper() for i in ids)
+        assert ids != sorted(ids) and ids != [str(i) for i in range(1, len(ids) + 1)]
 
 
 @pytest.mark.parametrize("answer", ["[RESULT]: 1, 0, 1, 0, 1, 0, 1, 0",
@@ -142,6 +143,11 @@ def test_label_probabilities_follow_the_generated_tokens_not_the_top_alternative
     assert json_label_probs(top, [42, 17]) == {}
     top[6] = [("x", -0.1)]                               # neither 0 nor 1 among alternatives
     assert 42 not in json_label_probs(top, [42, 17], gen)
+    # the default ids are capital letters, one token each
+    gen = ['{"', "labels", '":{"', "K", '":', "1", ',"', "D", '":', "0", "}}"]
+    top = [[(t, -0.1)] for t in gen]
+    top[5] = [("1", math.log(0.9)), ("0", math.log(0.1))]
+    assert json_label_probs(top, ["K", "D"], gen) == pytest.approx({"K": 0.9, "D": 0.0})
 
 
 def test_a_prompt_edited_during_a_run_is_not_sent_under_the_old_key(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from tests.fakeserver import FakeLLMServer
 
 def _shown(messages) -> tuple[str, list[tuple[str, str]]]:
     user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
-    return user, re.findall(r"^Example (\d+): (.*)$", user, re.MULTILINE)
+    return user, re.findall(r"^Example (\w+): (.*)$", user, re.MULTILINE)
 
 
 def _animal(text: str) -> int:
