@@ -120,7 +120,7 @@ def timed(loop, url: str, n: int, concurrency: int) -> tuple[float, float]:
 def setup(home: Path, url: str, latents: int, concurrency: int, transport: str = "auto"):
     cfg = build_config({
         "home": str(home), "corpus": {"seq_len": 33},
-        "sae": {"expansion_factor": 16, "k": 8, "batch_size": 512, "epochs": 1,
+        "sae": {"expansion_factor": max(16, -(-latents // 64)), "k": 8, "batch_size": 512, "epochs": 1,
                 "eval_sequences": 0},
         "mine": {"window": 8, "n_top": 12, "n_quantiles": 3, "per_quantile": 4, "n_random": 12},
         "llm": {"backend": "openai", "base_url": url, "concurrency": concurrency,
