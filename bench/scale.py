@@ -7,7 +7,10 @@ side by side, and an extrapolation to a million latents.
   bare encoder pass over the same shards; peak RSS (bench/mine_scale.py);
 - llm: explain + score through the real stages against a local OpenAI-compatible server with 0 and
   50 ms latency, against a raw async HTTP loop of the same requests at concurrency 32; the
-  client's CPU per request (bench/llm_scale.py);
+  client's CPU per request (bench/llm_scale.py). 4,000 latents: the one-call protocol's 3
+  requests a latent make 12,064 requests, the volume the per-window protocol's 21 made at 400
+  (8,560); at 1,000 latents (10 s) the stages' fixed costs (starting the score stage, its
+  summary: ~0.6 s) weigh on the ratio as much as the per-request work;
 - publish: seconds into a catalogue of 1x and 10x the rows (bench/publish_scale.py);
 - matching: exact top-1 decoder matching of two 16,384-latent SAEs (d = 576) on the CPU.
 The last line is one summary, for tracking from run to run:
@@ -54,12 +57,12 @@ def matching_seconds(m: int = 16_384, d: int = 576) -> float:
 def main() -> None:
     mine = fields("mine_scale", run("mine_scale.py"))
     run("llm_scale.py", "--latency-ms", "0")  # the client's own ceiling, printed for reference
-    llm50 = fields("llm ratio", run("llm_scale.py", "--latency-ms", "50"))
+    llm50 = fields("llm ratio", run("llm_scale.py", "--latency-ms", "50", "--latents", "4000"))
     pub = fields("publish_ratio", run("publish_scale.py"))
     match_s = matching_seconds()
     print(f"--- matching: 16,384 x 16,384 latents, d=576, CPU: {match_s:.1f}s")
     mine_ratio = min(float(mine["w2304_ratio"]), float(mine["w65536_ratio"]))
-    per_latent = 21  # default: 1 explanation + (5 + 5) detection + (5 + 5) fuzzing requests
+    per_latent = 3  # default: 1 explanation, 1 detection and 1 fuzzing request (of 5 + 5 windows)
     rps = 32 / 0.05 * float(llm50["ratio"])  # 32 in flight at 50 ms each, times our ratio
     print(f"at 10^6 latents: {per_latent * 1e6:.2g} LLM requests = {per_latent * 1e6 / rps / 3600:.1f} h "
           f"per 32-slot 50 ms server at the measured ratio (N servers: /N); exact matching of two "
