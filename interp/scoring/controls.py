@@ -24,6 +24,8 @@ from interp.mine.examples import Example
 from interp.scoring.aggregate import as_table, seq_sum
 from interp.scoring.stats import LEVEL, _rng, t_interval
 
+PROBE = "probe"  # the `control` column of a probe's rows (their control_text names the rule)
+
 ALPHA = 0.05        # one-sided level of the informativeness test
 EXACT_MAX = 12      # up to this many latents every sign pattern (4,096) is enumerated
 N_PERM = 10_000     # random sign patterns above it (p-value resolution 1e-4)

@@ -15,10 +15,9 @@ import pyarrow.parquet as pq
 
 from interp.artifacts import write_parquet_atomic, write_text_atomic
 from interp.scoring.aggregate import SUMMARY_COLUMNS, summarize
-from interp.scoring.controls import control_lifts
+from interp.scoring.controls import PROBE, control_lifts
 from interp.scoring.metrics import classification_metrics
 from interp.scoring.stats import class_interval, mean_interval_small
-from interp.scoring.work import PROBE
 
 CONTROLS_SCHEMA = pa.schema([
     ("scorer", pa.string()), ("control", pa.string()), ("metric", pa.string()),

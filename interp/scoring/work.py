@@ -11,14 +11,13 @@ from interp.llm.base import LLMUnavailable
 from interp.mine.examples import Example
 from interp.resumable import in_order
 from interp.scoring.base import Outcome, ScoreContext, unscorable_reason
-from interp.scoring.controls import control_texts, derangement
+from interp.scoring.controls import PROBE, control_texts, derangement
 from interp.scoring.metrics import classification_metrics
 from interp.scoring.registry import SCORERS
 from interp.scoring.rows import score_row
 
 log = logging.getLogger(__name__)
 
-PROBE = "probe"  # the `control` column of a probe's rows (their control_text names the rule)
 
 
 def controlled_latents(cfg: Any, latents: list[int]) -> set[int]:

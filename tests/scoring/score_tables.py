@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from interp.scoring.controls import PROBE
 from interp.scoring.rows import SCHEMA
-from interp.scoring.work import PROBE
 
 HEADLINE = {"detection": "balanced_accuracy", "fuzzing": "balanced_accuracy",
             "intruder": "accuracy", "embedding": "auc"}

@@ -8,9 +8,8 @@ import numpy as np
 import pyarrow as pa
 
 from interp.scoring import stats
-from interp.scoring.controls import ALPHA, lift_test, verdict
+from interp.scoring.controls import ALPHA, PROBE, lift_test, verdict
 from interp.scoring.summary import judge_checks, verdicts
-from interp.scoring.work import PROBE
 
 
 def mean_interval(values, *, seed: Any = 0, n_boot: int = stats.N_BOOT):

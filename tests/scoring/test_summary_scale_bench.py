@@ -2,7 +2,11 @@
 report (a child that fails raises), one line per size."""
 from __future__ import annotations
 
+import pytest
+
 from bench.summary_scale import main
+
+pytestmark = pytest.mark.slow  # two child processes that import torch (~6 s)
 
 
 def test_the_bench_measures_the_summary_beside_the_read(capsys):
