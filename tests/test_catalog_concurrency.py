@@ -69,6 +69,7 @@ def _counts(home):
                            "(select count(*) from scores), (select count(*) from saes)")[1][0]
 
 
+@pytest.mark.slow  # publishers and readers in child processes (~5 s)
 def test_two_publishers_at_once_both_land_once(tmp_path, two_runs):
     procs = [_publisher(tmp_path, [r]) for r in two_runs]
     for p in procs:
@@ -94,6 +95,7 @@ def test_second_publisher_fails_naming_the_lock_holder(tmp_path, two_runs):
     assert not (tmp_path / "catalog.duckdb").exists()  # nothing half-written
 
 
+@pytest.mark.slow  # publishers and readers in child processes (~5 s)
 def test_readers_never_see_a_half_published_catalogue(tmp_path, two_runs):
     first = load_run(tmp_path / "runs" / two_runs[0])
     publish(tmp_path, first["artifacts"], [first])
