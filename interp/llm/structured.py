@@ -9,7 +9,6 @@ tests check this validator against it.
 """
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Sequence
@@ -230,22 +229,17 @@ def max_tokens_for(schema: dict[str, Any]) -> int:
 
 
 def labels_max_tokens(ids: Sequence[int | str]) -> int:
-    """max_tokens_for(labels_schema(ids)), sized once per shape: only the ids' widths count, and
-    the one-call scorers ask with fresh ids for every latent."""
-    keys = [str(i) for i in ids]  # a key's JSON length is its own + 2 when it needs no escape
-    if not all(k.isascii() and k.isalnum() for k in keys) or len(set(keys)) != len(keys):
-        return max_tokens_for(labels_schema(ids))
-    return _labels_max_tokens(tuple(sorted(len(k) for k in keys)))
+    """max_tokens_for(labels_schema(ids)), sized once per shape: the budget depends only on
+    the keys' JSON lengths (_longest), and the one-call scorers ask with fresh ids per latent."""
+    shape = tuple(sorted(_json_len(str(i)) for i in ids))
+    if shape not in _LABEL_BUDGETS:
+        if len(_LABEL_BUDGETS) >= 256:
+            _LABEL_BUDGETS.clear()
+        _LABEL_BUDGETS[shape] = max_tokens_for(labels_schema(ids))
+    return _LABEL_BUDGETS[shape]
 
 
-@functools.lru_cache(maxsize=256)
-def _labels_max_tokens(widths: tuple[int, ...]) -> int:
-    seen: dict[int, int] = {}
-    ids = []
-    for w in widths:  # distinct ids of these widths: 0-9, 10-99, 100-999...
-        j = seen[w] = seen.get(w, -1) + 1
-        ids.append(j if w == 1 else 10 ** (w - 1) + j)
-    return max_tokens_for(labels_schema(ids))
+_LABEL_BUDGETS: dict[tuple[int, ...], int] = {}
 
 
 def _json_len(value: Any) -> int:

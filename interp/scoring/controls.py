@@ -129,13 +129,11 @@ def lift_test(real: Sequence[float], control: Sequence[float], *, seed: Any = 0,
             "informative": p <= alpha}
 
 
-def control_lifts(rows: pa.Table | list[dict[str, Any]], *, seed: int = 0,
-                  n_boot: int | None = None) -> list[dict[str, Any]]:
+def control_lifts(rows: pa.Table | list[dict[str, Any]], *, seed: int = 0) -> list[dict[str, Any]]:
     """One row per (scorer, control) present in `rows` (a scores table, or its rows as dicts):
     the lift of the real explanation over the control, paired over latents, its interval, the
     one-sided test's p_value and the verdict (lift_test). Columnar: the real explanations' rows
-    (10^6 at scale) are read as arrays. `n_boot` is ignored (the lift is no longer
-    bootstrapped); it stays for the score stage's current call."""
+    (10^6 at scale) are read as arrays."""
     t = as_table(rows, ("latent", "scorer", "control", "status", "metric", "value"))
     kinds = t.filter(pc.is_valid(t["control"])).group_by(["scorer", "control"]).aggregate([])
     out, real = [], {}

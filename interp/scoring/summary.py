@@ -39,7 +39,7 @@ VERDICTS_SCHEMA = pa.schema([
 _CLASSIFICATION = ("balanced_accuracy", "accuracy", "auc")
 
 
-def _pooled(rows: list[dict[str, Any]], *, seed: Any, n_boot: int) -> dict[str, Any]:
+def _pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """One scorer's probes taken together: classification metrics over every judged probe window
     (interval over windows), others the mean over probes (interval over probes)."""
     metric, chance = rows[0]["metric"], rows[0]["chance"]
@@ -63,7 +63,7 @@ def _pooled(rows: list[dict[str, Any]], *, seed: Any, n_boot: int) -> dict[str, 
     return out
 
 
-def judge_checks(rows: list[dict[str, Any]], *, seed: int, n_boot: int) -> list[dict[str, Any]]:
+def judge_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per scorer: one row per probe, and the probes pooled ('all') with `passed` = its interval
     lies above the chance level."""
     out = []
@@ -74,7 +74,7 @@ def judge_checks(rows: list[dict[str, Any]], *, seed: int, n_boot: int) -> list[
             out.append({k: r[k] for k in ("scorer", "metric", "value", "ci_low", "ci_high",
                                           "chance", "n_valid", "n_examples", "status")}
                        | {"probe": r["control_text"], "passed": _above(r)})
-        pooled = _pooled(mine, seed=(seed, scorer, "probes"), n_boot=n_boot)
+        pooled = _pooled(mine)
         out.append(pooled | {"passed": _above(pooled)})
     return out
 
@@ -138,8 +138,8 @@ def write_summary(cfg: Any, scores: pa.Table, out: Path, mine_dir: Path) -> dict
     seed, n_boot = cfg.score.seed, cfg.score.n_bootstrap
     probe = pc.fill_null(pc.equal(scores["control"], PROBE), False)
     plain = scores.select(list(SUMMARY_COLUMNS)).filter(pc.invert(probe))
-    controls = control_lifts(plain, seed=seed, n_boot=n_boot)
-    checks = judge_checks(scores.filter(probe).to_pylist(), seed=seed, n_boot=n_boot)
+    controls = control_lifts(plain, seed=seed)
+    checks = judge_checks(scores.filter(probe).to_pylist())
     found = verdicts(list(cfg.score.scorers), checks, controls)
     summary = {"scorers": summarize(plain, _frequencies(mine_dir), seed=seed, n_boot=n_boot),
                "controls": controls, "judge_checks": checks, "verdicts": found, "level": 0.95,

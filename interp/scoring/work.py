@@ -19,7 +19,6 @@ from interp.scoring.rows import score_row
 log = logging.getLogger(__name__)
 
 
-
 def controlled_latents(cfg: Any, latents: list[int]) -> set[int]:
     """The seeded sample of score.control_latents latents that the controls run on."""
     n = cfg.score.control_latents

@@ -77,7 +77,7 @@ def summary(cfg: Any, scores: pa.Table, frequencies: dict[int, float]) -> dict:
     plain = [r for r in rows if r["control"] != PROBE]
     controls = control_lifts([{k: v for k, v in r.items() if k != "predictions"} for r in plain],
                              seed=seed)
-    checks = judge_checks(rows, seed=seed, n_boot=n_boot)
+    checks = judge_checks(rows)
     found = verdicts(list(cfg.score.scorers), checks, controls)
     return {"scorers": summarize(plain, frequencies, seed=seed, n_boot=n_boot),
             "controls": controls, "judge_checks": checks, "verdicts": found, "level": 0.95,
