@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import gc
 import logging
 import threading
 import time
@@ -44,6 +45,7 @@ Loader = Callable[[list[int]], dict[int, Any]]
 
 FLUSH_S = 2.0          # a crash loses at most this much finished work
 FLUSH_LATENTS = 256    # ... or this many latents, whichever comes first
+BLOCK = 256            # latents whose examples load in one query (~5 ms each, whatever its size)
 DOWN_AFTER = 3         # consecutive latents without an answer before the server counts as down
 
 
@@ -188,9 +190,9 @@ class _Run:
 
 
 def _blocks(todo: list[int], size: int) -> list[list[int]]:
-    """Blocks of latents whose examples load together: a small first one, so the first requests
-    go out after a short load, then doubling up to `size`."""
-    blocks, b, n = [], 0, max(1, size // 4)
+    """Blocks of latents whose examples load together: a small first one (16), so the first
+    requests go out after a short load, then doubling up to `size`."""
+    blocks, b, n = [], 0, min(16, size)
     while b < len(todo):
         blocks.append(todo[b:b + n])
         b, n = b + n, min(size, 2 * n)
@@ -245,7 +247,7 @@ async def _produce(todo: list[int], load: Loader, work: Work, run: _Run, infligh
 
     flusher = asyncio.create_task(run.flush_periodically())
     try:
-        blocks = _loaded(_blocks(todo, max(64, inflight)), load, run.stop)
+        blocks = _loaded(_blocks(todo, max(BLOCK, inflight)), load, run.stop)
         async with contextlib.aclosing(blocks):
             async for block, examples in blocks:
                 for latent in block:
@@ -288,6 +290,34 @@ async def _until_stopped(work: Awaitable[None], stop: threading.Event | None, de
     return task.result()
 
 
+_FROZEN = {"depth": 0, "ours": False}
+_FROZEN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """What the process holds when a run starts (modules, the config, a model: ~400k objects)
+    moved out of the cyclic GC's sight for the run (gc.freeze), and back after it. A run
+    allocates a block's examples and a request's prompt, answer and row per latent; every
+    full collection then walked the whole heap again, ~0.2 s each: a quarter of the client's
+    CPU at 1,000 latents (bench/llm_scale.py). Nested or concurrent runs freeze once; a heap
+    the application froze itself is left as it is; an object frozen here that becomes cyclic
+    garbage meanwhile is collected after the outermost run."""
+    with _FROZEN_LOCK:
+        if not _FROZEN["depth"]:
+            _FROZEN["ours"] = gc.get_freeze_count() == 0
+            if _FROZEN["ours"]:
+                gc.freeze()
+        _FROZEN["depth"] += 1
+    try:
+        yield
+    finally:
+        with _FROZEN_LOCK:
+            _FROZEN["depth"] -= 1
+            if not _FROZEN["depth"] and _FROZEN["ours"]:
+                gc.unfreeze()
+
+
 async def run_latents(latents: list[int], work: Work, load: Loader, *, partial: Path,
                       schema: pa.Schema, ledger: Ledger, inflight: int, desc: str,
                       shard: tuple[int, int] | None = None, progress: bool = False,
@@ -311,7 +341,7 @@ async def run_latents(latents: list[int], work: Work, load: Loader, *, partial: 
     run = _Run(partial, schema)
     bar = tqdm(total=len(mine), initial=resumed, desc=desc, unit="latent", disable=not progress)
     try:
-        with ledger.writing_to(partial / f"calls-{uuid.uuid4().hex[:12]}.jsonl"):
+        with ledger.writing_to(partial / f"calls-{uuid.uuid4().hex[:12]}.jsonl"), frozen_heap():
             await _until_stopped(_produce(
                 todo, load, work, run, inflight, bar, lambda: max_prompt_tokens is not None
                 and ledger.totals["prompt_tokens"] >= max_prompt_tokens,
