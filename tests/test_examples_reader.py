@@ -93,3 +93,22 @@ def test_an_example_of_a_missing_sequence_is_a_clear_error(tmp_path):
     pq.write_table(t, mine / "examples.parquet")
     with pytest.raises(ValueError, match="sequence 99 .*do not match"):
         ExampleReader(mine, sequences=collect / "sequences.parquet")([0])
+
+
+def test_act_tuples_are_to_pylists_values():
+    """The reader's acts, flattened through numpy, are to_pylist's: on a sliced array, empty
+    lists, and (by falling back to to_pylist) null values."""
+    import pyarrow.compute as pc
+
+    from interp.mine.examples import _tuples
+
+    rng = random.Random(3)
+    values = [[rng.uniform(-3, 3) for _ in range(rng.randrange(0, 6))] for _ in range(50)]
+    cases = [pa.array(values, pa.list_(pa.float32())),
+             pa.array(values, pa.list_(pa.float32())).slice(7, 30),
+             pa.array([[1.5, None], [2.0]], pa.list_(pa.float32()))]
+    for lists in cases:
+        lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+        got = _tuples(lists, lengths)
+        assert got == [tuple(a) for a in lists.to_pylist()]
+        assert all(type(v) is float for a in got for v in a if v is not None)

@@ -123,13 +123,25 @@ class ExampleReader:
         if not t.num_rows:
             return out
         acts = t.column("acts").combine_chunks()
-        texts = tokens.windows(t.column("seq_id").to_numpy(), t.column("start").to_numpy(),
-                               pc.list_value_length(acts).to_numpy(zero_copy_only=False))
+        lengths = pc.list_value_length(acts).to_numpy(zero_copy_only=False)
+        texts = tokens.windows(t.column("seq_id").to_numpy(), t.column("start").to_numpy(), lengths)
         cols = [t.column(c).to_pylist() for c in
                 ("latent", "kind", "split", "rank", "quantile", "seq_id", "start", "max_act")]
-        for *r, a, text in zip(*cols, acts.to_pylist(), texts):
-            out[r[0]].append(Example(*r, text, tuple(a)))
+        for *r, a, text in zip(*cols, _tuples(acts, lengths), texts):
+            out[r[0]].append(Example(*r, text, a))
         return out
+
+
+def _tuples(lists: pa.ListArray, lengths: np.ndarray) -> list[tuple[float, ...]]:
+    """Each list of a float list array as a tuple of Python floats, what `to_pylist` gives at
+    a third of its cost (it makes a scalar object per value): the values flattened through
+    numpy and sliced by `lengths` (the lists' value lengths)."""
+    flat = pc.list_flatten(lists)
+    if lists.null_count or flat.null_count:  # numpy would make a null value NaN
+        return [tuple(a) for a in lists.to_pylist()]
+    flat = flat.to_numpy(zero_copy_only=False).tolist()
+    ends = np.cumsum(lengths).tolist()
+    return [tuple(flat[a:b]) for a, b in zip([0, *ends[:-1]], ends)]
 
 
 def load_examples(mine_dir: Path, collect_dir: Path, latents: list[int]) -> dict[int, list[Example]]:
