@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import random
 import re
 import threading
@@ -172,19 +171,6 @@ class Ledger:
         finally:
             with self._lock:
                 self._sink = previous
-
-
-def read_ledger(paths: list[Path]) -> list[dict[str, Any]]:
-    """Rows of ledger files; a line torn by a crash mid-write is skipped."""
-    rows = []
-    for p in paths:
-        for line in Path(p).read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                row = json.loads(line)
-                if isinstance(row, dict) and set(row) | {"purpose"} == set(LEDGER_SCHEMA_FIELDS):
-                    row.setdefault("purpose", row["stage"])  # written before purposes were
-                    rows.append(row)
-    return rows
 
 
 def new_call_id() -> str:
