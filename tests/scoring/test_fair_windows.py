@@ -128,3 +128,37 @@ def test_a_latent_needs_enough_held_out_positives(tmp_path):
     assert select_latents(tmp_path, cfg) == [1, 2]
     two = build_config({"explain": {"n_latents": None, "min_examples": 3, "min_heldout": 2}})
     assert select_latents(tmp_path, two) == [0, 1, 2]
+
+
+def _eligible_by_counting(rows: list[dict], min_examples: int, min_heldout: int) -> list[int]:
+    """The reference: the Python count select_latents made before it asked DuckDB."""
+    train: dict[int, int] = {}
+    heldout: dict[int, int] = {}
+    for r in rows:
+        if r["max_act"] > 0 and r["split"] == "train":
+            train[r["latent"]] = train.get(r["latent"], 0) + 1
+        elif r["max_act"] > 0 and r["kind"] == "quantile":
+            heldout[r["latent"]] = heldout.get(r["latent"], 0) + 1
+    return sorted(l for l, c in train.items() if c >= min_examples and heldout.get(l, 0) >= min_heldout)
+
+
+def test_eligible_latents_are_the_counted_ones(tmp_path):
+    """On random examples (kinds, splits, inactive windows, row groups, int32 latents), the
+    latents select_latents picks are those the Python count picks, for several thresholds."""
+    rng = random.Random(7)
+    rows = [{"latent": rng.randrange(300), "kind": rng.choice(["top", "quantile", "random", "hard"]),
+             "split": rng.choice(["train", "test"]), "max_act": rng.choice([0.0, 0.0, 0.5, 2.0])}
+            for _ in range(12000)]
+    rows.sort(key=lambda r: r["latent"])
+    schema = pa.schema([("latent", pa.int32()), ("kind", pa.string()), ("split", pa.string()),
+                        ("max_act", pa.float32())])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "examples.parquet",
+                   row_group_size=1000)
+    for min_examples, min_heldout in ((1, 1), (3, 2), (8, 1), (2, 4), (12, 3)):
+        cfg = build_config({"explain": {"n_latents": None, "min_examples": min_examples,
+                                        "min_heldout": min_heldout}})
+        want = _eligible_by_counting(rows, min_examples, min_heldout)
+        assert select_latents(tmp_path, cfg) == want and 0 < len(want) < 300
+    sampled = build_config({"explain": {"n_latents": 20, "min_examples": 1, "min_heldout": 1}})
+    got = select_latents(tmp_path, sampled)
+    assert len(got) == 20 and set(got) <= set(_eligible_by_counting(rows, 1, 1))
