@@ -3,7 +3,7 @@ once, examples.parquet alone per block) next to the SQL join with sequences.parq
 (with a DuckDB connection per block, as the old loader had), on the same synthetic artifacts,
 side by side in one run.
 
-    python bench/example_reads.py [--tokens 10000000] [--latents 65536] [--block 64]
+    python bench/example_reads.py [--tokens 10000000] [--latents 65536] [--block 256]
 
 Synthetic: sequences of 256 tokens drawn from 49,152 token strings; 36 examples of 32 tokens per
 latent in one row group per 8,192 latents (a budgeted mine's layout). Prints the token index's
@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from interp.mine.examples import ExampleReader  # noqa: E402
 from interp.mine.stage import EXAMPLES_SCHEMA  # noqa: E402
+from interp.resumable import BLOCK  # noqa: E402
 from tests.test_examples_reader import examples_by_join  # noqa: E402  (the old SQL join)
 
 SEQ_LEN, VOCAB, PER_LATENT, WINDOW, GROUP_LATENTS = 256, 49_152, 36, 32, 8_192
@@ -66,7 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=10_000_000)
     ap.add_argument("--latents", type=int, default=65_536)
-    ap.add_argument("--block", type=int, default=64)
+    ap.add_argument("--block", type=int, default=BLOCK, help="latents a block (the stages' size)")
     ap.add_argument("--blocks", type=int, default=6)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
