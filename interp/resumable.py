@@ -45,7 +45,7 @@ Loader = Callable[[list[int]], dict[int, Any]]
 
 FLUSH_S = 2.0          # a crash loses at most this much finished work
 FLUSH_LATENTS = 256    # ... or this many latents, whichever comes first
-BLOCK = 256            # latents whose examples load in one query (~5 ms each, whatever its size)
+BLOCK = 256            # latents whose examples load in one query (5-25 ms, whatever its size)
 DOWN_AFTER = 3         # consecutive latents without an answer before the server counts as down
 
 
