@@ -149,14 +149,25 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write a Parquet file under a temp name, fsync it, then rename it into place."""
+@contextlib.contextmanager
+def replaced_atomically(path: Path) -> Iterator[Path]:
+    """A temp path beside `path` for the caller to write; on success it is fsynced and renamed
+    into place, on failure removed: readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file under a temp name, fsync it, then rename it into place."""
+    with replaced_atomically(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def read_parts(directory: Path, pattern: str = "part-*.parquet") -> pa.Table | None:

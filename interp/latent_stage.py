@@ -4,8 +4,6 @@ turns the part files into the artifact, with the LLM ledger as llm_calls.parquet
 from __future__ import annotations
 
 import dataclasses
-import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from interp.aio import refuse_running_loop, run_coroutine
-from interp.artifacts import write_parquet_atomic
+from interp.artifacts import replaced_atomically, write_parquet_atomic
 from interp.llm.base import LEDGER_SCHEMA_FIELDS
 from interp.resumable import Work, pending, run_latents, shard_of
 
@@ -113,16 +111,12 @@ def write_ledger(paths: list[Path], out: Path) -> None:
     if not paths:
         write_parquet_atomic(LEDGER_SCHEMA.empty_table(), out)
         return
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     con = duckdb.connect(config={"autoinstall_known_extensions": False,
                                  "temp_directory": str(out.parent / ".duckdb-tmp")})
     try:
-        con.sql(_LEDGER_SQL, params={
-            "files": [str(p) for p in paths],
-            "columns": {f.name: _DUCK_TYPES[f.type] for f in LEDGER_SCHEMA}}).write_parquet(str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
+        with replaced_atomically(out) as tmp:
+            con.sql(_LEDGER_SQL, params={
+                "files": [str(p) for p in paths],
+                "columns": {f.name: _DUCK_TYPES[f.type] for f in LEDGER_SCHEMA}}).write_parquet(str(tmp))
     finally:
         con.close()
-        tmp.unlink(missing_ok=True)

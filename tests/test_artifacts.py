@@ -83,3 +83,22 @@ def test_lock_serialises_builders(tmp_path):
 def test_require_names_missing_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the collect stage"):
         ArtifactStore(tmp_path).require("collect", "nope")
+
+
+def test_a_file_replaced_atomically_is_the_old_or_the_whole_new_one(tmp_path):
+    """replaced_atomically: the caller writes a temp path beside the target; on success it is
+    renamed into place, on failure removed, the old file untouched; no temp file either way."""
+    from interp.artifacts import replaced_atomically
+
+    target = tmp_path / "sub" / "x.parquet"
+    with replaced_atomically(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.startswith(".x.parquet.")
+        tmp.write_text("first")
+        assert not target.exists()  # nothing at the target until the write is done
+    assert target.read_text() == "first"
+    with pytest.raises(OSError, match="disk on fire"):
+        with replaced_atomically(target) as tmp:
+            tmp.write_text("half")
+            raise OSError("disk on fire")
+    assert target.read_text() == "first"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["x.parquet"]

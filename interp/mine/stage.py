@@ -16,7 +16,6 @@ mine.memory_budget_mb, and the output is the same whatever the ranges.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -27,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from interp.artifacts import write_parquet_atomic
+from interp.artifacts import replaced_atomically, write_parquet_atomic
 from interp.collect.documents import DOCUMENTS, backfill_documents, read_doc_starts
 from interp.collect.shards import ActivationShards
 from interp.collect.stream import StreamedShards, open_activations
@@ -307,28 +306,25 @@ def _write_examples(spill, ranges, positives: Rows, hard: Rows | None, n_win: to
                     path: Path) -> dict[str, int]:
     """Per latent range: token activations of the kept windows, validated negatives, one row
     group; written under a temp name and renamed, so a half-written file never exists."""
-    tmp = path.with_name(f".{path.name}.tmp")
     n_by_kind = dict.fromkeys(KINDS, 0)
-    writer = pq.ParquetWriter(tmp, EXAMPLES_SCHEMA)
-    try:
-        for lo, hi in ranges:
-            pos = _in_range(positives, lo, hi).to(device)
-            cand = random_candidates(lo, hi, n_windows, n_win[lo:hi], cfg, split_windows, device)
-            if hard is not None:
-                cand = Rows.cat([cand, _in_range(hard, lo, hi).to(device)])
-            acts, active = gather_acts(spill, lo, hi, cfg.window, pos, cand, plan.read_triples, device)
-            neg = choose_negatives(cand, active, caps)
-            table = _examples_table(pos, acts, neg, per_seq, cfg.window)
-            writer.write_table(table)
-            for k, c in zip(*torch.unique(torch.cat([pos.kind, neg.kind]).cpu(), return_counts=True)):
-                n_by_kind[KINDS[int(k)]] += int(c)
-            del table, acts, pos, cand, neg
-            release_memory()
-    finally:
-        writer.close()
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with replaced_atomically(path) as tmp:
+        writer = pq.ParquetWriter(tmp, EXAMPLES_SCHEMA)
+        try:
+            for lo, hi in ranges:
+                pos = _in_range(positives, lo, hi).to(device)
+                cand = random_candidates(lo, hi, n_windows, n_win[lo:hi], cfg, split_windows, device)
+                if hard is not None:
+                    cand = Rows.cat([cand, _in_range(hard, lo, hi).to(device)])
+                acts, active = gather_acts(spill, lo, hi, cfg.window, pos, cand, plan.read_triples, device)
+                neg = choose_negatives(cand, active, caps)
+                table = _examples_table(pos, acts, neg, per_seq, cfg.window)
+                writer.write_table(table)
+                for k, c in zip(*torch.unique(torch.cat([pos.kind, neg.kind]).cpu(), return_counts=True)):
+                    n_by_kind[KINDS[int(k)]] += int(c)
+                del table, acts, pos, cand, neg
+                release_memory()
+        finally:
+            writer.close()
     return n_by_kind
 
 
