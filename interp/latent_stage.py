@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from interp import duck
 from interp.aio import refuse_running_loop, run_coroutine
 from interp.artifacts import replaced_atomically, write_parquet_atomic
 from interp.llm.base import LEDGER_SCHEMA_FIELDS
@@ -111,8 +111,7 @@ def write_ledger(paths: list[Path], out: Path) -> None:
     if not paths:
         write_parquet_atomic(LEDGER_SCHEMA.empty_table(), out)
         return
-    con = duckdb.connect(config={"autoinstall_known_extensions": False,
-                                 "temp_directory": str(out.parent / ".duckdb-tmp")})
+    con = duck.connect(temp_directory=str(out.parent / ".duckdb-tmp"))
     try:
         with replaced_atomically(out) as tmp:
             con.sql(_LEDGER_SQL, params={

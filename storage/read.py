@@ -18,11 +18,12 @@ from typing import Any
 
 import duckdb
 
+from interp.duck import OFFLINE
+
 CATALOG = "catalog.duckdb"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQL_DIR = Path(__file__).parent / "sql"
-# Offline by design: an unknown function must never make DuckDB fetch an extension.
-DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+DUCKDB_CONFIG = OFFLINE  # offline by design: an unknown function never fetches an extension
 READ_CONFIG = DUCKDB_CONFIG | {"enable_external_access": False, "lock_configuration": True}
 _HEADER_BYTES = 3 * 4096  # DuckDB's main header and two database headers precede the blocks
 _VERSION_SQL = "SELECT coalesce(max(version), 0) FROM schema_version"

@@ -107,9 +107,9 @@ def select_latents(mine_dir: Path, cfg: RunConfig) -> list[int]:
     ~3M groups as Python dicts before."""
     import random
 
-    import duckdb
+    from interp import duck
 
-    con = duckdb.connect(config={"autoinstall_known_extensions": False})
+    con = duck.connect()
     try:
         eligible = con.sql(_ELIGIBLE_SQL, params={
             "examples": str(Path(mine_dir) / "examples.parquet"),

@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from interp import duck
+
 # Mined example rows of a set of latents (token text is attached from the token index).
 _EXAMPLES_SQL = """
 SELECT latent, kind, split, rank, quantile, seq_id, start, max_act, acts
@@ -106,7 +108,7 @@ class ExampleReader:
     def _rows(self, latents: list[int]) -> pa.Table:
         with self._lock:  # one connection, one query at a time
             if self._con is None:
-                self._con = duckdb.connect(config={"autoinstall_known_extensions": False})
+                self._con = duck.connect()
             return self._con.sql(_EXAMPLES_SQL, params={
                 "examples": str(self.mine_dir / "examples.parquet"), "latents": latents}).to_arrow_table()
 
